@@ -1,0 +1,63 @@
+# Every target works on a fresh machine with only python3: it builds what it needs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+# The interpreters `make test-all` runs the suite on (pyenv installs, or python3.X on PATH).
+PY_VERSIONS ?= 3.10 3.11 3.12 3.13
+
+.PHONY: help test lint test-all stress demo docs clean
+
+help:
+	@echo "make test      - create $(VENV), install aioqlog with its test extras, run lint and the suite"
+	@echo "make demo      - show the loop lag a slow handler causes, directly and behind aioqlog"
+	@echo "make test-all  - run the suite on Python $(PY_VERSIONS)"
+	@echo "make stress    - run the concurrency tests 20 times in a row"
+	@echo "make docs      - build the documentation (mkdocs build --strict)"
+
+$(BIN)/.installed-test: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+test: $(BIN)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(BIN)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test-all:
+	@set -e; for v in $(PY_VERSIONS); do \
+	  py=$$(ls -d $(HOME)/.pyenv/versions/$$v.*/bin/python 2>/dev/null | head -n1 || true); \
+	  [ -n "$$py" ] || py=$$(command -v python$$v || true); \
+	  if [ -z "$$py" ]; then echo "Python $$v not found"; exit 1; fi; \
+	  echo "=== Python $$v ($$py)"; \
+	  $(MAKE) --no-print-directory test PYTHON=$$py VENV=.venv-$$v; \
+	done
+
+stress: $(BIN)/.installed-test
+	@set -e; for i in $$(seq 1 20); do \
+	  echo "=== run $$i/20"; \
+	  $(BIN)/pytest -q -p no:randomly tests/test_bridge.py tests/test_listener.py tests/test_lanes.py $(PYTEST_ARGS); \
+	done
+
+demo:
+	PYTHONPATH=. $(PYTHON) examples/slow_handler_demo.py
+
+$(BIN)/.installed-docs: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	touch $@
+
+docs: $(BIN)/.installed-docs
+	$(BIN)/mkdocs build --strict
+
+clean:
+	rm -rf $(VENV) .venv-3.* site dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis

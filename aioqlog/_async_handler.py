@@ -1,0 +1,76 @@
+"""``AsyncHandler``: a logging handler whose output is a coroutine."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+__all__ = ["AsyncHandler"]
+
+
+class AsyncHandler(logging.Handler):
+    """Base class for handlers that await their I/O on the event loop.
+
+    Subclass it and implement ``aemit``; serve it with a ``QueueListener``,
+    which awaits ``aemit`` on its loop, records in the order they were logged,
+    inside the ``contextvars`` context of each log call. Level, filters and
+    formatter work as for any ``logging.Handler``: call ``self.format(record)``
+    in ``aemit``.
+
+    Optional hooks:
+
+    * ``aemit_batch(records)``: override it to receive every record that is
+      ready at once (a list of one or more, in order); the listener then calls
+      it instead of ``aemit``. Records whose log calls ran in different
+      ``contextvars`` contexts come in separate calls, each awaited inside
+      its records' context.
+    * ``aclose()``: awaited by the listener's ``stop()`` to release what the
+      handler holds on the loop (a client session). A listener may be started
+      again later: reopen such resources lazily.
+
+    An ``AsyncHandler`` attached directly to a logger cannot await anything:
+    each record it is given reports a ``RuntimeError`` through ``handleError``
+    that says how to serve it instead. It never creates a coroutine that
+    nobody awaits.
+
+    Example:
+        >>> class ListHandler(AsyncHandler):
+        ...     def __init__(self) -> None:
+        ...         super().__init__()
+        ...         self.lines: list[str] = []
+        ...     async def aemit(self, record: logging.LogRecord) -> None:
+        ...         self.lines.append(self.format(record))
+
+    .. versionadded:: 0.1.0
+    """
+
+    async def aemit(self, record: logging.LogRecord) -> None:
+        """Handle one record: format it and send it wherever it goes."""
+        raise NotImplementedError(
+            f"{type(self).__qualname__} must implement async def aemit(self, record)"
+        )
+
+    async def aemit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        """Handle several records at once; the default awaits ``aemit`` for each."""
+        for record in records:
+            await self.aemit(record)
+
+    async def aclose(self) -> None:
+        """Release loop-bound resources; awaited by ``QueueListener.stop()``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Report that this handler was called outside a listener."""
+        try:
+            raise RuntimeError(
+                f"{self!r} is an aioqlog.AsyncHandler: its aemit() coroutine cannot "
+                f"run from a plain logging call. Serve it with "
+                f"aioqlog.QueueListener(queue, handler) and attach "
+                f"aioqlog.QueueHandler(queue) to the logger instead."
+            )
+        except RuntimeError:
+            self.handleError(record)
+
+
+def overrides_batch(handler: AsyncHandler) -> bool:
+    """Return whether *handler*'s class implements its own ``aemit_batch``."""
+    return type(handler).aemit_batch is not AsyncHandler.aemit_batch

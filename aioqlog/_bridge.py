@@ -1,0 +1,434 @@
+"""The bridge: ``LogQueue`` carries records from any thread into the event loop.
+
+Who may call what
+-----------------
+* Producers (any thread, including the loop's, including a signal handler):
+  ``put_nowait`` only.
+* The consumer (the listener's task, on the loop thread): the ``_``-prefixed
+  consumer methods, while it holds the *delivery right*.
+* A producer that finds no consumer attached borrows the delivery right and
+  delivers queued records itself, in its own thread (``_drain_in_caller``).
+
+Why nothing is lost
+-------------------
+The put path takes no lock: ``deque.append``/``popleft``/``pop`` and ``len``
+are atomic under the GIL. Two one-slot deques carry the hand-offs:
+
+* ``_parked`` holds a wake-up token while the consumer sleeps. The consumer
+  appends its token, *then* re-checks the buffer before sleeping; a producer
+  appends its record, *then* pops the token. Whatever the interleaving, either
+  the consumer's re-check sees the record or the producer's pop sees the token.
+  Exactly one popper wins the token, so a burst of records costs one
+  cross-thread wake-up, however many producers race.
+* ``_right`` holds the delivery right while nobody delivers. The attached
+  consumer keeps it for its whole run. Without a consumer, a producer pops it,
+  delivers everything queued, puts it back and re-checks the buffer: a record
+  appended while the right was held is taken by the holder's re-check or by
+  the next producer. One holder at a time keeps per-thread order.
+
+A slow safety tick re-arms the consumer every ``_SAFETY_TICK`` seconds, so even
+a wake-up lost to something outside this module (a dropped syscall) cannot
+strand records; the stress tests run with the tick disabled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Literal, get_args
+
+from . import _lifecycle
+from ._context import resolve
+
+__all__ = ["DEFAULT_BLOCK_TIMEOUT", "DEFAULT_MAXSIZE", "Entry", "LogQueue", "Overflow"]
+
+#: The overflow policies of a LogQueue.
+Overflow = Literal["drop_new", "drop_old", "block"]
+
+#: A queued record with the context of its log call.
+Entry = tuple[logging.LogRecord, contextvars.Context]
+
+#: 10,000 records absorb a burst of a second or more from a busy service while
+#: keeping the worst case to tens of megabytes (a record with its dict is 1-2 KB).
+DEFAULT_MAXSIZE = 10_000
+
+#: Seconds a non-loop thread waits for room under ``overflow="block"``.
+DEFAULT_BLOCK_TIMEOUT = 1.0
+
+#: Most records the consumer takes in one go: a batch is handed on in well
+#: under a millisecond, so the loop's other work never waits long.
+BATCH_LIMIT = 256
+
+_SAFETY_TICK: float | None = 0.25
+_OVERFLOWS: tuple[str, ...] = get_args(Overflow)
+_TOKEN = True
+
+# Bound once: every log call uses it.
+_copy_context = contextvars.copy_context
+
+_Parked = tuple[asyncio.AbstractEventLoop, int, "asyncio.Future[None]"]
+Sink = Callable[[list[Entry]], None]
+
+
+class LogQueue:
+    """A bounded, thread-safe queue that carries log records into an event loop.
+
+    Any thread may put records; one ``QueueListener`` task consumes them on its
+    event loop. Putting never blocks the loop thread and never raises: when the
+    queue is full, the overflow policy decides, and every drop is counted.
+
+    Args:
+        maxsize: The most records held at once (a positive int). Producers racing
+            on a nearly full queue may overshoot it by at most one record each.
+        overflow: What a full queue does with a new record: ``"drop_new"`` drops
+            it, ``"drop_old"`` evicts the oldest queued record to make room,
+            ``"block"`` makes threads other than the loop's wait up to
+            *block_timeout* seconds for room (then drop it); on the loop thread
+            and in the listener's own threads ``"block"`` acts as ``"drop_new"``,
+            since waiting there would stall the consumer itself.
+        block_timeout: Seconds a producer waits under ``"block"``.
+
+    Example:
+        >>> q = LogQueue(maxsize=50_000, overflow="drop_old")
+        >>> q.maxsize, q.dropped
+        (50000, 0)
+
+    While no listener consumes the queue, records wait in it, or, once a
+    ``QueueListener`` has been created for it, are handled in the logging thread
+    by the listener's handlers (see ``QueueListener``).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        maxsize: int = DEFAULT_MAXSIZE,
+        overflow: Overflow = "drop_new",
+        *,
+        block_timeout: float = DEFAULT_BLOCK_TIMEOUT,
+    ) -> None:
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize <= 0:
+            raise ValueError(
+                f"LogQueue maxsize must be a positive int, got {maxsize!r}; "
+                f"aioqlog queues are always bounded (the default is {DEFAULT_MAXSIZE})"
+            )
+        if overflow not in _OVERFLOWS:
+            raise ValueError(
+                f"LogQueue overflow must be one of {', '.join(map(repr, _OVERFLOWS))}, "
+                f"got {overflow!r}"
+            )
+        if (
+            isinstance(block_timeout, bool)
+            or not isinstance(block_timeout, (int, float))
+            or not block_timeout > 0
+        ):
+            raise ValueError(
+                f"LogQueue block_timeout must be a positive number of seconds, "
+                f"got {block_timeout!r}"
+            )
+        self._maxsize = maxsize
+        self._overflow: Overflow = overflow
+        self._block_timeout = float(block_timeout)
+        self._items: deque[Entry] = deque()
+
+        # Counters. Drops are rare and come from any thread: a lock keeps them
+        # exact; it is re-entrant because a signal handler may log mid-drop.
+        self._lock = threading.RLock()
+        self._room = threading.Condition(self._lock)
+        self._dropped = 0
+        self._evicted = 0
+        self._blocked = 0
+        # Written only by the holder of the delivery right.
+        self._taken = 0
+        self._high_water = 0
+
+        # Hand-offs (see the module docstring).
+        self._parked: deque[_Parked] = deque()
+        self._right: deque[bool] = deque([_TOKEN])
+        self._attached = False
+        self._kicked = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        # Threads that must never wait under "block": the loop's and the lanes'.
+        self._nonblocking: frozenset[int] = frozenset()
+        self._owner: object | None = None
+        self._sink: Sink | None = None
+        self._on_lost: Callable[[], None] | None = None
+        self._tick = _SAFETY_TICK
+        self.rescues = 0  # safety-tick wake-ups that found records waiting
+        _lifecycle.track_queue(self)
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def maxsize(self) -> int:
+        """The most records the queue holds at once."""
+        return self._maxsize
+
+    @property
+    def overflow(self) -> Overflow:
+        """The overflow policy: ``"drop_new"``, ``"drop_old"`` or ``"block"``."""
+        return self._overflow
+
+    @property
+    def block_timeout(self) -> float:
+        """Seconds a producer thread waits for room under ``overflow="block"``."""
+        return self._block_timeout
+
+    @property
+    def dropped(self) -> int:
+        """Records dropped by the overflow policy so far (evictions included)."""
+        return self._dropped
+
+    def qsize(self) -> int:
+        """Return the number of records waiting in the queue."""
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return (
+            f"<LogQueue maxsize={self._maxsize} overflow={self._overflow!r} "
+            f"queued={len(self._items)} dropped={self._dropped}>"
+        )
+
+    def put_nowait(self, record: logging.LogRecord) -> None:
+        """Enqueue *record* with the caller's context; never raises.
+
+        Called by ``QueueHandler.enqueue`` on every log call, from any thread.
+        It never blocks the event loop thread; only under ``overflow="block"``
+        does a thread other than the loop's wait (at most *block_timeout*).
+        """
+        # Hot path: one length check, one append, two emptiness checks.
+        items = self._items
+        if len(items) >= self._maxsize and not self._make_room():
+            return
+        items.append((record, _copy_context()))
+        if self._parked:  # the consumer sleeps: wake it (once per burst)
+            self._wake()
+        elif self._right and not self._attached:  # no consumer: deliver here
+            self._drain_in_caller()
+
+    # --------------------------------------------------------------- producers
+
+    def _make_room(self) -> bool:
+        """Apply the overflow policy to a full queue; return whether to append."""
+        if self._overflow == "drop_old":
+            try:
+                self._items.popleft()
+            except IndexError:  # the consumer emptied it meanwhile
+                return True
+            with self._lock:
+                self._dropped += 1
+                self._evicted += 1
+            return True
+        if (
+            self._overflow == "block"
+            and self._attached
+            and threading.get_ident() not in self._nonblocking
+            and self._wait_for_room()
+        ):
+            return True
+        with self._lock:
+            self._dropped += 1
+        return False
+
+    def _wait_for_room(self) -> bool:
+        """Wait up to block_timeout for room; return whether room came."""
+        deadline = time.monotonic() + self._block_timeout
+        with self._room:
+            # The consumer pops, then reads _blocked: incrementing before the
+            # length check means it either sees us waiting or we see its pops.
+            self._blocked += 1
+            try:
+                while len(self._items) >= self._maxsize:
+                    if not self._attached:
+                        return True  # the queue now drains in the caller
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._room.wait(remaining)
+                return True
+            finally:
+                self._blocked -= 1
+
+    def _wake(self) -> None:
+        """Wake the parked consumer, if this caller wins its token."""
+        try:
+            loop, loop_thread, waiter = self._parked.pop()
+        except IndexError:
+            return  # another producer claimed it: one wake-up per park
+        if threading.get_ident() == loop_thread:
+            resolve(waiter)  # on the loop thread: no self-pipe write needed
+            return
+        try:
+            loop.call_soon_threadsafe(resolve, waiter)
+        except RuntimeError:
+            # The loop is closed: the consumer parked on it will never run again.
+            self._consumer_lost()
+
+    def _drain_in_caller(self) -> None:
+        """Deliver queued records in this thread while no consumer is attached."""
+        sink = self._sink
+        if sink is None:
+            return  # nobody serves this queue yet: records wait (bounded)
+        right = self._right
+        while True:
+            try:
+                right.pop()
+            except IndexError:
+                return  # the holder will see our record when it re-checks
+            try:
+                while not self._attached:
+                    batch = self._take(BATCH_LIMIT)
+                    if not batch:
+                        break
+                    sink(batch)
+            finally:
+                right.append(_TOKEN)
+            if self._parked:
+                # A consumer attached meanwhile and waits for the right.
+                self._wake()
+                return
+            if self._attached or not self._items:
+                return
+
+    def _consumer_lost(self) -> None:
+        """Take back the delivery right from a consumer whose loop has closed."""
+        with self._lock:
+            if not self._attached:
+                return
+            self._attached = False
+            self._nonblocking = frozenset()
+            self._room.notify_all()
+            self._right.append(_TOKEN)
+        on_lost = self._on_lost
+        if on_lost is not None:
+            on_lost()
+        self._drain_in_caller()
+
+    # ---------------------------------------------------------------- consumer
+    # All of these run on the loop thread of the attached listener.
+
+    def _bind(self, owner: object, sink: Sink, on_lost: Callable[[], None]) -> None:
+        """Make *owner* the queue's listener: *sink* delivers while no consumer runs."""
+        self._owner = owner
+        self._sink = sink
+        self._on_lost = on_lost
+
+    def _attach(self, nonblocking: Iterable[int] = ()) -> None:
+        """Mark a consumer as attached to the running loop (it still needs the right)."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._nonblocking = frozenset((self._loop_thread, *nonblocking))
+        self._kicked = False
+        self._attached = True
+
+    def _add_nonblocking(self, thread_id: int) -> None:
+        """Forbid *thread_id* (a lane's worker) to wait under ``"block"``."""
+        self._nonblocking = self._nonblocking | {thread_id}
+
+    async def _acquire(self) -> None:
+        """Take the delivery right, waiting for an in-caller delivery to finish."""
+        while True:
+            try:
+                self._right.pop()
+            except IndexError:
+                await self._park(self._right, wake_on_kick=False)
+            else:
+                return
+
+    def _abandon_attach(self) -> None:
+        """Detach a consumer that was cancelled before it got the delivery right."""
+        with self._lock:
+            self._attached = False
+            self._nonblocking = frozenset()
+            self._room.notify_all()
+        self._drain_in_caller()
+
+    async def _wait(self) -> None:
+        """Sleep until a record arrives or ``_kick`` is called."""
+        await self._park(self._items, wake_on_kick=True)
+
+    def _kick(self) -> None:
+        """Wake the consumer so it re-reads its state (stop was requested)."""
+        self._kicked = True
+        self._wake()
+
+    async def _park(self, ready: deque[Entry] | deque[bool], *, wake_on_kick: bool) -> None:
+        # Precondition: on the loop thread; only the consumer parks. Returns
+        # once *ready* is non-empty (or was kicked), or spuriously: callers loop.
+        loop = self._loop
+        assert loop is not None
+        waiter: asyncio.Future[None] = loop.create_future()
+        token: _Parked = (loop, self._loop_thread, waiter)
+        self._parked.append(token)
+        # Re-check after announcing the park (see the module docstring).
+        if ready or (wake_on_kick and self._kicked):
+            try:
+                self._parked.pop()
+            except IndexError:
+                pass  # a producer claimed the token: its wake-up is on the way
+            else:
+                return
+        tick = None if self._tick is None else loop.call_later(self._tick, self._on_tick, waiter)
+        try:
+            await waiter
+        finally:
+            if tick is not None:
+                tick.cancel()
+            if not waiter.done():  # cancelled while parked: withdraw the token
+                try:
+                    self._parked.pop()
+                except IndexError:
+                    pass
+
+    def _on_tick(self, waiter: asyncio.Future[None]) -> None:
+        try:
+            self._parked.pop()
+        except IndexError:
+            return  # a producer claimed it just now
+        if self._items:
+            self.rescues += 1
+        resolve(waiter)
+
+    def _take(self, limit: int) -> list[Entry]:
+        """Pop up to *limit* queued records, oldest first."""
+        # Precondition: the caller holds the delivery right.
+        items = self._items
+        n = len(items)
+        if not n:
+            return []
+        self._high_water = max(self._high_water, n)
+        popleft = items.popleft
+        batch: list[Entry] = []
+        append = batch.append
+        try:
+            for _ in range(min(n, limit)):
+                append(popleft())
+        except IndexError:  # a "drop_old" eviction raced us
+            pass
+        self._taken += len(batch)
+        if self._blocked:
+            with self._room:
+                self._room.notify_all()
+        return batch
+
+    def _release(self) -> None:
+        """Detach the consumer and hand the delivery right back to producers."""
+        # Precondition: the consumer holds the right and its lanes deliver inline now.
+        with self._lock:
+            self._attached = False
+            self._nonblocking = frozenset()
+            self._room.notify_all()
+        self._right.append(_TOKEN)
+        # Records still queued are the listener's to hand off (it must not
+        # deliver them here, on the loop thread).
+
+    @property
+    def _enqueued(self) -> int:
+        """Records accepted so far (including any evicted later)."""
+        return self._taken + self._evicted + len(self._items)

@@ -1,0 +1,94 @@
+"""Context and task plumbing shared by the bridge, the lanes and the listener.
+
+Records carry the ``contextvars.Context`` of their log call (captured by
+``LogQueue.put_nowait``). Handlers run inside a copy of it, so filters and
+formatters see a request id set by web middleware exactly as it was at the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import sys
+from collections.abc import Coroutine, Generator
+from typing import Any, TypeVar
+
+__all__ = ["DEPTH", "MAX_DEPTH", "resolve", "run_in_context", "uncancel"]
+
+_T = TypeVar("_T")
+
+#: How deep in handler-caused logging the current code runs: 0 for application
+#: code, 1 inside a handler handling an application record, and so on. A record
+#: captures it with its context, which is how the listener recognises a record
+#: logged by a handler from inside its own emit() (which would otherwise feed
+#: itself forever).
+DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("aioqlog_depth", default=0)
+
+#: Records logged at a depth above this are dropped and counted: a handler's own
+#: diagnostics reach the handlers once, and what they log in turn stops there.
+MAX_DEPTH = 1
+
+
+class _Relay:
+    """Yield one object to the running task and hand back what the task sends."""
+
+    __slots__ = ("item",)
+
+    def __init__(self, item: Any) -> None:
+        self.item = item
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return (yield self.item)
+
+
+async def run_in_context(ctx: contextvars.Context, coro: Coroutine[Any, Any, _T]) -> _T:
+    """Await *coro* with every one of its steps running inside *ctx*.
+
+    This is what ``asyncio.create_task(coro, context=ctx)`` does (Python 3.11+),
+    without the cost of a task per record and on every supported Python. Each
+    step of the inner coroutine runs under ``ctx.run``; whatever it yields (a
+    future, or ``None`` for a bare yield) is relayed untouched to the task that
+    drives us, and cancellation or errors delivered to us are thrown back in.
+    """
+    value: Any = None
+    error: BaseException | None = None
+    try:
+        while True:
+            try:
+                if error is None:
+                    yielded = ctx.run(coro.send, value)
+                else:
+                    # Drop our reference before re-raising inside the coroutine.
+                    pending, error = error, None
+                    yielded = ctx.run(coro.throw, pending)
+            except StopIteration as stop:
+                result: _T = stop.value
+                return result
+            value = None
+            try:
+                value = await _Relay(yielded)
+            except BaseException as exc:  # noqa: BLE001 - relayed into the coroutine
+                error = exc
+    finally:
+        # Closing a finished coroutine is a no-op; closing one we abandon
+        # (because we were closed ourselves) runs its finally blocks.
+        coro.close()
+
+
+def resolve(waiter: asyncio.Future[None]) -> None:
+    """Complete *waiter*; a stale or duplicate wake-up is harmless (it may be done)."""
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def uncancel() -> None:
+    """Withdraw the cancellation the current task just caught (Python 3.11+).
+
+    Used where a task deliberately keeps working after being cancelled from
+    outside (to deliver what is queued), so that timeouts it uses afterwards
+    count cancellations correctly.
+    """
+    if sys.version_info >= (3, 11):
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()

@@ -1,0 +1,226 @@
+"""The producer side: ``QueueHandler`` puts records on a ``LogQueue``.
+
+Every ``logger.info`` in the application pays for ``QueueHandler.handle``, so
+the common case is kept to a few checks and one append: the record goes on the
+queue as the logger made it (no formatting, no copy), and formatting happens
+later, in the handler's lane.
+
+Deferring the formatting is only correct if ``msg % args`` gives the same text
+later as it would now. It does when every argument is of an immutable builtin
+type (the overwhelming case). Otherwise the handler sends a copy of the record
+whose mutable arguments are replaced by a snapshot of their ``str()`` and
+``repr()`` taken at the call, so the template (``record.msg``) and the
+arguments stay available to error trackers that group by template, while the
+message shows each argument as it was when it was logged.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import logging.handlers
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from ._bridge import LogQueue
+
+__all__ = ["QueueHandler", "Snapshot", "snapshot"]
+
+# Types whose str() and repr() cannot change after the call: an argument of
+# one of these is safe to format later. Exact types only (a subclass may add
+# mutable state); anything else takes the snapshot path, which is always correct.
+_IMMUTABLE: frozenset[type] = frozenset(
+    {
+        str,
+        int,
+        float,
+        bool,
+        type(None),
+        bytes,
+        complex,
+        datetime.datetime,
+        datetime.date,
+        datetime.time,
+        datetime.timedelta,
+    }
+)
+
+_FILTER_RETURNS_RECORD = sys.version_info >= (3, 12)
+
+
+class Snapshot:
+    """An argument as it printed at the log call: its ``str()`` and ``repr()``.
+
+    Stands in for a mutable argument in ``record.args`` so that formatting the
+    record later, in another thread, prints what the call would have printed.
+    """
+
+    __slots__ = ("_repr", "_str")
+
+    def __init__(self, obj: object) -> None:
+        self._str = str(obj)
+        self._repr = repr(obj)
+
+    def __str__(self) -> str:
+        return self._str
+
+    def __repr__(self) -> str:
+        return self._repr
+
+
+def _freeze(value: object) -> object:
+    return value if type(value) in _IMMUTABLE else Snapshot(value)
+
+
+def _copy(record: logging.LogRecord) -> logging.LogRecord:
+    """Return a shallow copy of *record* (its attributes, not their values)."""
+    clone: logging.LogRecord = object.__new__(type(record))
+    clone.__dict__ = record.__dict__.copy()
+    return clone
+
+
+def snapshot(record: logging.LogRecord) -> logging.LogRecord:
+    """Return *record*, or a copy of it that formats later exactly as it would now.
+
+    The record the logger made is never modified: other handlers of the same
+    logger may still be using it.
+    """
+    msg = record.msg
+    args = record.args
+    if type(msg) is str:
+        if not args:
+            return record
+        if type(args) is tuple:
+            for arg in args:
+                if type(arg) not in _IMMUTABLE:
+                    break
+            else:
+                return record
+    elif type(msg) in _IMMUTABLE and not args:
+        return record
+    return _snapshot_slow(record)
+
+
+def _snapshot_slow(record: logging.LogRecord) -> logging.LogRecord:
+    msg: Any = record.msg
+    args = record.args
+    try:
+        frozen_args: tuple[object, ...] | Mapping[str, object] | None
+        if isinstance(args, tuple):
+            frozen_args = tuple(_freeze(a) for a in args)
+        elif isinstance(args, Mapping):
+            frozen_args = {k: _freeze(v) for k, v in args.items()}
+        else:
+            frozen_args = args
+        if type(msg) is dict:
+            # A dict message is structured data for JSON formatters: keep a dict.
+            frozen_msg: object = dict(msg)
+        elif type(msg) in _IMMUTABLE:
+            frozen_msg = msg
+        else:
+            frozen_msg = Snapshot(msg)
+        if frozen_args:
+            # Prove the snapshot formats; a numeric conversion (%d, %x...) of
+            # a snapshot does not, and then the message is rendered right now.
+            str(frozen_msg) % frozen_args
+    except Exception:  # noqa: BLE001 - decided below, by the stdlib's own rendering
+        return _render_now(record)
+    clone = _copy(record)
+    clone.msg = frozen_msg
+    clone.args = frozen_args
+    return clone
+
+
+def _render_now(record: logging.LogRecord) -> logging.LogRecord:
+    """Return a copy whose msg is the message rendered now (template lost)."""
+    try:
+        message = record.getMessage()
+    except Exception:  # noqa: BLE001
+        # Broken formatting: pass the record on untouched, so the handler's
+        # formatter fails as it would have and reports through handleError.
+        return record
+    clone = _copy(record)
+    clone.msg = message
+    clone.args = None
+    return clone
+
+
+class QueueHandler(logging.handlers.QueueHandler):
+    """Put records on a ``LogQueue`` for a ``QueueListener`` to handle.
+
+    A drop-in replacement for ``logging.handlers.QueueHandler``: attach it to a
+    logger and keep calling ``logger.info(...)`` from any thread. It never
+    blocks the event loop and never raises into the caller.
+
+    Unlike the stdlib's, it does not format records eagerly: ``msg``, ``args``,
+    ``exc_info`` and ``stack_info`` reach the handlers as given (mutable
+    arguments as a snapshot of how they printed at the call), so a handler
+    behind the listener writes exactly what it would write attached directly.
+    If you set a formatter on the QueueHandler itself, the stdlib's behaviour
+    applies: the record's ``msg`` becomes that formatted text.
+
+    Args:
+        queue: The queue to put records on. A new ``LogQueue()`` when omitted.
+
+    Example:
+        >>> import logging, aioqlog
+        >>> q = aioqlog.LogQueue()
+        >>> logging.getLogger("app").addHandler(aioqlog.QueueHandler(q))
+
+    .. versionadded:: 0.1.0
+    """
+
+    # typeshed's protocol for the stdlib class also wants get(): a LogQueue is
+    # consumed by aioqlog's listener only, so it deliberately has none.
+    queue: LogQueue  # type: ignore[assignment]
+
+    def __init__(self, queue: LogQueue | None = None) -> None:
+        if queue is None:
+            queue = LogQueue()
+        elif not isinstance(queue, LogQueue):
+            raise TypeError(
+                f"aioqlog.QueueHandler needs an aioqlog.LogQueue, got "
+                f"{type(queue).__module__}.{type(queue).__qualname__}; "
+                f"create one with aioqlog.LogQueue(maxsize=...)"
+            )
+        super().__init__(queue)  # type: ignore[arg-type]
+
+    def handle(self, record: logging.LogRecord) -> Any:
+        """Filter *record* and enqueue it; returns what ``Handler.handle`` returns.
+
+        Unlike ``Handler.handle`` it takes no lock: the queue is thread-safe,
+        and a lock here would serialise every logging thread.
+        """
+        rv: bool | logging.LogRecord
+        if self.filters:
+            rv = self.filter(record)
+            if not rv:
+                return rv
+            if isinstance(rv, logging.LogRecord):
+                record = rv
+        else:
+            rv = record if _FILTER_RETURNS_RECORD else True
+        self.emit(record)
+        return rv
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Enqueue a prepared copy of *record*; errors go to ``handleError``."""
+        try:
+            self.enqueue(self.prepare(record))
+        except Exception:  # noqa: BLE001 - logging never raises into the caller
+            self.handleError(record)
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        """Put *record* on the queue (with the caller's ``contextvars`` context)."""
+        self.queue.put_nowait(record)
+
+    def prepare(self, record: logging.LogRecord) -> Any:
+        """Return the record to enqueue: *record* itself, or a snapshot copy.
+
+        You may override this to enrich or redact records on the logging thread;
+        mind that every log call pays for it.
+        """
+        if self.formatter is not None:
+            return super().prepare(record)
+        return snapshot(record)

@@ -1,0 +1,453 @@
+"""Lanes: one ordered delivery path per handler.
+
+A lane owns a bounded buffer of records for one handler, so a slow or stuck
+handler only backs up its own lane. ``ThreadLane`` feeds a sync
+``logging.Handler`` from a worker thread it owns (never the loop's default
+executor, which application code can saturate); ``TaskLane`` awaits an
+``AsyncHandler`` in a task on the loop.
+
+A lane is in one of three states:
+
+* ``IDLE``: no listener runs. A ``ThreadLane`` handles records in the caller,
+  as a handler attached to the logger would; a ``TaskLane`` keeps them (up to
+  its capacity) for the next start, since nothing can await them now.
+* ``RUNNING``: records go into the buffer and the worker (thread or task)
+  takes them in batches, in order.
+* ``STUCK``: a ``stop()`` ran out of time while this thread lane still held
+  records. Its worker keeps going in the background; meanwhile new records for
+  it are dropped and counted instead of queueing behind a handler that may
+  never return (and instead of blocking a caller on its lock). It goes back to
+  ``IDLE`` when the worker catches up.
+
+Who writes what: ``put`` and the buffer-side counters are written by the
+holder of the queue's delivery right (the listener's task, or while idle one
+logging thread at a time); the handled/error counters by whoever delivers
+(the worker while running, the caller while idle), never both at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Final, Literal
+
+from ._async_handler import AsyncHandler, overrides_batch
+from ._bridge import Entry, Overflow
+from ._context import resolve, run_in_context, uncancel
+from ._handler import _copy
+
+__all__ = ["IDLE", "RUNNING", "STUCK", "Lane", "TaskLane", "ThreadLane", "make_lane"]
+
+State = Literal["idle", "running", "stuck"]
+IDLE: Final = "idle"
+RUNNING: Final = "running"
+STUCK: Final = "stuck"
+
+_Watch = tuple[asyncio.AbstractEventLoop, int, "asyncio.Future[None]"]
+
+
+def _report(handler: logging.Handler, record: logging.LogRecord) -> None:
+    """Pass the exception being handled to *handler*'s handleError; never raise."""
+    try:
+        handler.handleError(record)
+    except Exception:  # noqa: BLE001 - a broken handleError must not kill the lane
+        pass
+
+
+class Lane:
+    """What both kinds of lane share: the buffer, its bound and the counters."""
+
+    def __init__(self, handler: logging.Handler, capacity: int, overflow: Overflow, shared: bool):
+        self.handler = handler
+        self.capacity = capacity
+        self.overflow: Overflow = overflow
+        # With several lanes, each formats its own copy of a record: formatting
+        # writes record.message/asctime/exc_text, and lanes run concurrently.
+        self.shared = shared
+        self.state: State = IDLE
+        self.buffer: deque[Entry] = deque()
+        self.put_count = 0
+        self.evicted = 0
+        self.dropped = 0
+        self.drops_reported = 0
+        self.done_count = 0
+        self.handled = 0
+        self.errors = 0
+        # A one-slot deque: the listener parks here waiting for progress.
+        self._watch: deque[_Watch] = deque()
+        self._loop_thread = 0
+
+    @property
+    def pending(self) -> int:
+        """Records in the buffer or being handled right now."""
+        return self.put_count - self.done_count - self.evicted
+
+    def room(self) -> int:
+        """Return how many more records the buffer takes without overflowing."""
+        return self.capacity - len(self.buffer)
+
+    def has_room(self) -> bool:
+        """Return whether the buffer takes at least one more record."""
+        return len(self.buffer) < self.capacity
+
+    def settled(self) -> bool:
+        """Return whether everything put in the lane has been handled."""
+        return not self.pending
+
+    def _accept(self, entry: Entry) -> bool:
+        """Append *entry* under the overflow policy; return whether it was kept."""
+        buffer = self.buffer
+        if len(buffer) >= self.capacity:
+            if self.overflow != "drop_old":
+                # "block" never gets here while the listener runs (it waits for
+                # room before taking records); when it does, dropping is the
+                # only choice that blocks nobody.
+                self.dropped += 1
+                return False
+            try:
+                buffer.popleft()
+            except IndexError:
+                pass
+            else:
+                self.evicted += 1
+                self.dropped += 1
+        buffer.append(entry)
+        self.put_count += 1
+        return True
+
+    def _take(self, limit: int) -> list[Entry]:
+        buffer = self.buffer
+        popleft = buffer.popleft
+        batch: list[Entry] = []
+        append = batch.append
+        try:
+            for _ in range(min(len(buffer), limit)):
+                append(popleft())
+        except IndexError:  # a "drop_old" eviction raced us
+            pass
+        return batch
+
+    # Progress notification: the worker tells the listener it finished a batch.
+
+    def _notify(self) -> None:
+        try:
+            loop, loop_thread, waiter = self._watch.pop()
+        except IndexError:
+            return
+        if threading.get_ident() == loop_thread:
+            resolve(waiter)
+            return
+        try:
+            loop.call_soon_threadsafe(resolve, waiter)
+        except RuntimeError:  # the loop closed: nobody is waiting any more
+            pass
+
+    async def wait_progress(self, ready: Callable[[], bool], timeout: float | None) -> None:
+        """Return once *ready()* holds, the worker made progress, or *timeout* passed."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        token: _Watch = (loop, threading.get_ident(), waiter)
+        self._watch.append(token)
+        if ready():  # re-check after announcing, as in the bridge
+            try:
+                self._watch.pop()
+            except IndexError:
+                pass
+            return
+        timer = None if timeout is None else loop.call_later(max(timeout, 0.0), resolve, waiter)
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            try:  # withdraw the token if nobody claimed it
+                self._watch.remove(token)
+            except ValueError:
+                pass
+
+    def stats_name(self) -> str:
+        """Return how the handler is named in stats and reports."""
+        name = self.handler.get_name()
+        return name if name else repr(self.handler)
+
+    # Interface of the concrete lanes.
+
+    def put(self, record: logging.LogRecord, ctx: contextvars.Context) -> None:
+        raise NotImplementedError
+
+    def start(self) -> int | None:
+        """Begin serving on the running loop; return a worker thread id, if any."""
+        raise NotImplementedError
+
+    def stop_serving(self) -> None:
+        """Stop taking records (the worker exits once done); become IDLE or STUCK."""
+        raise NotImplementedError
+
+    async def finished(self) -> None:
+        """Wait until the worker task (if any) has exited."""
+
+
+class ThreadLane(Lane):
+    """Feed a sync handler from a worker thread, a batch at a time."""
+
+    def __init__(self, handler: logging.Handler, capacity: int, overflow: Overflow, shared: bool):
+        super().__init__(handler, capacity, overflow, shared)
+        self._parked: deque[bool] = deque()
+        # A lock used as a binary semaphore: released once per claimed park.
+        self._bell = threading.Lock()
+        self._bell.acquire()
+        self._closing = False
+        self.thread: threading.Thread | None = None
+
+    def put(self, record: logging.LogRecord, ctx: contextvars.Context) -> None:
+        state = self.state
+        if state == RUNNING:
+            if self._accept((record, ctx)) and self._parked:
+                self._ring()
+        elif state == IDLE:
+            self.put_count += 1
+            self._deliver_one(record, ctx)
+            self.done_count += 1
+        else:
+            self.dropped += 1
+
+    def _ring(self) -> None:
+        try:
+            self._parked.pop()
+        except IndexError:
+            return  # the worker re-checked and reclaimed its token
+        self._bell.release()
+
+    def _deliver_one(self, record: logging.LogRecord, ctx: contextvars.Context) -> None:
+        # In the caller while IDLE: errors are the handler's, as if attached
+        # to the logger; KeyboardInterrupt and friends propagate as they would.
+        if self.shared:
+            record = _copy(record)
+        try:
+            ctx.run(self.handler.handle, record)
+        except Exception:  # noqa: BLE001
+            self.errors += 1
+            _report(self.handler, record)
+        else:
+            self.handled += 1
+
+    def start(self) -> int | None:
+        self._closing = False
+        self.state = RUNNING
+        self._loop_thread = threading.get_ident()
+        name = f"aioqlog-{self.handler.get_name() or type(self.handler).__name__}"
+        self.thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self.thread.start()
+        return self.thread.ident
+
+    def stop_serving(self) -> None:
+        self.state = STUCK if self.pending else IDLE
+        self._closing = True
+        if self._parked:
+            self._ring()
+
+    def successor(self) -> ThreadLane:
+        """Return a fresh lane for the same handler, keeping the cumulative counts.
+
+        For a restart while this lane's worker is still busy (stuck in a
+        handler after a timed-out stop, or orphaned by a closed loop): the old
+        worker finishes its buffer on its own.
+        """
+        lane = ThreadLane(self.handler, self.capacity, self.overflow, self.shared)
+        lane.handled, lane.errors = self.handled, self.errors
+        lane.dropped = lane.drops_reported = self.dropped
+        return lane
+
+    def _work(self) -> None:
+        # The worker thread: take what is buffered, handle it, park when empty.
+        handler = self.handler
+        shared = self.shared
+        buffer = self.buffer
+        while True:
+            batch = self._take(len(buffer))
+            if batch:
+                for record, ctx in batch:
+                    if shared:
+                        record = _copy(record)
+                    try:
+                        ctx.run(handler.handle, record)
+                    except BaseException:  # noqa: BLE001 - the lane must outlive any handler
+                        self.errors += 1
+                        _report(handler, record)
+                    else:
+                        self.handled += 1
+                    self.done_count += 1
+                if self._watch:
+                    self._notify()
+                continue
+            if self._closing:
+                break
+            # Park: announce, re-check, then sleep until rung.
+            self._parked.append(True)
+            if buffer or self._closing:
+                try:
+                    self._parked.pop()
+                except IndexError:
+                    self._bell.acquire()  # claimed: consume the ring
+                continue
+            self._bell.acquire()
+        if self.state == STUCK:
+            self.state = IDLE  # caught up after a timed-out stop
+        if self._watch:
+            self._notify()
+
+
+class TaskLane(Lane):
+    """Await an async handler in a task on the loop, records in order."""
+
+    handler: AsyncHandler
+
+    def __init__(self, handler: AsyncHandler, capacity: int, overflow: Overflow, shared: bool):
+        super().__init__(handler, capacity, overflow, shared)
+        self.batching = overrides_batch(handler)
+        self.task: asyncio.Task[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._closing = False
+        self._abort = False
+
+    def put(self, record: logging.LogRecord, ctx: contextvars.Context) -> None:
+        # While IDLE the buffer keeps records for the next start.
+        if self._accept((record, ctx)) and self.state == RUNNING:
+            waiter = self._waiter
+            if waiter is not None:
+                self._waiter = None
+                resolve(waiter)
+
+    def start(self) -> int | None:
+        loop = asyncio.get_running_loop()
+        self._closing = False
+        self._abort = False
+        self.state = RUNNING
+        self._loop_thread = threading.get_ident()
+        self.task = loop.create_task(self._run(), name=f"aioqlog-{self.stats_name()}")
+        return None
+
+    def stop_serving(self) -> None:
+        self.state = IDLE
+        self._closing = True
+        if self.pending and self.task is not None:
+            # Out of time: interrupt the handler; the rest stays buffered for
+            # the next start (it is reported as undelivered now).
+            self._abort = True
+            self.task.cancel()
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            resolve(waiter)
+
+    async def finished(self) -> None:
+        task = self.task
+        if task is not None:
+            await asyncio.wait({task})
+            self.task = None
+
+    async def _run(self) -> None:
+        cancelled = False
+        while True:
+            try:
+                await self._serve()
+                break
+            except asyncio.CancelledError:
+                if self._abort:
+                    raise
+                # Cancelled from outside (asyncio.run() ending, or a blanket
+                # cancel of all tasks): keep delivering until the listener
+                # closes the lane; the listener bounds how long that takes.
+                cancelled = True
+                uncancel()
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if self.buffer:
+                if self.batching:
+                    await self._deliver_batch()
+                else:
+                    await self._deliver_next()
+                if self._watch:
+                    self._notify()
+                continue
+            if self._closing:
+                return
+            waiter = loop.create_future()
+            self._waiter = waiter
+            await waiter
+
+    async def _deliver_next(self) -> None:
+        record, ctx = self.buffer.popleft()
+        handler = self.handler
+        if self.shared:
+            record = _copy(record)
+        try:
+            passed = ctx.run(handler.filter, record)
+            if passed:
+                if isinstance(passed, logging.LogRecord):
+                    record = passed
+                await run_in_context(ctx, handler.aemit(record))
+        except Exception:  # noqa: BLE001
+            self.errors += 1
+            _report(handler, record)
+        except asyncio.CancelledError:
+            self.errors += 1
+            raise
+        else:
+            self.handled += 1
+        finally:
+            self.done_count += 1
+
+    async def _deliver_batch(self) -> None:
+        # Records logged in the same context go in one call, awaited in it.
+        buffer = self.buffer
+        handler = self.handler
+        first_record, ctx = buffer.popleft()
+        entries = [(first_record, ctx)]
+        while buffer and buffer[0][1] == ctx:
+            entries.append(buffer.popleft())
+        records: list[logging.LogRecord] = []
+        for record, record_ctx in entries:
+            if self.shared:
+                record = _copy(record)
+            try:
+                passed = record_ctx.run(handler.filter, record)
+            except Exception:  # noqa: BLE001
+                self.errors += 1
+                self.done_count += 1
+                _report(handler, record)
+                continue
+            if passed:
+                records.append(passed if isinstance(passed, logging.LogRecord) else record)
+            else:
+                self.handled += 1
+                self.done_count += 1
+        if not records:
+            return
+        try:
+            await run_in_context(ctx, handler.aemit_batch(records))
+        except Exception:  # noqa: BLE001
+            self.errors += len(records)
+            _report(handler, records[0])
+        except asyncio.CancelledError:
+            self.errors += len(records)
+            raise
+        else:
+            self.handled += len(records)
+        finally:
+            self.done_count += len(records)
+
+
+def make_lane(handler: logging.Handler, capacity: int, overflow: Overflow, shared: bool) -> Lane:
+    """Return the lane that suits *handler*: a task for async ones, else a thread."""
+    if isinstance(handler, AsyncHandler):
+        return TaskLane(handler, capacity, overflow, shared)
+    return ThreadLane(handler, capacity, overflow, shared)

@@ -1,0 +1,67 @@
+"""Snapshots of what a listener has done: ``ListenerStats`` and ``HandlerStats``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["HandlerStats", "ListenerStats"]
+
+
+@dataclass(frozen=True)
+class HandlerStats:
+    """What one handler of a listener has done so far.
+
+    Attributes:
+        name: The handler's name, or its repr when it has none.
+        handled: Records passed to the handler that it finished without raising
+            (its own filters may have rejected some of them).
+        errors: Records whose handling raised; each went to ``handleError``.
+        dropped: Records this handler missed because its lane was full
+            (the queue's overflow policy applied per handler), or because it was
+            stuck after a ``stop()`` that ran out of time.
+        pending: Records waiting in the handler's lane or being handled now.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+    handled: int
+    errors: int
+    dropped: int
+    pending: int
+
+
+@dataclass(frozen=True)
+class ListenerStats:
+    """A snapshot of a ``QueueListener`` and its queue; see ``QueueListener.stats``.
+
+    Attributes:
+        running: Whether the listener is serving its queue.
+        enqueued: Records accepted into the queue so far (evicted ones included).
+        dropped: Records the queue's overflow policy dropped (``LogQueue.dropped``).
+        queue_depth: Records waiting in the queue now.
+        high_water: The deepest the queue has been since it was created.
+        recursion_dropped: Records logged by a handler while handling a record
+            that a handler had logged: dropped to stop a handler feeding itself.
+        handlers: One ``HandlerStats`` per handler, in the listener's order.
+
+    Example:
+        >>> stats = listener.stats  # doctest: +SKIP
+        >>> stats.dropped, [h.pending for h in stats.handlers]  # doctest: +SKIP
+        (0, [0, 0])
+
+    .. versionadded:: 0.1.0
+    """
+
+    running: bool
+    enqueued: int
+    dropped: int
+    queue_depth: int
+    high_water: int
+    recursion_dropped: int
+    handlers: tuple[HandlerStats, ...]
+
+    @property
+    def undelivered(self) -> int:
+        """Records accepted but not (yet) handled: queued, or pending in a lane."""
+        return self.queue_depth + sum(h.pending for h in self.handlers)

@@ -1,0 +1,61 @@
+"""Fixtures shared by the suite: every async test runs on asyncio and on uvloop."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import sys
+from collections.abc import Callable, Iterator, Mapping
+
+import pytest
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+LOOP_FACTORIES: dict[str, LoopFactory] = {"asyncio": asyncio.new_event_loop}
+if sys.platform != "win32":
+    import uvloop
+
+    LOOP_FACTORIES["uvloop"] = uvloop.new_event_loop
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, LoopFactory]:
+    """Run every asyncio test once per event loop implementation."""
+    return LOOP_FACTORIES
+
+
+@pytest.fixture(params=sorted(LOOP_FACTORIES))
+def loop_factory(request: pytest.FixtureRequest) -> LoopFactory:
+    """A loop factory, for sync tests that run their own loop (``asyncio.run``)."""
+    return LOOP_FACTORIES[request.param]
+
+
+_names = itertools.count()
+
+
+@pytest.fixture
+def logger() -> Iterator[logging.Logger]:
+    """A fresh logger of its own, detached from root, removed afterwards."""
+    log = logging.getLogger(f"aioqlog.tests.{next(_names)}")
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    yield log
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+    logging.Logger.manager.loggerDict.pop(log.name, None)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Leave global logging state (root handlers, raiseExceptions) as found."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    raise_exceptions = logging.raiseExceptions
+    factory = logging.getLogRecordFactory()
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.raiseExceptions = raise_exceptions
+    logging.setLogRecordFactory(factory)

@@ -1,0 +1,135 @@
+"""Handlers and helpers the tests share."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import aioqlog
+
+T = TypeVar("T")
+
+#: A loose bound for "did not stall": waits that should take milliseconds.
+STALL = 20.0
+
+
+class Recorder(logging.Handler):
+    """Keep every record and its formatted line; thread-safe; can be awaited."""
+
+    def __init__(self, level: int = logging.NOTSET, name: str | None = None) -> None:
+        super().__init__(level)
+        if name is not None:
+            self.set_name(name)
+        self.records: list[logging.LogRecord] = []
+        self.lines: list[str] = []
+        self.threads: set[str] = set()
+        self._changed = threading.Condition()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = self.format(record)
+        with self._changed:
+            self.records.append(record)
+            self.lines.append(line)
+            self.threads.add(threading.current_thread().name)
+            self._changed.notify_all()
+
+    def messages(self) -> list[str]:
+        return [r.getMessage() for r in self.records]
+
+    def wait_for(self, count: int, timeout: float = STALL) -> bool:
+        """Block until *count* records arrived; False if the wait stalled."""
+        with self._changed:
+            return self._changed.wait_for(lambda: len(self.records) >= count, timeout)
+
+    async def arrived(self, count: int) -> None:
+        """Await (off the loop) until *count* records arrived."""
+        loop = asyncio.get_running_loop()
+        assert await loop.run_in_executor(None, self.wait_for, count), (
+            f"only {len(self.records)} of {count} records arrived"
+        )
+
+
+class Gate(Recorder):
+    """A recorder whose emit blocks until the gate opens (an SMTP server that hangs)."""
+
+    def __init__(self, name: str | None = None) -> None:
+        super().__init__(name=name)
+        self.entered = threading.Event()
+        self.opened = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.entered.set()
+        self.opened.wait(STALL)
+        super().emit(record)
+
+
+class AsyncRecorder(aioqlog.AsyncHandler):
+    """An async handler that keeps what it is awaited with."""
+
+    def __init__(self, level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.records: list[logging.LogRecord] = []
+        self.lines: list[str] = []
+        self.closed = 0
+
+    async def aemit(self, record: logging.LogRecord) -> None:
+        await asyncio.sleep(0)  # a real suspension, as a network write has
+        self.records.append(record)
+        self.lines.append(self.format(record))
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+    def messages(self) -> list[str]:
+        return [r.getMessage() for r in self.records]
+
+
+def run(coro: Coroutine[Any, Any, T], loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> T:
+    """``asyncio.run(coro)`` on a loop from *loop_factory*, on every Python."""
+    if sys.version_info >= (3, 12):
+        return asyncio.run(coro, loop_factory=loop_factory)
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(coro)
+    # 3.10: asyncio.run() always makes a default loop; emulate its shutdown.
+    loop = loop_factory()
+    try:
+        asyncio.set_event_loop(loop)
+        task = loop.create_task(coro)
+        try:
+            return loop.run_until_complete(task)
+        finally:
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for t in pending:
+                t.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+async def in_thread(fn: Callable[[], T]) -> T:
+    """Run *fn* in a new thread (not an executor) and await its result."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def target() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:  # noqa: BLE001 - relayed to the awaiting test
+            loop.call_soon_threadsafe(done.set_exception, exc)
+        else:
+            loop.call_soon_threadsafe(done.set_result, result)
+
+    threading.Thread(target=target, name="producer").start()
+    return await asyncio.wait_for(done, STALL)
+
+
+async def bounded(awaitable: Awaitable[T]) -> T:
+    """Await *awaitable*, failing the test if it stalls for seconds."""
+    return await asyncio.wait_for(awaitable, STALL)
