@@ -98,10 +98,14 @@ class Lane:
         """Return whether everything put in the lane has been handled."""
         return not self.pending
 
-    def _accept(self, entry: Entry) -> bool:
-        """Append *entry* under the overflow policy; return whether it was kept."""
+    def _accept(self, entry: Entry, force: bool = False) -> bool:
+        """Append *entry* under the overflow policy; return whether it was kept.
+
+        *force* skips the bound: for aioqlog's own summary records, at most a
+        few per batch, which must not be lost to the overflow they report.
+        """
         buffer = self.buffer
-        if len(buffer) >= self.capacity:
+        if len(buffer) >= self.capacity and not force:
             if self.overflow != "drop_old":
                 # "block" never gets here while the listener runs (it waits for
                 # room before taking records); when it does, dropping is the
@@ -176,7 +180,8 @@ class Lane:
 
     # Interface of the concrete lanes.
 
-    def put(self, record: logging.LogRecord, ctx: contextvars.Context) -> None:
+    def put(self, record: logging.LogRecord, ctx: contextvars.Context, force: bool = False) -> None:
+        """Take *record* for the handler: buffer it, handle it now, or drop it (by state)."""
         raise NotImplementedError
 
     def start(self) -> int | None:
@@ -203,10 +208,10 @@ class ThreadLane(Lane):
         self._closing = False
         self.thread: threading.Thread | None = None
 
-    def put(self, record: logging.LogRecord, ctx: contextvars.Context) -> None:
+    def put(self, record: logging.LogRecord, ctx: contextvars.Context, force: bool = False) -> None:
         state = self.state
         if state == RUNNING:
-            if self._accept((record, ctx)) and self._parked:
+            if self._accept((record, ctx), force) and self._parked:
                 self._ring()
         elif state == IDLE:
             self.put_count += 1
@@ -314,9 +319,9 @@ class TaskLane(Lane):
         self._closing = False
         self._abort = False
 
-    def put(self, record: logging.LogRecord, ctx: contextvars.Context) -> None:
+    def put(self, record: logging.LogRecord, ctx: contextvars.Context, force: bool = False) -> None:
         # While IDLE the buffer keeps records for the next start.
-        if self._accept((record, ctx)) and self.state == RUNNING:
+        if self._accept((record, ctx), force) and self.state == RUNNING:
             waiter = self._waiter
             if waiter is not None:
                 self._waiter = None

@@ -467,35 +467,46 @@ class QueueListener:
         dropped = q.dropped - self._drops_reported
         if dropped and (force or q.qsize() <= q.maxsize // 2):
             self._drops_reported += dropped
-            record = _summary(
-                "aioqlog dropped %d records: the queue was full (maxsize=%d, overflow=%r)",
-                dropped,
-                q.maxsize,
-                q.overflow,
+            self._announce(
+                _summary(
+                    "aioqlog dropped %d records: the queue was full (maxsize=%d, overflow=%r)",
+                    dropped,
+                    q.maxsize,
+                    q.overflow,
+                ),
+                self._lanes,
             )
-            self._dispatch([(record, contextvars.Context())])
         recursive = self._recursion_dropped - self._recursion_reported
         if recursive:
             self._recursion_reported += recursive
-            record = _summary(
-                "aioqlog dropped %d records that handlers logged while handling "
-                "records logged by handlers (a handler logging from its own emit())",
-                recursive,
+            self._announce(
+                _summary(
+                    "aioqlog dropped %d records that handlers logged while handling "
+                    "records logged by handlers (a handler logging from its own emit())",
+                    recursive,
+                ),
+                self._lanes,
             )
-            self._dispatch([(record, contextvars.Context())])
         for lane in self._lanes:
             missed = lane.dropped - lane.drops_reported
             if missed and lane.state == RUNNING and (force or lane.room() >= lane.capacity // 2):
                 lane.drops_reported += missed
-                record = _summary(
-                    "aioqlog dropped %d records for this handler: it fell behind "
-                    "(maxsize=%d, overflow=%r)",
-                    missed,
-                    q.maxsize,
-                    q.overflow,
+                self._announce(
+                    _summary(
+                        "aioqlog dropped %d records for this handler: it fell behind "
+                        "(maxsize=%d, overflow=%r)",
+                        missed,
+                        q.maxsize,
+                        q.overflow,
+                    ),
+                    [lane],
                 )
-                if not self.respect_handler_level or record.levelno >= lane.handler.level:
-                    lane.put(record, contextvars.Context())
+
+    def _announce(self, record: logging.LogRecord, lanes: list[Lane]) -> None:
+        """Put one of aioqlog's own records straight into *lanes* (past their bound)."""
+        for lane in lanes:
+            if not self.respect_handler_level or record.levelno >= lane.handler.level:
+                lane.put(record, contextvars.Context(), force=True)
 
     # --------------------------------------------------------------- stats
 

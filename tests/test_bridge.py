@@ -1,0 +1,461 @@
+"""LogQueue: the thread -> loop bridge, its overflow policies and its wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from support import STALL, Gate, Recorder, bounded, in_thread, run
+
+import aioqlog
+from aioqlog._bridge import LogQueue
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+def _record(i: int) -> logging.LogRecord:
+    return logging.LogRecord("t", logging.INFO, __file__, 1, "r%d", (i,), None)
+
+
+def _log_many(logger: logging.Logger, count: int) -> None:
+    for i in range(count):
+        logger.info("r%d", i)
+
+
+def _origin(record: logging.LogRecord) -> tuple[int, int]:
+    """Return (producer index, sequence number) from a stress-test record."""
+    assert isinstance(record.args, tuple)
+    index, seq = record.args
+    assert isinstance(index, int)
+    assert isinstance(seq, int)
+    return index, seq
+
+
+def test_records_wait_in_an_unserved_queue() -> None:
+    """Before any listener exists, records wait in the queue (bounded)."""
+    q = LogQueue(maxsize=3)
+    for i in range(5):
+        q.put_nowait(_record(i))
+    assert q.qsize() == 3
+    assert q.dropped == 2
+
+
+def test_a_new_listener_delivers_what_waited_in_order() -> None:
+    """Creating a listener hands the records that waited to its handlers, oldest first."""
+    q = LogQueue(maxsize=3)
+    for i in range(5):
+        q.put_nowait(_record(i))
+    rec = Recorder()
+    aioqlog.QueueListener(q, rec)
+    assert rec.messages() == ["r0", "r1", "r2"]
+    assert q.qsize() == 0
+
+
+def test_drop_old_evicts_the_oldest() -> None:
+    """drop_old keeps the newest records and counts every eviction."""
+    q = LogQueue(maxsize=3, overflow="drop_old")
+    for i in range(5):
+        q.put_nowait(_record(i))
+    rec = Recorder()
+    aioqlog.QueueListener(q, rec)
+    assert rec.messages() == ["r2", "r3", "r4"]
+    assert q.dropped == 2
+
+
+@pytest.mark.asyncio
+async def test_block_on_the_loop_thread_drops_instead_of_waiting(logger: logging.Logger) -> None:
+    """Under "block", a full queue never makes the loop thread wait: it drops."""
+    q = LogQueue(maxsize=2, overflow="block", block_timeout=STALL)
+    logger.addHandler(aioqlog.QueueHandler(q))
+    rec = Recorder()
+    listener = aioqlog.QueueListener(q, rec)
+    listener.start()
+    started = time.monotonic()
+    # The consumer cannot run while this coroutine holds the loop: the queue fills.
+    for i in range(10):
+        logger.info("r%d", i)
+    assert time.monotonic() - started < STALL / 2
+    assert q.dropped == 8
+    await listener.stop()
+    assert rec.messages() == [
+        "r0",
+        "r1",
+        "aioqlog dropped 8 records: the queue was full (maxsize=2, overflow='block')",
+    ]
+
+
+class _WatchedCondition(threading.Condition):
+    """A Condition that announces each wait, so a test knows a producer blocked."""
+
+    def __init__(self, lock: Any, waiting: threading.Event) -> None:
+        super().__init__(lock)
+        self._waiting = waiting
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._waiting.set()
+        return super().wait(timeout)
+
+
+@pytest.mark.asyncio
+async def test_block_makes_threads_wait_for_room(logger: logging.Logger) -> None:
+    """Under "block", a producer thread waits for room instead of dropping."""
+    q = LogQueue(maxsize=2, overflow="block", block_timeout=STALL)
+    waiting = threading.Event()
+    q._room = _WatchedCondition(q._lock, waiting)
+    logger.addHandler(aioqlog.QueueHandler(q))
+    gate = Gate()
+    async with aioqlog.QueueListener(q, gate):
+        producer = asyncio.ensure_future(in_thread(lambda: _log_many(logger, 12)))
+        loop = asyncio.get_running_loop()
+        assert await loop.run_in_executor(None, waiting.wait, STALL), "the producer never blocked"
+        gate.opened.set()
+        await producer
+    assert q.dropped == 0
+    assert gate.messages() == [f"r{i}" for i in range(12)]
+
+
+@pytest.mark.asyncio
+async def test_block_gives_up_after_block_timeout(logger: logging.Logger) -> None:
+    """A producer blocked longer than block_timeout drops the record and counts it."""
+    q = LogQueue(maxsize=1, overflow="block", block_timeout=0.05)
+    logger.addHandler(aioqlog.QueueHandler(q))
+    gate = Gate()
+    listener = aioqlog.QueueListener(q, gate)
+    listener.start()
+    # Fill the lane (capacity 1 + the record in the handler) and the queue.
+    await in_thread(lambda: _log_many(logger, 6))
+    assert q.dropped >= 1
+    gate.opened.set()
+    await listener.stop()
+    delivered = [r for r in gate.records if r.name == logger.name]
+    assert len(delivered) + q.dropped == 6
+    assert gate.records[-1].getMessage().startswith(f"aioqlog dropped {q.dropped} records")
+
+
+def _counting_loop_factory(
+    base: Callable[[], asyncio.AbstractEventLoop],
+) -> tuple[Callable[[], asyncio.AbstractEventLoop], list[int]]:
+    """Wrap a loop class so calls to call_soon_threadsafe are counted."""
+    calls = [0]
+    cls = type(base())
+
+    class Counting(cls):  # type: ignore[valid-type,misc]
+        def call_soon_threadsafe(self, *args: Any, **kwargs: Any) -> Any:
+            calls[0] += 1
+            return super().call_soon_threadsafe(*args, **kwargs)
+
+    return Counting, calls
+
+
+def test_a_burst_costs_one_cross_thread_wake_up(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    """1000 records logged from threads while the consumer sleeps wake it once."""
+    factory, calls = _counting_loop_factory(loop_factory)
+    log = logging.getLogger("aioqlog.tests.burst")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    q = LogQueue()
+    handler = aioqlog.QueueHandler(q)
+    log.addHandler(handler)
+    rec = Recorder()
+
+    async def main() -> int:
+        async with aioqlog.QueueListener(q, rec):
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # the consumer is parked now
+            assert q._parked, "the consumer should be parked"
+            before = calls[0]
+
+            def burst() -> None:
+                for i in range(250):
+                    log.info("r%d", i)
+
+            threads = [threading.Thread(target=burst) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()  # deliberately holds the loop: the consumer cannot wake yet
+            wakes = calls[0] - before
+            await rec.arrived(1000)
+        return wakes
+
+    try:
+        assert run(main(), factory) == 1
+    finally:
+        log.removeHandler(handler)
+
+
+class _RacingQueue(LogQueue):
+    """A queue that, right after one empty take, has another thread put a record.
+
+    That is the dangerous instant for both hand-offs: the taker has just seen
+    an empty queue and is about to park (consumer) or release the delivery
+    right (a logging thread delivering in the caller).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._tick = None  # no safety net: the hand-off alone must deliver
+        self.inject: logging.LogRecord | None = None
+        self.injected = threading.Event()
+
+    def _take(self, limit: int) -> list[tuple[logging.LogRecord, Any]]:
+        batch = super()._take(limit)
+        record = self.inject
+        if not batch and record is not None:
+            self.inject = None
+            t = threading.Thread(target=self.put_nowait, args=(record,))
+            t.start()
+            t.join()
+            self.injected.set()
+        return batch
+
+
+@pytest.mark.asyncio
+async def test_consumer_rechecks_after_announcing_its_park() -> None:
+    """A record put between the consumer's empty take and its park is still delivered."""
+    q = _RacingQueue()
+    rec = Recorder()
+    async with aioqlog.QueueListener(q, rec):
+        await asyncio.sleep(0)
+        q.inject = _record(1)
+        q.put_nowait(_record(0))  # wakes the consumer; its next empty take injects r1
+        await rec.arrived(2)
+    assert rec.messages() == ["r0", "r1"]
+
+
+def test_idle_delivery_rechecks_after_releasing_the_right() -> None:
+    """A record put just as the thread delivering in the caller finds the queue empty.
+
+    The holder of the delivery right re-checks after releasing it, and delivers.
+    """
+    q = _RacingQueue()
+    rec = Recorder()
+    aioqlog.QueueListener(q, rec)  # not started: records are delivered in the caller
+    q.inject = _record(1)
+    q.put_nowait(_record(0))
+    assert q.injected.is_set()
+    assert rec.messages() == ["r0", "r1"]
+
+
+@pytest.fixture
+def frequent_thread_switches() -> Iterator[None]:
+    """Switch threads every few microseconds, so narrow races actually happen."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(interval)
+
+
+@pytest.mark.usefixtures("frequent_thread_switches")
+@pytest.mark.parametrize("served", [True, False], ids=["served", "idle"])
+@pytest.mark.asyncio
+async def test_no_wake_up_is_lost_between_bursts(logger: logging.Logger, served: bool) -> None:
+    """Lock-step rounds of tiny bursts; each round must arrive before the next begins.
+
+    No later record can rescue a stranded one (each round waits for the last),
+    the safety tick is off, and threads switch every microsecond. Served: a
+    consumer (or lane worker) that parks without re-checking, or a producer
+    that misses the parked token, stalls a round. Idle: a thread that releases
+    the delivery right without re-checking strands a record.
+    """
+    threads, rounds = 8, 400
+    q = LogQueue()
+    q._tick = None
+    logger.addHandler(aioqlog.QueueHandler(q))
+    rec = Recorder()
+    stalled = threading.Event()
+    sent = [0]
+    sent_lock = threading.Lock()
+
+    def round_done() -> None:
+        with sent_lock:
+            expected = sent[0]
+        if not rec.wait_for(expected, timeout=5.0):
+            stalled.set()
+
+    barrier = threading.Barrier(threads, action=round_done)
+
+    def producer(index: int) -> None:
+        rng = random.Random(index)
+        for _ in range(rounds):
+            n = rng.randint(1, 2)
+            with sent_lock:
+                sent[0] += n
+            for _ in range(n):
+                logger.info("%d", index)
+            barrier.wait()
+            if stalled.is_set():
+                return
+
+    listener = aioqlog.QueueListener(q, rec)
+    if served:
+        listener.start()
+    await in_thread(lambda: _run_all(producer, threads))
+    assert not stalled.is_set(), "a round's records were stranded: a wake-up was lost"
+    await listener.stop()
+    assert len(rec.records) == sent[0]
+    assert q.rescues == 0
+
+
+def _run_all(target: Callable[[int], None], count: int) -> None:
+    workers = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overflow", ["drop_new", "drop_old", "block"])
+@pytest.mark.asyncio
+async def test_no_wake_up_is_lost_under_tiny_bursts(logger: logging.Logger, overflow: str) -> None:
+    """Many threads in lock-step tiny bursts: every record arrives with no safety net.
+
+    The safety tick is disabled: a lost wake-up would strand records, and the
+    wait for them (before any stop() could sweep them up) would stall.
+    """
+    threads, rounds = 16, 300
+    q = LogQueue(maxsize=64, overflow=overflow)  # type: ignore[arg-type]
+    q._tick = None
+    logger.addHandler(aioqlog.QueueHandler(q))
+    rec = Recorder()
+    listener = aioqlog.QueueListener(q, rec)
+    listener.start()
+    barrier = threading.Barrier(threads)
+    produced = [0] * threads
+
+    def producer(index: int) -> None:
+        rng = random.Random(index)
+        seq = 0
+        for _ in range(rounds):
+            barrier.wait()
+            for _ in range(rng.randint(1, 3)):
+                logger.info("%d %d", index, seq)
+                seq += 1
+        produced[index] = seq
+
+    workers = [threading.Thread(target=producer, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    # The loop thread produces too, in bursts of its own.
+    loop_seq = 0
+    while any(w.is_alive() for w in workers):
+        for _ in range(3):
+            logger.info("%d %d", threads, loop_seq)
+            loop_seq += 1
+        await asyncio.sleep(0.001)
+    total = sum(produced) + loop_seq
+
+    def dropped() -> int:  # by the queue, or by the handler's lane when it fell behind
+        return q.dropped + listener.stats.handlers[0].dropped
+
+    def delivered() -> list[logging.LogRecord]:
+        return [r for r in rec.records if r.name == logger.name]
+
+    def all_accounted() -> bool:
+        with rec._changed:
+            return rec._changed.wait_for(lambda: len(delivered()) + dropped() == total, STALL)
+
+    # Every record is delivered or counted as dropped, before any stop() sweeps up.
+    loop = asyncio.get_running_loop()
+    assert await loop.run_in_executor(None, all_accounted), (
+        f"{total - dropped() - len(delivered())} records stranded"
+    )
+    await bounded(listener.stop())
+    assert len(delivered()) + dropped() == total
+    assert q.rescues == 0
+    if overflow == "block":
+        # Under "block" only the loop thread may drop (threads wait for room).
+        assert dropped() <= loop_seq
+    last: dict[int, int] = {}
+    for record in delivered():
+        index, seq = _origin(record)
+        assert seq > last.get(index, -1), "a thread's records arrived out of order"
+        last[index] = seq
+
+
+@pytest.mark.asyncio
+async def test_no_record_lost_while_no_listener_runs(logger: logging.Logger) -> None:
+    """Idle queue: 8 threads log at once; each record is handled once, in thread order."""
+    q = LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    rec = Recorder()
+    aioqlog.QueueListener(q, rec)  # never started: records are handled in the caller
+    barrier = threading.Barrier(8)
+
+    def producer(index: int) -> None:
+        barrier.wait()
+        for seq in range(500):
+            logger.info("%d %d", index, seq)
+
+    workers = [threading.Thread(target=producer, args=(i,)) for i in range(8)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(STALL)
+    assert len(rec.records) == 4000
+    last: dict[int, int] = {}
+    for record in rec.records:
+        index, seq = _origin(record)
+        assert seq == last.get(index, -1) + 1
+        last[index] = seq
+
+
+def test_records_after_the_loop_closed_are_handled_in_the_caller(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop], logger: logging.Logger
+) -> None:
+    """asyncio.run ends without stop(): later records, from any thread, still arrive."""
+    q = LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    rec = Recorder()
+    listener = aioqlog.QueueListener(q, rec)
+
+    async def main() -> None:
+        listener.start()
+        logger.info("inside")
+
+    run(main(), loop_factory)
+    assert not listener.running
+    logger.info("after, main thread")
+    t = threading.Thread(target=lambda: logger.info("after, other thread"))
+    t.start()
+    t.join()
+    assert rec.messages() == ["inside", "after, main thread", "after, other thread"]
+
+
+def test_a_loop_closed_under_a_parked_listener_is_noticed(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop], logger: logging.Logger
+) -> None:
+    """The loop is closed with the listener's task still parked inside it.
+
+    The next record from a thread finds the loop gone and takes the queue back.
+    """
+    q = LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    rec = Recorder()
+    listener = aioqlog.QueueListener(q, rec)
+    loop = loop_factory()
+
+    async def main() -> None:
+        listener.start()
+        logger.info("inside")
+        await rec.arrived(1)
+
+    loop.run_until_complete(main())
+    loop.close()  # the listener's task is still pending inside it
+    t = threading.Thread(target=lambda: logger.info("after close"))
+    t.start()
+    t.join(STALL)
+    # The handler's lane thread outlives the loop and delivers it.
+    assert rec.wait_for(2)
+    assert rec.messages() == ["inside", "after close"]
+    assert not listener.running
