@@ -32,6 +32,15 @@ def loop_factory(request: pytest.FixtureRequest) -> LoopFactory:
     return LOOP_FACTORIES[request.param]
 
 
+@pytest.fixture
+def frequent_thread_switches() -> Iterator[None]:
+    """Switch threads every microsecond, so that narrow races actually happen."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(interval)
+
+
 _names = itertools.count()
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -244,15 +243,6 @@ def test_idle_delivery_rechecks_after_releasing_the_right() -> None:
     q.put_nowait(_record(0))
     assert q.injected.is_set()
     assert rec.messages() == ["r0", "r1"]
-
-
-@pytest.fixture
-def frequent_thread_switches() -> Iterator[None]:
-    """Switch threads every few microseconds, so narrow races actually happen."""
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    yield
-    sys.setswitchinterval(interval)
 
 
 @pytest.mark.usefixtures("frequent_thread_switches")

@@ -1,0 +1,225 @@
+"""contextvars: handlers see the context of the log call, in threads and on the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections.abc import Sequence
+
+import pytest
+from support import AsyncRecorder, Recorder, bounded, in_thread
+
+import aioqlog
+from aioqlog._context import run_in_context
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+class RequestIdFilter(logging.Filter):
+    """The usual middleware pattern: copy the context variable onto the record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
+class ContextFormatter(logging.Formatter):
+    """A formatter that reads the context variable itself, at format time."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{request_id.get()} {record.getMessage()}"
+
+
+class ContextAwareAsync(AsyncRecorder):
+    """Reads the variable in aemit, before and after a real suspension."""
+
+    async def aemit(self, record: logging.LogRecord) -> None:
+        before = request_id.get()
+        await asyncio.sleep(0)
+        self.lines.append(f"{before}/{request_id.get()} {record.getMessage()}")
+
+
+async def _serve_requests(logger: logging.Logger) -> None:
+    async def request(n: int) -> None:
+        request_id.set(f"req-{n}")
+        logger.info("start %d", n)
+        await asyncio.sleep(0)  # interleave with the other requests
+        logger.info("end %d", n)
+        request_id.set("changed after logging")
+
+    await asyncio.gather(*(request(n) for n in range(20)))
+
+
+def _expected() -> list[str]:
+    return sorted(f"req-{n} {what} {n}" for n in range(20) for what in ("start", "end"))
+
+
+@pytest.mark.asyncio
+async def test_sync_handlers_see_the_context_of_the_call(logger: logging.Logger) -> None:
+    """Filters and formatters in worker threads read request ids as they were at the call."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    with_filter, with_formatter = Recorder(), Recorder()
+    with_filter.addFilter(RequestIdFilter())
+    with_filter.setFormatter(logging.Formatter("%(request_id)s %(message)s"))
+    with_formatter.setFormatter(ContextFormatter())
+    async with aioqlog.QueueListener(q, with_filter, with_formatter) as listener:
+        await _serve_requests(logger)
+    assert sorted(with_filter.lines) == _expected()
+    assert sorted(with_formatter.lines) == _expected()
+    assert all(h.errors == 0 for h in listener.stats.handlers)
+
+
+@pytest.mark.asyncio
+async def test_async_handlers_see_the_context_of_the_call(logger: logging.Logger) -> None:
+    """aemit runs in the call's context, across its own awaits."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    handler = ContextAwareAsync()
+    async with aioqlog.QueueListener(q, handler):
+        await _serve_requests(logger)
+    assert sorted(handler.lines) == sorted(
+        f"req-{n}/req-{n} {what} {n}" for n in range(20) for what in ("start", "end")
+    )
+
+
+@pytest.mark.asyncio
+async def test_many_lanes_never_enter_one_context_at_once(logger: logging.Logger) -> None:
+    """Several thread lanes and an async lane handle each record: no context is shared."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    sync_handlers = [Recorder() for _ in range(3)]
+    for handler in sync_handlers:
+        handler.setFormatter(ContextFormatter())
+    async_handler = ContextAwareAsync()
+    async with aioqlog.QueueListener(q, *sync_handlers, async_handler) as listener:
+        for _ in range(10):
+            await _serve_requests(logger)
+    stats = listener.stats
+    assert [h.errors for h in stats.handlers] == [0, 0, 0, 0]
+    for handler in sync_handlers:
+        assert len(handler.lines) == 400
+        assert sorted(set(handler.lines)) == _expected()
+
+
+@pytest.mark.asyncio
+async def test_records_from_threads_carry_the_threads_context(logger: logging.Logger) -> None:
+    """A thread's own context is the one seen: copied by to_thread, empty in a new thread."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    rec = Recorder()
+    rec.setFormatter(ContextFormatter())
+    async with aioqlog.QueueListener(q, rec):
+        request_id.set("from-loop")
+        await asyncio.to_thread(logger.info, "to_thread")  # copies the caller's context
+        await in_thread(lambda: logger.info("new thread"))  # starts with an empty one
+        logger.info("loop")
+    assert rec.lines == ["from-loop to_thread", "- new thread", "from-loop loop"]
+
+
+class BatchByContext(aioqlog.AsyncHandler):
+    """Records the request id each batch was awaited in, and its records'."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[tuple[str, list[str]]] = []
+
+    async def aemit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        await asyncio.sleep(0)
+        self.batches.append((request_id.get(), [r.getMessage() for r in records]))
+
+
+@pytest.mark.asyncio
+async def test_batches_are_awaited_in_their_records_context(logger: logging.Logger) -> None:
+    """aemit_batch gets records of one context per call, and runs inside it."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    handler = BatchByContext()
+    async with aioqlog.QueueListener(q, handler):
+        for n in range(3):
+            request_id.set(f"req-{n}")
+            for i in range(4):
+                logger.info("req-%d #%d", n, i)
+    for context_id, messages in handler.batches:
+        assert all(m.startswith(context_id + " ") for m in messages)
+    assert sum(len(m) for _, m in handler.batches) == 12
+    assert len(handler.batches) == 3  # one batch per context: they were logged back to back
+
+
+# run_in_context: the trampoline that awaits a coroutine inside a given Context.
+
+marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="outer")
+
+
+@pytest.mark.asyncio
+async def test_run_in_context_runs_every_step_inside() -> None:
+    """Each step of the coroutine sees the given context; changes stay inside it."""
+    ctx = contextvars.copy_context()
+    ctx.run(marker.set, "inner")
+    seen: list[str] = []
+
+    async def body() -> str:
+        seen.append(marker.get())
+        await asyncio.sleep(0)
+        seen.append(marker.get())
+        await asyncio.sleep(0.001)
+        marker.set("set inside")
+        await asyncio.sleep(0)
+        seen.append(marker.get())
+        return "result"
+
+    assert await run_in_context(ctx, body()) == "result"
+    assert seen == ["inner", "inner", "set inside"]
+    assert ctx[marker] == "set inside"
+    assert marker.get() == "outer"
+
+
+@pytest.mark.asyncio
+async def test_run_in_context_propagates_errors() -> None:
+    """An exception inside comes out of the await, as it would from the coroutine."""
+
+    async def body() -> None:
+        await asyncio.sleep(0)
+        raise LookupError("inside")
+
+    with pytest.raises(LookupError, match="inside"):
+        await run_in_context(contextvars.copy_context(), body())
+
+
+@pytest.mark.asyncio
+async def test_run_in_context_delivers_cancellation_inside() -> None:
+    """Cancelling the awaiting task cancels the coroutine at its own await."""
+    started = asyncio.Event()
+    cleaned_up: list[str] = []
+
+    async def body() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaned_up.append(marker.get())
+
+    ctx = contextvars.copy_context()
+    ctx.run(marker.set, "inner")
+    task = asyncio.ensure_future(run_in_context(ctx, body()))
+    await bounded(started.wait())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cleaned_up == ["inner"]
+
+
+@pytest.mark.asyncio
+async def test_run_in_context_relays_futures_and_results() -> None:
+    """Awaiting a future inside gets its result, set later from the outside."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[int] = loop.create_future()
+
+    async def body() -> int:
+        return (await future) * 2
+
+    task = asyncio.ensure_future(run_in_context(contextvars.copy_context(), body()))
+    await asyncio.sleep(0)
+    future.set_result(21)
+    assert await bounded(task) == 42

@@ -1,0 +1,157 @@
+"""A handler behind the listener writes exactly what it writes attached directly."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import sys
+import threading
+
+import pytest
+from support import AsyncRecorder, Recorder
+
+import aioqlog
+
+FIELDS = (
+    "%(asctime)s %(msecs)03d %(relativeCreated)d %(name)s %(levelname)s %(levelno)s "
+    "%(pathname)s %(filename)s %(module)s %(funcName)s %(lineno)d "
+    "%(process)d %(processName)s %(thread)d %(threadName)s "
+    "req=%(request_id)s %(message)s"
+)
+if sys.version_info >= (3, 12):
+    FIELDS += " task=%(taskName)s"
+
+
+def _formatter() -> logging.Formatter:
+    return logging.Formatter(FIELDS, defaults={"request_id": "-"})
+
+
+class Reference(logging.Handler):
+    """What a handler attached directly writes: the record formatted at the call.
+
+    It formats a copy, so the record that goes on the queue is not touched
+    (no cached exc_text the listener's handler could lean on).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(_formatter())
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(copy.copy(record)))
+
+
+def log_from_a_helper(logger: logging.Logger) -> None:
+    """Log from a function of its own, so funcName and lineno are not the test's."""
+    logger.warning("from a helper, %s", "with args")
+
+
+async def _log_everything(logger: logging.Logger) -> None:
+    items = ["a"]
+    logger.debug("plain")
+    logger.info("args %s %d %.2f %r", "s", 3, 2.5, None)
+    logger.info("mutable %s", items)
+    items.append("changed after the call")
+    logger.info("extra", extra={"request_id": "r-42"})
+    log_from_a_helper(logger)
+    try:
+        raise KeyError("missing")
+    except KeyError:
+        logger.exception("failed %s", "op")
+    logger.error("with stack", stack_info=True)
+    try:
+        try:
+            raise ValueError("inner")
+        except ValueError as inner:
+            raise RuntimeError("outer") from inner
+    except RuntimeError:
+        logger.error("chained", exc_info=True)
+
+    async def request() -> None:
+        logger.info("inside a named task")
+
+    await asyncio.create_task(request(), name="request-7")
+
+    def worker() -> None:
+        logger.info("from a thread")
+        try:
+            1 / 0  # noqa: B018
+        except ZeroDivisionError:
+            logger.exception("thread traceback")
+
+    thread = threading.Thread(target=worker, name="worker-3")
+    thread.start()
+    thread.join()
+
+
+@pytest.mark.parametrize("kind", ["sync", "async", "both"])
+@pytest.mark.asyncio
+async def test_output_matches_direct_handling(logger: logging.Logger, kind: str) -> None:
+    """Every field, traceback and stack is the same as a handler attached directly."""
+    q = aioqlog.LogQueue()
+    reference = Reference()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    logger.addHandler(reference)
+    handlers: list[Recorder | AsyncRecorder] = []
+    if kind in ("sync", "both"):
+        handlers.append(Recorder())
+    if kind in ("async", "both"):
+        handlers.append(AsyncRecorder())
+    for handler in handlers:
+        handler.setFormatter(_formatter())
+    async with aioqlog.QueueListener(q, *handlers):
+        await _log_everything(logger)
+    assert len(reference.lines) == 11
+    for handler in handlers:
+        assert handler.lines == reference.lines
+    joined = "\n".join(handlers[0].lines)
+    (failed,) = [line for line in handlers[0].lines if "failed op" in line]
+    assert failed.count("Traceback (most recent call last)") == 1
+    (stacked,) = [line for line in handlers[0].lines if "with stack" in line]
+    assert stacked.count("Stack (most recent call last)") == 1
+    assert "mutable ['a']" in joined
+    assert "changed after the call" not in joined
+    assert "req=r-42 extra" in joined
+    assert "log_from_a_helper" in joined
+    assert " worker-3 " in joined
+    assert "The above exception was the direct cause" in joined
+    if sys.version_info >= (3, 12):
+        assert "task=request-7" in joined
+
+
+@pytest.mark.asyncio
+async def test_handlers_see_exc_info_and_the_template(logger: logging.Logger) -> None:
+    """Error trackers read exc_info and group by msg: both arrive as logged."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    rec = Recorder()
+    async with aioqlog.QueueListener(q, rec):
+        try:
+            raise KeyError("k")
+        except KeyError as error:
+            raised = error
+            logger.exception("lookup of %s failed", "k")
+    (record,) = rec.records
+    assert record.msg == "lookup of %s failed"
+    assert record.args == ("k",)
+    assert record.exc_info is not None
+    assert record.exc_info[1] is raised
+
+
+@pytest.mark.usefixtures("frequent_thread_switches")
+@pytest.mark.asyncio
+async def test_every_handler_formats_its_own_copy(logger: logging.Logger) -> None:
+    """Lanes run at once: each handler's asctime is its own formatter's, never another's."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    first, second = Recorder(), Recorder()
+    first.setFormatter(logging.Formatter("%(asctime)s", datefmt="A%Y"))
+    second.setFormatter(logging.Formatter("%(asctime)s", datefmt="B%Y"))
+    async with aioqlog.QueueListener(q, first, second):
+        for i in range(2000):
+            logger.info("r%d", i)
+    assert all(line.startswith("A") for line in first.lines)
+    assert all(line.startswith("B") for line in second.lines)
+    assert len(first.lines) == len(second.lines) == 2000

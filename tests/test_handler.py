@@ -1,0 +1,187 @@
+"""QueueHandler: what goes on the queue, and what the caller pays for."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import pytest
+from support import Recorder
+
+import aioqlog
+from aioqlog._handler import Snapshot, snapshot
+
+
+def _make(msg: Any, *args: Any) -> logging.LogRecord:
+    logger = logging.getLogger("aioqlog.tests.handler")
+    return logger.makeRecord(logger.name, logging.INFO, __file__, 10, msg, args, None)
+
+
+def test_immutable_arguments_go_as_they_are() -> None:
+    """The common case costs no copy: the record itself goes on the queue, unformatted."""
+    record = _make("user %s did %d things at %.1f", "ann", 3, 1.5)
+    assert snapshot(record) is record
+    assert record.args == ("ann", 3, 1.5)
+
+
+def test_a_mutable_argument_prints_as_it_was_at_the_call() -> None:
+    """A list mutated after the call still prints its call-time state."""
+    items = [1, 2]
+    record = _make("items %s and %r", items, items)
+    prepared = snapshot(record)
+    items.append(3)
+    assert prepared.getMessage() == "items [1, 2] and [1, 2]"
+
+
+def test_the_template_and_arguments_stay_for_error_trackers() -> None:
+    """Msg stays the template; args stay arguments (snapshots of the mutable ones)."""
+    items = [1, 2]
+    record = _make("items %s for %s", items, "ann")
+    prepared = snapshot(record)
+    assert prepared.msg == "items %s for %s"
+    assert isinstance(prepared.args, tuple)
+    assert isinstance(prepared.args[0], Snapshot)
+    assert prepared.args[1] == "ann"
+
+
+def test_the_callers_record_is_never_modified() -> None:
+    """Other handlers of the same logger still see the record the logger made."""
+    items = [1]
+    record = _make("items %s", items)
+    snapshot(record)
+    assert record.args == (items,)
+    assert record.args[0] is items
+
+
+def test_mapping_arguments_are_frozen_too() -> None:
+    """A single dict argument (for %(name)s) keeps its keys; values print as at the call."""
+    state = {"n": [1]}
+    record = _make("n=%(n)s", state)
+    prepared = snapshot(record)
+    state["n"].append(2)
+    assert prepared.getMessage() == "n=[1]"
+
+
+class _Counter:
+    """A mutable number: %d reads it, str() would not be what %d prints."""
+
+    def __init__(self) -> None:
+        self.value = 7
+
+    def __index__(self) -> int:
+        return self.value
+
+
+def test_numeric_conversions_of_mutable_objects_render_at_the_call() -> None:
+    """%d of a mutable object cannot be a snapshot: the message is rendered right away."""
+    counter = _Counter()
+    record = _make("count=%d", counter)
+    prepared = snapshot(record)
+    counter.value = 99
+    assert prepared.getMessage() == "count=7"
+    assert prepared.args is None
+
+
+def test_broken_formatting_is_left_for_the_handler_to_report() -> None:
+    """A %-format mismatch is not hidden: the record goes unchanged, the handler reports it."""
+    record = _make("%d items", "not a number", [])
+    assert snapshot(record) is record
+
+
+def test_a_dict_message_stays_a_dict() -> None:
+    """Structured (dict) messages stay dicts for JSON formatters, copied at the call."""
+    payload = {"event": "login", "user": "ann"}
+    prepared = snapshot(_make(payload))
+    payload["user"] = "bob"
+    assert type(prepared.msg) is dict
+    assert prepared.msg == {"event": "login", "user": "ann"}
+
+
+class _Message:
+    def __init__(self) -> None:
+        self.text = "first"
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def test_a_message_object_prints_as_it_was_at_the_call() -> None:
+    """A non-str message object is rendered through str() at the call."""
+    message = _Message()
+    prepared = snapshot(_make(message))
+    message.text = "second"
+    assert prepared.getMessage() == "first"
+
+
+def test_a_formatter_on_the_queue_handler_keeps_stdlib_semantics() -> None:
+    """With a formatter set on the QueueHandler, msg becomes the formatted text."""
+    handler = aioqlog.QueueHandler(aioqlog.LogQueue())
+    handler.setFormatter(logging.Formatter("%(levelname)s:%(message)s"))
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.getLogger("x").makeRecord(
+            "x", logging.ERROR, __file__, 1, "failed %s", ("op",), sys.exc_info()
+        )
+    prepared = handler.prepare(record)
+    assert prepared is not record
+    assert prepared.msg.startswith("ERROR:failed op\nTraceback")
+    assert prepared.args is None
+    assert prepared.exc_info is None
+
+
+def test_filters_decide_what_is_enqueued(logger: logging.Logger) -> None:
+    """A filter on the QueueHandler keeps a record off the queue."""
+    q = aioqlog.LogQueue()
+    handler = aioqlog.QueueHandler(q)
+    handler.addFilter(lambda r: r.levelno >= logging.WARNING)
+    logger.addHandler(handler)
+    logger.info("dropped by the filter")
+    logger.warning("kept")
+    assert q.qsize() == 1
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="filters return records from 3.12")
+def test_a_filter_may_replace_the_record(logger: logging.Logger) -> None:
+    """On 3.12+, a filter that returns a record has that record enqueued."""
+    q = aioqlog.LogQueue()
+    handler = aioqlog.QueueHandler(q)
+
+    def redact(record: logging.LogRecord) -> logging.LogRecord:
+        clone = logging.makeLogRecord(record.__dict__)
+        clone.msg = "[redacted]"
+        return clone
+
+    handler.addFilter(redact)  # type: ignore[arg-type]  # 3.12+ filters may return records
+    logger.addHandler(handler)
+    logger.info("secret")
+    rec = Recorder()
+    aioqlog.QueueListener(q, rec)
+    assert rec.messages() == ["[redacted]"]
+
+
+def test_handle_returns_what_the_stdlib_returns() -> None:
+    """handle() returns the record (3.12+) or True, and a false value when filtered."""
+    handler = aioqlog.QueueHandler(aioqlog.LogQueue())
+    record = _make("x")
+    expected = record if sys.version_info >= (3, 12) else True
+    assert handler.handle(record) == expected
+    handler.addFilter(lambda r: False)
+    assert not handler.handle(record)
+
+
+def test_emit_never_raises_into_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure while enqueueing goes to handleError; the log call returns normally."""
+    q = aioqlog.LogQueue()
+    handler = aioqlog.QueueHandler(q)
+    reported: list[logging.LogRecord] = []
+    monkeypatch.setattr(handler, "handleError", reported.append)
+
+    def broken(record: logging.LogRecord) -> None:
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(q, "put_nowait", broken)
+    record = _make("x")
+    handler.handle(record)
+    assert reported == [record]
