@@ -13,7 +13,7 @@ import sys
 from collections.abc import Coroutine, Generator
 from typing import Any, TypeVar
 
-__all__ = ["DEPTH", "MAX_DEPTH", "resolve", "run_in_context", "uncancel"]
+__all__ = ["DEPTH", "MAX_DEPTH", "SUMMARY_DEPTH", "resolve", "run_in_context", "uncancel"]
 
 _T = TypeVar("_T")
 
@@ -27,6 +27,11 @@ DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("aioqlog_depth", def
 #: Records logged at a depth above this are dropped and counted: a handler's own
 #: diagnostics reach the handlers once, and what they log in turn stops there.
 MAX_DEPTH = 1
+
+#: The depth at which aioqlog's own summary records ("dropped N records") are
+#: handled. What a handler logs while handling one is dropped and counted but
+#: not announced again: announcing it would make another summary, and so on.
+SUMMARY_DEPTH = 1_000
 
 
 class _Relay:

@@ -87,12 +87,16 @@ class Lane:
         return self.put_count - self.done_count - self.evicted
 
     def room(self) -> int:
-        """Return how many more records the buffer takes without overflowing."""
-        return self.capacity - len(self.buffer)
+        """Return how many more records the lane takes without overflowing.
+
+        What the worker holds counts too: a lane never holds more than its
+        capacity, waiting or in hand.
+        """
+        return self.capacity - self.pending
 
     def has_room(self) -> bool:
-        """Return whether the buffer takes at least one more record."""
-        return len(self.buffer) < self.capacity
+        """Return whether the lane takes at least one more record."""
+        return self.pending < self.capacity
 
     def settled(self) -> bool:
         """Return whether everything put in the lane has been handled."""
@@ -105,20 +109,21 @@ class Lane:
         few per batch, which must not be lost to the overflow they report.
         """
         buffer = self.buffer
-        if len(buffer) >= self.capacity and not force:
+        if self.pending >= self.capacity and not force:
+            # "block" never gets here while the listener runs (it waits for
+            # room before taking records); when it does, dropping is the only
+            # choice that blocks nobody. "drop_old" evicts the oldest record
+            # still waiting; what the handler already holds is beyond reach.
             if self.overflow != "drop_old":
-                # "block" never gets here while the listener runs (it waits for
-                # room before taking records); when it does, dropping is the
-                # only choice that blocks nobody.
                 self.dropped += 1
                 return False
             try:
                 buffer.popleft()
             except IndexError:
-                pass
-            else:
-                self.evicted += 1
                 self.dropped += 1
+                return False
+            self.evicted += 1
+            self.dropped += 1
         buffer.append(entry)
         self.put_count += 1
         return True

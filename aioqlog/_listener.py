@@ -22,7 +22,7 @@ from types import TracebackType
 
 from . import _lifecycle
 from ._bridge import BATCH_LIMIT, Entry, LogQueue
-from ._context import DEPTH, MAX_DEPTH, resolve, uncancel
+from ._context import DEPTH, MAX_DEPTH, SUMMARY_DEPTH, resolve, uncancel
 from ._lanes import IDLE, RUNNING, Lane, TaskLane, ThreadLane, make_lane
 from ._lifecycle import write_stderr as _stderr
 from ._stats import HandlerStats, ListenerStats
@@ -131,6 +131,7 @@ class QueueListener:
         self._deadline: float | None = None
         self._stop_mark = 0
         self._recursion_dropped = 0
+        self._recursion_quiet = 0  # dropped while handling a summary: not announced
         self._drops_reported = 0
         self._recursion_reported = 0
         self._bind()
@@ -288,7 +289,7 @@ class QueueListener:
     # ------------------------------------------------------------- internals
 
     def _bind(self) -> None:
-        self.queue._bind(self, self._dispatch, self._on_consumer_lost)
+        self.queue._bind(self, self._dispatch_idle, self._on_consumer_lost)
 
     def _renew_lanes(self) -> None:
         """Replace lanes that an earlier run left busy (a stuck or orphaned worker)."""
@@ -305,10 +306,18 @@ class QueueListener:
         for record, ctx in batch:
             ctx.run(one, record)
 
+    def _dispatch_idle(self, batch: list[Entry]) -> None:
+        """Deliver *batch* while no listener runs (in a logging thread), and report drops."""
+        self._dispatch(batch)
+        self._report_drops(force=True)
+
     def _dispatch_one(self, record: logging.LogRecord) -> None:
         depth = DEPTH.get()
         if depth > MAX_DEPTH:
-            self._recursion_dropped += 1
+            if depth >= SUMMARY_DEPTH:
+                self._recursion_quiet += 1
+            else:
+                self._recursion_dropped += 1
             return
         # Handlers run one level deeper: what they log is recognised as theirs.
         DEPTH.set(depth + 1)
@@ -506,7 +515,9 @@ class QueueListener:
         """Put one of aioqlog's own records straight into *lanes* (past their bound)."""
         for lane in lanes:
             if not self.respect_handler_level or record.levelno >= lane.handler.level:
-                lane.put(record, contextvars.Context(), force=True)
+                ctx = contextvars.Context()
+                ctx.run(DEPTH.set, SUMMARY_DEPTH)
+                lane.put(record, ctx, force=True)
 
     # --------------------------------------------------------------- stats
 
@@ -521,7 +532,7 @@ class QueueListener:
             dropped=q.dropped,
             queue_depth=depth,
             high_water=max(q._high_water, depth),
-            recursion_dropped=self._recursion_dropped,
+            recursion_dropped=self._recursion_dropped + self._recursion_quiet,
             handlers=tuple(
                 HandlerStats(
                     name=lane.stats_name(),

@@ -1,0 +1,223 @@
+"""Handler failures go to handleError, are counted, and stop nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import io
+import logging
+import sys
+
+import pytest
+from support import AsyncRecorder, Recorder, bounded, in_thread
+
+import aioqlog
+
+
+class Raising(Recorder):
+    """Raises out of emit (instead of calling handleError itself) for chosen records."""
+
+    def __init__(self, fail_on: str) -> None:
+        super().__init__()
+        self.fail_on = fail_on
+        self.reported: list[tuple[str, type[BaseException] | None]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.fail_on in record.getMessage():
+            raise OSError("disk full")
+        super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.reported.append((str(record.msg), sys.exc_info()[0]))
+
+
+class AsyncRaising(AsyncRecorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reported: list[tuple[str, type[BaseException] | None]] = []
+
+    async def aemit(self, record: logging.LogRecord) -> None:
+        await asyncio.sleep(0)
+        if "bad" in record.getMessage():
+            raise ConnectionResetError("peer went away")
+        await super().aemit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.reported.append((record.getMessage(), sys.exc_info()[0]))
+
+
+@pytest.mark.asyncio
+async def test_an_exception_out_of_emit_goes_to_handle_error(logger: logging.Logger) -> None:
+    """A sync handler raising from emit: handleError gets it, it is counted, the lane goes on."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    failing, healthy = Raising(fail_on="bad"), Recorder()
+    async with aioqlog.QueueListener(q, failing, healthy) as listener:
+        for message in ("ok 1", "bad 2", "ok 3", "bad 4", "ok 5"):
+            logger.info(message)
+    assert failing.reported == [("bad 2", OSError), ("bad 4", OSError)]
+    assert failing.messages() == ["ok 1", "ok 3", "ok 5"]
+    assert len(healthy.records) == 5
+    stats = listener.stats.handlers
+    assert (stats[0].handled, stats[0].errors) == (3, 2)
+    assert (stats[1].handled, stats[1].errors) == (5, 0)
+
+
+@pytest.mark.asyncio
+async def test_an_async_handler_error_goes_to_handle_error(logger: logging.Logger) -> None:
+    """An exception from aemit: handleError gets it, it is counted, the lane goes on."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    handler = AsyncRaising()
+    async with aioqlog.QueueListener(q, handler) as listener:
+        for message in ("ok 1", "bad 2", "ok 3"):
+            logger.info(message)
+    assert handler.reported == [("bad 2", ConnectionResetError)]
+    assert handler.messages() == ["ok 1", "ok 3"]
+    assert (listener.stats.handlers[0].handled, listener.stats.handlers[0].errors) == (2, 1)
+
+
+@pytest.mark.asyncio
+async def test_broken_formatting_is_reported_once_per_handler(logger: logging.Logger) -> None:
+    """A %-format mismatch reaches handleError as it would attached directly."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    handler = Raising(fail_on="never")
+    async with aioqlog.QueueListener(q, handler):
+        logger.info("%d apples", "three")
+        logger.info("fine")
+    assert len(handler.reported) == 1
+    assert handler.reported[0][1] is TypeError
+    assert handler.messages() == ["fine"]
+
+
+@pytest.mark.asyncio
+async def test_a_broken_handle_error_does_not_stop_the_lane(logger: logging.Logger) -> None:
+    """Even a handleError that raises leaves the lane delivering."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+
+    class Hopeless(Raising):
+        def handleError(self, record: logging.LogRecord) -> None:
+            raise RuntimeError("cannot even report")
+
+    handler = Hopeless(fail_on="bad")
+    async with aioqlog.QueueListener(q, handler) as listener:
+        logger.info("bad")
+        logger.info("good")
+    assert handler.messages() == ["good"]
+    assert listener.stats.handlers[0].errors == 1
+
+
+class Chatty(Recorder):
+    """Logs to the logger it serves from inside its own emit (a classic mistake)."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()
+        self.logger = logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        super().emit(record)
+        self.logger.warning("handled %r", record.getMessage())
+
+
+@pytest.mark.asyncio
+async def test_a_handler_logging_from_emit_neither_deadlocks_nor_loops(
+    logger: logging.Logger,
+) -> None:
+    """Its own diagnostics arrive once; what they cause in turn is dropped and reported."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    handler = Chatty(logger)
+    async with aioqlog.QueueListener(q, handler) as listener:
+        logger.info("a")
+        logger.info("b")
+    await bounded(listener.stop())
+    app = [m for m in handler.messages() if not m.startswith("aioqlog")]
+    assert app == ["a", "handled 'a'", "b", "handled 'b'"] or sorted(app) == sorted(
+        ["a", "b", "handled 'a'", "handled 'b'"]
+    )
+    summaries = [m for m in handler.messages() if m.startswith("aioqlog dropped")]
+    assert sum(int(m.split()[2]) for m in summaries) == 2
+    # What it logged about each summary was dropped too: counted, not announced.
+    assert listener.stats.recursion_dropped == 2 + len(summaries)
+
+
+def test_a_handler_logging_from_emit_terminates_while_idle(logger: logging.Logger) -> None:
+    """The same, with no listener running: records are handled in the caller."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    handler = Chatty(logger)
+    aioqlog.QueueListener(q, handler)
+    logger.info("a")
+    assert handler.messages() == [
+        "a",
+        "handled 'a'",
+        "aioqlog dropped 1 records that handlers logged while handling records logged "
+        "by handlers (a handler logging from its own emit())",
+    ]
+
+
+@pytest.mark.asyncio
+async def test_an_async_handler_logging_from_aemit_terminates(logger: logging.Logger) -> None:
+    """Recursion from an async handler is bounded the same way."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+
+    class AsyncChatty(AsyncRecorder):
+        async def aemit(self, record: logging.LogRecord) -> None:
+            await super().aemit(record)
+            logger.warning("handled %r", record.getMessage())
+
+    handler = AsyncChatty()
+    async with aioqlog.QueueListener(q, handler) as listener:
+        logger.info("a")
+        await in_thread(lambda: logger.info("b"))
+    app = sorted(m for m in handler.messages() if not m.startswith("aioqlog"))
+    assert app == sorted(["a", "b", "handled 'a'", "handled 'b'"])
+    summaries = [m for m in handler.messages() if m.startswith("aioqlog dropped")]
+    assert sum(int(m.split()[2]) for m in summaries) == 2
+    assert listener.stats.recursion_dropped == 2 + len(summaries)
+
+
+def test_an_async_handler_attached_directly_says_how_to_serve_it(
+    logger: logging.Logger,
+) -> None:
+    """Attached to a logger, an AsyncHandler reports a clear error; no coroutine is leaked."""
+    handler = AsyncRecorder()
+    logger.addHandler(handler)
+    stderr = io.StringIO()
+    logging.raiseExceptions = True
+    with contextlib.redirect_stderr(stderr):
+        logger.info("nobody can await me")
+        gc.collect()
+    text = stderr.getvalue()
+    assert "is an aioqlog.AsyncHandler: its aemit() coroutine cannot run" in text
+    assert "Serve it with aioqlog.QueueListener(queue, handler)" in text
+    assert "never awaited" not in text
+    assert handler.records == []
+
+
+@pytest.mark.asyncio
+async def test_an_overridden_hook_that_raises_does_not_stop_delivery(
+    logger: logging.Logger,
+) -> None:
+    """A prepare() override that fails for one record: reported, the rest delivered."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+
+    class Picky(aioqlog.QueueListener):
+        def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+            if record.getMessage() == "poison":
+                raise ValueError("cannot prepare")
+            return record
+
+    rec = Recorder()
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        async with Picky(q, rec):
+            for message in ("one", "poison", "two"):
+                logger.info(message)
+    assert rec.messages() == ["one", "two"]
+    assert "handle() raised ValueError('cannot prepare')" in stderr.getvalue()

@@ -1,0 +1,249 @@
+"""Lanes: each handler in order, at its own pace, in threads the listener owns."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from support import STALL, AsyncRecorder, Gate, Recorder, bounded, in_thread
+
+import aioqlog
+from aioqlog._lanes import ThreadLane
+
+
+@pytest.mark.asyncio
+async def test_a_stuck_handler_does_not_delay_the_others(logger: logging.Logger) -> None:
+    """While one handler hangs in emit, another receives every record."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    stuck, fast = Gate(), Recorder()
+    async with aioqlog.QueueListener(q, stuck, fast):
+        for i in range(100):
+            logger.info("r%d", i)
+        await fast.arrived(100)
+        assert stuck.entered.is_set()
+        assert stuck.records == []  # still hanging on the first record
+        stuck.opened.set()
+    assert stuck.messages() == fast.messages() == [f"r{i}" for i in range(100)]
+
+
+@pytest.mark.asyncio
+async def test_a_slow_async_handler_does_not_delay_a_sync_one(logger: logging.Logger) -> None:
+    """An async handler awaiting forever does not hold up the sync handler, nor the loop."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    release = asyncio.Event()
+
+    class Waiting(AsyncRecorder):
+        async def aemit(self, record: logging.LogRecord) -> None:
+            await release.wait()
+            await super().aemit(record)
+
+    slow, fast = Waiting(), Recorder()
+    async with aioqlog.QueueListener(q, slow, fast):
+        for i in range(50):
+            logger.info("r%d", i)
+        await fast.arrived(50)
+        assert slow.records == []
+        release.set()
+    assert slow.messages() == [f"r{i}" for i in range(50)]
+
+
+@pytest.mark.asyncio
+async def test_each_handler_sees_each_threads_records_in_order(logger: logging.Logger) -> None:
+    """Records from several threads and the loop reach every handler in per-thread order."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    handlers: list[Recorder | AsyncRecorder] = [Recorder(), Recorder(), AsyncRecorder()]
+    barrier = threading.Barrier(4)
+
+    def producer(index: int) -> None:
+        barrier.wait()
+        for seq in range(300):
+            logger.info("%d %d", index, seq)
+
+    async with aioqlog.QueueListener(q, *handlers):
+        threads = [threading.Thread(target=producer, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for seq in range(300):
+            logger.info("%d %d", 4, seq)
+            if seq % 50 == 0:
+                await asyncio.sleep(0)
+        await in_thread(lambda: _join_all(threads))
+    for handler in handlers:
+        assert len(handler.records) == 1500
+        last: dict[object, int] = {}
+        for record in handler.records:
+            assert isinstance(record.args, tuple)
+            index, number = record.args
+            assert isinstance(number, int)
+            assert number == last.get(index, -1) + 1
+            last[index] = number
+
+
+def _join_all(threads: list[threading.Thread]) -> None:
+    for t in threads:
+        t.join()
+
+
+@pytest.mark.asyncio
+async def test_sync_handlers_run_in_threads_the_listener_owns(logger: logging.Logger) -> None:
+    """Handlers run in the listener's named threads, even with the default executor busy."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    rec = Recorder(name="audit")
+    loop = asyncio.get_running_loop()
+    blocked = threading.Event()
+    # Saturate the loop's default executor, as busy application code can.
+    jammed = [loop.run_in_executor(None, blocked.wait, STALL) for _ in range(64)]
+    try:
+        async with aioqlog.QueueListener(q, rec):
+            logger.info("delivered regardless")
+            await rec.arrived(1)
+    finally:
+        blocked.set()
+        await asyncio.gather(*jammed)
+    assert rec.threads == {"aioqlog-audit"}
+
+
+@pytest.mark.asyncio
+async def test_async_handlers_are_awaited_on_the_loop(logger: logging.Logger) -> None:
+    """An AsyncHandler runs in the loop's thread: no thread hop at all."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    seen: list[int] = []
+
+    class Where(AsyncRecorder):
+        async def aemit(self, record: logging.LogRecord) -> None:
+            seen.append(threading.get_ident())
+
+    async with aioqlog.QueueListener(q, Where()):
+        await in_thread(lambda: logger.info("from a thread"))
+    assert seen == [threading.get_ident()]
+
+
+class _CountingListener(aioqlog.QueueListener):
+    """Sets an event once a given number of records have gone into the lanes."""
+
+    def __init__(self, *args: Any, expect: int) -> None:
+        super().__init__(*args)
+        self.handled_count = 0
+        self.expect = expect
+        self.moved = asyncio.Event()
+
+    def handle(self, record: logging.LogRecord) -> None:
+        super().handle(record)
+        self.handled_count += 1
+        if self.handled_count == self.expect:
+            self.moved.set()
+
+
+@pytest.mark.asyncio
+async def test_a_backlog_is_handed_over_in_batches(logger: logging.Logger) -> None:
+    """Records that pile up while a handler is busy reach its thread a batch per hop."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    gate = Gate()
+    listener = _CountingListener(q, gate, expect=201)
+    (lane,) = listener._lanes
+    assert isinstance(lane, ThreadLane)
+    takes = [0]
+    original = lane._take
+
+    def counting_take(limit: int) -> list[tuple[logging.LogRecord, contextvars.Context]]:
+        batch = original(limit)
+        if batch:
+            takes[0] += 1
+        return batch
+
+    lane._take = counting_take  # type: ignore[method-assign]
+    async with listener:
+        logger.info("first")
+        await in_thread(lambda: gate.entered.wait(STALL))
+        for i in range(200):
+            logger.info("r%d", i)
+        await bounded(listener.moved.wait())  # all 200 wait in the lane now
+        gate.opened.set()
+    assert len(gate.records) == 201
+    assert takes[0] == 2  # the first record, then all 200 at once
+
+
+@pytest.mark.parametrize("respect", [True, False])
+@pytest.mark.asyncio
+async def test_respect_handler_level_as_in_the_stdlib(
+    logger: logging.Logger, respect: bool
+) -> None:
+    """With respect_handler_level, levels filter; without, every record reaches the handler."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    sync_handler = Recorder(level=logging.WARNING)
+    async_handler = AsyncRecorder(level=logging.WARNING)
+    async with aioqlog.QueueListener(q, sync_handler, async_handler, respect_handler_level=respect):
+        logger.info("info")
+        logger.warning("warning")
+    expected = ["warning"] if respect else ["info", "warning"]
+    assert sync_handler.messages() == expected
+    assert async_handler.messages() == expected
+
+
+@pytest.mark.asyncio
+async def test_a_full_lane_drops_for_its_handler_only(logger: logging.Logger) -> None:
+    """Under drop_new, a handler that falls behind misses records: counted and reported.
+
+    The other handler misses nothing.
+    """
+    q = aioqlog.LogQueue(maxsize=10)
+    logger.addHandler(aioqlog.QueueHandler(q))
+    stuck, fast = Gate(name="stuck"), Recorder(name="fast")
+    async with aioqlog.QueueListener(q, stuck, fast) as listener:
+        for batch in range(10):
+            for i in range(10):
+                logger.info("r%d", batch * 10 + i)
+            await fast.arrived((batch + 1) * 10)
+        dropped = listener.stats.handlers[0].dropped
+        # A lane holds at most maxsize records, waiting or in its handler's hands.
+        assert dropped == 100 - 10
+        stuck.opened.set()
+    assert fast.messages() == [f"r{i}" for i in range(100)]
+    kept = stuck.messages()[:-1]
+    assert kept == [f"r{i}" for i in range(len(kept))]
+    assert len(kept) + dropped == 100
+    assert stuck.messages()[-1] == (
+        f"aioqlog dropped {dropped} records for this handler: it fell behind "
+        "(maxsize=10, overflow='drop_new')"
+    )
+
+
+class Batching(aioqlog.AsyncHandler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[str]] = []
+        self.busy = asyncio.Event()
+        self.resume = asyncio.Event()
+
+    async def aemit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        self.busy.set()
+        await self.resume.wait()
+        self.batches.append([r.getMessage() for r in records])
+
+
+@pytest.mark.asyncio
+async def test_async_batches_gather_what_piled_up(logger: logging.Logger) -> None:
+    """While aemit_batch is busy, records pile up and come in the next call together."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    handler = Batching()
+    async with aioqlog.QueueListener(q, handler):
+        logger.info("first")
+        await bounded(handler.busy.wait())
+        for i in range(50):
+            logger.info("r%d", i)
+        await asyncio.sleep(0)
+        handler.resume.set()
+    assert handler.batches == [["first"], [f"r{i}" for i in range(50)]]
