@@ -87,10 +87,11 @@ class LogQueue:
             on a nearly full queue may overshoot it by at most one record each.
         overflow: What a full queue does with a new record: ``"drop_new"`` drops
             it, ``"drop_old"`` evicts the oldest queued record to make room,
-            ``"block"`` makes threads other than the loop's wait up to
-            *block_timeout* seconds for room (then drop it); on the loop thread
-            and in the listener's own threads ``"block"`` acts as ``"drop_new"``,
-            since waiting there would stall the consumer itself.
+            ``"block"`` makes the logging thread wait up to *block_timeout*
+            seconds for room (then drop it). A thread running an event loop
+            never waits, nor do the listener's own threads: there ``"block"``
+            acts as ``"drop_new"``, since waiting would stall the very code
+            that makes room.
         block_timeout: Seconds a producer waits under ``"block"``.
 
     Example:
@@ -156,6 +157,8 @@ class LogQueue:
         self._loop_thread = 0
         # Threads that must never wait under "block": the loop's and the lanes'.
         self._nonblocking: frozenset[int] = frozenset()
+        # The thread delivering in the caller right now (0: none).
+        self._holder = 0
         self._owner: object | None = None
         self._sink: Sink | None = None
         self._on_lost: Callable[[], None] | None = None
@@ -225,16 +228,24 @@ class LogQueue:
                 self._dropped += 1
                 self._evicted += 1
             return True
-        if (
-            self._overflow == "block"
-            and self._attached
-            and threading.get_ident() not in self._nonblocking
-            and self._wait_for_room()
-        ):
+        if self._overflow == "block" and self._may_wait() and self._wait_for_room():
             return True
         with self._lock:
             self._dropped += 1
         return False
+
+    def _may_wait(self) -> bool:
+        """Return whether this thread may wait for room under "block"."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            return False  # an event loop runs here: waiting would stall it
+        me = threading.get_ident()
+        if me in self._nonblocking or me == self._holder:
+            return False  # a lane's worker, or the thread that would make the room
+        return self._attached or self._sink is not None  # someone will make room
 
     def _wait_for_room(self) -> bool:
         """Wait up to block_timeout for room; return whether room came."""
@@ -245,8 +256,6 @@ class LogQueue:
             self._blocked += 1
             try:
                 while len(self._items) >= self._maxsize:
-                    if not self._attached:
-                        return True  # the queue now drains in the caller
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return False
@@ -270,8 +279,12 @@ class LogQueue:
             # The loop is closed: the consumer parked on it will never run again.
             self._consumer_lost()
 
-    def _drain_in_caller(self) -> None:
-        """Deliver queued records in this thread while no consumer is attached."""
+    def _drain_in_caller(self, delivered: Callable[[int], None] | None = None) -> None:
+        """Deliver queued records in this thread while no consumer is attached.
+
+        *delivered*, if given, is told how many records each batch held, once
+        the batch has been delivered.
+        """
         sink = self._sink
         if sink is None:
             return  # nobody serves this queue yet: records wait (bounded)
@@ -281,13 +294,17 @@ class LogQueue:
                 right.pop()
             except IndexError:
                 return  # the holder will see our record when it re-checks
+            self._holder = threading.get_ident()
             try:
                 while not self._attached:
                     batch = self._take(BATCH_LIMIT)
                     if not batch:
                         break
                     sink(batch)
+                    if delivered is not None:
+                        delivered(len(batch))
             finally:
+                self._holder = 0
                 right.append(_TOKEN)
             if self._parked:
                 # A consumer attached meanwhile and waits for the right.

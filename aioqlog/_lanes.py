@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -323,6 +324,8 @@ class TaskLane(Lane):
         self._waiter: asyncio.Future[None] | None = None
         self._closing = False
         self._abort = False
+        # Entries put back once after a cancellation from outside (by id).
+        self._redelivered: set[int] = set()
 
     def put(self, record: logging.LogRecord, ctx: contextvars.Context, force: bool = False) -> None:
         # While IDLE the buffer keeps records for the next start.
@@ -395,7 +398,8 @@ class TaskLane(Lane):
             await waiter
 
     async def _deliver_next(self) -> None:
-        record, ctx = self.buffer.popleft()
+        entry = self.buffer.popleft()
+        record, ctx = entry
         handler = self.handler
         if self.shared:
             record = _copy(record)
@@ -409,23 +413,29 @@ class TaskLane(Lane):
             self.errors += 1
             _report(handler, record)
         except asyncio.CancelledError:
-            self.errors += 1
+            if not self._redeliver([entry]):
+                self.errors += 1
+                self.done_count += 1
             raise
         else:
             self.handled += 1
-        finally:
-            self.done_count += 1
+        self._redelivered.discard(id(entry))
+        self.done_count += 1
 
     async def _deliver_batch(self) -> None:
         # Records logged in the same context go in one call, awaited in it.
         buffer = self.buffer
         handler = self.handler
-        first_record, ctx = buffer.popleft()
-        entries = [(first_record, ctx)]
+        first = buffer.popleft()
+        ctx = first[1]
+        entries = [first]
         while buffer and buffer[0][1] == ctx:
             entries.append(buffer.popleft())
+        passed_entries: list[Entry] = []
         records: list[logging.LogRecord] = []
-        for record, record_ctx in entries:
+        for entry in entries:
+            record, record_ctx = entry
+            self._redelivered.discard(id(entry))
             if self.shared:
                 record = _copy(record)
             try:
@@ -437,6 +447,7 @@ class TaskLane(Lane):
                 continue
             if passed:
                 records.append(passed if isinstance(passed, logging.LogRecord) else record)
+                passed_entries.append(entry)
             else:
                 self.handled += 1
                 self.done_count += 1
@@ -448,12 +459,39 @@ class TaskLane(Lane):
             self.errors += len(records)
             _report(handler, records[0])
         except asyncio.CancelledError:
-            self.errors += len(records)
+            if not self._redeliver(passed_entries):
+                self.errors += len(records)
+                self.done_count += len(records)
             raise
         else:
             self.handled += len(records)
-        finally:
-            self.done_count += len(records)
+        self.done_count += len(records)
+
+    def _redeliver(self, entries: list[Entry]) -> bool:
+        """Put *entries* back in front after a cancellation from outside; once only.
+
+        ``asyncio.run`` ending cancels every task, so an ``aemit`` in flight is
+        interrupted however the lane is built. The handler sees the
+        cancellation, then gets the same records again while the lane drains:
+        at least once, rather than lost. Not when the listener aborts the lane
+        (out of time), nor for a handler that raised CancelledError by itself.
+        """
+        if self._abort or not _cancel_requested():
+            return False
+        if any(id(entry) in self._redelivered for entry in entries):
+            return False
+        for entry in reversed(entries):
+            self._redelivered.add(id(entry))
+            self.buffer.appendleft(entry)
+        return True
+
+
+def _cancel_requested() -> bool:
+    """Return whether the current task is being cancelled from outside."""
+    if sys.version_info >= (3, 11):
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() > 0
+    return True  # Python 3.10 cannot tell: assume it was
 
 
 def make_lane(handler: logging.Handler, capacity: int, overflow: Overflow, shared: bool) -> Lane:

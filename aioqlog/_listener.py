@@ -446,22 +446,35 @@ class QueueListener:
                 await self._aclose(lane)
 
     async def _drain_off_loop(self) -> None:
-        """Deliver what is queued in a helper thread, as a logging thread would."""
+        """Deliver what is queued from a helper thread, as a logging thread would.
+
+        Waits until the records queued now are delivered; the helper may go on
+        delivering what threads keep logging, like any logging thread.
+        """
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
+        remaining = [self.queue.qsize()]
+
+        def signal() -> None:
+            try:
+                loop.call_soon_threadsafe(resolve, done)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+
+        def delivered(count: int) -> None:
+            if remaining[0] > 0:
+                remaining[0] -= count
+                if remaining[0] <= 0:
+                    signal()
 
         def drain() -> None:
             try:
-                self.queue._drain_in_caller()
+                self.queue._drain_in_caller(delivered)
             finally:
-                try:
-                    loop.call_soon_threadsafe(resolve, done)
-                except RuntimeError:
-                    pass
+                signal()
 
         threading.Thread(target=drain, name="aioqlog-drain", daemon=True).start()
-        left = self._time_left()
-        await asyncio.wait({done}, timeout=left)
+        await asyncio.wait({done}, timeout=self._time_left())
 
     async def _aclose(self, lane: TaskLane) -> None:
         handler = lane.handler

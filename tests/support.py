@@ -133,3 +133,9 @@ async def in_thread(fn: Callable[[], T]) -> T:
 async def bounded(awaitable: Awaitable[T]) -> T:
     """Await *awaitable*, failing the test if it stalls for seconds."""
     return await asyncio.wait_for(awaitable, STALL)
+
+
+def join_all(threads: list[threading.Thread]) -> None:
+    """Join every thread in *threads*."""
+    for t in threads:
+        t.join()

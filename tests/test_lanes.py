@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from support import STALL, AsyncRecorder, Gate, Recorder, bounded, in_thread
+from support import STALL, AsyncRecorder, Gate, Recorder, bounded, in_thread, join_all
 
 import aioqlog
 from aioqlog._lanes import ThreadLane
@@ -75,7 +75,7 @@ async def test_each_handler_sees_each_threads_records_in_order(logger: logging.L
             logger.info("%d %d", 4, seq)
             if seq % 50 == 0:
                 await asyncio.sleep(0)
-        await in_thread(lambda: _join_all(threads))
+        await in_thread(lambda: join_all(threads))
     for handler in handlers:
         assert len(handler.records) == 1500
         last: dict[object, int] = {}
@@ -85,11 +85,6 @@ async def test_each_handler_sees_each_threads_records_in_order(logger: logging.L
             assert isinstance(number, int)
             assert number == last.get(index, -1) + 1
             last[index] = number
-
-
-def _join_all(threads: list[threading.Thread]) -> None:
-    for t in threads:
-        t.join()
 
 
 @pytest.mark.asyncio

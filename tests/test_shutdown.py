@@ -1,0 +1,345 @@
+"""Shutdown without loss: stop(), timeouts, asyncio.run endings, idle records, exit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+from support import STALL, AsyncRecorder, Gate, Recorder, bounded, in_thread, join_all, run
+
+import aioqlog
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+class Slow(Recorder):
+    """A handler that takes a little while per record, so its lane backs up."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        time.sleep(0.0005)
+        super().emit(record)
+
+
+def _produce(logger: logging.Logger, tag: str, count: int) -> None:
+    for i in range(count):
+        logger.info("%s %d", tag, i)
+
+
+@pytest.mark.asyncio
+async def test_stop_delivers_everything_logged_before_it(logger: logging.Logger) -> None:
+    """Records from the loop and from threads, queued or backed up in lanes: all arrive."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    slow, fast, awaited = Slow(), Recorder(), AsyncRecorder()
+    listener = aioqlog.QueueListener(q, slow, fast, awaited)
+    listener.start()
+    threads = [threading.Thread(target=_produce, args=(logger, f"t{n}", 300)) for n in range(2)]
+    for t in threads:
+        t.start()
+    _produce(logger, "loop", 300)
+    await in_thread(lambda: join_all(threads))
+    stats = await bounded(listener.stop())
+    for handler in (slow, fast, awaited):
+        assert len(handler.records) == 900
+    assert stats.undelivered == 0
+    assert not stats.running
+
+
+@pytest.mark.asyncio
+async def test_stop_with_a_timeout_returns_and_reports(logger: logging.Logger) -> None:
+    """A handler hangs: stop(timeout) returns and says what is undelivered.
+
+    Until the stuck handler catches up, its records are counted as dropped.
+    """
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    hung, fast = Gate(name="smtp"), Recorder(name="console")
+    listener = aioqlog.QueueListener(q, hung, fast)
+    listener.start()
+    _produce(logger, "before", 5)
+    await in_thread(lambda: hung.entered.wait(STALL))
+    stderr = io.StringIO()
+    started = time.monotonic()
+    with contextlib.redirect_stderr(stderr):
+        stats = await listener.stop(timeout=0.1)
+    assert time.monotonic() - started < STALL / 2
+    assert "stop() ran out of time; records not yet delivered: 5 for smtp" in stderr.getvalue()
+    assert [h.pending for h in stats.handlers] == [5, 0]
+    assert stats.undelivered == 5
+    assert len(fast.records) == 5
+    # Stopped: the console handles in the caller, the stuck handler's lane drops.
+    logger.info("after")
+    assert fast.messages()[-1] == "after"
+    assert listener.stats.handlers[0].dropped == 1
+    # Once unstuck, its worker finishes what it held and the lane is usable again.
+    hung.opened.set()
+    assert hung.wait_for(5)
+    await in_thread(lambda: listener._lanes[0].thread.join(STALL))  # type: ignore[attr-defined]
+    logger.info("later")
+    assert hung.messages() == [f"before {i}" for i in range(5)] + ["later"]
+
+
+def test_asyncio_run_ending_without_stop_delivers_the_queue(
+    loop_factory: LoopFactory, logger: logging.Logger
+) -> None:
+    """The app forgets stop(): asyncio.run cancels the listener, which still delivers."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    slow, awaited = Slow(), AsyncRecorder()
+    listener = aioqlog.QueueListener(q, slow, awaited)
+
+    async def main() -> None:
+        listener.start()
+        await asyncio.sleep(0)
+        _produce(logger, "r", 400)
+
+    run(main(), loop_factory)
+    assert len(slow.records) == 400
+    assert len(awaited.records) == 400
+    assert awaited.closed == 1
+    assert not listener.running
+
+
+def test_shutdown_timeout_bounds_an_implicit_stop(
+    loop_factory: LoopFactory, logger: logging.Logger
+) -> None:
+    """A hung handler cannot hang the end of asyncio.run beyond shutdown_timeout."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    hung = Gate(name="hung")
+    listener = aioqlog.QueueListener(q, hung, shutdown_timeout=0.1)
+
+    async def main() -> None:
+        listener.start()
+        logger.info("stuck forever")
+        await in_thread(lambda: hung.entered.wait(STALL))
+
+    stderr = io.StringIO()
+    started = time.monotonic()
+    with contextlib.redirect_stderr(stderr):
+        run(main(), loop_factory)
+    assert time.monotonic() - started < STALL / 2
+    assert "records not yet delivered: 1 for hung" in stderr.getvalue()
+    hung.opened.set()
+
+
+def test_records_before_start_are_not_lost(
+    loop_factory: LoopFactory, logger: logging.Logger
+) -> None:
+    """Before start: sync handlers handle in the caller; async ones get them on start."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    rec, awaited = Recorder(), AsyncRecorder()
+    listener = aioqlog.QueueListener(q, rec, awaited)
+    logger.info("at import time")
+    assert rec.messages() == ["at import time"]
+    assert rec.threads == {threading.current_thread().name}
+    assert awaited.records == []
+
+    async def main() -> None:
+        async with listener:
+            logger.info("served")
+
+    run(main(), loop_factory)
+    assert awaited.messages() == ["at import time", "served"]
+
+
+def test_records_after_stop_wait_for_the_next_start(
+    loop_factory: LoopFactory, logger: logging.Logger
+) -> None:
+    """After stop: sync handlers handle in the caller; async ones on the next start."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    rec, awaited = Recorder(), AsyncRecorder()
+    listener = aioqlog.QueueListener(q, rec, awaited)
+
+    async def serve(message: str) -> None:
+        async with listener:
+            logger.info(message)
+
+    run(serve("first run"), loop_factory)
+    logger.info("between runs")
+    assert rec.messages() == ["first run", "between runs"]
+    assert awaited.messages() == ["first run"]
+    run(serve("second run"), loop_factory)
+    assert awaited.messages() == ["first run", "between runs", "second run"]
+    assert awaited.closed == 2
+
+
+@pytest.mark.asyncio
+async def test_logging_while_stopping_loses_nothing(logger: logging.Logger) -> None:
+    """A thread logs through the whole stop: stop returns; every record arrives in order.
+
+    Under "block" nothing is dropped; records after stop are handled in the caller.
+    """
+    q = aioqlog.LogQueue(maxsize=200, overflow="block", block_timeout=STALL)
+    logger.addHandler(aioqlog.QueueHandler(q))
+    rec = Slow()
+    listener = aioqlog.QueueListener(q, rec)
+    listener.start()
+    keep_going = threading.Event()
+    keep_going.set()
+    sent = [0]
+
+    def flood() -> None:
+        while keep_going.is_set() or sent[0] < 2000:
+            logger.info("%d", sent[0])
+            sent[0] += 1
+
+    thread = threading.Thread(target=flood)
+    thread.start()
+    await in_thread(lambda: rec.wait_for(100))
+    await bounded(listener.stop())
+    keep_going.clear()
+    await in_thread(lambda: thread.join(STALL))
+    assert rec.wait_for(sent[0])
+    assert [r.args for r in rec.records] == [(i,) for i in range(sent[0])]
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_stop_still_finishes_the_shutdown(logger: logging.Logger) -> None:
+    """Cancelling the task awaiting stop() does not abandon delivery."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    gate = Gate()
+    listener = aioqlog.QueueListener(q, gate)
+    listener.start()
+    logger.info("in flight")
+    await in_thread(lambda: gate.entered.wait(STALL))
+    stopping = asyncio.ensure_future(listener.stop())
+    await asyncio.sleep(0)
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    assert listener.running
+    gate.opened.set()
+    stats = await bounded(listener.stop())
+    assert gate.messages() == ["in flight"]
+    assert not stats.running
+
+
+def test_stop_on_another_loop_is_refused() -> None:
+    """stop() must be awaited on the listener's own loop: the error says so."""
+    listener = aioqlog.QueueListener(aioqlog.LogQueue())
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(_start(listener), loop).result(STALL)
+
+        async def stop_here() -> None:
+            await listener.stop()
+
+        with pytest.raises(RuntimeError, match="on the event loop the listener runs on"):
+            asyncio.run(stop_here())
+        asyncio.run_coroutine_threadsafe(listener.stop(), loop).result(STALL)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(STALL)
+        loop.close()
+
+
+async def _start(listener: aioqlog.QueueListener) -> None:
+    listener.start()
+
+
+# Interpreter exit, in a child process of its own.
+
+_EXIT_SCRIPT = """
+import asyncio, logging, sys, time
+import aioqlog
+
+class Slow(logging.StreamHandler):
+    def emit(self, record):
+        time.sleep(0.001)
+        super().emit(record)
+
+log = logging.getLogger("app")
+log.propagate = False
+log.setLevel(logging.INFO)
+{body}
+"""
+
+
+def _run_script(body: str, loop: str = "asyncio") -> subprocess.CompletedProcess[str]:
+    script = _EXIT_SCRIPT.format(body=textwrap.dedent(body))
+    return subprocess.run(
+        [sys.executable, "-c", script, loop],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_loop_left_behind_is_drained_at_exit(loop: str) -> None:
+    """The loop stops with the listener inside it and the program exits: nothing lost."""
+    result = _run_script(
+        """
+        q = aioqlog.LogQueue()
+        log.addHandler(aioqlog.QueueHandler(q))
+        listener = aioqlog.QueueListener(q, Slow(sys.stdout))
+        if sys.argv[1] == "uvloop":
+            import uvloop
+            event_loop = uvloop.new_event_loop()
+        else:
+            event_loop = asyncio.new_event_loop()
+
+        async def main():
+            listener.start()
+            await asyncio.sleep(0)
+            for i in range(200):
+                log.info("record %d", i)
+
+        event_loop.run_until_complete(main())
+        # No stop(), no close(): the program just ends.
+        """,
+        loop,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"record {i}" for i in range(200)]
+
+
+def test_records_no_listener_ever_served_are_reported_at_exit() -> None:
+    """Records put on a queue that no listener ever served are reported, not lost silently."""
+    result = _run_script(
+        """
+        log.addHandler(aioqlog.QueueHandler(aioqlog.LogQueue()))
+        for i in range(3):
+            log.info("nobody listens")
+        """
+    )
+    assert result.returncode == 0
+    assert "aioqlog: 3 records were logged to a LogQueue that no QueueListener served" in (
+        result.stderr
+    )
+
+
+def test_records_for_async_handlers_never_served_are_reported_at_exit() -> None:
+    """An async handler's backlog that no listener will await is reported at exit."""
+    result = _run_script(
+        """
+        class Shipper(aioqlog.AsyncHandler):
+            async def aemit(self, record):
+                pass
+
+        q = aioqlog.LogQueue()
+        log.addHandler(aioqlog.QueueHandler(q))
+        handler = Shipper()
+        handler.set_name("shipper")
+        aioqlog.QueueListener(q, handler)
+        log.info("never shipped")
+        """
+    )
+    assert result.returncode == 0
+    assert "aioqlog: 1 records for shipper were never delivered" in result.stderr
