@@ -1,0 +1,72 @@
+"""listener.stats and the drop summary: every drop counted, reported once, quietly."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+
+import pytest
+from support import STALL, Gate, Recorder, in_thread
+
+import aioqlog
+
+
+class Failing(Recorder):
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "fail":
+            raise ValueError("nope")
+        super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
+@pytest.mark.asyncio
+async def test_stats_count_what_happened(logger: logging.Logger) -> None:
+    """Enqueued, depth, high-water mark and per-handler counts add up."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    good, bad = Recorder(name="good"), Failing()
+    listener = aioqlog.QueueListener(q, good, bad)
+    listener.start()
+    for message in ("a", "fail", "b"):
+        logger.info(message)
+    before = listener.stats
+    assert before.running
+    assert before.enqueued == 3
+    assert before.queue_depth == 3  # the listener has not run yet
+    stats = await listener.stop()
+    assert not stats.running
+    assert (stats.enqueued, stats.dropped, stats.queue_depth) == (3, 0, 0)
+    assert stats.high_water == 3
+    assert [h.name for h in stats.handlers] == ["good", repr(bad)]
+    assert [(h.handled, h.errors, h.pending) for h in stats.handlers] == [(3, 0, 0), (2, 1, 0)]
+    assert stats.undelivered == 0
+    assert stats.recursion_dropped == 0
+
+
+@pytest.mark.asyncio
+async def test_a_full_queue_reports_one_summary_and_no_tracebacks(logger: logging.Logger) -> None:
+    """A thousand drops: counted exactly, one summary record, nothing on stderr."""
+    q = aioqlog.LogQueue(maxsize=10)
+    logger.addHandler(aioqlog.QueueHandler(q))
+    gate, rec = Gate(), Recorder()
+    logging.raiseExceptions = True
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        async with aioqlog.QueueListener(q, gate, rec) as listener:
+            logger.info("first")
+            await in_thread(lambda: gate.entered.wait(STALL))
+            for i in range(1010):  # the loop holds: the queue takes 10, drops 1000
+                logger.info("r%d", i)
+            assert q.dropped == 1000
+            gate.opened.set()
+    assert stderr.getvalue() == ""
+    summaries = [m for m in rec.messages() if m.startswith("aioqlog")]
+    assert summaries == [
+        "aioqlog dropped 1000 records: the queue was full (maxsize=10, overflow='drop_new')"
+    ]
+    (summary,) = [r for r in rec.records if r.name == "aioqlog"]
+    assert summary.levelno == logging.WARNING
+    assert listener.stats.dropped == 1000
