@@ -57,7 +57,7 @@ $(BIN)/.installed-docs: pyproject.toml
 	touch $@
 
 docs: $(BIN)/.installed-docs
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) .venv-3.* site dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -41,7 +41,7 @@ class AsyncHandler(logging.Handler):
         ...     async def aemit(self, record: logging.LogRecord) -> None:
         ...         self.lines.append(self.format(record))
 
-    .. versionadded:: 0.1.0
+    Added in version 0.1.0.
     """
 
     async def aemit(self, record: logging.LogRecord) -> None:

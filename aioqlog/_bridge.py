@@ -103,7 +103,7 @@ class LogQueue:
     ``QueueListener`` has been created for it, are handled in the logging thread
     by the listener's handlers (see ``QueueListener``).
 
-    .. versionadded:: 0.1.0
+    Added in version 0.1.0.
     """
 
     def __init__(

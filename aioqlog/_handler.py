@@ -168,7 +168,7 @@ class QueueHandler(logging.handlers.QueueHandler):
         >>> q = aioqlog.LogQueue()
         >>> logging.getLogger("app").addHandler(aioqlog.QueueHandler(q))
 
-    .. versionadded:: 0.1.0
+    Added in version 0.1.0.
     """
 
     # typeshed's protocol for the stdlib class also wants get(): a LogQueue is

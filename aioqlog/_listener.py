@@ -81,7 +81,7 @@ class QueueListener:
     The stdlib's hooks keep their names: override ``dequeue`` (async),
     ``prepare`` or ``handle`` as you would on ``logging.handlers.QueueListener``.
 
-    .. versionadded:: 0.1.0
+    Added in version 0.1.0.
     """
 
     def __init__(

@@ -21,7 +21,7 @@ class HandlerStats:
             stuck after a ``stop()`` that ran out of time.
         pending: Records waiting in the handler's lane or being handled now.
 
-    .. versionadded:: 0.1.0
+    Added in version 0.1.0.
     """
 
     name: str
@@ -50,7 +50,7 @@ class ListenerStats:
         >>> stats.dropped, [h.pending for h in stats.handlers]  # doctest: +SKIP
         (0, [0, 0])
 
-    .. versionadded:: 0.1.0
+    Added in version 0.1.0.
     """
 
     running: bool

@@ -42,8 +42,12 @@ class Recorder(logging.Handler):
 
     def wait_for(self, count: int, timeout: float = STALL) -> bool:
         """Block until *count* records arrived; False if the wait stalled."""
+        return self.wait_until(lambda: len(self.records) >= count, timeout)
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float = STALL) -> bool:
+        """Block until *predicate()* holds, re-checked at each record; False if it stalled."""
         with self._changed:
-            return self._changed.wait_for(lambda: len(self.records) >= count, timeout)
+            return self._changed.wait_for(predicate, timeout)
 
     async def arrived(self, count: int) -> None:
         """Await (in a thread of its own, not the busy executor) *count* records."""

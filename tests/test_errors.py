@@ -10,7 +10,7 @@ import logging
 import sys
 
 import pytest
-from support import AsyncRecorder, Recorder, bounded, in_thread
+from support import AsyncRecorder, Recorder, in_thread
 
 import aioqlog
 
@@ -133,15 +133,17 @@ async def test_a_handler_logging_from_emit_neither_deadlocks_nor_loops(
     async with aioqlog.QueueListener(q, handler) as listener:
         logger.info("a")
         logger.info("b")
-    await bounded(listener.stop())
+    # What the handler logs while the listener winds down is delivered in the caller,
+    # possibly after stop() returned: wait for the drops to be reported.
+
+    def reported() -> int:
+        return sum(int(m.split()[2]) for m in handler.messages() if m.startswith("aioqlog dropped"))
+
+    assert await in_thread(lambda: handler.wait_until(lambda: reported() == 2))
     app = [m for m in handler.messages() if not m.startswith("aioqlog")]
-    assert app == ["a", "handled 'a'", "b", "handled 'b'"] or sorted(app) == sorted(
-        ["a", "b", "handled 'a'", "handled 'b'"]
-    )
-    summaries = [m for m in handler.messages() if m.startswith("aioqlog dropped")]
-    assert sum(int(m.split()[2]) for m in summaries) == 2
-    # What it logged about each summary was dropped too: counted, not announced.
-    assert listener.stats.recursion_dropped == 2 + len(summaries)
+    assert sorted(app) == sorted(["a", "b", "handled 'a'", "handled 'b'"])
+    assert app.index("a") < app.index("handled 'a'")
+    assert listener.stats.recursion_dropped >= 2
 
 
 def test_a_handler_logging_from_emit_terminates_while_idle(logger: logging.Logger) -> None:
@@ -171,14 +173,21 @@ async def test_an_async_handler_logging_from_aemit_terminates(logger: logging.Lo
             logger.warning("handled %r", record.getMessage())
 
     handler = AsyncChatty()
-    async with aioqlog.QueueListener(q, handler) as listener:
+    listener = aioqlog.QueueListener(q, handler)
+    async with listener:
         logger.info("a")
         await in_thread(lambda: logger.info("b"))
+    # What it logged while the listener wound down waits for the next run.
+    async with listener:
+        pass
+
+    def reported() -> int:
+        return sum(int(m.split()[2]) for m in handler.messages() if m.startswith("aioqlog dropped"))
+
     app = sorted(m for m in handler.messages() if not m.startswith("aioqlog"))
     assert app == sorted(["a", "b", "handled 'a'", "handled 'b'"])
-    summaries = [m for m in handler.messages() if m.startswith("aioqlog dropped")]
-    assert sum(int(m.split()[2]) for m in summaries) == 2
-    assert listener.stats.recursion_dropped == 2 + len(summaries)
+    assert reported() == 2
+    assert listener.stats.recursion_dropped >= 2
 
 
 def test_an_async_handler_attached_directly_says_how_to_serve_it(
