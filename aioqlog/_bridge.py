@@ -163,7 +163,7 @@ class LogQueue:
         self._sink: Sink | None = None
         self._on_lost: Callable[[], None] | None = None
         self._tick = _SAFETY_TICK
-        self.rescues = 0  # safety-tick wake-ups that found records waiting
+        self._rescues = 0  # safety-tick wake-ups that found records waiting
         _lifecycle.track_queue(self)
 
     # ------------------------------------------------------------------ public
@@ -409,7 +409,7 @@ class LogQueue:
         except IndexError:
             return  # a producer claimed it just now
         if self._items:
-            self.rescues += 1
+            self._rescues += 1
         resolve(waiter)
 
     def _take(self, limit: int) -> list[Entry]:

@@ -38,7 +38,7 @@ from typing import Final, Literal
 
 from ._async_handler import AsyncHandler, overrides_batch
 from ._bridge import Entry, Overflow
-from ._context import resolve, run_in_context, uncancel
+from ._context import DEPTH, SUMMARY_DEPTH, resolve, run_in_context, uncancel
 from ._handler import _copy
 
 __all__ = ["IDLE", "RUNNING", "STUCK", "Lane", "TaskLane", "ThreadLane", "make_lane"]
@@ -115,18 +115,33 @@ class Lane:
             # room before taking records); when it does, dropping is the only
             # choice that blocks nobody. "drop_old" evicts the oldest record
             # still waiting; what the handler already holds is beyond reach.
-            if self.overflow != "drop_old":
-                self.dropped += 1
-                return False
-            try:
-                buffer.popleft()
-            except IndexError:
+            if self.overflow != "drop_old" or not self._evict_oldest():
                 self.dropped += 1
                 return False
             self.evicted += 1
             self.dropped += 1
         buffer.append(entry)
         self.put_count += 1
+        return True
+
+    def _evict_oldest(self) -> bool:
+        """Evict the oldest waiting record; return False if there was none.
+
+        aioqlog's own summary records are passed over and stay: evicting one
+        would lose the report and count it as one of the user's records.
+        """
+        buffer = self.buffer
+        passed_over: list[Entry] = []
+        try:
+            while True:
+                entry = buffer.popleft()
+                if entry[1].get(DEPTH) != SUMMARY_DEPTH:
+                    break
+                passed_over.append(entry)
+        except IndexError:  # only summaries were waiting, or the worker took the rest
+            buffer.extendleft(reversed(passed_over))
+            return False
+        buffer.extendleft(reversed(passed_over))
         return True
 
     def _take(self, limit: int) -> list[Entry]:

@@ -215,6 +215,76 @@ async def test_a_full_lane_drops_for_its_handler_only(logger: logging.Logger) ->
     )
 
 
+class Turnstile(Recorder):
+    """A handler that lets records through one at a time, as the test allows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered: list[str] = []
+        self.passes = threading.Semaphore(0)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self._changed:
+            self.entered.append(record.getMessage())
+            self._changed.notify_all()
+        self.passes.acquire(timeout=STALL)
+        super().emit(record)
+
+    async def holds(self, message: str) -> None:
+        """Wait until the handler holds the record *message*."""
+        assert await in_thread(lambda: self.wait_until(lambda: self.entered[-1:] == [message]))
+
+
+async def _dispatched(q: aioqlog.LogQueue) -> None:
+    """Yield to the loop until the listener has taken (and dispatched) what is queued."""
+    for _ in range(10_000):
+        if not q.qsize():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the listener did not take the queued records")
+
+
+@pytest.mark.asyncio
+async def test_drop_old_in_a_lane_never_evicts_a_drop_summary(logger: logging.Logger) -> None:
+    """A full lane under drop_old evicts the user's oldest record, not aioqlog's report.
+
+    Evicting the report would lose it and count it as one of the user's drops.
+    """
+    q = aioqlog.LogQueue(maxsize=10, overflow="drop_old")
+    logger.addHandler(aioqlog.QueueHandler(q))
+    slow = Turnstile()
+
+    async def log(*numbers: int) -> None:  # one at a time: the queue itself never fills
+        for i in numbers:
+            logger.info("r%d", i)
+            await _dispatched(q)
+
+    async with aioqlog.QueueListener(q, slow) as listener:
+        try:
+            await log(0)
+            await slow.holds("r0")
+            await log(*range(1, 15))  # r1..r9 fill the lane; r10..r14 evict r1..r5
+            assert listener.stats.handlers[0].dropped == 5
+            # r0, r6..r10 go through; the worker takes r11..r14 in hand (beyond eviction).
+            slow.passes.release(6)
+            await slow.holds("r11")
+            await log(15)  # the lane is half empty: the drop report goes in after r15
+            # r16..r19 fill the lane; r20..r24 evict r15..r19, passing over the report.
+            await log(*range(16, 25))
+            assert listener.stats.handlers[0].dropped == 10
+        finally:
+            slow.passes.release(1000)
+    assert q.dropped == 0
+    report = (
+        "aioqlog dropped 5 records for this handler: it fell behind "
+        "(maxsize=10, overflow='drop_old')"
+    )
+    kept = [*(f"r{i}" for i in range(6, 15)), report, *(f"r{i}" for i in range(20, 25))]
+    expected = ["r0", *kept, report]
+    assert slow.messages() == expected
+    assert listener.stats.handlers[0].dropped == 10
+
+
 class Batching(aioqlog.AsyncHandler):
     def __init__(self) -> None:
         super().__init__()
