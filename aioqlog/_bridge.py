@@ -162,6 +162,9 @@ class LogQueue:
         self._owner: object | None = None
         self._sink: Sink | None = None
         self._on_lost: Callable[[], None] | None = None
+        # Creates the listener on first need (handler names that dictConfig
+        # had not configured yet when the QueueHandler was built).
+        self._binder: Callable[[], bool] | None = None
         self._tick = _SAFETY_TICK
         self._rescues = 0  # safety-tick wake-ups that found records waiting
         _lifecycle.track_queue(self)
@@ -287,7 +290,12 @@ class LogQueue:
         """
         sink = self._sink
         if sink is None:
-            return  # nobody serves this queue yet: records wait (bounded)
+            binder = self._binder
+            if binder is None or not binder():
+                return  # nobody serves this queue yet: records wait (bounded)
+            sink = self._sink
+            if sink is None:
+                return
         right = self._right
         while True:
             try:

@@ -19,11 +19,15 @@ from __future__ import annotations
 import datetime
 import logging
 import logging.handlers
+import queue as stdlib_queue
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._bridge import LogQueue
+
+if TYPE_CHECKING:
+    from ._listener import QueueListener
 
 __all__ = ["QueueHandler", "Snapshot", "snapshot"]
 
@@ -162,11 +166,21 @@ class QueueHandler(logging.handlers.QueueHandler):
 
     Args:
         queue: The queue to put records on. A new ``LogQueue()`` when omitted.
+        **config: The keys of a ``logging.config.dictConfig`` entry, for
+            configurations: ``handlers`` (the handlers, or their names, that the
+            handler's listener delivers to), ``respect_handler_level``, and
+            *queue* as a mapping of ``LogQueue`` options. With them, the handler
+            gets its ``listener`` (an aioqlog ``QueueListener``, not started).
 
     Example:
         >>> import logging, aioqlog
         >>> q = aioqlog.LogQueue()
         >>> logging.getLogger("app").addHandler(aioqlog.QueueHandler(q))
+
+    From ``dictConfig``, ``"class": "aioqlog.QueueHandler"`` with ``"handlers"``
+    (and optionally ``"queue": {"()": "aioqlog.LogQueue", "maxsize": ...}``)
+    builds the handler and its listener on every supported Python; start the
+    listener with ``aioqlog.listening()`` once the event loop runs.
 
     Added in version 0.1.0.
     """
@@ -175,16 +189,51 @@ class QueueHandler(logging.handlers.QueueHandler):
     # consumed by aioqlog's listener only, so it deliberately has none.
     queue: LogQueue  # type: ignore[assignment]
 
-    def __init__(self, queue: LogQueue | None = None) -> None:
-        if queue is None:
+    def __init__(
+        self, queue: LogQueue | stdlib_queue.Queue[Any] | None = None, **config: Any
+    ) -> None:
+        self._listener: QueueListener | None = None
+        # Handler names dictConfig had not configured yet (see aioqlog._config).
+        self._pending: tuple[Any, Any, bool] | None = None
+        connect = None
+        if config:
+            from ._config import from_config  # noqa: PLC0415 - _config imports this module
+
+            queue, connect = from_config(queue, config)
+        elif queue is None:
             queue = LogQueue()
         elif not isinstance(queue, LogQueue):
-            raise TypeError(
-                f"aioqlog.QueueHandler needs an aioqlog.LogQueue, got "
-                f"{type(queue).__module__}.{type(queue).__qualname__}; "
-                f"create one with aioqlog.LogQueue(maxsize=...)"
-            )
+            from ._config import is_placeholder  # noqa: PLC0415 - see above
+
+            if not is_placeholder(queue):
+                raise TypeError(
+                    f"aioqlog.QueueHandler needs an aioqlog.LogQueue, got "
+                    f"{type(queue).__module__}.{type(queue).__qualname__}; "
+                    f"create one with aioqlog.LogQueue(maxsize=...)"
+                )
+            # dictConfig (Python 3.12+) passes an empty queue.Queue() when the
+            # configuration names no queue: aioqlog's default queue replaces it.
+            queue = LogQueue()
         super().__init__(queue)  # type: ignore[arg-type]
+        if connect is not None:
+            connect(self)
+
+    @property
+    def listener(self) -> QueueListener | None:
+        """The listener that serves this handler's queue, if configuration made one.
+
+        Set by ``logging.config.dictConfig`` (or by you). A stdlib
+        ``logging.handlers.QueueListener`` assigned here, as dictConfig does on
+        Python 3.12+, is replaced by an aioqlog ``QueueListener`` over the same
+        handlers; it is not started: ``aioqlog.listening()`` starts it.
+        """
+        return self._listener
+
+    @listener.setter
+    def listener(self, value: object) -> None:
+        from ._config import adopt  # noqa: PLC0415 - _config imports this module
+
+        self._listener = adopt(self, value)
 
     def handle(self, record: logging.LogRecord) -> Any:
         """Filter *record* and enqueue it; returns what ``Handler.handle`` returns.

@@ -1,0 +1,254 @@
+"""Logging configuration: what turns a ``dictConfig`` entry into an aioqlog pair.
+
+Two paths reach ``aioqlog.QueueHandler`` from ``logging.config.dictConfig``:
+
+* Python 3.12+ with ``"class": "aioqlog.QueueHandler"``: the stdlib builds the
+  queue (a plain ``queue.Queue()`` when ``"queue"`` is omitted) and a stdlib
+  ``logging.handlers.QueueListener`` over the named handlers, then assigns it
+  to ``handler.listener``. The handler swaps the plain queue for a
+  ``LogQueue`` and the stdlib listener (never started, so no thread exists)
+  for an aioqlog ``QueueListener`` over the same handlers: the obvious config
+  never yields a thread-based listener.
+* Python 3.10/3.11 (any "class" entry), and the ``"()":
+  "aioqlog.config.queue_handler"`` factory on any version: the keys arrive as
+  keyword arguments, handler names unresolved. Names of handlers configured
+  already are resolved at once; dictConfig configures handlers in name order,
+  so the others are resolved on first use (the first record, or
+  ``aioqlog.listening()``), when the configuration is complete.
+
+Records logged before the listener's loop starts are not lost: the listener's
+sync handlers handle them in the logging thread, as if attached directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import pkgutil
+import queue as stdlib_queue
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._bridge import LogQueue
+from ._listener import QueueListener
+
+if TYPE_CHECKING:
+    from ._handler import QueueHandler
+
+__all__ = ["adopt", "configured_listeners", "from_config", "is_placeholder"]
+
+# QueueHandlers that configuration gave a listener (or will, once their
+# handler names resolve), for aioqlog.listening() to start.
+_configured: weakref.WeakSet[QueueHandler] = weakref.WeakSet()
+
+_QUEUE_OPTIONS = ("maxsize", "overflow", "block_timeout")
+_KEYS = ("queue", "handlers", "respect_handler_level")
+
+
+def is_placeholder(q: object) -> bool:
+    """Return whether *q* is the empty ``queue.Queue()`` dictConfig passes by default."""
+    return type(q) is stdlib_queue.Queue and q.maxsize == 0 and q.empty()
+
+
+def adopt(handler: QueueHandler, value: object) -> QueueListener | None:
+    """Return the aioqlog listener to keep for ``handler.listener = value``."""
+    if value is None:
+        return None
+    if isinstance(value, QueueListener):
+        if value.queue is not handler.queue:
+            raise ValueError(
+                "this QueueListener serves another queue than the handler's; create it "
+                "with the handler's queue: aioqlog.QueueListener(handler.queue, ...)"
+            )
+        _configured.add(handler)
+        return value
+    if type(value) is logging.handlers.QueueListener:
+        # What dictConfig built (Python 3.12+), never started: rebuild it as ours.
+        if getattr(value, "_thread", None) is not None:
+            raise ValueError(
+                "this logging.handlers.QueueListener is already running in a thread; "
+                "aioqlog.QueueHandler needs an aioqlog.QueueListener instead"
+            )
+        if not value.handlers:
+            raise ValueError(
+                "aioqlog.QueueHandler has no handlers to deliver to: list their names "
+                "under its 'handlers' key"
+            )
+        listener = QueueListener(
+            handler.queue, *value.handlers, respect_handler_level=value.respect_handler_level
+        )
+        _configured.add(handler)
+        return listener
+    if isinstance(value, logging.handlers.QueueListener):
+        raise TypeError(
+            f"aioqlog.QueueHandler is served by an aioqlog.QueueListener, not by "
+            f"{type(value).__qualname__}: remove the 'listener' key from the handler's "
+            f"configuration (aioqlog provides the listener)"
+        )
+    raise TypeError(
+        f"QueueHandler.listener must be an aioqlog.QueueListener or None, got {value!r}"
+    )
+
+
+def from_config(
+    queue_spec: object, config: Mapping[str, Any]
+) -> tuple[LogQueue, Callable[[QueueHandler], None]]:
+    """Parse dictConfig keys given as arguments; return the queue and a connect step.
+
+    The connect step runs once the handler exists and gives it its listener.
+    """
+    for key in config:
+        if key in _KEYS:
+            continue
+        if key == "listener":
+            raise TypeError(
+                "aioqlog.QueueHandler provides its own listener (an aioqlog.QueueListener): "
+                "remove the 'listener' key from its configuration"
+            )
+        if key in _QUEUE_OPTIONS:
+            raise TypeError(
+                f"{key!r} is an option of the queue, not of the handler: write it under "
+                f'\'queue\', as in "queue": {{"()": "aioqlog.LogQueue", "{key}": ...}}'
+            )
+        raise TypeError(
+            f"aioqlog.QueueHandler has no configuration key {key!r}; its keys are "
+            f"'queue', 'handlers' and 'respect_handler_level'"
+        )
+    if "handlers" not in config:
+        raise ValueError(
+            "aioqlog.QueueHandler needs a 'handlers' key: the names of the handlers "
+            "its listener delivers to"
+        )
+    names = config["handlers"]
+    if isinstance(names, (str, bytes)) or not isinstance(names, Sequence) or not names:
+        raise ValueError(
+            f"aioqlog.QueueHandler 'handlers' must be a non-empty list of handler names, "
+            f"got {names!r}"
+        )
+    respect = config.get("respect_handler_level", False)
+    if not isinstance(respect, bool):
+        raise ValueError(
+            f"aioqlog.QueueHandler 'respect_handler_level' must be true or false, got {respect!r}"
+        )
+    configured = _configured_handlers(names)
+    q = _make_queue(queue_spec)
+
+    def connect(handler: QueueHandler) -> None:
+        _configured.add(handler)
+        if not _connect(handler, names, configured, respect):
+            handler._pending = (names, configured, respect)
+            q._binder = lambda: _resolve(handler)
+
+    return q, connect
+
+
+def _configured_handlers(names: Sequence[object]) -> Mapping[str, object] | None:
+    """Return dictConfig's handler table if *names* are names in it; check each name."""
+    if all(isinstance(n, logging.Handler) for n in names):
+        return None
+    configurator = getattr(names, "configurator", None)
+    table = None if configurator is None else configurator.config.get("handlers")
+    if not isinstance(table, Mapping):
+        raise TypeError(
+            f"aioqlog.QueueHandler handlers must be logging.Handler objects (or, inside "
+            f"logging.config.dictConfig, handler names), got {list(names)!r}"
+        )
+    for name in names:
+        if isinstance(name, logging.Handler):
+            continue
+        if not isinstance(name, str) or name not in table:
+            known = ", ".join(repr(k) for k in table) or "none"
+            raise ValueError(
+                f"aioqlog.QueueHandler 'handlers' names {name!r}, which is not a handler "
+                f"of this configuration (handlers: {known}); fix the name or define it"
+            )
+    return table
+
+
+def _connect(
+    handler: QueueHandler,
+    names: Sequence[object],
+    table: Mapping[str, object] | None,
+    respect: bool,
+) -> bool:
+    """Give *handler* its listener if every named handler exists now; return whether."""
+    handlers: list[logging.Handler] = []
+    for name in names:
+        # dict.get: read the table as it is, without dictConfig's conversion.
+        found = name if table is None else dict.get(table, name)  # type: ignore[call-overload]
+        if not isinstance(found, logging.Handler):
+            return False
+        handlers.append(found)
+    handler._listener = QueueListener(handler.queue, *handlers, respect_handler_level=respect)
+    return True
+
+
+def _resolve(handler: QueueHandler) -> bool:
+    """Resolve a handler's names left over from dictConfig; return whether done."""
+    pending = handler._pending
+    if pending is None:
+        return True
+    names, table, respect = pending
+    if not _connect(handler, names, table, respect):
+        return False
+    handler._pending = None
+    handler.queue._binder = None
+    return True
+
+
+def _make_queue(spec: object) -> LogQueue:
+    """Build the LogQueue a ``'queue'`` key describes."""
+    if spec is None:
+        return LogQueue()
+    if isinstance(spec, LogQueue):
+        return spec
+    if isinstance(spec, str):
+        spec = {"()": spec}
+    if isinstance(spec, Mapping):
+        options = {k: v for k, v in spec.items() if k not in ("()", ".")}
+        factory: Any = spec.get("()", LogQueue)
+        if isinstance(factory, str):
+            try:
+                factory = pkgutil.resolve_name(factory)
+            except (ImportError, AttributeError, ValueError) as exc:
+                raise ValueError(
+                    f"aioqlog.QueueHandler 'queue' names {factory!r}, which cannot be "
+                    f'imported ({exc}); use "aioqlog.LogQueue"'
+                ) from None
+        q = factory(**options)
+        if not isinstance(q, LogQueue):
+            raise TypeError(
+                f"aioqlog.QueueHandler 'queue' must build an aioqlog.LogQueue, got {q!r}; "
+                f'write "queue": {{"()": "aioqlog.LogQueue", "maxsize": ...}}'
+            )
+        return q
+    raise TypeError(
+        f"aioqlog.QueueHandler 'queue' must describe an aioqlog.LogQueue, got {spec!r}; "
+        f'write "queue": {{"()": "aioqlog.LogQueue", "maxsize": ...}}'
+    )
+
+
+def configured_listeners() -> list[QueueListener]:
+    """Return the listeners of configured QueueHandlers attached to a logger now.
+
+    Handler names left for later (Python 3.10/3.11) are resolved here.
+
+    Raises:
+        RuntimeError: when a configured QueueHandler names handlers that still
+            do not exist.
+    """
+    manager = logging.Logger.manager
+    loggers = [logging.getLogger(), *manager.loggerDict.values()]
+    attached = {id(h) for lg in loggers if isinstance(lg, logging.Logger) for h in lg.handlers}
+    listeners = []
+    for handler in list(_configured):
+        if id(handler) not in attached:
+            continue  # replaced by a later configuration, or removed
+        if not _resolve(handler):
+            raise RuntimeError(
+                f"{handler!r} names handlers that were never configured; check its 'handlers' key"
+            )
+        if handler.listener is not None:
+            listeners.append(handler.listener)
+    return listeners

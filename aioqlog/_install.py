@@ -1,0 +1,206 @@
+"""Adoption in one call: ``install()`` for logging set up in code, ``listening()`` for configs."""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from ._bridge import LogQueue
+from ._config import configured_listeners
+from ._handler import QueueHandler
+from ._listener import QueueListener
+from ._stats import ListenerStats
+
+__all__ = ["InstalledListener", "check_options", "install", "listening", "serving"]
+
+# Loggers whose handlers sit behind aioqlog right now, and the listener that serves them.
+_installed: weakref.WeakKeyDictionary[logging.Logger, InstalledListener] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class InstalledListener(QueueListener):
+    """The listener ``install()`` returns: it puts the logger's handlers back when stopped."""
+
+    def __init__(self, logger: logging.Logger, queue: LogQueue, handlers: list[logging.Handler]):
+        # The handlers' levels filtered records before: keep it that way.
+        super().__init__(queue, *handlers, respect_handler_level=True)
+        self.logger = logger
+        self.queue_handler = QueueHandler(queue)
+        self._originals = handlers
+        self._moved = False
+        self._move()
+
+    def _move(self) -> None:
+        """Put the logger's handlers behind the queue (a single list assignment)."""
+        if self._moved:
+            return
+        owner = _installed.get(self.logger)
+        if owner is not None and owner is not self:
+            raise RuntimeError(_twice(self.logger))
+        current = self.logger.handlers
+        if any(h not in current for h in self._originals):
+            raise RuntimeError(
+                f"the handlers aioqlog.install() moved were removed from "
+                f"{_name(self.logger)} since; call aioqlog.install() again instead"
+            )
+        kept = [h for h in current if h not in self._originals]
+        # One assignment: a concurrent log call sees the old list or the new one.
+        self.logger.handlers = [*kept, self.queue_handler]
+        _installed[self.logger] = self
+        self._moved = True
+
+    def _restore(self) -> None:
+        """Give the logger its handlers back, keeping any added since."""
+        if not self._moved:
+            return
+        current = self.logger.handlers
+        added = [h for h in current if h is not self.queue_handler]
+        self.logger.handlers = [*self._originals, *(h for h in added if h not in self._originals)]
+        if _installed.get(self.logger) is self:
+            del _installed[self.logger]
+        self._moved = False
+
+    def start(self) -> None:
+        """Start serving; moves the handlers behind the queue again after a ``stop()``."""
+        self._move()
+        super().start()
+
+    async def stop(self, timeout: float | None = None) -> ListenerStats:
+        """Deliver everything logged so far, stop, and give the logger its handlers back."""
+        try:
+            return await super().stop(timeout)
+        finally:
+            self._restore()
+
+
+def _name(logger: logging.Logger) -> str:
+    return "the root logger" if logger is logging.getLogger() else f"logger {logger.name!r}"
+
+
+def _twice(logger: logging.Logger) -> str:
+    return (
+        f"aioqlog is already installed on {_name(logger)}; stop that listener first "
+        f"(await listener.stop(), or leave its `async with` block)"
+    )
+
+
+def install(logger: logging.Logger | str | None = None, **queue_options: Any) -> QueueListener:
+    """Move a logger's handlers behind an aioqlog queue; return the listener.
+
+    The logger (the root logger by default) keeps one ``QueueHandler``; its
+    handlers move, unchanged, behind a ``LogQueue`` and a ``QueueListener``
+    that respects their levels, so formatters, levels and filters work as
+    before. Until the listener starts, records are handled in the logging
+    thread as before; ``stop()`` drains and puts the handlers back.
+
+    Args:
+        logger: The logger, or its name; the root logger when omitted.
+        **queue_options: ``LogQueue`` options: ``maxsize``, ``overflow``,
+            ``block_timeout``.
+
+    Returns:
+        The listener, not started: use it as ``async with aioqlog.install():``,
+        or call ``start()`` inside the running loop and ``await stop()``.
+
+    Raises:
+        RuntimeError: when aioqlog is already installed on that logger (a
+            second install would queue the queue); stop the first listener.
+        ValueError: when the logger has no handlers to move.
+
+    Example:
+        >>> async def main() -> None:
+        ...     logging.basicConfig(level=logging.INFO)
+        ...     async with aioqlog.install():
+        ...         logging.getLogger("app").info("handled off the loop")
+
+    Added in version 0.1.0.
+    """
+    queue = LogQueue(**queue_options)  # bad options fail first, with LogQueue's message
+    target = logger if isinstance(logger, logging.Logger) else logging.getLogger(logger)
+    if target in _installed:
+        raise RuntimeError(_twice(target))
+    handlers = list(target.handlers)
+    if any(isinstance(h, QueueHandler) for h in handlers):
+        raise RuntimeError(
+            f"{_name(target)} already logs through an aioqlog.QueueHandler (from your "
+            f"logging configuration); start its listener with aioqlog.listening() instead"
+        )
+    if not handlers:
+        raise ValueError(
+            f"{_name(target)} has no handlers to move behind aioqlog; configure them "
+            f"first (for example with logging.basicConfig()), or pass the logger that has them"
+        )
+    return InstalledListener(target, queue, handlers)
+
+
+@asynccontextmanager
+async def listening(
+    *listeners: QueueListener, timeout: float | None = None
+) -> AsyncIterator[list[QueueListener]]:
+    """Run listeners for the duration of an ``async with`` block.
+
+    With no arguments, runs every listener that logging configuration set up
+    (``dictConfig`` entries with ``"class": "aioqlog.QueueHandler"``): the
+    configuration runs before any event loop exists, so this is where those
+    listeners start. Leaving the block drains and stops the listeners it started.
+
+    Args:
+        *listeners: The listeners to run; the configured ones when omitted.
+        timeout: Passed to each ``stop()`` on the way out.
+
+    Yields:
+        The listeners, running.
+
+    Raises:
+        RuntimeError: when called with no arguments and logging configuration
+            set up no aioqlog listener (the fix is in the message).
+
+    Example:
+        >>> async def main() -> None:
+        ...     logging.config.dictConfig(CONFIG)  # with an aioqlog.QueueHandler
+        ...     async with aioqlog.listening():
+        ...         await serve()
+
+    Added in version 0.1.0.
+    """
+    chosen = list(listeners) or configured_listeners()
+    if not chosen:
+        raise RuntimeError(
+            "aioqlog.listening() found no listener to run: logging configuration set up "
+            'no aioqlog.QueueHandler. Add one to your dictConfig ("class": '
+            '"aioqlog.QueueHandler", "handlers": [...]), or use aioqlog.install()'
+        )
+    started: list[QueueListener] = []
+    try:
+        for listener in chosen:
+            if not listener.running:
+                listener.start()
+                started.append(listener)
+        yield chosen
+    finally:
+        for listener in reversed(started):
+            await listener.stop(timeout)
+
+
+def check_options(install_on: bool, queue_options: dict[str, Any]) -> None:
+    """Check an integration's arguments when the app is created, not at startup."""
+    if not isinstance(install_on, bool):
+        raise TypeError(f"install must be True or False, got {install_on!r}")
+    if queue_options and not install_on:
+        raise TypeError(
+            "queue options apply with install=True only; with logging configuration, "
+            "set them under the aioqlog.QueueHandler's 'queue' key"
+        )
+    if install_on:
+        LogQueue(**queue_options)  # a bad option fails here, with LogQueue's message
+
+
+def serving(install_on: bool, **queue_options: Any) -> AbstractAsyncContextManager[object]:
+    """Return what the framework integrations enter: ``install()`` or ``listening()``."""
+    if install_on:
+        return install(**queue_options)
+    return listening()

@@ -1,0 +1,131 @@
+"""install(): a logger's handlers move behind aioqlog in one call, and come back."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+from support import Recorder
+
+import aioqlog
+
+
+class OnlyEven(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return int(record.getMessage().split()[-1]) % 2 == 0
+
+
+@pytest.mark.asyncio
+async def test_install_moves_the_handlers_and_leaving_restores_them(
+    logger: logging.Logger,
+) -> None:
+    """Inside the block the logger has one QueueHandler; afterwards its own handlers again."""
+    first, second = Recorder(), Recorder()
+    logger.addHandler(first)
+    logger.addHandler(second)
+    async with aioqlog.install(logger) as listener:
+        (queue_handler,) = logger.handlers
+        assert isinstance(queue_handler, aioqlog.QueueHandler)
+        assert listener.queue is queue_handler.queue
+        logger.info("served")
+    assert logger.handlers == [first, second]
+    for recorder in (first, second):
+        assert recorder.messages() == ["served"]
+        assert all(name.startswith("aioqlog-") for name in recorder.threads)
+
+
+@pytest.mark.asyncio
+async def test_levels_filters_and_formatters_keep_working(logger: logging.Logger) -> None:
+    """Existing config stays the source of truth: a handler's level, filter and formatter."""
+    warnings, evens = Recorder(level=logging.WARNING), Recorder()
+    evens.addFilter(OnlyEven())
+    evens.setFormatter(logging.Formatter("%(levelname)s|%(message)s"))
+    logger.addHandler(warnings)
+    logger.addHandler(evens)
+    async with aioqlog.install(logger):
+        for i in range(4):
+            logger.info("info %d", i)
+        logger.warning("warning 5")
+    assert warnings.messages() == ["warning 5"]
+    assert evens.lines == ["INFO|info 0", "INFO|info 2"]
+
+
+@pytest.mark.asyncio
+async def test_records_before_start_are_handled_in_the_caller(logger: logging.Logger) -> None:
+    """Between install() and start(), records are not lost: handled as before."""
+    recorder = Recorder()
+    logger.addHandler(recorder)
+    listener = aioqlog.install(logger)
+    logger.info("before start")
+    assert recorder.threads == {threading.current_thread().name}
+    async with listener:
+        logger.info("served")
+    assert recorder.messages() == ["before start", "served"]
+
+
+@pytest.mark.asyncio
+async def test_installing_twice_is_an_error_until_stopped(logger: logging.Logger) -> None:
+    """A second install would queue the queue: refused, with the fix; fine after stop()."""
+    logger.addHandler(Recorder())
+    listener = aioqlog.install(logger)
+    with pytest.raises(RuntimeError, match=r"already installed.*stop that listener first"):
+        aioqlog.install(logger)
+    await listener.stop()
+    async with aioqlog.install(logger):
+        pass
+
+
+def test_a_logger_without_handlers_is_refused(logger: logging.Logger) -> None:
+    """Nothing to move: a ValueError that says to configure handlers first."""
+    with pytest.raises(ValueError, match=r"has no handlers.*logging.basicConfig"):
+        aioqlog.install(logger)
+
+
+def test_a_logger_already_behind_aioqlog_is_refused(logger: logging.Logger) -> None:
+    """A configured aioqlog.QueueHandler is started with listening(), not installed over."""
+    logger.addHandler(aioqlog.QueueHandler())
+    with pytest.raises(RuntimeError, match=r"aioqlog.listening\(\)"):
+        aioqlog.install(logger)
+
+
+def test_queue_options_reach_the_queue(logger: logging.Logger) -> None:
+    """install(**queue_options) builds the LogQueue with them; bad ones fail clearly."""
+    logger.addHandler(Recorder())
+    listener = aioqlog.install(logger, maxsize=5, overflow="drop_old")
+    assert (listener.queue.maxsize, listener.queue.overflow) == (5, "drop_old")
+    with pytest.raises(RuntimeError):
+        aioqlog.install(logger)
+    with pytest.raises(ValueError, match="overflow must be one of"):
+        aioqlog.install(logging.getLogger("aioqlog.tests.other"), overflow="sometimes")
+
+
+@pytest.mark.asyncio
+async def test_the_root_logger_by_default_and_handlers_added_meanwhile_stay(
+    logger: logging.Logger,
+) -> None:
+    """install() takes root; a handler added while installed is kept on restore."""
+    root = logging.getLogger()
+    root.handlers[:] = [original := Recorder()]
+    added = Recorder()
+    async with aioqlog.install():
+        root.addHandler(added)
+        logger.propagate = True
+        logger.info("through root")
+    assert root.handlers == [original, added]
+    assert original.messages() == ["through root"]
+
+
+@pytest.mark.asyncio
+async def test_restart_moves_the_handlers_again(logger: logging.Logger) -> None:
+    """start() after stop() puts the handlers behind the queue again; stop() restores."""
+    recorder = Recorder()
+    logger.addHandler(recorder)
+    listener = aioqlog.install(logger)
+    for round_ in range(2):
+        listener.start()
+        assert isinstance(logger.handlers[0], aioqlog.QueueHandler)
+        logger.info("round %d", round_)
+        await listener.stop()
+        assert logger.handlers == [recorder]
+    assert recorder.messages() == ["round 0", "round 1"]
