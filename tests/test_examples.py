@@ -27,3 +27,21 @@ def test_the_demo_delivers_every_record_both_ways() -> None:
     rows = {line[:22].strip(): line for line in result.stdout.splitlines()}
     assert "5/5" in rows["attached directly"]
     assert "5/5" in rows["behind aioqlog"]
+
+
+def test_the_asyncio_script_delivers_from_the_loop_and_a_thread() -> None:
+    """The plain asyncio example writes every record, in order, with its call-site thread."""
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "asyncio_script.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = result.stdout.splitlines()
+    assert lines[:5] == [f"MainThread from the loop {i}" for i in range(5)]
+    assert [line.split(" ", 1)[1] for line in lines[5:10]] == [
+        f"from the thread {i}" for i in range(5)
+    ]
+    assert not any(line.startswith("MainThread") for line in lines[5:10])
+    assert lines[10] == "handled 10 records, dropped 0"

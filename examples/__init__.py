@@ -1,0 +1,1 @@
+"""Runnable examples of aioqlog (see each file's docstring for how to run it)."""
