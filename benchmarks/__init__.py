@@ -1,0 +1,1 @@
+"""aioqlog's benchmarks, side by side with the peers: ``python -m benchmarks``."""

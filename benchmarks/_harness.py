@@ -1,0 +1,178 @@
+"""What every benchmark shares: event loops, paired rounds, tables, the machine.
+
+A scenario runs each of its variants once per round, in an order that rotates
+from round to round (A B C, B C A, C A B, ...), so that a drift of the shared
+machine touches every variant alike. A *ratio* is taken inside each round
+(variant / baseline, from the same round) and the table reports the median of
+those per-round ratios next to the median of the raw figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import importlib.metadata
+import os
+import platform
+import statistics
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+#: The event loops every scenario runs on, by name.
+LOOPS = ("asyncio", "uvloop")
+
+#: The peers' distributions, for the machine description.
+PEERS = ("aiologger", "aiologging", "loguru", "structlog", "uvloop", "aiofiles")
+
+#: The formatter of every file written by a benchmark ("a typical formatter").
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """Return a factory of new event loops of *kind* ("asyncio" or "uvloop")."""
+    if kind == "asyncio":
+        return asyncio.new_event_loop
+    if kind == "uvloop":
+        import uvloop  # noqa: PLC0415 - an optional extra
+
+        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+        return factory
+    raise ValueError(f"unknown loop kind {kind!r}; expected one of {', '.join(LOOPS)}")
+
+
+def run_on(kind: str, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``main()`` to completion on a new event loop of *kind*, then close it."""
+    loop = loop_factory(kind)()
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(main())
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector, as ``timeit`` does, for a timed section."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def rotations(names: list[str], rounds: int) -> Iterator[list[str]]:
+    """Yield the running order of each round: *names* rotated by one each round."""
+    for r in range(rounds):
+        k = r % len(names)
+        yield names[k:] + names[:k]
+
+
+async def paired(
+    variants: Mapping[str, Callable[[], Awaitable[float]]], rounds: int
+) -> dict[str, list[float]]:
+    """Run every variant once per round, in rotating order; return the samples by name."""
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for order in rotations(list(variants), rounds):
+        for name in order:
+            gc.collect()
+            samples[name].append(await variants[name]())
+    return samples
+
+
+def median(values: list[float]) -> float:
+    """Return the median of *values* (nan when empty)."""
+    return statistics.median(values) if values else float("nan")
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Return the *q*-th percentile (0-100) of *values*, nearest-rank."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+@dataclass
+class Table:
+    """One scenario's figures on one event loop.
+
+    ``samples[variant]`` holds one figure per round; ``baseline`` names the
+    variant the ratio column divides by (within each round).
+    """
+
+    scenario: str
+    loop: str
+    title: str
+    unit: str
+    baseline: str
+    samples: dict[str, list[float]]
+    better: str = "lower"  # or "higher": which way the unit improves
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def ratio(self, variant: str, against: str | None = None) -> float:
+        """Return the median over rounds of ``variant / against`` (the baseline by default)."""
+        base = self.samples[against or self.baseline]
+        mine = self.samples[variant]
+        return median([a / b for a, b in zip(mine, base, strict=True) if b])
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the table as plain data (figures, medians and ratios)."""
+        return {
+            "scenario": self.scenario,
+            "loop": self.loop,
+            "title": self.title,
+            "unit": self.unit,
+            "baseline": self.baseline,
+            "better": self.better,
+            "notes": self.notes,
+            "extra": self.extra,
+            "rows": [
+                {
+                    "variant": name,
+                    "median": median(values),
+                    "ratio": self.ratio(name),
+                    "samples": values,
+                }
+                for name, values in self.samples.items()
+            ],
+        }
+
+
+def describe_machine() -> dict[str, Any]:
+    """Return what a reader needs to place the figures: CPU, OS, Python, versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for dist in ("aioqlog", *PEERS):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    return {
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "os": f"{platform.system()} {platform.release()}",
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "executable": sys.executable,
+        "versions": versions,
+    }
