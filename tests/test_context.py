@@ -103,6 +103,51 @@ async def test_many_lanes_never_enter_one_context_at_once(logger: logging.Logger
         assert sorted(set(handler.lines)) == _expected()
 
 
+class EnrichingListener(aioqlog.QueueListener):
+    """The stdlib's hook, overridden: copies the request id onto each record."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        record.request_id = request_id.get()
+        return record
+
+
+@pytest.mark.asyncio
+async def test_an_overridden_prepare_runs_in_the_context_of_the_call(
+    logger: logging.Logger,
+) -> None:
+    """A listener subclass's prepare() reads context variables as they were at the call."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    rec = Recorder()
+    rec.setFormatter(logging.Formatter("%(request_id)s %(message)s"))
+    async with EnrichingListener(q, rec):
+        await _serve_requests(logger)
+    assert sorted(rec.lines) == _expected()
+
+
+class SettingRecorder(Recorder):
+    """Sets the context variable after formatting each record."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        super().emit(record)
+        request_id.set("set by the handler")
+
+
+@pytest.mark.asyncio
+async def test_what_a_handler_sets_in_its_context_stays_with_that_record(
+    logger: logging.Logger,
+) -> None:
+    """A lone handler that sets a context variable never changes the next record's."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    rec = SettingRecorder()
+    rec.setFormatter(ContextFormatter())
+    async with aioqlog.QueueListener(q, rec):
+        await _serve_requests(logger)
+    assert sorted(rec.lines) == _expected()
+    assert request_id.get() == "-"
+
+
 @pytest.mark.asyncio
 async def test_records_from_threads_carry_the_threads_context(logger: logging.Logger) -> None:
     """A thread's own context is the one seen: copied by to_thread, empty in a new thread."""
