@@ -205,6 +205,26 @@ class Lane:
         """Take *record* for the handler: buffer it, handle it now, or drop it (by state)."""
         raise NotImplementedError
 
+    def put_many(self, entries: list[Entry]) -> None:
+        """Take *entries*, in order, as ``put`` would take each one.
+
+        The listener's fan-out calls this once per batch for a lone handler.
+        When the lane runs and has room for all of them (the common case), they
+        join the buffer in one step and the worker is woken once.
+        """
+        if self.state == RUNNING and len(entries) <= self.capacity - self.pending:
+            self.buffer.extend(entries)
+            self.put_count += len(entries)
+            self._wake_worker()
+            return
+        put = self.put
+        for record, ctx in entries:
+            put(record, ctx)
+
+    def _wake_worker(self) -> None:
+        """Wake the worker if it sleeps waiting for records."""
+        raise NotImplementedError
+
     def start(self) -> int | None:
         """Begin serving on the running loop; return a worker thread id, if any."""
         raise NotImplementedError
@@ -240,6 +260,10 @@ class ThreadLane(Lane):
             self.done_count += 1
         else:
             self.dropped += 1
+
+    def _wake_worker(self) -> None:
+        if self._parked:
+            self._ring()
 
     def _ring(self) -> None:
         try:
@@ -349,6 +373,12 @@ class TaskLane(Lane):
             if waiter is not None:
                 self._waiter = None
                 resolve(waiter)
+
+    def _wake_worker(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            resolve(waiter)
 
     def start(self) -> int | None:
         loop = asyncio.get_running_loop()

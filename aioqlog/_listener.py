@@ -321,12 +321,15 @@ class QueueListener:
         so nothing needs to run inside each record's context: the depth is read
         from the context as a mapping and set in it by one C call, and a lone
         lane takes the record's own context (nothing else ever enters it), so
-        it needs no copy. Saves about a fifth of the listener's work per record.
+        it needs no copy, and takes the whole batch at once.
         """
         lanes = self._lanes
         respect = self.respect_handler_level
         lone = lanes[0] if len(lanes) == 1 else None
-        for record, ctx in batch:
+        kept: list[Entry] = []
+        keep = kept.append
+        for entry in batch:
+            record, ctx = entry
             depth = ctx.get(DEPTH, 0)
             if depth > MAX_DEPTH:
                 if depth >= SUMMARY_DEPTH:
@@ -336,13 +339,14 @@ class QueueListener:
                 continue
             # Handlers run one level deeper: what they log is recognised as theirs.
             ctx.run(DEPTH.set, depth + 1)
-            if lone is not None:
-                if not respect or record.levelno >= lone.handler.level:
-                    lone.put(record, ctx)
-                continue
-            for lane in lanes:
-                if not respect or record.levelno >= lane.handler.level:
-                    lane.put(record, ctx.copy())
+            if lone is None:
+                for lane in lanes:
+                    if not respect or record.levelno >= lane.handler.level:
+                        lane.put(record, ctx.copy())
+            elif not respect or record.levelno >= lone.handler.level:
+                keep(entry)
+        if lone is not None and kept:
+            lone.put_many(kept)
 
     def _dispatch_idle(self, batch: list[Entry]) -> None:
         """Deliver *batch* while no listener runs (in a logging thread), and report drops."""

@@ -13,7 +13,8 @@ import pytest
 from support import STALL, AsyncRecorder, Gate, Recorder, bounded, in_thread, join_all
 
 import aioqlog
-from aioqlog._lanes import ThreadLane
+from aioqlog._bridge import Overflow
+from aioqlog._lanes import RUNNING, ThreadLane, make_lane
 
 
 @pytest.mark.asyncio
@@ -283,6 +284,35 @@ async def test_drop_old_in_a_lane_never_evicts_a_drop_summary(logger: logging.Lo
     expected = ["r0", *kept, report]
     assert slow.messages() == expected
     assert listener.stats.handlers[0].dropped == 10
+
+
+@pytest.mark.parametrize("overflow", ["drop_new", "drop_old"])
+@pytest.mark.parametrize("handler", [Recorder, AsyncRecorder])
+def test_a_batch_put_at_once_keeps_what_one_by_one_would(
+    overflow: Overflow, handler: type[logging.Handler]
+) -> None:
+    """put_many over a lane's bound keeps, evicts and counts exactly as put() one by one."""
+
+    def fill(at_once: bool) -> tuple[list[object], int, int]:
+        lane = make_lane(handler(), 4, overflow, shared=False)
+        lane.state = RUNNING  # no worker: nothing leaves the buffer
+        entries = [
+            (logging.makeLogRecord({"msg": f"r{i}"}), contextvars.Context()) for i in range(7)
+        ]
+        lane.put_many(entries[:2])  # room for both: taken in one step
+        if at_once:
+            lane.put_many(entries[2:])
+        else:
+            for record, ctx in entries[2:]:
+                lane.put(record, ctx)
+        return [record.msg for record, _ in lane.buffer], lane.dropped, lane.put_count
+
+    kept, dropped, _ = fill(at_once=True)
+    assert fill(at_once=True) == fill(at_once=False)
+    assert dropped == 3
+    assert kept == (
+        ["r0", "r1", "r2", "r3"] if overflow == "drop_new" else ["r3", "r4", "r5", "r6"]
+    )
 
 
 class Batching(aioqlog.AsyncHandler):
