@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # The interpreters `make test-all` runs the suite on (pyenv installs, or python3.X on PATH).
 PY_VERSIONS ?= 3.10 3.11 3.12 3.13
 
-.PHONY: help test lint test-all stress demo docs clean
+.PHONY: help test lint test-all stress demo docs clean bench bench-report
 
 help:
 	@echo "make test      - create $(VENV), install aioqlog with its test extras, run lint and the suite"
@@ -15,6 +15,8 @@ help:
 	@echo "make test-all  - run the suite on Python $(PY_VERSIONS)"
 	@echo "make stress    - run the whole suite 20 times in a row (stops at the first failure)"
 	@echo "make docs      - build the documentation (mkdocs build --strict)"
+	@echo "make bench     - run the benchmarks beside the peers (about 10 min; QUICK=1: a smoke run)"
+	@echo "make bench-report - run them, then regenerate docs/benchmarks.md, its plots and the README table"
 
 $(BIN)/.installed-test: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +52,16 @@ stress: $(BIN)/.installed-test
 
 demo:
 	PYTHONPATH=. $(PYTHON) examples/slow_handler_demo.py
+
+# The full run's figures are committed: docs/benchmarks.md and the README quote them.
+BENCH_JSON := $(if $(QUICK),benchmarks/results-quick.json,benchmarks/results.json)
+
+bench: $(BIN)/.installed-test
+	$(BIN)/python -m benchmarks $(if $(QUICK),--quick) --json $(BENCH_JSON)
+
+bench-report: bench
+	$(if $(QUICK),$(error bench-report renders the full run: run it without QUICK))
+	$(BIN)/python -m benchmarks.report $(BENCH_JSON) --docs docs --readme README.md
 
 $(BIN)/.installed-docs: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

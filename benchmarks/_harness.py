@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib.metadata
+import math
 import os
 import platform
 import statistics
@@ -79,21 +80,35 @@ def rotations(names: list[str], rounds: int) -> Iterator[list[str]]:
         yield names[k:] + names[:k]
 
 
+#: Variants that raised, by "scenario/loop/variant": the error, for the report.
+FAILURES: dict[str, str] = {}
+
+
 async def paired(
-    variants: Mapping[str, Callable[[], Awaitable[float]]], rounds: int
+    variants: Mapping[str, Callable[[], Awaitable[float]]], rounds: int, label: str = ""
 ) -> dict[str, list[float]]:
-    """Run every variant once per round, in rotating order; return the samples by name."""
+    """Run every variant once per round, in rotating order; return the samples by name.
+
+    A variant that raises gets ``nan`` for that round and its error is kept in
+    ``FAILURES`` (a peer that breaks is reported, not allowed to end the run).
+    """
     samples: dict[str, list[float]] = {name: [] for name in variants}
     for order in rotations(list(variants), rounds):
         for name in order:
             gc.collect()
-            samples[name].append(await variants[name]())
+            try:
+                sample = await variants[name]()
+            except Exception as exc:  # noqa: BLE001 - reported in the table
+                FAILURES[f"{label}{name}"] = f"{type(exc).__name__}: {exc}"
+                sample = float("nan")
+            samples[name].append(sample)
     return samples
 
 
 def median(values: list[float]) -> float:
-    """Return the median of *values* (nan when empty)."""
-    return statistics.median(values) if values else float("nan")
+    """Return the median of *values*, ignoring nan (a failed run); nan when none is left."""
+    kept = [v for v in values if not math.isnan(v)]
+    return statistics.median(kept) if kept else float("nan")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -101,7 +116,7 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    rank = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
     return ordered[rank]
 
 
@@ -127,7 +142,9 @@ class Table:
         """Return the median over rounds of ``variant / against`` (the baseline by default)."""
         base = self.samples[against or self.baseline]
         mine = self.samples[variant]
-        return median([a / b for a, b in zip(mine, base, strict=True) if b])
+        return median(
+            [a / b for a, b in zip(mine, base, strict=True) if b and not math.isnan(a / b)]
+        )
 
     def to_json(self) -> dict[str, Any]:
         """Return the table as plain data (figures, medians and ratios)."""

@@ -255,7 +255,7 @@ async def cost_per_call(make: Callable[[int], Awaitable[Subject]], calls: int, b
 async def measure(loop: str, rounds: int, calls: int, batch: int) -> Table:
     """Measure every variant *rounds* times on the running loop."""
     variants = {name: partial(cost_per_call, make, calls, batch) for name, make in SUBJECTS.items()}
-    samples = await paired(variants, rounds)
+    samples = await paired(variants, rounds, f"caller_cost/{loop}/")
     return Table(
         scenario="caller_cost",
         loop=loop,

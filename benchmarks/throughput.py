@@ -178,7 +178,9 @@ async def measure(loop: str, rounds: int, n: int) -> Table:
 
             return once
 
-        samples = await paired({k: variant(k, v) for k, v in VARIANTS.items()}, rounds)
+        samples = await paired(
+            {k: variant(k, v) for k, v in VARIANTS.items()}, rounds, f"throughput/{loop}/"
+        )
     lost = {name: min(counts) for name, counts in written.items() if min(counts) < n}
     notes = [
         f"{n} records per run, logged from a coroutine that yields every {YIELD_EVERY}; "

@@ -1,0 +1,98 @@
+"""Drain time: how long ``stop()`` takes to write a backlog of queued records.
+
+N records are logged from the loop without yielding, so all of them wait in
+the queue; the clock then runs from the call to stop until it returns, every
+line written to a ``FileHandler``. The stdlib's listener is started after the
+backlog is queued (started before, its thread would drain while the records
+are logged) and stopped at once: its ``stop()`` also waits for the backlog.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import queue
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+
+import aioqlog
+from benchmarks._harness import Table, paired
+from benchmarks.caller_cost import ARG, MESSAGE, fresh_logger
+from benchmarks.throughput import count_lines, file_handler
+
+
+async def with_aioqlog(path: Path, n: int) -> float:
+    handler = file_handler(path)
+    q = aioqlog.LogQueue(maxsize=n)
+    logger = fresh_logger("bench.drain.aioqlog", aioqlog.QueueHandler(q))
+    listener = aioqlog.QueueListener(q, handler, shutdown_timeout=None)
+    listener.start()
+    for i in range(n):
+        logger.info(MESSAGE, ARG, i)
+    assert q.qsize() == n, q
+    t0 = time.perf_counter()
+    await listener.stop()
+    elapsed = time.perf_counter() - t0
+    handler.close()
+    return elapsed
+
+
+async def with_stdlib(path: Path, n: int) -> float:
+    handler = file_handler(path)
+    q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    logger = fresh_logger("bench.drain.stdlib", logging.handlers.QueueHandler(q))
+    listener = logging.handlers.QueueListener(q, handler)
+    for i in range(n):
+        logger.info(MESSAGE, ARG, i)
+    t0 = time.perf_counter()
+    listener.start()
+    listener.stop()
+    elapsed = time.perf_counter() - t0
+    handler.close()
+    return elapsed
+
+
+VARIANTS: dict[str, Callable[[Path, int], Awaitable[float]]] = {
+    "stdlib queue": with_stdlib,
+    "aioqlog": with_aioqlog,
+}
+
+
+async def measure(loop: str, rounds: int, n: int) -> Table:
+    """Return the seconds ``stop()`` takes to drain *n* queued records, per variant."""
+    written: dict[str, list[int]] = {name: [] for name in VARIANTS}
+    with tempfile.TemporaryDirectory(prefix="aioqlog-bench-") as tmp:
+        runs = 0
+
+        async def once(name: str) -> float:
+            nonlocal runs
+            runs += 1
+            path = Path(tmp) / f"run-{runs}.log"
+            elapsed = await VARIANTS[name](path, n)
+            written[name].append(count_lines(path))
+            path.unlink(missing_ok=True)
+            return elapsed
+
+        samples = await paired(
+            {name: partial(once, name) for name in VARIANTS}, rounds, f"drain/{loop}/"
+        )
+    notes = [f"{n:,} records queued, then stop(); FileHandler with the benchmarks' formatter"]
+    notes += [
+        f"{name} wrote only {min(k)} of {n} lines in its worst run"
+        for name, k in written.items()
+        if min(k) < n
+    ]
+    return Table(
+        scenario="drain",
+        loop=loop,
+        title=f"Time for stop() to drain {n:,} queued records",
+        unit="s",
+        baseline="stdlib queue",
+        samples=samples,
+        better="lower",
+        notes=notes,
+        extra={"records": n, "lines_written": written},
+    )

@@ -1,0 +1,303 @@
+"""Turn saved benchmark figures into docs/benchmarks.md, its plots and the README's table.
+
+    python -m benchmarks.report results.json [--docs docs] [--readme README.md]
+
+Everything written comes from the JSON file ``python -m benchmarks --json``
+saved: the page, the PNG plots next to it (``docs/img/``), and the block of
+README.md between ``<!-- benchmarks:start -->`` and ``<!-- benchmarks:end -->``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed
+
+import matplotlib.pyplot as plt
+
+README_START = "<!-- benchmarks:start -->"
+README_END = "<!-- benchmarks:end -->"
+
+#: Scenarios in the order the page presents them, with what each one answers.
+SECTIONS = {
+    "caller_cost": (
+        "Caller cost",
+        'What one `logger.info("request %s done in %d ms", s, i)` costs the coroutine that '
+        "makes it, on the loop thread. The floor is the same call into a handler that does "
+        "nothing: the cost of the LogRecord itself.",
+    ),
+    "throughput": (
+        "End-to-end throughput",
+        "From the first log call until a `FileHandler` (with a typical formatter) has "
+        "written every line, the producer yielding to the loop every 100 records.",
+    ),
+    "threads_1": ("Producer threads", "Threads logging at once into one `FileHandler`."),
+    "threads_4": ("", ""),
+    "threads_16": ("", ""),
+    "loop_lag": (
+        "Loop lag",
+        "How late a coroutine that sleeps 1 ms at a time wakes up, while 400 records/s go "
+        "to a handler that blocks 10 ms per record (4x more than it can take).",
+    ),
+    "memory": (
+        "Memory under a burst",
+        "Peak RSS growth while 4 threads log a burst into a stalled handler, in a fresh "
+        "process per run.",
+    ),
+    "drain": (
+        "Drain at shutdown",
+        "How long `stop()` takes to write a backlog of queued records to a `FileHandler`.",
+    ),
+}
+
+
+def fmt(value: float, unit: str) -> str:
+    """Format a figure for a table cell."""
+    if math.isnan(value):  # the variant failed
+        return "failed"
+    if unit in {"records/s", "ns/call"}:
+        return f"{value:,.0f}"
+    if unit == "s":
+        return f"{value:.3f}"
+    return f"{value:,.2f}"
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    """Return a Markdown table."""
+    rule = "|---|" + "".join("---:|" for _ in header[1:])
+    lines = ["| " + " | ".join(header) + " |", rule]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def ratio_cell(row: dict[str, Any]) -> str:
+    """Return the ratio column's cell."""
+    r = row["ratio"]
+    return "failed" if math.isnan(r) else f"{r:.2f}x"
+
+
+def scenario_tables(tables: list[dict[str, Any]]) -> str:
+    """Return the Markdown for one scenario's tables (one per loop)."""
+    out = []
+    for t in tables:
+        out.append(
+            f"**{t['title']}** — {t['loop']} loop (unit: {t['unit']}; ratio to *{t['baseline']}*, "
+            f"{'lower' if t['better'] == 'lower' else 'higher'} is better)\n"
+        )
+        if t["scenario"] == "loop_lag":
+            header = ["variant", "p50 ms", "p99 ms", "max ms", "p99 ratio"]
+            rows = [
+                [
+                    r["variant"],
+                    fmt(t["extra"]["p50"][r["variant"]], "ms"),
+                    fmt(r["median"], "ms"),
+                    fmt(t["extra"]["max"][r["variant"]], "ms"),
+                    ratio_cell(r),
+                ]
+                for r in t["rows"]
+            ]
+        elif t["scenario"] == "memory":
+            header = ["variant / burst", "growth MiB", "dropped (counted)", "delivered", "ratio"]
+            acc = t["extra"]["accounting"]
+            rows = [
+                [
+                    r["variant"],
+                    fmt(r["median"], "MiB"),
+                    f"{acc[r['variant']]['dropped']:,.0f}",
+                    f"{acc[r['variant']]['delivered']:,.0f}",
+                    ratio_cell(r),
+                ]
+                for r in t["rows"]
+            ]
+        else:
+            header = ["variant", f"median {t['unit']}", "ratio"]
+            rows = [[r["variant"], fmt(r["median"], t["unit"]), ratio_cell(r)] for r in t["rows"]]
+        out.append(md_table(header, rows))
+        out.append("")
+        out += [f"- {note}" for note in t["notes"]]
+        out.append("")
+    return "\n".join(out)
+
+
+def plot_bars(tables: list[dict[str, Any]], path: Path, ylabel: str, title: str) -> None:
+    """Save a grouped bar chart of the median of each variant, one group per loop."""
+    variants = [r["variant"] for r in tables[0]["rows"]]
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    width = 0.8 / len(tables)
+    for k, t in enumerate(tables):
+        medians = {r["variant"]: r["median"] for r in t["rows"]}
+        xs = [i + k * width for i in range(len(variants))]
+        ys = [0.0 if math.isnan(medians.get(v, math.nan)) else medians[v] for v in variants]
+        ax.bar(xs, ys, width, label=f"{t['loop']} loop")
+    ax.set_xticks([i + width * (len(tables) - 1) / 2 for i in range(len(variants))])
+    ax.set_xticklabels(variants, rotation=15, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_lag(tables: list[dict[str, Any]], path: Path) -> None:
+    """Save the distribution of loop lag per variant (one panel per loop), log scale."""
+    fig, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables), 4.2), squeeze=False)
+    for ax, t in zip(axes[0], tables, strict=True):
+        for variant, quantiles in t["extra"]["quantiles"].items():
+            xs = [max(x, 0.01) for x in quantiles]
+            ax.plot(xs, [q / 200 for q in range(len(xs))], label=variant)
+        ax.set_xscale("log")
+        ax.set_xlabel("loop lag, ms (log scale; below 0.01 shown at 0.01)")
+        ax.set_ylabel("fraction of ticks at or below")
+        ax.set_title(f"{t['loop']} loop")
+        ax.axvline(2.0, color="grey", linestyle=":", linewidth=1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle("Loop lag with a handler blocking 10 ms per record, 400 records/s")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def readme_block(data: dict[str, Any]) -> str:
+    """Return the README's summary: the targets, as measured."""
+    rows = [
+        [t["target"], t["loop"], t["measured"], "met" if t["met"] else "**missed**"]
+        for t in data["targets"]
+    ]
+    m = data["machine"]
+    return "\n".join(
+        [
+            README_START,
+            f"Measured with `{data['command']}` on {m['cores']} cores ({m['cpu']}), "
+            f"{m['python']}, {data['started'][:10]}; details in "
+            f"[docs/benchmarks.md](docs/benchmarks.md).",
+            "",
+            md_table(["target", "loop", "measured", ""], rows),
+            README_END,
+        ]
+    )
+
+
+def render(data: dict[str, Any], docs: Path, readme: Path | None) -> list[Path]:
+    """Write the page, its plots and (if given) the README block; return the files written."""
+    img = docs / "img"
+    img.mkdir(parents=True, exist_ok=True)
+    by_scenario: dict[str, list[dict[str, Any]]] = {}
+    for t in data["tables"]:
+        by_scenario.setdefault(t["scenario"], []).append(t)
+    written: list[Path] = []
+
+    plots = []
+    if "caller_cost" in by_scenario:
+        p = img / "bench-caller-cost.png"
+        plot_bars(by_scenario["caller_cost"], p, "ns per call (median)", "Caller cost per log call")
+        plots.append(("Caller cost per log call", p))
+    if "throughput" in by_scenario:
+        p = img / "bench-throughput.png"
+        plot_bars(
+            by_scenario["throughput"], p, "records/s (median)", "End-to-end throughput per peer"
+        )
+        plots.append(("End-to-end throughput per peer", p))
+    if "loop_lag" in by_scenario:
+        p = img / "bench-loop-lag.png"
+        plot_lag(by_scenario["loop_lag"], p)
+        plots.append(("Loop-lag distribution", p))
+    written += [p for _, p in plots]
+
+    m = data["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+    lines = [
+        "# Benchmarks",
+        "",
+        "<!-- Generated by `make bench-report` (python -m benchmarks.report): do not edit. -->",
+        "",
+        "Every figure on this page comes from one run of the benchmark suite in "
+        "[`benchmarks/`](https://github.com/aioqlog/aioqlog/tree/main/benchmarks). Each "
+        "scenario runs its variants side by side in one process, in rounds whose order "
+        "rotates (A B C, B C A, ...); a ratio is taken inside each round and the tables give "
+        "the median of the per-round ratios beside the median of the raw figures. The "
+        "machine is shared and noisy: absolute figures drift from run to run, ratios hold.",
+        "",
+        "Reproduce with `make bench` (figures only) or `make bench-report` (figures, this "
+        "page, its plots and the README's summary); `make bench QUICK=1` is the smoke run "
+        "the test suite executes.",
+        "",
+        "## The run",
+        "",
+        md_table(
+            ["", ""],
+            [
+                ["command", f"`{data['command']}`"],
+                ["date", data["started"]],
+                ["duration", f"{data['duration_s']:.0f} s"],
+                ["CPU", f"{m['cpu']}, {m['cores']} cores"],
+                ["OS", m["os"]],
+                ["Python", m["python"]],
+                ["versions", versions],
+                ["rounds", str(data["sizes"]["rounds"])],
+            ],
+        ),
+        "",
+        "## Targets",
+        "",
+        md_table(
+            ["target", "loop", "measured", ""],
+            [
+                [t["target"], t["loop"], t["measured"], "met" if t["met"] else "**missed**"]
+                for t in data["targets"]
+            ],
+        ),
+        "",
+    ]
+    if data.get("failures"):
+        lines += ["## Variants that failed", ""]
+        lines += [f"- `{k}`: {v}" for k, v in data["failures"].items()]
+        lines.append("")
+    for scenario, (heading, intro) in SECTIONS.items():
+        if scenario not in by_scenario:
+            continue
+        if heading:
+            lines += [f"## {heading}", "", intro, ""]
+        lines.append(scenario_tables(by_scenario[scenario]))
+        for title, p in plots:
+            if p.stem.removeprefix("bench-").replace("-", "_") == scenario:
+                lines += [f"![{title}](img/{p.name})", ""]
+    page = docs / "benchmarks.md"
+    page.write_text("\n".join(lines).rstrip() + "\n")
+    written.append(page)
+
+    if readme is not None:
+        text = readme.read_text()
+        pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
+        if not pattern.search(text):
+            raise SystemExit(f"{readme} has no {README_START} ... {README_END} block to fill in")
+        readme.write_text(pattern.sub(lambda _: readme_block(data), text))
+        written.append(readme)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Render the report from the JSON file named on the command line."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__)
+    parser.add_argument("results", type=Path, help="the JSON file python -m benchmarks saved")
+    parser.add_argument("--docs", type=Path, default=Path("docs"), help="where the page goes")
+    parser.add_argument("--readme", type=Path, help="README to update (its benchmarks block)")
+    args = parser.parse_args(argv)
+    data = json.loads(args.results.read_text())
+    for path in render(data, args.docs, args.readme):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

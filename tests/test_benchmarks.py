@@ -1,0 +1,148 @@
+"""The benchmarks: the quick run executes every scenario and the report renders it.
+
+Speed is not asserted here (the machines are shared and noisy); what is: every
+scenario and peer runs on both loops, nothing is lost on the way, and the
+report turns the figures into the page, the plots and the README block.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks._harness import Table, percentile, rotations
+
+ROOT = Path(__file__).resolve().parent.parent
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_rounds_rotate_so_every_variant_runs_in_every_position() -> None:
+    """Paired rounds start with a different variant each time."""
+    orders = list(rotations(["a", "b", "c"], 4))
+    assert orders == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
+
+
+def test_ratios_are_taken_within_each_round() -> None:
+    """A ratio is the median of per-round ratios, not a ratio of medians; failures are skipped."""
+    table = Table(
+        scenario="s",
+        loop="asyncio",
+        title="t",
+        unit="ns/call",
+        baseline="floor",
+        samples={"floor": [10.0, 20.0, 40.0], "x": [11.0, 24.0, math.nan]},
+    )
+    assert table.ratio("x") == pytest.approx((1.1 + 1.2) / 2)
+    assert table.ratio("floor", "x") == pytest.approx((10 / 11 + 20 / 24) / 2)
+
+
+def test_percentile_is_nearest_rank() -> None:
+    """p50 and p99 of 1..100 are 50 and 99; the extremes are the min and max."""
+    values = [float(v) for v in range(100, 0, -1)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 0) == 1.0
+    assert percentile(values, 100) == 100.0
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Run ``python -m benchmarks --quick`` once, in a child process, and load its figures."""
+    out = tmp_path_factory.mktemp("bench") / "quick.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data: dict[str, Any] = json.loads(out.read_text())
+    data["_path"] = str(out)
+    return data
+
+
+def _tables(data: dict[str, Any], scenario: str) -> list[dict[str, Any]]:
+    return [t for t in data["tables"] if t["scenario"] == scenario]
+
+
+def test_the_quick_run_measures_every_scenario_on_both_loops(quick_run: dict[str, Any]) -> None:
+    """Each scenario has a table per loop (memory: one), every peer measured, none failed."""
+    assert quick_run["failures"] == {}
+    seen = {(t["scenario"], t["loop"]) for t in quick_run["tables"]}
+    for scenario in ("caller_cost", "throughput", "threads_1", "threads_4", "threads_16"):
+        assert {(scenario, "asyncio"), (scenario, "uvloop")} <= seen
+    assert {("loop_lag", "asyncio"), ("drain", "uvloop"), ("memory", "asyncio")} <= seen
+    caller = _tables(quick_run, "caller_cost")[0]
+    assert [r["variant"] for r in caller["rows"]] == [
+        "no-op handler",
+        "aioqlog",
+        "stdlib QueueHandler",
+        "aiologger",
+        "loguru enqueue",
+        "structlog ainfo",
+    ]
+    for table in quick_run["tables"]:
+        for row in table["rows"]:
+            assert all(math.isfinite(x) and x >= 0 for x in row["samples"]), (table, row)
+    assert {t["target"] for t in quick_run["targets"]} >= {
+        "caller cost of aioqlog <= 1.20x the no-op handler",
+        "4 producer threads: aioqlog >= 1.0x stdlib",
+    }
+
+
+def test_aioqlog_writes_every_record_in_every_scenario(quick_run: dict[str, Any]) -> None:
+    """Throughput, threads and drain runs wrote every line; bursts account for every record."""
+    for scenario in ("throughput", "threads_1", "threads_4", "threads_16", "drain"):
+        for table in _tables(quick_run, scenario):
+            records = table["extra"]["records"]
+            assert table["extra"]["lines_written"]["aioqlog"] == [records] * 2, table
+    (memory,) = _tables(quick_run, "memory")
+    for name, row in memory["extra"]["accounting"].items():
+        assert row["lossless"], (name, row)
+        if name.startswith("aioqlog"):
+            assert row["dropped"] + row["delivered"] == row["records"]
+
+
+def test_the_report_renders_the_page_the_plots_and_the_readme_block(
+    quick_run: dict[str, Any], tmp_path: Path
+) -> None:
+    """The report writes docs/benchmarks.md, three PNG plots, and fills the README block."""
+    readme = tmp_path / "README.md"
+    readme.write_text("# app\n\n<!-- benchmarks:start -->\nold\n<!-- benchmarks:end -->\n\nafter\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.report",
+            quick_run["_path"],
+            "--docs",
+            str(tmp_path / "docs"),
+            "--readme",
+            str(readme),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    page = (tmp_path / "docs" / "benchmarks.md").read_text()
+    for heading in ("## Targets", "## Caller cost", "## End-to-end throughput", "## Loop lag"):
+        assert heading in page
+    assert "`python -m benchmarks --quick`" in page
+    for name in ("bench-caller-cost.png", "bench-throughput.png", "bench-loop-lag.png"):
+        assert (tmp_path / "docs" / "img" / name).read_bytes().startswith(PNG)
+        assert f"(img/{name})" in page
+    text = readme.read_text()
+    assert "old" not in text
+    assert text.endswith("<!-- benchmarks:end -->\n\nafter\n")
+    assert "caller cost of aioqlog <= 1.20x the no-op handler" in text
