@@ -15,13 +15,12 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from benchmarks import caller_cost, drain, loop_lag, memory, threads, throughput
 from benchmarks._harness import FAILURES, LOOPS, Table, describe_machine, run_on
+from benchmarks.targets import check_targets
 
 
 @dataclass(frozen=True)
@@ -84,112 +83,6 @@ def run_scenario(name: str, loop: str, sizes: Sizes) -> list[Table]:
     if name == "memory":
         return [memory.measure(s.memory_rounds, s.bursts, s.maxsize)]
     raise ValueError(f"unknown scenario {name!r}; expected one of {', '.join(SCENARIOS)}")
-
-
-@dataclass(frozen=True)
-class Target:
-    """A promise about one ratio (or figure) of one table, checked on every run."""
-
-    text: str
-    scenario: str
-    check: Callable[[Table], tuple[float, bool]]
-    shown: str  # how the measured figure reads, e.g. "{:.2f}x"
-
-
-def _ratio_at_most(variant: str, limit: float, against: str | None = None) -> Any:
-    def check(t: Table) -> tuple[float, bool]:
-        r = t.ratio(variant, against)
-        return r, r <= limit
-
-    return check
-
-
-def _ratio_at_least(variant: str, limit: float, against: str | None = None) -> Any:
-    def check(t: Table) -> tuple[float, bool]:
-        r = t.ratio(variant, against)
-        return r, r >= limit
-
-    return check
-
-
-def _p99_at_most(variant: str, limit_ms: float) -> Any:
-    def check(t: Table) -> tuple[float, bool]:
-        p99 = max(t.samples[variant])  # the worst window, not the median one
-        return p99, p99 <= limit_ms
-
-    return check
-
-
-def _bounded_memory(t: Table) -> tuple[float, bool]:
-    bursts = t.extra["bursts"]
-    small = t.samples[f"aioqlog / {bursts[0]}"]
-    large = t.samples[f"aioqlog / {bursts[-1]}"]
-    growth = max(large) / max(min(small), 1.0)
-    lossless = all(
-        row["lossless"] for name, row in t.extra["accounting"].items() if name.startswith("aioqlog")
-    )
-    return growth, growth <= 1.5 and lossless
-
-
-TARGETS = (
-    Target(
-        "caller cost of aioqlog <= 1.20x the no-op handler",
-        "caller_cost",
-        _ratio_at_most("aioqlog", 1.20),
-        "{:.2f}x",
-    ),
-    Target(
-        "end-to-end aioqlog >= 1.3x stdlib QueueHandler+QueueListener",
-        "throughput",
-        _ratio_at_least("aioqlog", 1.3),
-        "{:.2f}x",
-    ),
-    Target(
-        "end-to-end aioqlog >= 0.85x direct handling",
-        "throughput",
-        _ratio_at_least("aioqlog", 0.85, "direct"),
-        "{:.2f}x",
-    ),
-    Target(
-        "4 producer threads: aioqlog >= 1.0x stdlib",
-        "threads_4",
-        _ratio_at_least("aioqlog", 1.0),
-        "{:.2f}x",
-    ),
-    Target(
-        "loop lag p99 <= 2 ms with the blocking handler behind aioqlog (worst window)",
-        "loop_lag",
-        _p99_at_most("aioqlog", 2.0),
-        "{:.2f} ms",
-    ),
-    Target(
-        "memory bounded by maxsize: largest burst's growth <= 1.5x the smallest's, "
-        "every record delivered or counted",
-        "memory",
-        _bounded_memory,
-        "{:.2f}x",
-    ),
-)
-
-
-def check_targets(tables: list[Table]) -> list[dict[str, Any]]:
-    """Return each target's measured figure and verdict, per loop it was measured on."""
-    results = []
-    for target in TARGETS:
-        for table in tables:
-            if table.scenario != target.scenario:
-                continue
-            value, met = target.check(table)
-            results.append(
-                {
-                    "target": target.text,
-                    "scenario": target.scenario,
-                    "loop": table.loop,
-                    "measured": target.shown.format(value),
-                    "met": met,
-                }
-            )
-    return results
 
 
 def print_table(table: Table) -> None:

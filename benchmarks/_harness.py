@@ -146,6 +146,21 @@ class Table:
             [a / b for a, b in zip(mine, base, strict=True) if b and not math.isnan(a / b)]
         )
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Table:
+        """Rebuild a table from what ``to_json`` returned."""
+        return cls(
+            scenario=data["scenario"],
+            loop=data["loop"],
+            title=data["title"],
+            unit=data["unit"],
+            baseline=data["baseline"],
+            samples={row["variant"]: row["samples"] for row in data["rows"]},
+            better=data["better"],
+            notes=data["notes"],
+            extra=data["extra"],
+        )
+
     def to_json(self) -> dict[str, Any]:
         """Return the table as plain data (figures, medians and ratios)."""
         return {
