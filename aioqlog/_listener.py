@@ -332,10 +332,7 @@ class QueueListener:
             record, ctx = entry
             depth = ctx.get(DEPTH, 0)
             if depth > MAX_DEPTH:
-                if depth >= SUMMARY_DEPTH:
-                    self._recursion_quiet += 1
-                else:
-                    self._recursion_dropped += 1
+                self._refuse(depth)
                 continue
             # Handlers run one level deeper: what they log is recognised as theirs.
             ctx.run(DEPTH.set, depth + 1)
@@ -356,10 +353,7 @@ class QueueListener:
     def _dispatch_one(self, record: logging.LogRecord) -> None:
         depth = DEPTH.get()
         if depth > MAX_DEPTH:
-            if depth >= SUMMARY_DEPTH:
-                self._recursion_quiet += 1
-            else:
-                self._recursion_dropped += 1
+            self._refuse(depth)
             return
         # Handlers run one level deeper: what they log is recognised as theirs.
         DEPTH.set(depth + 1)
@@ -367,6 +361,13 @@ class QueueListener:
             self.handle(record)
         except Exception as exc:  # noqa: BLE001 - an overridden hook must not stop delivery
             _stderr(f"QueueListener.handle() raised {exc!r}; the record was not delivered")
+
+    def _refuse(self, depth: int) -> None:
+        """Count a record that a handler logged too deep in handler-caused logging."""
+        if depth >= SUMMARY_DEPTH:
+            self._recursion_quiet += 1  # logged while handling a summary: not announced
+        else:
+            self._recursion_dropped += 1
 
     def _on_consumer_lost(self) -> None:
         # The loop closed under the task: nothing can await async handlers now.

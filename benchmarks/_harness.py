@@ -184,6 +184,15 @@ class Table:
         }
 
 
+def lost_lines(written: dict[str, list[int]], expected: int) -> list[str]:
+    """Return a note for each variant whose worst run wrote fewer than *expected* lines."""
+    return [
+        f"{name} wrote only {min(counts)} of {expected} lines in its worst run"
+        for name, counts in written.items()
+        if counts and min(counts) < expected
+    ]
+
+
 def describe_machine() -> dict[str, Any]:
     """Return what a reader needs to place the figures: CPU, OS, Python, versions."""
     cpu = platform.processor() or platform.machine()

@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 
 import aioqlog
-from benchmarks._harness import Table, paired
+from benchmarks._harness import Table, lost_lines, paired
 from benchmarks.caller_cost import ARG, MESSAGE, fresh_logger
 from benchmarks.throughput import count_lines, file_handler
 
@@ -80,11 +80,7 @@ async def measure(loop: str, rounds: int, n: int) -> Table:
             {name: partial(once, name) for name in VARIANTS}, rounds, f"drain/{loop}/"
         )
     notes = [f"{n:,} records queued, then stop(); FileHandler with the benchmarks' formatter"]
-    notes += [
-        f"{name} wrote only {min(k)} of {n} lines in its worst run"
-        for name, k in written.items()
-        if min(k) < n
-    ]
+    notes += lost_lines(written, n)
     return Table(
         scenario="drain",
         loop=loop,

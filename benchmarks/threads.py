@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 
 import aioqlog
-from benchmarks._harness import Table, paired
+from benchmarks._harness import Table, lost_lines, paired
 from benchmarks.caller_cost import ARG, MESSAGE, fresh_logger
 from benchmarks.throughput import count_lines, file_handler
 
@@ -122,11 +122,7 @@ async def measure(loop: str, rounds: int, n: int) -> list[Table]:
                 f"threads_{threads}/{loop}/",
             )
             notes = [f"{threads} thread(s) x {total // threads} records, FileHandler"]
-            notes += [
-                f"{name} wrote only {min(k)} of {total} lines in its worst run"
-                for name, k in written.items()
-                if min(k) < total
-            ]
+            notes += lost_lines(written, total)
             tables.append(
                 Table(
                     scenario=f"threads_{threads}",

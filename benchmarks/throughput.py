@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import aioqlog
-from benchmarks._harness import FORMAT, Table, paired
+from benchmarks._harness import FORMAT, Table, lost_lines, paired
 from benchmarks.caller_cost import ARG, MESSAGE, fresh_logger
 
 #: A service yields to its loop between requests; the producer does so every
@@ -181,13 +181,12 @@ async def measure(loop: str, rounds: int, n: int) -> Table:
         samples = await paired(
             {k: variant(k, v) for k, v in VARIANTS.items()}, rounds, f"throughput/{loop}/"
         )
-    lost = {name: min(counts) for name, counts in written.items() if min(counts) < n}
     notes = [
         f"{n} records per run, logged from a coroutine that yields every {YIELD_EVERY}; "
         f"timed until the file holds every line",
         f'formatter "{FORMAT}" (loguru: its equivalent format string)',
     ]
-    notes += [f"{name} wrote only {k} of {n} lines in its worst run" for name, k in lost.items()]
+    notes += lost_lines(written, n)
     return Table(
         scenario="throughput",
         loop=loop,
