@@ -453,6 +453,30 @@ class LogQueue:
         # Records still queued are the listener's to hand off (it must not
         # deliver them here, on the loop thread).
 
+    def _after_fork_in_child(self) -> None:
+        """Forget, in a forked child, everything that belongs to the parent.
+
+        The queued records are the parent's to deliver (the child would
+        duplicate them); the wake-up token points at the parent's loop, whose
+        self-pipe the child shares; the lock may have been held by a thread
+        that does not exist in the child. The child starts empty, delivering in
+        the caller until it starts a listener of its own.
+        """
+        # Precondition: only the forking thread exists, so nothing races us.
+        self._items.clear()
+        self._lock = threading.RLock()
+        self._room = threading.Condition(self._lock)
+        self._dropped = self._evicted = self._blocked = 0
+        self._taken = self._high_water = self._rescues = 0
+        self._parked = deque()
+        self._right = deque([_TOKEN])
+        self._attached = False
+        self._kicked = False
+        self._loop = None
+        self._loop_thread = 0
+        self._nonblocking = frozenset()
+        self._holder = 0
+
     @property
     def _enqueued(self) -> int:
         """Records accepted so far (including any evicted later)."""

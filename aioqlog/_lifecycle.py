@@ -1,4 +1,6 @@
-"""What happens at interpreter exit: nothing queued is dropped without a word.
+"""What happens at interpreter exit and after a fork.
+
+At exit, nothing queued is dropped without a word.
 
 ``asyncio.run`` cancels the listener's task, which delivers what was queued
 (see ``QueueListener``). This hook covers the rest: a loop that stopped or
@@ -7,11 +9,17 @@ records, records for async handlers that no listener will await, and queues
 that no listener ever served. It runs before ``logging.shutdown`` closes the
 handlers (atexit hooks run last-registered first, and ``logging`` registers
 its hook when it is first imported, before this module).
+
+In a child made by ``os.fork()``, every queue and listener forgets the
+parent's records, wake-up tokens, locks, task and threads, so the child
+neither duplicates the parent's records nor waits on a lock a vanished thread
+held, and it can start listeners of its own.
 """
 
 from __future__ import annotations
 
 import atexit
+import os
 import sys
 import weakref
 from typing import TYPE_CHECKING
@@ -50,6 +58,14 @@ def _at_exit() -> None:
             )
 
 
+def _after_fork_in_child() -> None:
+    # Queues first: a listener rebuilt after them finds its queue clean.
+    for queue in list(_queues):
+        queue._after_fork_in_child()
+    for listener in list(_listeners):
+        listener._after_fork_in_child()
+
+
 def write_stderr(message: str) -> None:
     """Write one line about aioqlog itself to stderr; never raise."""
     stream = sys.stderr
@@ -63,3 +79,5 @@ def write_stderr(message: str) -> None:
 
 
 atexit.register(_at_exit)
+if hasattr(os, "register_at_fork"):  # not on Windows, which cannot fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)

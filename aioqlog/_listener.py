@@ -603,6 +603,23 @@ class QueueListener:
 
     # -------------------------------------------------------------- at exit
 
+    def _after_fork_in_child(self) -> None:
+        """Forget, in a forked child, the parent's run: its task, threads and records.
+
+        The lanes are rebuilt empty (their worker threads do not exist here and
+        their records are the parent's); the listener is stopped, delivers in
+        the caller like one never started, and can be started on a new loop.
+        """
+        self._task = None
+        self._stopping = False
+        self._deadline = None
+        self._stop_mark = 0
+        self._recursion_dropped = self._recursion_quiet = 0
+        self._drops_reported = self._recursion_reported = 0
+        q = self.queue
+        shared = len(self.handlers) > 1
+        self._lanes = [make_lane(h, q.maxsize, q.overflow, shared) for h in self.handlers]
+
     def _at_exit(self) -> None:
         """Deliver what an unfinished run left behind, as the interpreter exits."""
         task = self._task
