@@ -1,0 +1,75 @@
+"""Nothing in aioqlog evaluates, unpickles or runs what a record carries.
+
+Record content reaches only the user's own formatter and handlers. This scans
+the package's source: no eval/exec/compile, no pickle or marshal, no shell or
+subprocess, no dynamic import that a record could steer.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "aioqlog"
+SOURCES = sorted(PACKAGE.rglob("*.py"))
+
+FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__", "breakpoint"}
+FORBIDDEN_MODULES = {"pickle", "cPickle", "marshal", "shelve", "subprocess", "pty", "code"}
+FORBIDDEN_ATTRIBUTES = {"system", "popen", "spawnl", "spawnv", "execv", "execl", "loads"}
+
+
+def offences(path: Path) -> list[str]:
+    """Return each forbidden construct in *path*, with its line."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Name) and func.id in FORBIDDEN_CALLS:
+                found.append(f"{path.name}:{node.lineno} calls {func.id}()")
+            if isinstance(func, ast.Attribute) and func.attr in FORBIDDEN_ATTRIBUTES:
+                found.append(f"{path.name}:{node.lineno} calls .{func.attr}()")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] in FORBIDDEN_MODULES:
+                    found.append(f"{path.name}:{node.lineno} imports {alias.name}")
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.split(".")[0] in FORBIDDEN_MODULES
+        ):
+            found.append(f"{path.name}:{node.lineno} imports from {node.module}")
+    return found
+
+
+def test_the_scan_reads_the_whole_package() -> None:
+    """The scan sees every module of the data path."""
+    names = {p.name for p in SOURCES}
+    assert {"_bridge.py", "_handler.py", "_listener.py", "_lanes.py", "_config.py"} <= names
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_module_evaluates_unpickles_or_runs_anything(path: Path) -> None:
+    """No eval/exec/compile, pickle/marshal, shell or subprocess anywhere in aioqlog."""
+    assert offences(path) == []
+
+
+def test_the_scan_catches_what_it_forbids(tmp_path: Path) -> None:
+    """A module doing each forbidden thing is reported, line by line."""
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "import pickle\n"
+        "from subprocess import run\n"
+        "import os\n"
+        "eval('1')\n"
+        "os.system('true')\n"
+        "pickle.loads(b'')\n"
+    )
+    assert offences(bad) == [
+        "bad.py:1 imports pickle",
+        "bad.py:2 imports from subprocess",
+        "bad.py:4 calls eval()",
+        "bad.py:5 calls .system()",
+        "bad.py:6 calls .loads()",
+    ]
