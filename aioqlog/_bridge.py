@@ -135,6 +135,18 @@ class LogQueue:
         self._maxsize = maxsize
         self._overflow: Overflow = overflow
         self._block_timeout = float(block_timeout)
+        self._owner: object | None = None
+        self._sink: Sink | None = None
+        self._on_lost: Callable[[], None] | None = None
+        # Creates the listener on first need (handler names that dictConfig
+        # had not configured yet when the QueueHandler was built).
+        self._binder: Callable[[], bool] | None = None
+        self._tick = _SAFETY_TICK
+        self._start_afresh()
+        _lifecycle.track_queue(self)
+
+    def _start_afresh(self) -> None:
+        """Set the records, counters and hand-offs to those of a new, empty queue."""
         self._items: deque[Entry] = deque()
 
         # Counters. Drops are rare and come from any thread: a lock keeps them
@@ -159,15 +171,7 @@ class LogQueue:
         self._nonblocking: frozenset[int] = frozenset()
         # The thread delivering in the caller right now (0: none).
         self._holder = 0
-        self._owner: object | None = None
-        self._sink: Sink | None = None
-        self._on_lost: Callable[[], None] | None = None
-        # Creates the listener on first need (handler names that dictConfig
-        # had not configured yet when the QueueHandler was built).
-        self._binder: Callable[[], bool] | None = None
-        self._tick = _SAFETY_TICK
         self._rescues = 0  # safety-tick wake-ups that found records waiting
-        _lifecycle.track_queue(self)
 
     # ------------------------------------------------------------------ public
 
@@ -463,19 +467,8 @@ class LogQueue:
         the caller until it starts a listener of its own.
         """
         # Precondition: only the forking thread exists, so nothing races us.
-        self._items.clear()
-        self._lock = threading.RLock()
-        self._room = threading.Condition(self._lock)
-        self._dropped = self._evicted = self._blocked = 0
-        self._taken = self._high_water = self._rescues = 0
-        self._parked = deque()
-        self._right = deque([_TOKEN])
-        self._attached = False
-        self._kicked = False
-        self._loop = None
-        self._loop_thread = 0
-        self._nonblocking = frozenset()
-        self._holder = 0
+        # Its listener (_owner/_sink) stays: the child delivers through it.
+        self._start_afresh()
 
     @property
     def _enqueued(self) -> int:

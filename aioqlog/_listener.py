@@ -84,6 +84,11 @@ class QueueListener:
     Added in version 0.1.0.
     """
 
+    # Set by _start_afresh (at creation, and again in a forked child).
+    _lanes: list[Lane]
+    _task: asyncio.Task[None] | None
+    _deadline: float | None
+
     def __init__(
         self,
         queue: LogQueue,
@@ -122,23 +127,12 @@ class QueueListener:
         self.handlers = handlers
         self.respect_handler_level = respect_handler_level
         self.shutdown_timeout = shutdown_timeout
-        shared = len(handlers) > 1
-        self._lanes: list[Lane] = [
-            make_lane(h, queue.maxsize, queue.overflow, shared) for h in handlers
-        ]
         # Overridden hooks run inside each record's context (see _dispatch).
         cls = type(self)
         self._hooked = cls.handle is not QueueListener.handle or (
             cls.prepare is not QueueListener.prepare
         )
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
-        self._deadline: float | None = None
-        self._stop_mark = 0
-        self._recursion_dropped = 0
-        self._recursion_quiet = 0  # dropped while handling a summary: not announced
-        self._drops_reported = 0
-        self._recursion_reported = 0
+        self._start_afresh()
         self._bind()
         _lifecycle.track(self)
         # Records logged before this listener existed are delivered now.
@@ -292,6 +286,20 @@ class QueueListener:
                 lane.put(record, _copy_context())
 
     # ------------------------------------------------------------- internals
+
+    def _start_afresh(self) -> None:
+        """Set the lanes, the run's state and the counters to those of a new listener."""
+        q = self.queue
+        shared = len(self.handlers) > 1
+        self._lanes = [make_lane(h, q.maxsize, q.overflow, shared) for h in self.handlers]
+        self._task = None
+        self._stopping = False
+        self._deadline = None
+        self._stop_mark = 0
+        self._recursion_dropped = 0
+        self._recursion_quiet = 0  # dropped while handling a summary: not announced
+        self._drops_reported = 0
+        self._recursion_reported = 0
 
     def _bind(self) -> None:
         self.queue._bind(self, self._dispatch_idle, self._on_consumer_lost)
@@ -610,15 +618,7 @@ class QueueListener:
         their records are the parent's); the listener is stopped, delivers in
         the caller like one never started, and can be started on a new loop.
         """
-        self._task = None
-        self._stopping = False
-        self._deadline = None
-        self._stop_mark = 0
-        self._recursion_dropped = self._recursion_quiet = 0
-        self._drops_reported = self._recursion_reported = 0
-        q = self.queue
-        shared = len(self.handlers) > 1
-        self._lanes = [make_lane(h, q.maxsize, q.overflow, shared) for h in self.handlers]
+        self._start_afresh()
 
     def _at_exit(self) -> None:
         """Deliver what an unfinished run left behind, as the interpreter exits."""
