@@ -28,6 +28,16 @@ class AsyncHandler(logging.Handler):
       handler holds on the loop (a client session). A listener may be started
       again later: reopen such resources lazily.
 
+    Args:
+        level: The handler's level, as for any ``logging.Handler``.
+        timeout: At most this many seconds for each ``aemit`` (or
+            ``aemit_batch``) call, and for ``aclose``; ``None`` (the default)
+            waits as long as it takes. A call that runs out of time is
+            cancelled, its records count as errors and ``handleError`` gets a
+            ``TimeoutError``; the next records are delivered as usual. Set it
+            for handlers whose peer can hang (a network server), so that one
+            stuck call cannot hold back every later record.
+
     An ``AsyncHandler`` attached directly to a logger cannot await anything:
     each record it is given reports a ``RuntimeError`` through ``handleError``
     that says how to serve it instead. It never creates a coroutine that
@@ -43,6 +53,20 @@ class AsyncHandler(logging.Handler):
 
     Added in version 0.1.0.
     """
+
+    #: Seconds allowed per ``aemit``/``aemit_batch``/``aclose`` call, or ``None``.
+    timeout: float | None = None
+
+    def __init__(self, level: int = logging.NOTSET, *, timeout: float | None = None) -> None:
+        super().__init__(level)
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+        ):
+            raise ValueError(
+                f"{type(self).__qualname__} timeout must be a positive number of seconds "
+                f"or None, got {timeout!r}"
+            )
+        self.timeout = timeout
 
     async def aemit(self, record: logging.LogRecord) -> None:
         """Handle one record: format it and send it wherever it goes."""

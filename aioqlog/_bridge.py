@@ -370,13 +370,18 @@ class LogQueue:
             else:
                 return
 
-    def _abandon_attach(self) -> None:
-        """Detach a consumer that was cancelled before it got the delivery right."""
+    def _abandon_attach(self, *, drain: bool = True) -> None:
+        """Detach a consumer that was cancelled before it got the delivery right.
+
+        With *drain*, deliver what is queued in this thread; otherwise the
+        caller arranges it (``_drain_in_caller`` from a thread of its own).
+        """
         with self._lock:
             self._attached = False
             self._nonblocking = frozenset()
             self._room.notify_all()
-        self._drain_in_caller()
+        if drain:
+            self._drain_in_caller()
 
     async def _wait(self) -> None:
         """Sleep until a record arrives or ``_kick`` is called."""
@@ -409,7 +414,10 @@ class LogQueue:
         finally:
             if tick is not None:
                 tick.cancel()
-            if not waiter.done():  # cancelled while parked: withdraw the token
+            # Cancelled while parked (the task cancels the waiter it awaits):
+            # withdraw the token, or the next producer would "wake" a dead
+            # waiter instead of delivering its record.
+            if not waiter.done() or waiter.cancelled():
                 try:
                     self._parked.pop()
                 except IndexError:

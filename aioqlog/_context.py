@@ -13,7 +13,15 @@ import sys
 from collections.abc import Coroutine, Generator
 from typing import Any, TypeVar
 
-__all__ = ["DEPTH", "MAX_DEPTH", "SUMMARY_DEPTH", "resolve", "run_in_context", "uncancel"]
+__all__ = [
+    "DEPTH",
+    "MAX_DEPTH",
+    "SUMMARY_DEPTH",
+    "bounded",
+    "resolve",
+    "run_in_context",
+    "uncancel",
+]
 
 _T = TypeVar("_T")
 
@@ -78,6 +86,23 @@ async def run_in_context(ctx: contextvars.Context, coro: Coroutine[Any, Any, _T]
         # Closing a finished coroutine is a no-op; closing one we abandon
         # (because we were closed ourselves) runs its finally blocks.
         coro.close()
+
+
+async def bounded(coro: Coroutine[Any, Any, _T], timeout: float | None, what: str) -> _T:
+    """Await *coro*, cancelling it after *timeout* seconds (``None``: no bound).
+
+    Raises:
+        TimeoutError: naming *what* and the bound, when time ran out.
+    """
+    if timeout is None:
+        return await coro
+    try:
+        if sys.version_info >= (3, 11):
+            async with asyncio.timeout(timeout):
+                return await coro
+        return await asyncio.wait_for(coro, timeout)
+    except asyncio.TimeoutError:  # the builtin TimeoutError from 3.11 on
+        raise TimeoutError(f"{what} did not finish within timeout={timeout}s") from None
 
 
 def resolve(waiter: asyncio.Future[None]) -> None:

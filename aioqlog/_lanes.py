@@ -38,7 +38,7 @@ from typing import Final, Literal
 
 from ._async_handler import AsyncHandler, overrides_batch
 from ._bridge import Entry, Overflow
-from ._context import DEPTH, SUMMARY_DEPTH, resolve, run_in_context, uncancel
+from ._context import DEPTH, SUMMARY_DEPTH, bounded, resolve, run_in_context, uncancel
 from ._handler import _copy
 
 __all__ = ["IDLE", "RUNNING", "STUCK", "Lane", "TaskLane", "ThreadLane", "make_lane"]
@@ -453,15 +453,23 @@ class TaskLane(Lane):
             if passed:
                 if isinstance(passed, logging.LogRecord):
                     record = passed
-                await run_in_context(ctx, handler.aemit(record))
-        except Exception:  # noqa: BLE001
+                timeout = handler.timeout
+                if timeout is None:
+                    await run_in_context(ctx, handler.aemit(record))
+                else:
+                    await bounded(run_in_context(ctx, handler.aemit(record)), timeout, "aemit()")
+        except asyncio.CancelledError:
+            if _cancel_requested():
+                if not self._redeliver([entry]):
+                    self.errors += 1
+                    self.done_count += 1
+                raise
+            # The handler cancelled itself: its error, not a stop.
             self.errors += 1
             _report(handler, record)
-        except asyncio.CancelledError:
-            if not self._redeliver([entry]):
-                self.errors += 1
-                self.done_count += 1
-            raise
+        except BaseException:  # noqa: BLE001 - KeyboardInterrupt/SystemExit too: the lane lives on
+            self.errors += 1
+            _report(handler, record)
         else:
             self.handled += 1
         self._redelivered.discard(id(entry))
@@ -499,15 +507,24 @@ class TaskLane(Lane):
         if not records:
             return
         try:
-            await run_in_context(ctx, handler.aemit_batch(records))
-        except Exception:  # noqa: BLE001
+            timeout = handler.timeout
+            if timeout is None:
+                await run_in_context(ctx, handler.aemit_batch(records))
+            else:
+                await bounded(
+                    run_in_context(ctx, handler.aemit_batch(records)), timeout, "aemit_batch()"
+                )
+        except asyncio.CancelledError:
+            if _cancel_requested():
+                if not self._redeliver(passed_entries):
+                    self.errors += len(records)
+                    self.done_count += len(records)
+                raise
             self.errors += len(records)
             _report(handler, records[0])
-        except asyncio.CancelledError:
-            if not self._redeliver(passed_entries):
-                self.errors += len(records)
-                self.done_count += len(records)
-            raise
+        except BaseException:  # noqa: BLE001 - KeyboardInterrupt/SystemExit too: the lane lives on
+            self.errors += len(records)
+            _report(handler, records[0])
         else:
             self.handled += len(records)
         self.done_count += len(records)
@@ -521,7 +538,7 @@ class TaskLane(Lane):
         at least once, rather than lost. Not when the listener aborts the lane
         (out of time), nor for a handler that raised CancelledError by itself.
         """
-        if self._abort or not _cancel_requested():
+        if self._abort:
             return False
         if any(id(entry) in self._redelivered for entry in entries):
             return False
@@ -532,7 +549,10 @@ class TaskLane(Lane):
 
 
 def _cancel_requested() -> bool:
-    """Return whether the current task is being cancelled from outside."""
+    """Return whether the current task is being cancelled from outside.
+
+    A ``CancelledError`` that nobody requested was raised by the handler itself.
+    """
     if sys.version_info >= (3, 11):
         task = asyncio.current_task()
         return task is not None and task.cancelling() > 0

@@ -19,6 +19,7 @@ held, and it can start listeners of its own.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import sys
 import weakref
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from ._bridge import LogQueue
     from ._listener import QueueListener
 
-__all__ = ["track", "track_queue", "write_stderr"]
+__all__ = ["skip_at_shutdown", "track", "track_queue", "write_stderr"]
 
 _listeners: weakref.WeakSet[QueueListener] = weakref.WeakSet()
 _queues: weakref.WeakSet[LogQueue] = weakref.WeakSet()
@@ -64,6 +65,21 @@ def _after_fork_in_child() -> None:
         queue._after_fork_in_child()
     for listener in list(_listeners):
         listener._after_fork_in_child()
+
+
+def skip_at_shutdown(handler: logging.Handler) -> None:
+    """Keep ``logging.shutdown`` (at exit) away from a handler stuck in ``emit``.
+
+    ``logging.shutdown`` takes each handler's lock to flush and close it; a
+    worker thread stuck inside ``emit`` holds that lock forever, so exit would
+    hang. The handler is taken off the list that ``logging.shutdown`` walks.
+    """
+    handlers = getattr(logging, "_handlerList", None)
+    lock = getattr(logging, "_lock", None)
+    if not isinstance(handlers, list) or lock is None:
+        return  # another logging implementation: nothing to take it off
+    with lock:
+        handlers[:] = [ref for ref in handlers if ref() is not handler]
 
 
 def write_stderr(message: str) -> None:

@@ -22,7 +22,7 @@ from types import TracebackType
 
 from . import _lifecycle
 from ._bridge import BATCH_LIMIT, Entry, LogQueue
-from ._context import DEPTH, MAX_DEPTH, SUMMARY_DEPTH, resolve, uncancel
+from ._context import DEPTH, MAX_DEPTH, SUMMARY_DEPTH, bounded, resolve, uncancel
 from ._lanes import IDLE, RUNNING, Lane, TaskLane, ThreadLane, make_lane
 from ._lifecycle import write_stderr as _stderr
 from ._stats import HandlerStats, ListenerStats
@@ -182,7 +182,10 @@ class QueueListener:
         self._stopping = False
         self._deadline = None
         self.queue._attach()
-        self._task = loop.create_task(self._run(), name="aioqlog-listener")
+        self._began = False
+        task = loop.create_task(self._run(), name="aioqlog-listener")
+        task.add_done_callback(self._on_task_done)
+        self._task = task
 
     async def stop(self, timeout: float | None = None) -> ListenerStats:
         """Deliver every record logged before this call, then stop.
@@ -298,6 +301,8 @@ class QueueListener:
         self._stop_mark = 0
         self._recursion_dropped = 0
         self._recursion_quiet = 0  # dropped while handling a summary: not announced
+        self._began = False
+        self._drainer: threading.Thread | None = None
         self._drops_reported = 0
         self._recursion_reported = 0
 
@@ -421,6 +426,7 @@ class QueueListener:
 
     async def _run(self) -> None:
         """The listener's task: serve, then wind down, however it ends."""
+        self._began = True
         q = self.queue
         loop = asyncio.get_running_loop()
         try:
@@ -457,6 +463,24 @@ class QueueListener:
         await self._wind_down()
         if cancelled:
             raise asyncio.CancelledError
+
+    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        """Hand the queue back if the task was cancelled before its first step.
+
+        A task cancelled that early never runs ``_run`` (not even its
+        ``finally``), so the queue would stay attached to nobody. Records go
+        back to in-caller delivery, and what is queued is delivered from a
+        helper thread (never on the loop), joined at interpreter exit.
+        """
+        if self._began or task is not self._task:
+            return
+        q = self.queue
+        q._abandon_attach(drain=False)
+        if q.qsize():
+            self._drainer = threading.Thread(
+                target=q._drain_in_caller, name="aioqlog-drain", daemon=True
+            )
+            self._drainer.start()
 
     async def _serve(self) -> None:
         """Move records into the lanes until stopped and every lane has settled."""
@@ -529,8 +553,12 @@ class QueueListener:
 
     async def _aclose(self, lane: TaskLane) -> None:
         handler = lane.handler
+        left = self._time_left()
+        bound = handler.timeout
+        if left is not None and (bound is None or left < bound):
+            bound = left
         try:
-            await asyncio.wait_for(handler.aclose(), self._time_left())
+            await bounded(handler.aclose(), bound, "aclose()")
         except Exception as exc:  # noqa: BLE001
             _stderr(f"{lane.stats_name()}.aclose() raised {exc!r}")
 
@@ -622,6 +650,9 @@ class QueueListener:
 
     def _at_exit(self) -> None:
         """Deliver what an unfinished run left behind, as the interpreter exits."""
+        drainer = self._drainer
+        if drainer is not None:
+            drainer.join(self.shutdown_timeout)
         task = self._task
         if task is not None and not task.done():
             if task.get_loop().is_running():
@@ -635,6 +666,13 @@ class QueueListener:
                 if thread is not None and thread.is_alive():
                     lane.stop_serving()
                     thread.join(self.shutdown_timeout)
+                    if thread.is_alive():
+                        _stderr(
+                            f"{lane.stats_name()} is still handling a record after "
+                            f"shutdown_timeout={self.shutdown_timeout}s; exiting without "
+                            f"flushing or closing it ({lane.pending} records undelivered)"
+                        )
+                        _lifecycle.skip_at_shutdown(lane.handler)
             elif lane.buffer:
                 _stderr(
                     f"{len(lane.buffer)} records for {lane.stats_name()} were never "

@@ -117,8 +117,8 @@ def run(coro: Coroutine[Any, Any, T], loop_factory: Callable[[], asyncio.Abstrac
         loop.close()
 
 
-async def in_thread(fn: Callable[[], T]) -> T:
-    """Run *fn* in a new thread (not an executor) and await its result."""
+async def in_thread(fn: Callable[[], T], timeout: float = STALL) -> T:
+    """Run *fn* in a new thread (not an executor) and await its result (at most *timeout* s)."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[T] = loop.create_future()
 
@@ -131,7 +131,7 @@ async def in_thread(fn: Callable[[], T]) -> T:
             loop.call_soon_threadsafe(done.set_result, result)
 
     threading.Thread(target=target, name="producer").start()
-    return await asyncio.wait_for(done, STALL)
+    return await asyncio.wait_for(done, timeout)
 
 
 async def bounded(awaitable: Awaitable[T]) -> T:

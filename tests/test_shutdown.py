@@ -109,6 +109,30 @@ def test_asyncio_run_ending_without_stop_delivers_the_queue(
     assert not listener.running
 
 
+def test_the_first_record_after_an_implicit_stop_is_delivered_in_the_caller(
+    loop_factory: LoopFactory, logger: logging.Logger
+) -> None:
+    """asyncio.run cancels the listener while it waits for records: the next one still goes out.
+
+    The cancellation reaches the listener parked on the queue; the queue must
+    forget that park, or the next record would only "wake" the dead listener.
+    """
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    handler = Recorder()
+    listener = aioqlog.QueueListener(q, handler)
+
+    async def main() -> None:
+        listener.start()
+        logger.info("in the loop")
+        await handler.arrived(1)  # the listener has delivered it and waits for more
+
+    run(main(), loop_factory)
+    logger.info("after the loop")
+    assert handler.messages() == ["in the loop", "after the loop"]
+    assert q.qsize() == 0
+
+
 def test_shutdown_timeout_bounds_an_implicit_stop(
     loop_factory: LoopFactory, logger: logging.Logger
 ) -> None:
