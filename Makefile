@@ -14,7 +14,8 @@ help:
 	@echo "make demo      - show the loop lag a slow handler causes, directly and behind aioqlog"
 	@echo "make test-all  - run the suite on Python $(PY_VERSIONS)"
 	@echo "make stress    - run the whole suite 20 times in a row (stops at the first failure)"
-	@echo "make soak      - one million records through start/stop cycles: no leaked threads, fds or memory"
+	@echo "make soak      - one million records through start/stop cycles (no leaked threads, fds or"
+	@echo "                 memory), and 500 random lifecycle sequences against the invariants"
 	@echo "make docs      - build the documentation (mkdocs build --strict)"
 	@echo "make bench     - run the benchmarks beside the peers (about 10 min; QUICK=1: a smoke run)"
 	@echo "make bench-report - run them, then regenerate docs/benchmarks.md, its plots and the README table"
@@ -52,7 +53,8 @@ stress: $(BIN)/.installed-test
 	done
 
 soak: $(BIN)/.installed-test
-	AIOQLOG_SOAK_RECORDS=1000000 $(BIN)/pytest -q tests/test_leaks.py
+	AIOQLOG_SOAK_RECORDS=1000000 AIOQLOG_STATEFUL_EXAMPLES=500 \
+	  $(BIN)/pytest -q tests/test_leaks.py tests/test_stateful.py
 
 demo:
 	PYTHONPATH=. $(PYTHON) examples/slow_handler_demo.py

@@ -530,16 +530,21 @@ class TaskLane(Lane):
         self.done_count += len(records)
 
     def _redeliver(self, entries: list[Entry]) -> bool:
-        """Put *entries* back in front after a cancellation from outside; once only.
+        """Put *entries* back in front after a cancellation; return whether it did.
 
         ``asyncio.run`` ending cancels every task, so an ``aemit`` in flight is
         interrupted however the lane is built. The handler sees the
         cancellation, then gets the same records again while the lane drains:
-        at least once, rather than lost. Not when the listener aborts the lane
-        (out of time), nor for a handler that raised CancelledError by itself.
+        at least once, rather than lost (once only: a second cancellation from
+        outside means "now"). When the listener aborts the lane because
+        ``stop()`` ran out of time, the records stay in front of the buffer,
+        reported as pending, for the next start. (A handler that raised
+        CancelledError by itself does not get here: that is its error.)
         """
         if self._abort:
-            return False
+            for entry in reversed(entries):
+                self.buffer.appendleft(entry)
+            return True
         if any(id(entry) in self._redelivered for entry in entries):
             return False
         for entry in reversed(entries):

@@ -88,6 +88,39 @@ async def test_stop_with_a_timeout_returns_and_reports(logger: logging.Logger) -
     assert hung.messages() == [f"before {i}" for i in range(5)] + ["later"]
 
 
+@pytest.mark.asyncio
+async def test_an_async_call_cut_off_by_stop_keeps_its_records(logger: logging.Logger) -> None:
+    """stop(timeout) cancels an aemit in flight: its record stays for the next start."""
+
+    class Stalled(AsyncRecorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.entered = asyncio.Event()
+            self.proceed = asyncio.Event()
+
+        async def aemit(self, record: logging.LogRecord) -> None:
+            self.entered.set()
+            await self.proceed.wait()
+            await super().aemit(record)
+
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    handler = Stalled()
+    listener = aioqlog.QueueListener(q, handler)
+    listener.start()
+    _produce(logger, "r", 3)
+    await bounded(handler.entered.wait())
+    with contextlib.redirect_stderr(io.StringIO()):
+        stats = await bounded(listener.stop(timeout=0.05))
+    assert (stats.handlers[0].pending, stats.handlers[0].errors) == (3, 0)
+    handler.proceed.set()
+    async with listener:
+        pass
+    assert handler.messages() == ["r 0", "r 1", "r 2"]
+    stats = listener.stats
+    assert (stats.handlers[0].handled, stats.handlers[0].errors) == (3, 0)
+
+
 def test_asyncio_run_ending_without_stop_delivers_the_queue(
     loop_factory: LoopFactory, logger: logging.Logger
 ) -> None:
