@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import caller_cost, drain, loop_lag, memory, threads, throughput
+from benchmarks import caller_cost, drain, http_shipping, loop_lag, memory, threads, throughput
 from benchmarks._harness import FAILURES, LOOPS, Table, describe_machine, run_on
 from benchmarks.targets import check_targets
 
@@ -37,6 +37,7 @@ class Sizes:
     bursts: tuple[int, ...]
     maxsize: int
     drain_records: int
+    http_records: int
 
 
 FULL = Sizes(
@@ -50,6 +51,7 @@ FULL = Sizes(
     bursts=(20_000, 100_000, 400_000),
     maxsize=10_000,
     drain_records=100_000,
+    http_records=5_000,
 )
 QUICK = Sizes(
     rounds=2,
@@ -62,9 +64,10 @@ QUICK = Sizes(
     bursts=(2_000, 8_000),
     maxsize=500,
     drain_records=1_000,
+    http_records=200,
 )
 
-SCENARIOS = ("caller_cost", "throughput", "threads", "loop_lag", "memory", "drain")
+SCENARIOS = ("caller_cost", "throughput", "threads", "loop_lag", "memory", "drain", "http")
 
 
 def run_scenario(name: str, loop: str, sizes: Sizes) -> list[Table]:
@@ -80,6 +83,10 @@ def run_scenario(name: str, loop: str, sizes: Sizes) -> list[Table]:
         return [run_on(loop, lambda: loop_lag.measure(loop, s.rounds, s.lag_seconds))]
     if name == "drain":
         return [run_on(loop, lambda: drain.measure(loop, s.rounds, s.drain_records))]
+    if name == "http":
+        return run_on(
+            loop, lambda: http_shipping.measure(loop, s.rounds, s.http_records, s.lag_seconds)
+        )
     if name == "memory":
         return [memory.measure(s.memory_rounds, s.bursts, s.maxsize)]
     raise ValueError(f"unknown scenario {name!r}; expected one of {', '.join(SCENARIOS)}")

@@ -59,6 +59,17 @@ SECTIONS = {
         "Peak RSS growth while 4 threads log a burst into a stalled handler, in a fresh "
         "process per run.",
     ),
+    "http": (
+        "Shipping over HTTP",
+        "Records sent to a log collector (aiohttp, in another process on 127.0.0.1): the "
+        "stdlib's `HTTPHandler` makes a request per record, behind the stdlib's "
+        "`QueueListener` thread or in an aioqlog lane; `AsyncHTTPHandler` sends batches of "
+        "up to 500 records from the loop.",
+    ),
+    "http_lag": (
+        "",
+        "The loop's lag while each of them ships the same steady 400 records/s.",
+    ),
     "drain": (
         "Drain at shutdown",
         "How long `stop()` takes to write a backlog of queued records to a `FileHandler`. "
@@ -279,6 +290,8 @@ def render(data: dict[str, Any], docs: Path, readme: Path | None) -> list[Path]:
             continue
         if heading:
             lines += [f"## {heading}", "", intro, ""]
+        elif intro:
+            lines += [intro, ""]
         lines.append(scenario_tables(by_scenario[scenario]))
         for title, p in plots:
             if p.stem.removeprefix("bench-").replace("-", "_") == scenario:

@@ -29,6 +29,23 @@ def test_all_is_pinned() -> None:
         assert getattr(aioqlog, name).__module__.startswith("aioqlog.")
 
 
+def test_the_handlers_module_is_pinned() -> None:
+    """aioqlog.handlers' public names are decisions too; each is an AsyncHandler."""
+    import aioqlog.handlers
+
+    assert aioqlog.handlers.__all__ == ["AsyncHTTPHandler"]
+    for name in aioqlog.handlers.__all__:
+        assert issubclass(getattr(aioqlog.handlers, name), aioqlog.AsyncHandler)
+
+
+def test_async_handlers_take_a_timeout() -> None:
+    """AsyncHandler(level, *, timeout=None): the per-call bound is keyword-only."""
+    params = inspect.signature(aioqlog.AsyncHandler).parameters
+    assert list(params) == ["level", "timeout"]
+    assert params["timeout"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert params["timeout"].default is None
+
+
 def test_queue_handler_is_a_stdlib_queue_handler() -> None:
     """Users migrate by changing an import: isinstance checks keep working."""
     assert issubclass(aioqlog.QueueHandler, logging.handlers.QueueHandler)

@@ -77,7 +77,15 @@ def test_the_quick_run_measures_every_scenario_on_both_loops(quick_run: dict[str
     """Each scenario has a table per loop (memory: one), every peer measured, none failed."""
     assert quick_run["failures"] == {}
     seen = {(t["scenario"], t["loop"]) for t in quick_run["tables"]}
-    for scenario in ("caller_cost", "throughput", "threads_1", "threads_4", "threads_16"):
+    for scenario in (
+        "caller_cost",
+        "throughput",
+        "threads_1",
+        "threads_4",
+        "threads_16",
+        "http",
+        "http_lag",
+    ):
         assert {(scenario, "asyncio"), (scenario, "uvloop")} <= seen
     assert {("loop_lag", "asyncio"), ("drain", "uvloop"), ("memory", "asyncio")} <= seen
     caller = _tables(quick_run, "caller_cost")[0]
@@ -99,11 +107,16 @@ def test_the_quick_run_measures_every_scenario_on_both_loops(quick_run: dict[str
 
 
 def test_aioqlog_writes_every_record_in_every_scenario(quick_run: dict[str, Any]) -> None:
-    """Throughput, threads and drain runs wrote every line; bursts account for every record."""
+    """Every run wrote or shipped every record; bursts account for every record."""
     for scenario in ("throughput", "threads_1", "threads_4", "threads_16", "drain"):
         for table in _tables(quick_run, scenario):
             records = table["extra"]["records"]
             assert table["extra"]["lines_written"]["aioqlog"] == [records] * 2, table
+    for scenario in ("http", "http_lag"):
+        for table in _tables(quick_run, scenario):
+            records = table["extra"]["records"]
+            for name, received in table["extra"]["received"].items():
+                assert received == [records] * 2, (scenario, name, received)
     (memory,) = _tables(quick_run, "memory")
     for name, row in memory["extra"]["accounting"].items():
         assert row["lossless"], (name, row)

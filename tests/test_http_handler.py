@@ -1,0 +1,398 @@
+"""AsyncHTTPHandler against a real aiohttp server on 127.0.0.1.
+
+The server can be told to answer 500, to reject, to stall, to answer garbage,
+to stop (connections refused) and to start again on the same port; it keeps
+every request it accepted, decoded line by line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from support import bounded
+
+import aioqlog
+from aioqlog.handlers import AsyncHTTPHandler
+
+
+class Server:
+    """A log collector: keeps each accepted request's lines; misbehaves on demand."""
+
+    def __init__(self) -> None:
+        self.requests: list[list[dict[str, Any]]] = []
+        self.headers: list[dict[str, str]] = []
+        self.raw: list[bytes] = []
+        self.wire_sizes: list[int | None] = []
+        self.fail_next = 0  # answer 500 to this many requests
+        self.reject_next = 0  # answer 400 to this many requests
+        self.stall_next = 0  # never answer this many requests
+        self.received = asyncio.Condition()
+        self.port = _free_port()
+        self.runner: web.AppRunner | None = None
+        self.stalled = asyncio.Event()
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/ingest", self.ingest)
+        self.runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port, reuse_address=True).start()
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/ingest"
+
+    async def ingest(self, request: web.Request) -> web.Response:
+        if self.stall_next:
+            self.stall_next -= 1
+            self.stalled.set()
+            await asyncio.Event().wait()  # until the client gives up
+        if self.fail_next:
+            self.fail_next -= 1
+            return web.Response(status=500, text="database on fire")
+        if self.reject_next:
+            self.reject_next -= 1
+            return web.Response(status=400, text="bad request")
+        body = await request.read()
+        self.raw.append(body)  # aiohttp has undone any Content-Encoding
+        self.wire_sizes.append(request.content_length)
+        lines = [json.loads(line) for line in body.decode().splitlines() if line]
+        async with self.received:
+            self.headers.append(dict(request.headers))
+            self.requests.append(lines)
+            self.received.notify_all()
+        return web.Response(text="ok")
+
+    def lines(self) -> list[dict[str, Any]]:
+        return [line for request in self.requests for line in request]
+
+    def messages(self) -> list[str]:
+        return [line["message"] for line in self.lines() if line["logger"] != "aioqlog"]
+
+    async def wait_for_lines(self, count: int) -> None:
+        async with self.received:
+            await bounded(self.received.wait_for(lambda: len(self.lines()) >= count))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest_asyncio.fixture
+async def server() -> AsyncIterator[Server]:
+    collector = Server()
+    await collector.start()
+    yield collector
+    await collector.stop()
+
+
+class Reported(AsyncHTTPHandler):
+    """Keeps what handleError is given instead of printing it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reported: list[str] = []
+        self.news = asyncio.Event()
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.reported.append(record.getMessage())
+        self.news.set()
+
+    async def until(self, predicate: Callable[[], bool]) -> None:
+        """Wait (bounded) until *predicate* holds, re-checked at each report."""
+
+        async def wait() -> None:
+            while not predicate():
+                self.news.clear()
+                await self.news.wait()
+
+        await bounded(wait())
+
+
+FAST_RETRY = {"backoff": 0.02, "backoff_max": 0.1, "request_timeout": 2.0}
+
+
+def _serve(logger: logging.Logger, handler: AsyncHTTPHandler) -> aioqlog.QueueListener:
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    return aioqlog.QueueListener(q, handler)
+
+
+@pytest.mark.asyncio
+async def test_records_go_in_batches_by_count(server: Server, logger: logging.Logger) -> None:
+    """batch_size caps each request; stop() sends the remainder; order is kept."""
+    handler = Reported(server.url, batch_size=10, batch_age=60)
+    async with _serve(logger, handler):
+        for i in range(25):
+            logger.info("record %d", i)
+        await server.wait_for_lines(20)
+    assert [len(r) for r in server.requests] == [10, 10, 5]
+    assert server.messages() == [f"record {i}" for i in range(25)]
+    assert (handler.sent, handler.dropped, handler.reported) == (25, 0, [])
+    first = server.lines()[0]
+    assert set(first) == {"time", "level", "logger", "message"}
+    assert (first["level"], first["logger"]) == ("INFO", logger.name)
+
+
+@pytest.mark.asyncio
+async def test_a_partial_batch_goes_once_it_is_old_enough(
+    server: Server, logger: logging.Logger
+) -> None:
+    """batch_age sends a batch that will not fill up, without waiting for stop()."""
+    handler = Reported(server.url, batch_size=1000, batch_age=0.05)
+    async with _serve(logger, handler):
+        for i in range(3):
+            logger.info("record %d", i)
+        await server.wait_for_lines(3)
+        assert server.messages() == ["record 0", "record 1", "record 2"]
+
+
+@pytest.mark.asyncio
+async def test_gzip_headers_and_basic_auth(server: Server, logger: logging.Logger) -> None:
+    """Bodies are gzip-compressed, and custom headers and basic auth are sent."""
+    handler = Reported(
+        server.url, gzip=True, headers={"X-Tenant": "shop"}, auth=("ops", "s3cret"), batch_age=60
+    )
+    async with _serve(logger, handler):
+        for _ in range(50):
+            logger.info("compressed")
+    assert server.messages() == ["compressed"] * 50
+    # What crossed the wire is gzip, far smaller than the body it decompressed to.
+    (wire_size,) = server.wire_sizes
+    assert wire_size is not None
+    assert wire_size < len(server.raw[0]) / 5
+    headers = server.headers[0]
+    assert headers["Content-Encoding"] == "gzip"
+    assert headers["X-Tenant"] == "shop"
+    assert headers["Authorization"] == "Basic b3BzOnMzY3JldA=="
+    assert headers["Content-Type"] == "application/x-ndjson"
+
+
+@pytest.mark.asyncio
+async def test_server_errors_are_retried_and_nothing_is_lost(
+    server: Server, logger: logging.Logger
+) -> None:
+    """Two 500s, then success: every record arrives once, the outage is reported once."""
+    server.fail_next = 2
+    handler = Reported(server.url, batch_age=60, **FAST_RETRY)
+    async with _serve(logger, handler):
+        for i in range(5):
+            logger.info("record %d", i)
+    assert server.messages() == [f"record {i}" for i in range(5)]
+    assert handler.retries == 2
+    assert handler.reported == [f"{handler!r}: a batch of 5 records could not be sent; retrying"]
+    assert (handler.sent, handler.dropped) == (5, 0)
+
+
+@pytest.mark.asyncio
+async def test_a_stalled_server_is_timed_out_and_retried(
+    server: Server, logger: logging.Logger
+) -> None:
+    """A request that never gets an answer is cut off by request_timeout and retried."""
+    server.stall_next = 1
+    handler = Reported(server.url, batch_age=60, backoff=0.02, request_timeout=0.2)
+    async with _serve(logger, handler):
+        logger.info("patient")
+    assert server.stalled.is_set()
+    assert server.messages() == ["patient"]
+    assert handler.retries == 1
+
+
+@pytest.mark.asyncio
+async def test_nothing_is_lost_across_a_server_restart(
+    server: Server, logger: logging.Logger
+) -> None:
+    """The collector goes away (connections refused) and comes back: every record arrives."""
+    handler = Reported(server.url, batch_size=5, batch_age=0.02, **FAST_RETRY)
+    async with _serve(logger, handler):
+        logger.info("before 0")
+        await server.wait_for_lines(1)
+        await server.stop()
+        for i in range(1, 12):
+            logger.info("before %d", i)
+        # Refused while it is down: wait for the report of the outage.
+        await handler.until(lambda: bool(handler.reported))
+        await server.start()
+        await server.wait_for_lines(12)
+    assert server.messages() == [f"before {i}" for i in range(12)]
+    assert handler.dropped == 0
+    assert handler.retries >= 1
+
+
+@pytest.mark.asyncio
+async def test_an_outage_longer_than_the_budget_drops_counts_and_reports(
+    server: Server, logger: logging.Logger
+) -> None:
+    """Past retry_budget the waiting records are dropped; the next batch says how many."""
+    await server.stop()
+    handler = Reported(server.url, batch_age=0.02, retry_budget=0.2, **FAST_RETRY)
+    async with _serve(logger, handler):
+        for i in range(4):
+            logger.info("lost %d", i)
+        await handler.until(lambda: handler.dropped >= 4)
+        await server.start()
+        logger.info("after")
+        await server.wait_for_lines(2)
+    lines = server.lines()
+    assert lines[0]["logger"] == "aioqlog"
+    assert lines[0]["message"].startswith(f"aioqlog dropped 4 records for {server.url}")
+    assert server.messages() == ["after"]
+    assert handler.reported[-1] == f"{handler!r}: a batch of 4 records were dropped: " + (
+        "retry_budget ran out"
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_rejected_batch_is_dropped_and_reported(
+    server: Server, logger: logging.Logger
+) -> None:
+    """A 400 is not retried: the batch is dropped, counted and reported; the rest flows."""
+    server.reject_next = 1
+    handler = Reported(server.url, batch_size=2, batch_age=60, **FAST_RETRY)
+    async with _serve(logger, handler):
+        for i in range(4):
+            logger.info("record %d", i)
+    assert server.messages() == ["record 2", "record 3"]
+    assert (handler.dropped, handler.retries) == (2, 0)
+    assert handler.reported == [f"{handler!r}: a batch of 2 records were rejected"]
+    assert server.lines()[0]["message"].startswith("aioqlog dropped 2 records")
+
+
+@pytest.mark.asyncio
+async def test_a_full_buffer_drops_new_records_and_counts_them(
+    server: Server, logger: logging.Logger
+) -> None:
+    """While the server stalls, the buffer holds buffer_size records; the rest are counted."""
+    server.stall_next = 1
+    handler = Reported(
+        server.url, batch_size=5, buffer_size=5, batch_age=60, backoff=0.02, request_timeout=0.5
+    )
+    async with _serve(logger, handler):
+        for i in range(5):
+            logger.info("kept %d", i)
+        await bounded(server.stalled.wait())
+        for i in range(3):
+            logger.info("dropped %d", i)
+    assert server.messages() == [f"kept {i}" for i in range(5)]
+    assert handler.dropped == 3
+
+
+@pytest.mark.asyncio
+async def test_a_record_that_fails_to_encode_is_reported_alone(
+    server: Server, logger: logging.Logger
+) -> None:
+    """A mapping that raises for one record: handleError for it, the others are sent."""
+
+    def mapping(record: logging.LogRecord) -> dict[str, Any]:
+        if record.getMessage() == "poison":
+            raise ValueError("cannot map this one")
+        return {"logger": record.name, "message": record.getMessage()}
+
+    handler = Reported(server.url, mapping=mapping, batch_age=60)
+    async with _serve(logger, handler):
+        for message in ("a", "poison", "b"):
+            logger.info(message)
+    assert server.messages() == ["a", "b"]
+    assert handler.reported == ["poison"]
+
+
+@pytest.mark.asyncio
+async def test_a_ten_megabyte_record_arrives_whole(server: Server, logger: logging.Logger) -> None:
+    """A 10 MB message goes through intact, with the records around it."""
+    big = "x" * (10 * 1024 * 1024)
+    handler = Reported(server.url, batch_age=60)
+    async with _serve(logger, handler):
+        logger.info("before")
+        logger.info(big)
+        logger.info("after")
+    assert server.messages() == ["before", big, "after"]
+
+
+@pytest.mark.asyncio
+async def test_a_server_answering_garbage_is_an_outage(logger: logging.Logger) -> None:
+    """A peer that is not HTTP: reported, retried within the budget, then dropped; no crash."""
+
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\x00\xff garbage\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    peer = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = peer.sockets[0].getsockname()[1]
+    handler = Reported(
+        f"http://127.0.0.1:{port}/ingest", batch_age=60, retry_budget=0.2, **FAST_RETRY
+    )
+    try:
+        async with _serve(logger, handler):
+            logger.info("never accepted")
+    finally:
+        peer.close()
+        await peer.wait_closed()
+    assert handler.dropped == 1
+    assert handler.retries >= 1
+    assert handler.reported[0].endswith("could not be sent; retrying")
+
+
+@pytest.mark.asyncio
+async def test_loki_and_elasticsearch_bodies(server: Server, logger: logging.Logger) -> None:
+    """The presets shape the body as a Loki push and as an Elasticsearch bulk request."""
+    loki = Reported(server.url, body="loki", labels={"app": "shop"}, batch_age=60)
+    async with _serve(logger, loki):
+        logger.info("to loki")
+    push = json.loads(server.raw[-1])
+    (stream,) = push["streams"]
+    assert stream["stream"] == {"app": "shop"}
+    ((ns, line),) = stream["values"]
+    assert ns.isdigit()
+    assert json.loads(line)["message"] == "to loki"
+
+    elastic = Reported(server.url, body="elasticsearch", batch_age=60)
+    logger.handlers.clear()
+    async with _serve(logger, elastic):
+        logger.info("to elastic")
+    action, doc = server.raw[-1].decode().splitlines()
+    assert json.loads(action) == {"index": {}}
+    assert json.loads(doc)["message"] == "to elastic"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"url": "ftp://example"}, "url must be an http:// or https:// URL"),
+        ({"body": "xml"}, "body must be one of ndjson, loki, elasticsearch"),
+        ({"batch_size": 0}, "batch_size must be a positive integer"),
+        ({"batch_age": -1}, "batch_age must be a positive number"),
+        ({"buffer_size": 5, "batch_size": 10}, "buffer_size (5) must be at least batch_size"),
+        ({"retry_budget": True}, "retry_budget must be a positive number"),
+    ],
+)
+def test_bad_arguments_are_refused_with_the_fix(kwargs: dict[str, Any], message: str) -> None:
+    """Each bad argument raises ValueError naming it."""
+    arguments: dict[str, Any] = {"url": "http://127.0.0.1:9/ingest", **kwargs}
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        AsyncHTTPHandler(**arguments)
+
+
+def test_auth_and_mapping_types_are_checked() -> None:
+    """auth must be a (user, password) pair and mapping a callable."""
+    with pytest.raises(TypeError, match="auth must be a"):
+        AsyncHTTPHandler("http://127.0.0.1:9/", auth="ops:secret")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="mapping must be a callable"):
+        AsyncHTTPHandler("http://127.0.0.1:9/", mapping={"a": 1})  # type: ignore[arg-type]
