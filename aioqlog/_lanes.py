@@ -41,7 +41,16 @@ from ._bridge import Entry, Overflow
 from ._context import DEPTH, SUMMARY_DEPTH, bounded, resolve, run_in_context, uncancel
 from ._handler import _copy
 
-__all__ = ["IDLE", "RUNNING", "STUCK", "Lane", "TaskLane", "ThreadLane", "make_lane"]
+__all__ = [
+    "IDLE",
+    "RUNNING",
+    "STUCK",
+    "Lane",
+    "TaskLane",
+    "ThreadLane",
+    "make_lane",
+    "report_error",
+]
 
 State = Literal["idle", "running", "stuck"]
 IDLE: Final = "idle"
@@ -51,7 +60,7 @@ STUCK: Final = "stuck"
 _Watch = tuple[asyncio.AbstractEventLoop, int, "asyncio.Future[None]"]
 
 
-def _report(handler: logging.Handler, record: logging.LogRecord) -> None:
+def report_error(handler: logging.Handler, record: logging.LogRecord) -> None:
     """Pass the exception being handled to *handler*'s handleError; never raise."""
     try:
         handler.handleError(record)
@@ -281,7 +290,7 @@ class ThreadLane(Lane):
             ctx.run(self.handler.handle, record)
         except Exception:  # noqa: BLE001
             self.errors += 1
-            _report(self.handler, record)
+            report_error(self.handler, record)
         else:
             self.handled += 1
 
@@ -327,7 +336,7 @@ class ThreadLane(Lane):
                         ctx.run(handler.handle, record)
                     except BaseException:  # noqa: BLE001 - the lane must outlive any handler
                         self.errors += 1
-                        _report(handler, record)
+                        report_error(handler, record)
                     else:
                         self.handled += 1
                     self.done_count += 1
@@ -466,10 +475,10 @@ class TaskLane(Lane):
                 raise
             # The handler cancelled itself: its error, not a stop.
             self.errors += 1
-            _report(handler, record)
+            report_error(handler, record)
         except BaseException:  # noqa: BLE001 - KeyboardInterrupt/SystemExit too: the lane lives on
             self.errors += 1
-            _report(handler, record)
+            report_error(handler, record)
         else:
             self.handled += 1
         self._redelivered.discard(id(entry))
@@ -496,7 +505,7 @@ class TaskLane(Lane):
             except Exception:  # noqa: BLE001
                 self.errors += 1
                 self.done_count += 1
-                _report(handler, record)
+                report_error(handler, record)
                 continue
             if passed:
                 records.append(passed if isinstance(passed, logging.LogRecord) else record)
@@ -521,10 +530,10 @@ class TaskLane(Lane):
                     self.done_count += len(records)
                 raise
             self.errors += len(records)
-            _report(handler, records[0])
+            report_error(handler, records[0])
         except BaseException:  # noqa: BLE001 - KeyboardInterrupt/SystemExit too: the lane lives on
             self.errors += len(records)
-            _report(handler, records[0])
+            report_error(handler, records[0])
         else:
             self.handled += len(records)
         self.done_count += len(records)

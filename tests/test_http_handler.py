@@ -251,7 +251,7 @@ async def test_an_outage_longer_than_the_budget_drops_counts_and_reports(
         await server.wait_for_lines(2)
     lines = server.lines()
     assert lines[0]["logger"] == "aioqlog"
-    assert lines[0]["message"].startswith(f"aioqlog dropped 4 records for {server.url}")
+    assert lines[0]["message"].startswith(f"aioqlog dropped 4 records for <Reported {server.url}")
     assert server.messages() == ["after"]
     assert handler.reported[-1] == f"{handler!r}: a batch of 4 records were dropped: " + (
         "retry_budget ran out"
@@ -396,3 +396,29 @@ def test_auth_and_mapping_types_are_checked() -> None:
         AsyncHTTPHandler("http://127.0.0.1:9/", auth="ops:secret")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="mapping must be a callable"):
         AsyncHTTPHandler("http://127.0.0.1:9/", mapping={"a": 1})  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_stop_does_not_wait_out_the_retry_budget(
+    server: Server, logger: logging.Logger, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """With the collector down, stop() gives up after close_budget and keeps the records."""
+    await server.stop()
+
+    class QuickToClose(Reported):
+        close_budget = 0.3
+
+    handler = QuickToClose(server.url, batch_age=60, retry_budget=600, **FAST_RETRY)
+    listener = _serve(logger, handler)
+    listener.start()
+    for i in range(3):
+        logger.info("record %d", i)
+    await bounded(listener.stop())
+    assert handler.pending == 3
+    assert handler.dropped == 0
+    assert "3 records not sent yet; they are kept for the next start" in capfd.readouterr().err
+    # Back up and started again: they go out.
+    await server.start()
+    async with listener:
+        pass
+    assert server.messages() == [f"record {i}" for i in range(3)]
