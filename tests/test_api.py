@@ -33,7 +33,11 @@ def test_the_handlers_module_is_pinned() -> None:
     """aioqlog.handlers' public names are decisions too; each is an AsyncHandler."""
     import aioqlog.handlers
 
-    assert aioqlog.handlers.__all__ == ["AsyncHTTPHandler"]
+    assert aioqlog.handlers.__all__ == [
+        "AsyncHTTPHandler",
+        "AsyncSMTPHandler",
+        "AsyncSyslogHandler",
+    ]
     for name in aioqlog.handlers.__all__:
         assert issubclass(getattr(aioqlog.handlers, name), aioqlog.AsyncHandler)
 

@@ -5,8 +5,12 @@ on the loop. Their client libraries are optional extras, imported when a
 handler is created, so ``import aioqlog`` stays dependency-free:
 
 * ``AsyncHTTPHandler``: batches of records over HTTP(S) (``aioqlog[http]``).
+* ``AsyncSMTPHandler``: digest mails, so an error storm is one mail (``aioqlog[smtp]``).
+* ``AsyncSyslogHandler``: RFC 5424 over UDP, TCP or a unix socket (no extra).
 """
 
 from ._http import AsyncHTTPHandler as AsyncHTTPHandler
+from ._smtp import AsyncSMTPHandler as AsyncSMTPHandler
+from ._syslog import AsyncSyslogHandler as AsyncSyslogHandler
 
-__all__ = ["AsyncHTTPHandler"]
+__all__ = ["AsyncHTTPHandler", "AsyncSMTPHandler", "AsyncSyslogHandler"]

@@ -1,0 +1,274 @@
+"""AsyncSMTPHandler against a real aiosmtpd server on 127.0.0.1.
+
+The server (aiosmtpd's ``Controller``, in a thread of its own) keeps every
+mail it accepts, can be told to answer 451 (try later) or 554 (refused) to
+the next mails, to require a login, and can be stopped and started again.
+"""
+
+from __future__ import annotations
+
+import email
+import email.message
+import email.policy
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from support import STALL, bounded, in_thread
+
+import aioqlog
+from aioqlog.handlers import AsyncSMTPHandler
+
+
+class Mailbox:
+    """aiosmtpd's handler: keeps each accepted mail; misbehaves on demand."""
+
+    def __init__(self) -> None:
+        self.mails: list[email.message.EmailMessage] = []
+        self.envelopes: list[tuple[str, list[str]]] = []
+        self.answers: list[str] = []  # answers to the next DATA commands, then 250
+        self.changed = threading.Condition()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.answers:
+            return self.answers.pop(0)
+        mail = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        with self.changed:
+            self.mails.append(mail)
+            self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+            self.changed.notify_all()
+        return "250 OK"
+
+    def wait_for(self, count: int) -> bool:
+        with self.changed:
+            return self.changed.wait_for(lambda: len(self.mails) >= count, STALL)
+
+    def bodies(self) -> list[str]:
+        # As received over SMTP: CRLF line ends.
+        return [mail.get_content().replace("\r\n", "\n") for mail in self.mails]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Server:
+    """An aiosmtpd server that can be stopped and started on the same port."""
+
+    def __init__(self, login: tuple[str, str] | None = None) -> None:
+        self.mailbox = Mailbox()
+        self.port = _free_port()
+        self.login = login
+        self.controller: Controller | None = None
+
+    def _authenticate(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+    ) -> AuthResult:
+        ok = isinstance(data, LoginPassword) and (
+            (data.login.decode(), data.password.decode()) == self.login
+        )
+        return AuthResult(success=ok)
+
+    def start(self) -> None:
+        kwargs: dict[str, Any] = {}
+        if self.login is not None:
+            kwargs = {
+                "authenticator": self._authenticate,
+                "auth_required": True,
+                "auth_require_tls": False,
+            }
+        self.controller = Controller(
+            self.mailbox, hostname="127.0.0.1", port=self.port, ready_timeout=STALL, **kwargs
+        )
+        self.controller.start()
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+
+@pytest.fixture
+def smtp() -> Iterator[Server]:
+    server = Server()
+    server.start()
+    yield server
+    server.stop()
+
+
+class Reported(AsyncSMTPHandler):
+    """Keeps what handleError is given instead of printing it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reported: list[str] = []
+        self.on_report: Callable[[], None] | None = None
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.reported.append(record.getMessage())
+        if self.on_report is not None:
+            self.on_report()
+
+
+FAST = {"backoff": 0.02, "backoff_max": 0.1, "request_timeout": 5.0}
+
+
+def _handler(server: Server, **kwargs: Any) -> Reported:
+    arguments: dict[str, Any] = {
+        "sender": "app@example.com",
+        "recipients": ["oncall@example.com", "ops@example.com"],
+        "digest_age": 60,
+        **FAST,
+        **kwargs,
+    }
+    return Reported("127.0.0.1", server.port, **arguments)
+
+
+def _serve(logger: logging.Logger, handler: AsyncSMTPHandler) -> aioqlog.QueueListener:
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    return aioqlog.QueueListener(q, handler)
+
+
+@pytest.mark.asyncio
+async def test_an_error_storm_is_one_digest_mail(smtp: Server, logger: logging.Logger) -> None:
+    """50 errors in a burst become one mail holding all of them, in order."""
+    handler = _handler(smtp, subject_prefix="[shop] ")
+    async with _serve(logger, handler):
+        logger.warning("cache miss storm")
+        for i in range(49):
+            logger.error("payment %d failed", i)
+    assert len(smtp.mailbox.mails) == 1
+    mail = smtp.mailbox.mails[0]
+    assert mail["Subject"] == "[shop] ERROR: cache miss storm (+49 more)"
+    assert mail["From"] == "app@example.com"
+    assert smtp.mailbox.envelopes == [
+        ("app@example.com", ["oncall@example.com", "ops@example.com"])
+    ]
+    body = smtp.mailbox.bodies()[0]
+    positions = [body.index(f"payment {i} failed\n") for i in range(49)]
+    assert positions == sorted(positions)
+    assert (handler.sent, handler.mails, handler.dropped) == (50, 1, 0)
+
+
+@pytest.mark.asyncio
+async def test_digest_size_caps_a_mail(smtp: Server, logger: logging.Logger) -> None:
+    """digest_size=10 and 25 records: three mails of 10, 10 and 5."""
+    handler = _handler(smtp, digest_size=10)
+    async with _serve(logger, handler):
+        for i in range(25):
+            logger.error("record %d", i)
+    counts = [body.count("record ") for body in smtp.mailbox.bodies()]
+    assert counts == [10, 10, 5]
+
+
+@pytest.mark.asyncio
+async def test_a_lone_record_goes_once_the_digest_age_passes(
+    smtp: Server, logger: logging.Logger
+) -> None:
+    """A record with nothing after it is mailed after digest_age, without waiting for stop()."""
+    handler = _handler(smtp, digest_age=0.05)
+    async with _serve(logger, handler):
+        logger.critical("disk full")
+        assert await in_thread(lambda: smtp.mailbox.wait_for(1))
+    assert smtp.mailbox.mails[0]["Subject"] == "CRITICAL: disk full"
+
+
+@pytest.mark.asyncio
+async def test_a_temporary_refusal_is_retried(smtp: Server, logger: logging.Logger) -> None:
+    """451 twice, then accepted: one mail, reported once, nothing lost."""
+    smtp.mailbox.answers = ["451 try again later", "451 try again later"]
+    handler = _handler(smtp)
+    async with _serve(logger, handler):
+        logger.error("important")
+    assert len(smtp.mailbox.mails) == 1
+    assert handler.retries == 2
+    assert handler.reported == [f"{handler!r}: a batch of 1 records could not be sent; retrying"]
+
+
+@pytest.mark.asyncio
+async def test_a_permanent_refusal_drops_and_the_next_mail_says_so(
+    smtp: Server, logger: logging.Logger
+) -> None:
+    """554: the digest is dropped and counted, and the next mail starts with the count."""
+    smtp.mailbox.answers = ["554 no thanks"]
+    handler = _handler(smtp, digest_size=2)
+    async with _serve(logger, handler):
+        for i in range(4):
+            logger.error("record %d", i)
+    assert handler.dropped == 2
+    assert handler.reported == [f"{handler!r}: a batch of 2 records were rejected"]
+    (body,) = smtp.mailbox.bodies()
+    assert body.startswith("aioqlog dropped 2 records for <Reported 127.0.0.1:")
+    assert "record 2" in body
+    assert "record 3" in body
+
+
+@pytest.mark.asyncio
+async def test_nothing_is_lost_while_the_server_restarts(
+    smtp: Server, logger: logging.Logger
+) -> None:
+    """The server is down (connection refused), then back: the digest arrives."""
+    smtp.stop()
+    handler = _handler(smtp, digest_age=0.01)
+    listener = _serve(logger, handler)
+    listener.start()
+    reported = threading.Event()
+    handler.on_report = reported.set
+    for i in range(3):
+        logger.error("while down %d", i)
+    assert await in_thread(lambda: reported.wait(STALL))
+    await in_thread(smtp.start)
+    assert await in_thread(lambda: smtp.mailbox.wait_for(1))
+    await bounded(listener.stop())
+    text = "".join(smtp.mailbox.bodies())
+    assert [f"while down {i}" in text for i in range(3)] == [True] * 3
+    assert handler.dropped == 0
+
+
+# A server on 127.0.0.1 for the test: AUTH without TLS is what we mean.
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
+@pytest.mark.asyncio
+async def test_login(logger: logging.Logger) -> None:
+    """With username and password the handler logs in where the server requires it."""
+    server = Server(login=("app", "s3cret"))
+    server.start()
+    try:
+        handler = _handler(server, username="app", password="s3cret")
+        async with _serve(logger, handler):
+            logger.error("authenticated")
+    finally:
+        server.stop()
+    (body,) = server.mailbox.bodies()
+    assert body == "authenticated\n"
+    assert handler.reported == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"recipients": "ops@example.com"}, "recipients must be a non-empty list"),
+        ({"recipients": []}, "recipients must be a non-empty list"),
+        ({"starttls": True, "use_tls": True}, "choose starttls or use_tls"),
+        ({"username": "app"}, "give both username and password"),
+        ({"digest_size": 0}, "digest_size must be a positive integer"),
+        ({"port": -1}, "port must be a positive integer"),
+    ],
+)
+def test_bad_arguments_are_refused_with_the_fix(kwargs: dict[str, Any], message: str) -> None:
+    """Each bad argument raises ValueError naming it."""
+    arguments: dict[str, Any] = {
+        "sender": "app@example.com",
+        "recipients": ["ops@example.com"],
+        **kwargs,
+    }
+    with pytest.raises(ValueError, match=message):
+        AsyncSMTPHandler("127.0.0.1", **arguments)
