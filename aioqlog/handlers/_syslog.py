@@ -20,14 +20,11 @@ import os
 import random
 import socket
 import sys
-from collections import deque
-from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Literal
 
-from .._async_handler import AsyncHandler
 from .._lanes import report_error
-from .._lifecycle import write_stderr
+from ._buffered import YIELD_EVERY, BufferedSender, check_positive, own_record
 
 __all__ = ["AsyncSyslogHandler"]
 
@@ -42,9 +39,6 @@ _SEVERITIES = (
     (logging.INFO, 6),
 )
 _DEBUG = 7
-
-#: Records formatted between two yields to the loop.
-_YIELD_EVERY = 32
 
 
 def severity(levelno: int) -> int:
@@ -61,7 +55,7 @@ def _header_field(value: str, limit: int) -> str:
     return cleaned or "-"
 
 
-class AsyncSyslogHandler(AsyncHandler):
+class AsyncSyslogHandler(BufferedSender[bytes, bytes]):
     """Send records to a syslog server (rsyslog, syslog-ng) as RFC 5424 messages.
 
     Pure asyncio: no extra dependency. Serve it with a ``QueueListener``. Each
@@ -115,7 +109,7 @@ class AsyncSyslogHandler(AsyncHandler):
         buffer_size: int = 10_000,
         timeout: float | None = None,
     ) -> None:
-        super().__init__(level, timeout=timeout)
+        super().__init__(level=level, timeout=timeout, buffer_size=buffer_size)
         owner = type(self).__qualname__
         if transport not in _TRANSPORTS:
             raise ValueError(
@@ -136,14 +130,9 @@ class AsyncSyslogHandler(AsyncHandler):
             )
         if isinstance(facility, bool) or not isinstance(facility, int) or not 0 <= facility < 24:
             raise ValueError(f"{owner} facility must be an int from 0 to 23, got {facility!r}")
-        for name, value in (
-            ("max_message", max_message),
-            ("buffer_size", buffer_size),
-            ("backoff", backoff),
-            ("backoff_max", backoff_max),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"{owner} {name} must be a positive number, got {value!r}")
+        check_positive(owner, "max_message", max_message, integer=True)
+        for name, value in (("backoff", backoff), ("backoff_max", backoff_max)):
+            check_positive(owner, name, value)
         self.address = address
         self.transport: Transport = transport
         self.facility = facility
@@ -155,17 +144,8 @@ class AsyncSyslogHandler(AsyncHandler):
         self.max_message = int(max_message)
         self.backoff = backoff
         self.backoff_max = backoff_max
-        self.buffer_size = int(buffer_size)
-        self.sent = 0
-        self.dropped = 0
         self.truncated = 0
         self.reconnects = 0
-        self._dropped_reported = 0
-        self._buffer: deque[bytes] = deque()
-        self._sender: asyncio.Task[None] | None = None
-        self._wake: asyncio.Event | None = None
-        self._closed = asyncio.Event()  # set by aclose(): cuts a backoff short
-        self._closing = False
         self._writer: asyncio.StreamWriter | None = None
         self._reader: asyncio.StreamReader | None = None
         self._datagram: asyncio.DatagramTransport | None = None
@@ -178,11 +158,6 @@ class AsyncSyslogHandler(AsyncHandler):
             f"({logging.getLevelName(self.level)})>"
         )
 
-    @property
-    def pending(self) -> int:
-        """Messages buffered, waiting for the socket."""
-        return len(self._buffer)
-
     # ------------------------------------------------------------ the lane's side
 
     def encode(self, record: logging.LogRecord) -> bytes:
@@ -194,75 +169,19 @@ class AsyncSyslogHandler(AsyncHandler):
         text = self.format(record)
         return f"{header}{msgid} - {text}".encode("utf-8", "backslashreplace")
 
-    async def aemit(self, record: logging.LogRecord) -> None:
-        """Buffer one record's message."""
-        await self.aemit_batch([record])
+    def _entry(self, item: bytes, now: float) -> bytes:
+        return item
 
-    async def aemit_batch(self, records: Sequence[logging.LogRecord]) -> None:
-        """Buffer the messages of *records*; a record that fails to format is reported."""
-        buffer = self._buffer
-        for n, record in enumerate(records, 1):
-            if not n % _YIELD_EVERY:
-                await asyncio.sleep(0)  # formatting runs on the loop: let it breathe
-            try:
-                message = self.encode(record)
-            except Exception:  # noqa: BLE001 - one bad record must not cost the others
-                report_error(self, record)
-                continue
-            if len(buffer) >= self.buffer_size:
-                self.dropped += 1
-                continue
-            buffer.append(message)
-        self._ensure_sender()
-        assert self._wake is not None
-        self._wake.set()
-
-    async def aclose(self) -> None:
-        """Write what is buffered, then close the socket.
-
-        If the server cannot be reached now, it is not retried: what is left
-        stays buffered for the next start and is reported on stderr.
-        """
-        if self._buffer:
-            # Left from an earlier run, with nothing logged since: send it now.
-            self._ensure_sender()
-        sender = self._sender
-        if sender is not None and not sender.done():
-            self._closing = True
-            assert self._wake is not None
-            self._wake.set()
-            self._closed.set()
-            try:
-                await asyncio.shield(sender)
-            finally:
-                if not sender.done():
-                    sender.cancel()
-                    await asyncio.wait({sender})
-                self._closing = False
-        self._sender = None
+    async def aclose_client(self) -> None:
+        """Close the socket."""
         await self._disconnect()
-        if self._buffer:
-            write_stderr(
-                f"{self!r}: {len(self._buffer)} messages not sent yet; they are kept for "
-                f"the next start of the listener"
-            )
 
-    # ------------------------------------------------------------------ sending
-
-    def _ensure_sender(self) -> None:
-        loop = asyncio.get_running_loop()
-        sender = self._sender
-        if sender is not None and not sender.done() and sender.get_loop() is loop:
-            return
+    def _on_new_loop(self) -> None:
         self._writer = self._reader = None  # made on an earlier loop, now gone
         self._datagram = None
-        self._wake = asyncio.Event()
-        self._closed = asyncio.Event()
-        self._sender = loop.create_task(self._run(), name=f"aioqlog-syslog-{self.address}")
 
     async def _run(self) -> None:
         wake = self._wake
-        assert wake is not None
         while True:
             if not self._buffer:
                 if self._closing:
@@ -288,25 +207,6 @@ class AsyncSyslogHandler(AsyncHandler):
                     pass
             else:
                 self._failures = 0
-
-    def _summary(self) -> bytes | None:
-        unreported = self.dropped - self._dropped_reported
-        if not unreported:
-            return None
-        record = logging.getLogRecordFactory()(
-            "aioqlog",
-            logging.WARNING,
-            __file__,
-            0,
-            "aioqlog dropped %d messages for %s: its buffer was full (buffer_size=%d)",
-            (unreported, self.address, self.buffer_size),
-            None,
-            "AsyncSyslogHandler",
-        )
-        try:
-            return self.encode(record)
-        except Exception:  # noqa: BLE001
-            return None
 
     async def _write_buffered(self) -> None:
         """Write everything buffered; raise OSError/EOFError if the peer is gone."""
@@ -337,7 +237,7 @@ class AsyncSyslogHandler(AsyncHandler):
             buffer.popleft()
             self.sent += 1
             sent += 1
-            if not sent % _YIELD_EVERY:
+            if not sent % YIELD_EVERY:
                 await asyncio.sleep(0)
 
     def _send_datagram(self, message: bytes) -> None:
@@ -407,17 +307,5 @@ class AsyncSyslogHandler(AsyncHandler):
 
     def _report(self, why: str) -> None:
         """Report the exception being handled through handleError."""
-        record = logging.getLogRecordFactory()(
-            "aioqlog",
-            logging.ERROR,
-            __file__,
-            0,
-            "%s: %d buffered messages %s",
-            (repr(self), len(self._buffer), why),
-            None,
-            "AsyncSyslogHandler",
-        )
-        try:
-            self.handleError(record)
-        except Exception:  # noqa: BLE001 - reporting must not stop the sender
-            pass
+        message = "%s: %d buffered messages %s"
+        report_error(self, own_record(logging.ERROR, message, (repr(self), len(self._buffer), why)))
