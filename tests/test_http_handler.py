@@ -11,11 +11,13 @@ import asyncio
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable
+import ssl
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import pytest
 import pytest_asyncio
+import trustme
 from aiohttp import web
 from support import bounded
 
@@ -422,3 +424,66 @@ async def test_stop_does_not_wait_out_the_retry_budget(
     async with listener:
         pass
     assert server.messages() == [f"record {i}" for i in range(3)]
+
+
+@pytest.fixture(scope="module")
+def certificates() -> trustme.CA:
+    """A throwaway certificate authority for 127.0.0.1."""
+    return trustme.CA()
+
+
+@pytest.mark.asyncio
+async def test_https_with_a_private_ca(certificates: trustme.CA, logger: logging.Logger) -> None:
+    """Over TLS: with ssl= trusting the server's CA records arrive; without it, none do."""
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    certificates.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    certificates.configure_trust(client_ctx)
+    received: list[str] = []
+
+    async def ingest(request: web.Request) -> web.Response:
+        received.extend(json.loads(line)["message"] for line in (await request.text()).splitlines())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/ingest", ingest)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    port = _free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_ctx).start()
+    url = f"https://127.0.0.1:{port}/ingest"
+    try:
+        trusted = Reported(url, ssl=client_ctx, batch_age=60)
+        async with _serve(logger, trusted):
+            logger.info("secret")
+        untrusted = Reported(url, batch_age=60, retry_budget=0.2, **FAST_RETRY)
+        logger.handlers.clear()
+        async with _serve(logger, untrusted):
+            logger.info("exposed")
+    finally:
+        await runner.cleanup()
+    assert received == ["secret"]
+    assert (trusted.sent, untrusted.sent, untrusted.dropped) == (1, 0, 1)
+    assert untrusted.reported[0].endswith("could not be sent; retrying")
+
+
+@pytest.mark.asyncio
+async def test_a_batch_that_fails_to_render_is_dropped_and_reported(
+    server: Server, logger: logging.Logger
+) -> None:
+    """render() raising for one batch: that batch is dropped and reported; the next goes."""
+
+    class Picky(Reported):
+        def render(self, lines: Sequence[tuple[int, str]]) -> bytes:
+            if any("poison" in line for _, line in lines):
+                raise ValueError("this body cannot be built")
+            return super().render(lines)
+
+    handler = Picky(server.url, batch_size=2, batch_age=60, **FAST_RETRY)
+    async with _serve(logger, handler):
+        for message in ("a", "poison", "b", "c"):
+            logger.info(message)
+    assert handler.reported == [f"{handler!r}: a batch of 2 records could not be sent"]
+    assert handler.dropped == 2
+    assert server.messages() == ["b", "c"]
+    assert server.lines()[0]["message"].startswith("aioqlog dropped 2 records")

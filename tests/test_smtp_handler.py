@@ -12,11 +12,13 @@ import email.message
 import email.policy
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from support import STALL, bounded, in_thread
@@ -272,3 +274,40 @@ def test_bad_arguments_are_refused_with_the_fix(kwargs: dict[str, Any], message:
     }
     with pytest.raises(ValueError, match=message):
         AsyncSMTPHandler("127.0.0.1", **arguments)
+
+
+@pytest.mark.asyncio
+async def test_starttls_with_a_private_ca(logger: logging.Logger) -> None:
+    """A server that requires STARTTLS: with starttls=True and the CA trusted, mail goes."""
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    mailbox = Mailbox()
+    controller = Controller(
+        mailbox,
+        hostname="127.0.0.1",
+        port=_free_port(),
+        ready_timeout=STALL,
+        tls_context=server_ctx,
+        require_starttls=True,
+    )
+    controller.start()
+    try:
+        handler = Reported(
+            "127.0.0.1",
+            controller.port,
+            sender="app@example.com",
+            recipients=["oncall@example.com"],
+            starttls=True,
+            tls_context=client_ctx,
+            digest_age=60,
+            **FAST,
+        )
+        async with _serve(logger, handler):
+            logger.error("over tls")
+    finally:
+        controller.stop()
+    assert mailbox.bodies() == ["over tls\n"]
+    assert handler.reported == []
