@@ -259,24 +259,28 @@ async def test_a_huge_record_is_cut_and_the_rest_arrives(
     assert handler.truncated == 1
 
 
+@pytest.fixture
+def unix_socket(tmp_path: Path) -> Iterator[socket.socket]:
+    """A bound unix datagram socket (as /dev/log) that the tests read from."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "log.sock"))
+    sock.settimeout(STALL)
+    yield sock
+    sock.close()
+
+
 @pytest.mark.asyncio
 async def test_a_unix_datagram_socket_gets_rfc5424_messages(
-    tmp_path: Path, logger: logging.Logger
+    unix_socket: socket.socket, logger: logging.Logger
 ) -> None:
     """Over a unix datagram socket (as /dev/log), each record is one RFC 5424 message."""
-    path = str(tmp_path / "log.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.settimeout(STALL)
-    try:
-        handler = Reported(path, transport="unix", app_name="shop", hostname="web-1")
-        logger.propagate = False
-        async with _serve(logger, handler):
-            logger.warning("disk %d%% full", 91)
-            logger.error("multi\nline")
-        first, second = (sock.recv(65536).decode() for _ in range(2))
-    finally:
-        sock.close()
+    handler = Reported(
+        unix_socket.getsockname(), transport="unix", app_name="shop", hostname="web-1"
+    )
+    async with _serve(logger, handler):
+        logger.warning("disk %d%% full", 91)
+        logger.error("multi\nline")
+    first, second = (unix_socket.recv(65536).decode() for _ in range(2))
     pattern = (
         r"<12>1 \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00 web-1 shop \d+ "
         + re.escape(logger.name[:32])
@@ -289,22 +293,15 @@ async def test_a_unix_datagram_socket_gets_rfc5424_messages(
 
 @pytest.mark.asyncio
 async def test_a_record_that_fails_to_format_is_reported_alone(
-    tmp_path: Path, logger: logging.Logger
+    unix_socket: socket.socket, logger: logging.Logger
 ) -> None:
     """A broken format: handleError for that record only; the others are sent."""
-    path = str(tmp_path / "log.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.settimeout(STALL)
-    try:
-        handler = Reported(path, transport="unix")
-        async with _serve(logger, handler):
-            logger.info("a")
-            logger.info("%d apples", "three")
-            logger.info("b")
-        received = [sock.recv(65536).decode() for _ in range(2)]
-    finally:
-        sock.close()
+    handler = Reported(unix_socket.getsockname(), transport="unix")
+    async with _serve(logger, handler):
+        logger.info("a")
+        logger.info("%d apples", "three")
+        logger.info("b")
+    received = [unix_socket.recv(65536).decode() for _ in range(2)]
     assert [m.rsplit(" - ", 1)[1] for m in received] == ["a", "b"]
     assert handler.reported == ["%d apples"]
 
