@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from ._diagnostics import check_seconds
+
 __all__ = ["AsyncHandler"]
 
 
@@ -59,14 +61,7 @@ class AsyncHandler(logging.Handler):
 
     def __init__(self, level: int = logging.NOTSET, *, timeout: float | None = None) -> None:
         super().__init__(level)
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
-        ):
-            raise ValueError(
-                f"{type(self).__qualname__} timeout must be a positive number of seconds "
-                f"or None, got {timeout!r}"
-            )
-        self.timeout = timeout
+        self.timeout = check_seconds(timeout, f"{type(self).__qualname__} timeout", allow_none=True)
 
     async def aemit(self, record: logging.LogRecord) -> None:
         """Handle one record: format it and send it wherever it goes."""

@@ -44,6 +44,7 @@ from typing import Literal, get_args
 
 from . import _lifecycle
 from ._context import resolve
+from ._diagnostics import check_seconds
 
 __all__ = ["DEFAULT_BLOCK_TIMEOUT", "DEFAULT_MAXSIZE", "Entry", "LogQueue", "Overflow"]
 
@@ -123,18 +124,11 @@ class LogQueue:
                 f"LogQueue overflow must be one of {', '.join(map(repr, _OVERFLOWS))}, "
                 f"got {overflow!r}"
             )
-        if (
-            isinstance(block_timeout, bool)
-            or not isinstance(block_timeout, (int, float))
-            or not block_timeout > 0
-        ):
-            raise ValueError(
-                f"LogQueue block_timeout must be a positive number of seconds, "
-                f"got {block_timeout!r}"
-            )
+        seconds = check_seconds(block_timeout, "LogQueue block_timeout")
+        assert seconds is not None
         self._maxsize = maxsize
         self._overflow: Overflow = overflow
-        self._block_timeout = float(block_timeout)
+        self._block_timeout = seconds
         self._owner: object | None = None
         self._sink: Sink | None = None
         self._on_lost: Callable[[], None] | None = None
@@ -278,6 +272,11 @@ class LogQueue:
         except IndexError:
             return  # another producer claimed it: one wake-up per park
         if threading.get_ident() == loop_thread:
+            if loop.is_closed():
+                # Logging on the thread of a loop closed under the consumer:
+                # take the queue back and deliver here, as before a loop ran.
+                self._consumer_lost()
+                return
             resolve(waiter)  # on the loop thread: no self-pipe write needed
             return
         try:
