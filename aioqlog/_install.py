@@ -10,8 +10,9 @@ from typing import Any
 
 from ._bridge import LogQueue
 from ._config import configured_listeners
+from ._diagnostics import check_seconds
 from ._handler import QueueHandler
-from ._listener import QueueListener
+from ._listener import DEFAULT_SHUTDOWN_TIMEOUT, QueueListener
 from ._stats import ListenerStats
 
 __all__ = ["InstalledListener", "check_options", "install", "listening", "serving"]
@@ -25,9 +26,18 @@ _installed: weakref.WeakKeyDictionary[logging.Logger, InstalledListener] = (
 class InstalledListener(QueueListener):
     """The listener ``install()`` returns: it puts the logger's handlers back when stopped."""
 
-    def __init__(self, logger: logging.Logger, queue: LogQueue, handlers: list[logging.Handler]):
+    def __init__(
+        self,
+        logger: logging.Logger,
+        queue: LogQueue,
+        handlers: list[logging.Handler],
+        *,
+        shutdown_timeout: float | None = DEFAULT_SHUTDOWN_TIMEOUT,
+    ):
         # The handlers' levels filtered records before: keep it that way.
-        super().__init__(queue, *handlers, respect_handler_level=True)
+        super().__init__(
+            queue, *handlers, respect_handler_level=True, shutdown_timeout=shutdown_timeout
+        )
         self.logger = logger
         self.queue_handler = QueueHandler(queue)
         self._originals = handlers
@@ -65,9 +75,17 @@ class InstalledListener(QueueListener):
         self._moved = False
 
     def start(self) -> None:
-        """Start serving; moves the handlers behind the queue again after a ``stop()``."""
+        """Start serving; moves the handlers behind the queue again after a ``stop()``.
+
+        If the listener cannot start, the logger gets its handlers back: a
+        failed start leaves nothing half-done.
+        """
         self._move()
-        super().start()
+        try:
+            super().start()
+        except BaseException:
+            self._restore()
+            raise
 
     async def stop(self, timeout: float | None = None) -> ListenerStats:
         """Deliver everything logged so far, stop, and give the logger its handlers back."""
@@ -88,7 +106,12 @@ def _twice(logger: logging.Logger) -> str:
     )
 
 
-def install(logger: logging.Logger | str | None = None, **queue_options: Any) -> QueueListener:
+def install(
+    logger: logging.Logger | str | None = None,
+    *,
+    shutdown_timeout: float | None = DEFAULT_SHUTDOWN_TIMEOUT,
+    **queue_options: Any,
+) -> QueueListener:
     """Move a logger's handlers behind an aioqlog queue; return the listener.
 
     The logger (the root logger by default) keeps one ``QueueHandler``; its
@@ -99,6 +122,10 @@ def install(logger: logging.Logger | str | None = None, **queue_options: Any) ->
 
     Args:
         logger: The logger, or its name; the root logger when omitted.
+        shutdown_timeout: Seconds that leaving ``async with`` waits at most
+            for the handlers (what is left is reported on stderr and in the
+            stats); also the listener's bound when the loop ends without
+            ``stop()``. ``None`` waits as long as it takes.
         **queue_options: ``LogQueue`` options: ``maxsize``, ``overflow``,
             ``block_timeout``.
 
@@ -134,12 +161,12 @@ def install(logger: logging.Logger | str | None = None, **queue_options: Any) ->
             f"{_name(target)} has no handlers to move behind aioqlog; configure them "
             f"first (for example with logging.basicConfig()), or pass the logger that has them"
         )
-    return InstalledListener(target, queue, handlers)
+    return InstalledListener(target, queue, handlers, shutdown_timeout=shutdown_timeout)
 
 
 @asynccontextmanager
 async def listening(
-    *listeners: QueueListener, timeout: float | None = None
+    *listeners: QueueListener, timeout: float | None = DEFAULT_SHUTDOWN_TIMEOUT
 ) -> AsyncIterator[list[QueueListener]]:
     """Run listeners for the duration of an ``async with`` block.
 
@@ -150,7 +177,9 @@ async def listening(
 
     Args:
         *listeners: The listeners to run; the configured ones when omitted.
-        timeout: Passed to each ``stop()`` on the way out.
+        timeout: Passed to each ``stop()`` on the way out: at most this many
+            seconds for the handlers to finish (what is left is reported on
+            stderr); ``None`` waits as long as it takes.
 
     Yields:
         The listeners, running.
@@ -186,8 +215,11 @@ async def listening(
             await listener.stop(timeout)
 
 
-def check_options(install_on: bool, queue_options: dict[str, Any]) -> None:
+def check_options(
+    install_on: bool, shutdown_timeout: float | None, queue_options: dict[str, Any]
+) -> None:
     """Check an integration's arguments when the app is created, not at startup."""
+    check_seconds(shutdown_timeout, "shutdown_timeout", allow_none=True)
     if not isinstance(install_on, bool):
         raise TypeError(f"install must be True or False, got {install_on!r}")
     if queue_options and not install_on:
@@ -199,8 +231,20 @@ def check_options(install_on: bool, queue_options: dict[str, Any]) -> None:
         LogQueue(**queue_options)  # a bad option fails here, with LogQueue's message
 
 
-def serving(install_on: bool, **queue_options: Any) -> AbstractAsyncContextManager[object]:
-    """Return what the framework integrations enter: ``install()`` or ``listening()``."""
+def serving(
+    install_on: bool, shutdown_timeout: float | None, where: str, **queue_options: Any
+) -> AbstractAsyncContextManager[object]:
+    """Return what the framework integrations enter: ``install()`` or ``listening()``.
+
+    *where* names the integration, for the error that says how to fix it.
+    """
     if install_on:
-        return install(**queue_options)
-    return listening()
+        return install(shutdown_timeout=shutdown_timeout, **queue_options)
+    if not configured_listeners():
+        raise RuntimeError(
+            f"{where}() found no aioqlog listener to run: logging configuration set up "
+            f"no aioqlog.QueueHandler. Pass install=True ({where}(install=True)) to move "
+            f"the root logger's handlers behind aioqlog, or add one to your dictConfig "
+            f'("class": "aioqlog.QueueHandler", "handlers": [...])'
+        )
+    return listening(timeout=shutdown_timeout)

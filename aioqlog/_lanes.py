@@ -13,16 +13,21 @@ A lane is in one of three states:
   its capacity) for the next start, since nothing can await them now.
 * ``RUNNING``: records go into the buffer and the worker (thread or task)
   takes them in batches, in order.
-* ``STUCK``: a ``stop()`` ran out of time while this thread lane still held
-  records. Its worker keeps going in the background; meanwhile new records for
-  it are dropped and counted instead of queueing behind a handler that may
-  never return (and instead of blocking a caller on its lock). It goes back to
-  ``IDLE`` when the worker catches up.
+* ``DRAINING``: the listener stopped (or its loop ended) while this thread
+  lane still held records. Its worker goes on delivering them off the loop,
+  and records logged meanwhile join the same buffer, behind them, under the
+  same bound and overflow policy (so a stuck handler costs a bounded buffer
+  and counted drops, never a blocked caller). When the worker catches up it
+  reports what was dropped meanwhile to the handler itself, and the lane goes
+  back to ``IDLE``. A ``start()`` meanwhile re-attaches the same worker: one
+  handler never has two workers, so it never sees records out of order.
 
 Who writes what: ``put`` and the buffer-side counters are written by the
 holder of the queue's delivery right (the listener's task, or while idle one
 logging thread at a time); the handled/error counters by whoever delivers
-(the worker while running, the caller while idle), never both at once.
+(the worker while running or draining, the caller while idle), never both at
+once. A ``ThreadLane``'s lock orders the worker leaving ``DRAINING`` against
+a put made while it drains, and a restart against the worker exiting.
 """
 
 from __future__ import annotations
@@ -40,11 +45,12 @@ from ._async_handler import AsyncHandler, overrides_batch
 from ._bridge import Entry, Overflow
 from ._context import DEPTH, SUMMARY_DEPTH, bounded, resolve, run_in_context, uncancel
 from ._handler import _copy
+from ._records import own_record, summary_context
 
 __all__ = [
+    "DRAINING",
     "IDLE",
     "RUNNING",
-    "STUCK",
     "Lane",
     "TaskLane",
     "ThreadLane",
@@ -52,10 +58,10 @@ __all__ = [
     "report_error",
 ]
 
-State = Literal["idle", "running", "stuck"]
+State = Literal["idle", "running", "draining"]
 IDLE: Final = "idle"
 RUNNING: Final = "running"
-STUCK: Final = "stuck"
+DRAINING: Final = "draining"
 
 _Watch = tuple[asyncio.AbstractEventLoop, int, "asyncio.Future[None]"]
 
@@ -165,6 +171,23 @@ class Lane:
             pass
         return batch
 
+    def drop_summary(self) -> Entry | None:
+        """Return a summary of the drops not reported yet, marking them reported.
+
+        The entry carries the summary mark, so what the handler logs while
+        handling it is never announced again, and no eviction removes it.
+        """
+        missed = self.dropped - self.drops_reported
+        if not missed:
+            return None
+        self.drops_reported += missed
+        record = own_record(
+            logging.WARNING,
+            "aioqlog dropped %d records for this handler: it fell behind (maxsize=%d, overflow=%r)",
+            (missed, self.capacity, self.overflow),
+        )
+        return record, summary_context()
+
     # Progress notification: the worker tells the listener it finished a batch.
 
     def _notify(self) -> None:
@@ -238,8 +261,11 @@ class Lane:
         """Begin serving on the running loop; return a worker thread id, if any."""
         raise NotImplementedError
 
-    def stop_serving(self) -> None:
-        """Stop taking records (the worker exits once done); become IDLE or STUCK."""
+    def stop_serving(self, *, gave_up: bool = False) -> None:
+        """Stop taking records (the worker exits once done); become IDLE or DRAINING.
+
+        *gave_up* says a ``stop()`` ran out of time waiting for this lane.
+        """
         raise NotImplementedError
 
     async def finished(self) -> None:
@@ -255,20 +281,29 @@ class ThreadLane(Lane):
         # A lock used as a binary semaphore: released once per claimed park.
         self._bell = threading.Lock()
         self._bell.acquire()
+        # Orders the worker's exit against start() and puts made while DRAINING.
+        self._lock = threading.Lock()
         self._closing = False
         self.thread: threading.Thread | None = None
+        # done_count when a stop() ran out of time with records still here:
+        # a worker that has not moved since is stuck, not slow (see _at_exit).
+        self.gave_up_at: int | None = None
 
     def put(self, record: logging.LogRecord, ctx: contextvars.Context, force: bool = False) -> None:
         state = self.state
         if state == RUNNING:
             if self._accept((record, ctx), force) and self._parked:
                 self._ring()
-        elif state == IDLE:
-            self.put_count += 1
-            self._deliver_one(record, ctx)
-            self.done_count += 1
-        else:
-            self.dropped += 1
+            return
+        if state == DRAINING:
+            with self._lock:
+                if self.state == DRAINING:  # the worker may have caught up meanwhile
+                    if self._accept((record, ctx), force) and self._parked:
+                        self._ring()
+                    return
+        self.put_count += 1
+        self._deliver_one(record, ctx)
+        self.done_count += 1
 
     def _wake_worker(self) -> None:
         if self._parked:
@@ -295,34 +330,36 @@ class ThreadLane(Lane):
             self.handled += 1
 
     def start(self) -> int | None:
-        self._closing = False
-        self.state = RUNNING
-        self._loop_thread = threading.get_ident()
-        name = f"aioqlog-{self.handler.get_name() or type(self.handler).__name__}"
-        self.thread = threading.Thread(target=self._work, name=name, daemon=True)
-        self.thread.start()
-        return self.thread.ident
+        with self._lock:
+            self._closing = False
+            self.state = RUNNING
+            self.gave_up_at = None
+            self._loop_thread = threading.get_ident()
+            thread = self.thread
+            if thread is None:
+                name = f"aioqlog-{self.handler.get_name() or type(self.handler).__name__}"
+                thread = self.thread = threading.Thread(target=self._work, name=name, daemon=True)
+                thread.start()
+        # A worker still draining an earlier run's records serves this run too.
+        self._wake_worker()
+        return thread.ident
 
-    def stop_serving(self) -> None:
-        self.state = STUCK if self.pending else IDLE
-        self._closing = True
-        if self._parked:
-            self._ring()
+    def stop_serving(self, *, gave_up: bool = False) -> None:
+        """Stop taking records from the loop; the worker finishes what it holds.
 
-    def successor(self) -> ThreadLane:
-        """Return a fresh lane for the same handler, keeping the cumulative counts.
-
-        For a restart while this lane's worker is still busy (stuck in a
-        handler after a timed-out stop, or orphaned by a closed loop): the old
-        worker finishes its buffer on its own.
+        With *gave_up*, a ``stop()`` ran out of time waiting for this lane.
         """
-        lane = ThreadLane(self.handler, self.capacity, self.overflow, self.shared)
-        lane.handled, lane.errors = self.handled, self.errors
-        lane.dropped = lane.drops_reported = self.dropped
-        return lane
+        with self._lock:
+            self._closing = True
+            busy = self.thread is not None and bool(self.pending)
+            self.state = DRAINING if busy else IDLE
+            if busy and gave_up:
+                self.gave_up_at = self.done_count
+        self._wake_worker()
 
     def _work(self) -> None:
-        # The worker thread: take what is buffered, handle it, park when empty.
+        # The worker thread: take what is buffered, handle it, park when empty,
+        # exit once closing with nothing left.
         handler = self.handler
         shared = self.shared
         buffer = self.buffer
@@ -343,7 +380,7 @@ class ThreadLane(Lane):
                 if self._watch:
                     self._notify()
                 continue
-            if self._closing:
+            if self._closing and self._caught_up():
                 break
             # Park: announce, re-check, then sleep until rung.
             self._parked.append(True)
@@ -354,10 +391,29 @@ class ThreadLane(Lane):
                     self._bell.acquire()  # claimed: consume the ring
                 continue
             self._bell.acquire()
-        if self.state == STUCK:
-            self.state = IDLE  # caught up after a timed-out stop
         if self._watch:
             self._notify()
+
+    def _caught_up(self) -> bool:
+        """Leave DRAINING for IDLE if nothing is left; return whether the worker exits.
+
+        Drops counted while draining (the listener was not there to report
+        them) are reported to the handler first, by this worker, in order.
+        """
+        with self._lock:
+            if not self._closing:
+                return False  # started again meanwhile: keep serving
+            if self.buffer:
+                return False
+            if self.state == DRAINING:
+                summary = self.drop_summary()
+                if summary is not None:
+                    self.buffer.append(summary)
+                    self.put_count += 1
+                    return False
+                self.state = IDLE
+            self.thread = None
+            return True
 
 
 class TaskLane(Lane):
@@ -398,7 +454,7 @@ class TaskLane(Lane):
         self.task = loop.create_task(self._run(), name=f"aioqlog-{self.stats_name()}")
         return None
 
-    def stop_serving(self) -> None:
+    def stop_serving(self, *, gave_up: bool = False) -> None:
         self.state = IDLE
         self._closing = True
         if self.pending and self.task is not None:
@@ -438,10 +494,7 @@ class TaskLane(Lane):
         loop = asyncio.get_running_loop()
         while True:
             if self.buffer:
-                if self.batching:
-                    await self._deliver_batch()
-                else:
-                    await self._deliver_next()
+                await self._deliver()
                 if self._watch:
                     self._notify()
                 continue
@@ -451,58 +504,33 @@ class TaskLane(Lane):
             self._waiter = waiter
             await waiter
 
-    async def _deliver_next(self) -> None:
-        entry = self.buffer.popleft()
-        record, ctx = entry
-        handler = self.handler
-        if self.shared:
-            record = _copy(record)
-        try:
-            passed = ctx.run(handler.filter, record)
-            if passed:
-                if isinstance(passed, logging.LogRecord):
-                    record = passed
-                timeout = handler.timeout
-                if timeout is None:
-                    await run_in_context(ctx, handler.aemit(record))
-                else:
-                    await bounded(run_in_context(ctx, handler.aemit(record)), timeout, "aemit()")
-        except asyncio.CancelledError:
-            if _cancel_requested():
-                if not self._redeliver([entry]):
-                    self.errors += 1
-                    self.done_count += 1
-                raise
-            # The handler cancelled itself: its error, not a stop.
-            self.errors += 1
-            report_error(handler, record)
-        except BaseException:  # noqa: BLE001 - KeyboardInterrupt/SystemExit too: the lane lives on
-            self.errors += 1
-            report_error(handler, record)
-        else:
-            self.handled += 1
-        self._redelivered.discard(id(entry))
-        self.done_count += 1
+    async def _deliver(self) -> None:
+        """Deliver the next record, or with ``aemit_batch`` the next run of records.
 
-    async def _deliver_batch(self) -> None:
-        # Records logged in the same context go in one call, awaited in it.
+        One path for both: a run is the records logged in one context (a
+        single record without ``aemit_batch``); each passes the handler's
+        filters in its own context, then the run is awaited inside its
+        context. Whatever a filter or the call raises, ``KeyboardInterrupt``
+        and ``SystemExit`` included, is the handler's error: the lane lives on.
+        """
         buffer = self.buffer
         handler = self.handler
         first = buffer.popleft()
         ctx = first[1]
         entries = [first]
-        while buffer and buffer[0][1] == ctx:
-            entries.append(buffer.popleft())
+        if self.batching:
+            while buffer and buffer[0][1] == ctx:
+                entries.append(buffer.popleft())
         passed_entries: list[Entry] = []
         records: list[logging.LogRecord] = []
         for entry in entries:
             record, record_ctx = entry
-            self._redelivered.discard(id(entry))
             if self.shared:
                 record = _copy(record)
             try:
                 passed = record_ctx.run(handler.filter, record)
-            except Exception:  # noqa: BLE001
+            except BaseException:  # noqa: BLE001 - KeyboardInterrupt/SystemExit too
+                self._redelivered.discard(id(entry))
                 self.errors += 1
                 self.done_count += 1
                 report_error(handler, record)
@@ -511,32 +539,47 @@ class TaskLane(Lane):
                 records.append(passed if isinstance(passed, logging.LogRecord) else record)
                 passed_entries.append(entry)
             else:
+                self._redelivered.discard(id(entry))
                 self.handled += 1
                 self.done_count += 1
         if not records:
             return
+        count = len(records)
+        if self.batching:
+            call, what = handler.aemit_batch(records), "aemit_batch()"
+        else:
+            call, what = handler.aemit(records[0]), "aemit()"
         try:
             timeout = handler.timeout
             if timeout is None:
-                await run_in_context(ctx, handler.aemit_batch(records))
+                await run_in_context(ctx, call)
             else:
-                await bounded(
-                    run_in_context(ctx, handler.aemit_batch(records)), timeout, "aemit_batch()"
-                )
+                await bounded(run_in_context(ctx, call), timeout, what)
         except asyncio.CancelledError:
             if _cancel_requested():
-                if not self._redeliver(passed_entries):
-                    self.errors += len(records)
-                    self.done_count += len(records)
+                if self._redeliver(passed_entries):
+                    raise
+                self._forget(passed_entries)
+                self.errors += count
+                self.done_count += count
                 raise
-            self.errors += len(records)
+            # The handler cancelled itself: its error, not a stop.
+            self.errors += count
             report_error(handler, records[0])
         except BaseException:  # noqa: BLE001 - KeyboardInterrupt/SystemExit too: the lane lives on
-            self.errors += len(records)
+            self.errors += count
             report_error(handler, records[0])
         else:
-            self.handled += len(records)
-        self.done_count += len(records)
+            self.handled += count
+        self._forget(passed_entries)
+        self.done_count += count
+
+    def _forget(self, entries: list[Entry]) -> None:
+        """Forget that *entries* were put back once (they are done now)."""
+        redelivered = self._redelivered
+        if redelivered:
+            for entry in entries:
+                redelivered.discard(id(entry))
 
     def _redeliver(self, entries: list[Entry]) -> bool:
         """Put *entries* back in front after a cancellation; return whether it did.

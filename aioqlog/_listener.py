@@ -17,29 +17,43 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import sys
 import threading
+import time
+from collections.abc import Callable
 from types import TracebackType
 
 from . import _lifecycle
 from ._bridge import BATCH_LIMIT, Entry, LogQueue
 from ._context import DEPTH, MAX_DEPTH, SUMMARY_DEPTH, bounded, resolve, uncancel
-from ._lanes import IDLE, RUNNING, Lane, TaskLane, ThreadLane, make_lane
+from ._diagnostics import check_seconds
+from ._lanes import DRAINING, IDLE, RUNNING, Lane, TaskLane, ThreadLane, make_lane
 from ._lifecycle import write_stderr as _stderr
+from ._records import own_record, summary_context
 from ._stats import HandlerStats, ListenerStats
 
 __all__ = ["DEFAULT_SHUTDOWN_TIMEOUT", "QueueListener"]
 
-#: Seconds the listener keeps delivering after its task is cancelled from outside
-#: (``asyncio.run`` ending without ``stop()``), so a hung handler cannot hang exit.
+#: Seconds any shutdown waits at most by default: ``async with``, ``install()``,
+#: ``listening()`` and the framework integrations stop with this bound, the task
+#: keeps delivering this long after being cancelled from outside (``asyncio.run``
+#: ending without ``stop()``), and at exit a handler that makes no progress for
+#: this long is given up on. A hung handler can never hang shutdown.
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
+
+#: Seconds between two drop summaries of the same kind: a handler that keeps
+#: losing records hears about it once per interval, not once per batch.
+SUMMARY_INTERVAL = 5.0
+
+#: Seconds of waiting at exit after which aioqlog says what it is waiting for.
+_EXIT_NOTICE_AFTER = 1.0
 
 _copy_context = contextvars.copy_context
 
 
 def _summary(message: str, *args: object) -> logging.LogRecord:
-    """Make a WARNING record from aioqlog itself, through the record factory."""
-    factory = logging.getLogRecordFactory()
-    return factory("aioqlog", logging.WARNING, __file__, 0, message, args, None, "QueueListener")
+    """Make a WARNING record from aioqlog itself."""
+    return own_record(logging.WARNING, message, args)
 
 
 class QueueListener:
@@ -108,15 +122,9 @@ class QueueListener:
                     f"aioqlog.QueueListener handlers must be logging.Handler instances, "
                     f"got {handler!r}"
                 )
-        if shutdown_timeout is not None and (
-            isinstance(shutdown_timeout, bool)
-            or not isinstance(shutdown_timeout, (int, float))
-            or not shutdown_timeout > 0
-        ):
-            raise ValueError(
-                f"QueueListener shutdown_timeout must be a positive number of seconds "
-                f"or None, got {shutdown_timeout!r}"
-            )
+        shutdown_timeout = check_seconds(
+            shutdown_timeout, "QueueListener shutdown_timeout", allow_none=True
+        )
         owner = queue._owner
         if isinstance(owner, QueueListener) and owner.running:
             raise RuntimeError(
@@ -164,6 +172,13 @@ class QueueListener:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
+            if _under_trio():
+                raise RuntimeError(
+                    "QueueListener.start() was called under trio, and aioqlog runs on "
+                    "asyncio (and uvloop) only for now: run the app on asyncio (for "
+                    "example hypercorn -k asyncio, or uvicorn), or attach the handlers "
+                    "to the logger directly"
+                ) from None
             raise RuntimeError(
                 "QueueListener.start() must be called inside a running event loop: "
                 "call it from an async function (such as your app's startup hook), "
@@ -178,8 +193,8 @@ class QueueListener:
                 f"stop it before starting this one"
             )
         self._bind()
-        self._renew_lanes()
         self._stopping = False
+        self._cancelled = self._patient = False
         self._deadline = None
         self.queue._attach()
         self._began = False
@@ -205,10 +220,7 @@ class QueueListener:
         Returns:
             A ``ListenerStats`` snapshot taken once stopped.
         """
-        if timeout is not None and (isinstance(timeout, bool) or not timeout >= 0):
-            raise ValueError(
-                f"stop() timeout must be a non-negative number or None, got {timeout!r}"
-            )
+        timeout = check_seconds(timeout, "stop() timeout", allow_none=True, allow_zero=True)
         task = self._task
         if task is None or task.done() or task.get_loop().is_closed():
             return self.stats
@@ -240,7 +252,8 @@ class QueueListener:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.stop()
+        # Bounded: a stuck handler must not keep the block (and the app) from ending.
+        await self.stop(self.shutdown_timeout)
 
     # ----------------------------------------------------------------- hooks
 
@@ -297,26 +310,21 @@ class QueueListener:
         self._lanes = [make_lane(h, q.maxsize, q.overflow, shared) for h in self.handlers]
         self._task = None
         self._stopping = False
+        self._cancelled = False  # the task was cancelled from outside (the loop is ending)
+        self._patient = False  # ... once, with no stop() under way: wait while progress
         self._deadline = None
         self._stop_mark = 0
         self._recursion_dropped = 0
         self._recursion_quiet = 0  # dropped while handling a summary: not announced
         self._began = False
-        self._drainer: threading.Thread | None = None
+        # Threads delivering what a stopping listener left queued (joined at exit).
+        self._drainers: list[threading.Thread] = []
         self._drops_reported = 0
         self._recursion_reported = 0
+        self._summary_due = 0.0  # time.monotonic() before which no summary goes out
 
     def _bind(self) -> None:
         self.queue._bind(self, self._dispatch_idle, self._on_consumer_lost)
-
-    def _renew_lanes(self) -> None:
-        """Replace lanes that an earlier run left busy (a stuck or orphaned worker)."""
-        for i, lane in enumerate(self._lanes):
-            if isinstance(lane, ThreadLane) and (
-                lane.state != IDLE or (lane.thread is not None and lane.thread.is_alive())
-            ):
-                lane.stop_serving()
-                self._lanes[i] = lane.successor()
 
     def _dispatch(self, batch: list[Entry]) -> None:
         """Hand each record of *batch* to ``handle``, inside its log call's context."""
@@ -361,7 +369,7 @@ class QueueListener:
     def _dispatch_idle(self, batch: list[Entry]) -> None:
         """Deliver *batch* while no listener runs (in a logging thread), and report drops."""
         self._dispatch(batch)
-        self._report_drops(force=True)
+        self._report_drops(force=False)
 
     def _dispatch_one(self, record: logging.LogRecord) -> None:
         depth = DEPTH.get()
@@ -383,10 +391,13 @@ class QueueListener:
             self._recursion_dropped += 1
 
     def _on_consumer_lost(self) -> None:
-        # The loop closed under the task: nothing can await async handlers now.
+        # The loop closed under the task: nothing can await async handlers now,
+        # and sync handlers go back to the caller once their workers catch up.
         for lane in self._lanes:
             if isinstance(lane, TaskLane):
                 lane.state = IDLE
+            else:
+                lane.stop_serving()
 
     def _time_left(self) -> float | None:
         deadline = self._deadline
@@ -415,13 +426,37 @@ class QueueListener:
             await full.wait_progress(full.has_room, left)
 
     async def _settle(self) -> bool:
-        """Wait until every lane has handled what it was given; False if out of time."""
+        """Wait until every lane has handled what it was given; False if out of time.
+
+        When the loop is ending without ``stop()`` (the task was cancelled from
+        outside), the wait is as long as the handlers make progress: each
+        record handled moves the deadline ``shutdown_timeout`` ahead, and a
+        notice on stderr says what the wait is for once it takes a while.
+        """
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        noticed = False
         for lane in self._lanes:
             while lane.state == RUNNING and lane.pending:
                 left = self._time_left()
                 if left == 0.0:
                     return False
+                done = lane.done_count
+                if self._patient and not noticed:
+                    left = min(left if left is not None else _EXIT_NOTICE_AFTER, _EXIT_NOTICE_AFTER)
                 await lane.wait_progress(lane.settled, left)
+                if not self._patient:
+                    continue
+                now = loop.time()
+                if lane.done_count != done and self.shutdown_timeout is not None:
+                    self._deadline = now + self.shutdown_timeout
+                if not noticed and now - began >= _EXIT_NOTICE_AFTER:
+                    noticed = True
+                    _stderr(
+                        f"the event loop is ending without QueueListener.stop(); "
+                        f"delivering {self.stats.undelivered} records first (as long as "
+                        f"the handlers make progress; press Ctrl-C to skip)"
+                    )
         return True
 
     async def _run(self) -> None:
@@ -446,17 +481,21 @@ class QueueListener:
             except asyncio.CancelledError:
                 uncancel()
                 now = loop.time()
-                if cancelled:
-                    self._deadline = now  # cancelled again: wind down at once
+                if cancelled or self._stopping:
+                    # Cancelled again, or while a stop() was already under way
+                    # (a second Ctrl-C): wind down at once; the lanes' threads
+                    # go on off the loop, and the exit hook waits for them.
+                    self._deadline = now
+                    self._cancelled = cancelled = True
+                    self._patient = False
                 else:
-                    cancelled = True
-                    if not self._stopping:
-                        self._stopping = True
-                        self._stop_mark = q._enqueued
+                    # The loop is ending without stop(): deliver what was
+                    # queued, as long as the handlers make progress.
+                    cancelled = self._cancelled = self._patient = True
+                    self._stopping = True
+                    self._stop_mark = q._enqueued
                     if self.shutdown_timeout is not None:
-                        deadline = now + self.shutdown_timeout
-                        if self._deadline is None or deadline < self._deadline:
-                            self._deadline = deadline
+                        self._deadline = now + self.shutdown_timeout
             except Exception as exc:  # noqa: BLE001 - wind down cleanly even on a bug
                 _stderr(f"the listener failed ({exc!r}); delivering in the caller from now on")
                 break
@@ -477,10 +516,18 @@ class QueueListener:
         q = self.queue
         q._abandon_attach(drain=False)
         if q.qsize():
-            self._drainer = threading.Thread(
-                target=q._drain_in_caller, name="aioqlog-drain", daemon=True
-            )
-            self._drainer.start()
+            self._start_drainer(q._drain_in_caller)
+
+    def _start_drainer(self, drain: Callable[[], None]) -> None:
+        """Run *drain* in a helper thread (never on the loop), joined at exit.
+
+        A daemon, so that a stuck handler cannot hang the interpreter before the
+        exit hook runs; the exit hook waits for it while it makes progress.
+        """
+        self._drainers = [t for t in self._drainers if t.is_alive()]
+        thread = threading.Thread(target=drain, name="aioqlog-drain", daemon=True)
+        self._drainers.append(thread)
+        thread.start()
 
     async def _serve(self) -> None:
         """Move records into the lanes until stopped and every lane has settled."""
@@ -503,14 +550,39 @@ class QueueListener:
         q = self.queue
         # No await between the lanes going idle and the queue's release: from
         # here on, records are delivered by whoever holds the delivery right.
-        left_behind = []
+        background: list[str] = []
+        cut_off: list[str] = []
+        out_of_time = self._time_left() == 0.0
         for lane in self._lanes:
             if lane.pending and lane.state == RUNNING:
-                left_behind.append(f"{lane.pending} for {lane.stats_name()}")
+                where = f"{lane.pending} for {lane.stats_name()}"
+                if isinstance(lane, ThreadLane):
+                    # Its worker goes on off the loop (the lane drains).
+                    lane.stop_serving(gave_up=out_of_time)
+                    if out_of_time:
+                        background.append(where)
+                    continue
+                cut_off.append(where)
             lane.stop_serving()
         q._release()
-        if left_behind:
-            _stderr("stop() ran out of time; records not yet delivered: " + ", ".join(left_behind))
+        if background:
+            if self._cancelled:
+                what = "the event loop ended before the handlers caught up"
+            else:
+                what = "stop() ran out of time"
+            _stderr(
+                f"{what}; still being delivered by the handlers' threads (before exit, "
+                f"while they make progress): " + ", ".join(background)
+            )
+        if cut_off:
+            if self._cancelled:
+                _stderr(
+                    "the event loop ended before QueueListener.stop() (its task was "
+                    "cancelled), and async handlers need the loop; kept for a next "
+                    "start, else lost at exit: " + ", ".join(cut_off)
+                )
+            else:
+                _stderr("stop() ran out of time; kept for the next start: " + ", ".join(cut_off))
         if q.qsize():
             # Logged while stopping: deliver them off the loop, in order.
             await self._drain_off_loop()
@@ -523,8 +595,10 @@ class QueueListener:
     async def _drain_off_loop(self) -> None:
         """Deliver what is queued from a helper thread, as a logging thread would.
 
-        Waits until the records queued now are delivered; the helper may go on
-        delivering what threads keep logging, like any logging thread.
+        Waits (within the deadline) until the records queued now are delivered,
+        except when the loop is ending: the exit hook waits for the helper then.
+        The helper may go on delivering what threads keep logging, like any
+        logging thread.
         """
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
@@ -548,8 +622,9 @@ class QueueListener:
             finally:
                 signal()
 
-        threading.Thread(target=drain, name="aioqlog-drain", daemon=True).start()
-        await asyncio.wait({done}, timeout=self._time_left())
+        self._start_drainer(drain)
+        if not self._cancelled:
+            await asyncio.wait({done}, timeout=self._time_left())
 
     async def _aclose(self, lane: TaskLane) -> None:
         handler = lane.handler
@@ -563,11 +638,20 @@ class QueueListener:
             _stderr(f"{lane.stats_name()}.aclose() raised {exc!r}")
 
     def _report_drops(self, *, force: bool) -> None:
-        """Tell the handlers, once room returns, how many records were dropped."""
+        """Tell the handlers, once room returns, how many records were dropped.
+
+        At most one round of summaries per ``SUMMARY_INTERVAL`` (unless
+        *force*, when stopping): a handler that keeps losing records hears of
+        it once per interval, with the count since the last summary.
+        """
+        if not force and time.monotonic() < self._summary_due:
+            return
         q = self.queue
+        announced = False
         dropped = q.dropped - self._drops_reported
         if dropped and (force or q.qsize() <= q.maxsize // 2):
             self._drops_reported += dropped
+            announced = True
             self._announce(
                 _summary(
                     "aioqlog dropped %d records: the queue was full (maxsize=%d, overflow=%r)",
@@ -580,6 +664,7 @@ class QueueListener:
         recursive = self._recursion_dropped - self._recursion_reported
         if recursive:
             self._recursion_reported += recursive
+            announced = True
             self._announce(
                 _summary(
                     "aioqlog dropped %d records that handlers logged while handling "
@@ -591,25 +676,18 @@ class QueueListener:
         for lane in self._lanes:
             missed = lane.dropped - lane.drops_reported
             if missed and lane.state == RUNNING and (force or lane.room() >= lane.capacity // 2):
-                lane.drops_reported += missed
-                self._announce(
-                    _summary(
-                        "aioqlog dropped %d records for this handler: it fell behind "
-                        "(maxsize=%d, overflow=%r)",
-                        missed,
-                        q.maxsize,
-                        q.overflow,
-                    ),
-                    [lane],
-                )
+                summary = lane.drop_summary()
+                if summary is not None:
+                    announced = True
+                    self._announce(summary[0], [lane])
+        if announced:
+            self._summary_due = time.monotonic() + SUMMARY_INTERVAL
 
     def _announce(self, record: logging.LogRecord, lanes: list[Lane]) -> None:
         """Put one of aioqlog's own records straight into *lanes* (past their bound)."""
         for lane in lanes:
             if not self.respect_handler_level or record.levelno >= lane.handler.level:
-                ctx = contextvars.Context()
-                ctx.run(DEPTH.set, SUMMARY_DEPTH)
-                lane.put(record, ctx, force=True)
+                lane.put(record, summary_context(), force=True)
 
     # --------------------------------------------------------------- stats
 
@@ -649,32 +727,130 @@ class QueueListener:
         self._start_afresh()
 
     def _at_exit(self) -> None:
-        """Deliver what an unfinished run left behind, as the interpreter exits."""
-        drainer = self._drainer
-        if drainer is not None:
-            drainer.join(self.shutdown_timeout)
+        """Deliver what an unfinished run left behind, as the interpreter exits.
+
+        Waits for the listener's threads as long as they make progress, and
+        gives up on one that makes none for ``shutdown_timeout`` seconds (or
+        at once, if a ``stop()`` already gave up on it and it has not moved
+        since), or at Ctrl-C: what it still holds is reported on stderr, and
+        ``logging.shutdown`` is kept away from its handler.
+        """
         task = self._task
         if task is not None and not task.done():
-            if task.get_loop().is_running():
-                return  # a loop in another thread still serves the queue
-            # The loop stopped or closed with our task still inside it: take
-            # the queue back and let the lanes' threads finish what they hold.
-            self.queue._consumer_lost()
+            loop = task.get_loop()
+            if loop.is_running():
+                # The loop runs in another thread (a daemon thread's loop, still
+                # alive at exit): ask it to stop the listener, and wait.
+                self._stop_in(loop)
+            else:
+                # The loop stopped or closed with our task still inside it: take
+                # the queue back and let the lanes' threads finish what they hold.
+                self.queue._consumer_lost()
+        try:
+            self._wait_for_threads()
+        except KeyboardInterrupt:
+            _stderr("interrupted while delivering the last records at exit")
+            self._give_up_on_threads()
+            return
+        if self.queue.qsize() and not self.queue._attached:
+            # Logged behind a handler that has caught up meanwhile.
+            self.queue._drain_in_caller()
+        for lane in self._lanes:
+            if isinstance(lane, TaskLane) and lane.buffer:
+                _stderr(
+                    f"{len(lane.buffer)} records for {lane.stats_name()} were never "
+                    f"delivered: no listener was running to await the async handler "
+                    f"(await listener.stop() before the event loop ends)"
+                )
+
+    def _stop_in(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run ``stop()`` on *loop*, which runs in another thread; wait boundedly."""
+        bound = self.shutdown_timeout
+        try:
+            future = asyncio.run_coroutine_threadsafe(self.stop(bound), loop)
+        except RuntimeError:
+            return  # the loop closed meanwhile
+        try:
+            future.result(None if bound is None else bound + 1.0)
+        except Exception as exc:  # noqa: BLE001 - exit must go on
+            future.cancel()
+            _stderr(
+                f"could not stop {self!r} on its event loop at exit ({exc!r}); "
+                f"{self.stats.undelivered} records were not delivered"
+            )
+
+    def _threads(self) -> list[threading.Thread]:
+        threads = [t for t in self._drainers if t.is_alive()]
         for lane in self._lanes:
             if isinstance(lane, ThreadLane):
                 thread = lane.thread
                 if thread is not None and thread.is_alive():
-                    lane.stop_serving()
-                    thread.join(self.shutdown_timeout)
-                    if thread.is_alive():
-                        _stderr(
-                            f"{lane.stats_name()} is still handling a record after "
-                            f"shutdown_timeout={self.shutdown_timeout}s; exiting without "
-                            f"flushing or closing it ({lane.pending} records undelivered)"
-                        )
-                        _lifecycle.skip_at_shutdown(lane.handler)
-            elif lane.buffer:
+                    threads.append(thread)
+        return threads
+
+    def _progress(self) -> int:
+        return self.queue._taken + sum(lane.done_count for lane in self._lanes)
+
+    def _wait_for_threads(self) -> None:
+        """Join the drainers and lane workers while they make progress."""
+        for lane in self._lanes:
+            if isinstance(lane, ThreadLane) and lane.state == RUNNING:
+                lane.stop_serving()  # a loop that ended under us: drain and exit
+        draining = [
+            lane for lane in self._lanes if isinstance(lane, ThreadLane) and lane.state == DRAINING
+        ]
+        if (
+            draining
+            and all(lane.gave_up_at == lane.done_count for lane in draining)
+            and not any(t.is_alive() for t in self._drainers)
+        ):
+            # A stop() already waited for each of them, and none has moved since.
+            self._give_up_on_threads()
+            return
+        bound = self.shutdown_timeout
+        began = last_move = time.monotonic()
+        noticed = False
+        progress = self._progress()
+        while threads := self._threads():
+            threads[0].join(0.05)
+            now = time.monotonic()
+            moved = self._progress()
+            if moved != progress:
+                progress, last_move = moved, now
+            elif bound is not None and now - last_move >= bound:
+                self._give_up_on_threads()
+                return
+            if not noticed and now - began >= _EXIT_NOTICE_AFTER:
+                noticed = True
                 _stderr(
-                    f"{len(lane.buffer)} records for {lane.stats_name()} were never "
-                    f"delivered: no listener was running to await the async handler"
+                    f"delivering {self.stats.undelivered} records before exit "
+                    f"(press Ctrl-C to skip)"
                 )
+
+    def _give_up_on_threads(self) -> None:
+        """Report what the listener's busy threads still hold; exit without them."""
+        for lane in self._lanes:
+            if isinstance(lane, ThreadLane):
+                thread = lane.thread
+                if thread is not None and thread.is_alive() and lane.pending:
+                    _stderr(
+                        f"{lane.stats_name()} made no progress for "
+                        f"shutdown_timeout={self.shutdown_timeout}s (or exit was "
+                        f"interrupted); exiting without flushing or closing it "
+                        f"({lane.pending} records undelivered)"
+                    )
+                    _lifecycle.skip_at_shutdown(lane.handler)
+        if any(t.is_alive() for t in self._drainers) and self.queue.qsize():
+            _stderr(f"{self.queue.qsize()} records queued at exit were not delivered")
+
+
+def _under_trio() -> bool:
+    """Return whether this code runs inside ``trio.run``."""
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return False
+    try:
+        trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        return False
+    return True

@@ -332,7 +332,8 @@ def test_a_sync_handler_that_hangs_forever_lets_the_app_exit() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["pending 5", "stopped"]
-    assert "stop() ran out of time; records not yet delivered: 5 for" in result.stderr
+    assert "stop() ran out of time; still being delivered" in result.stderr
+    assert "5 for" in result.stderr
     # logging.shutdown would wait forever for the lock the stuck emit() holds.
     assert "exiting without flushing or closing it (5 records undelivered)" in result.stderr
     assert time.monotonic() - started < STALL

@@ -106,12 +106,13 @@ def test_a_stopped_listener_its_threads_and_its_loop_can_be_collected(
         listener = aioqlog.QueueListener(q, rec, _Quiet())
         async with listener:
             logger.info("one record")
+            await rec.arrived(1)
+            thread = listener._lanes[0].thread  # type: ignore[attr-defined]
+            assert thread is not None
         logger.removeHandler(handler)
         refs["listener"] = weakref.ref(listener)
         refs["queue"] = weakref.ref(q)
         refs["lane"] = weakref.ref(listener._lanes[0])
-        thread = listener._lanes[0].thread  # type: ignore[attr-defined]
-        assert thread is not None
         refs["thread"] = weakref.ref(thread)
         refs["loop"] = weakref.ref(asyncio.get_running_loop())
 

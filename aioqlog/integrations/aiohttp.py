@@ -18,12 +18,18 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from .._install import check_options, serving
+from .._listener import DEFAULT_SHUTDOWN_TIMEOUT
+
+_WHERE = "aioqlog.integrations.aiohttp.cleanup_ctx"
 
 __all__ = ["cleanup_ctx"]
 
 
 def cleanup_ctx(
-    *, install: bool = False, **queue_options: Any
+    *,
+    install: bool = False,
+    shutdown_timeout: float | None = DEFAULT_SHUTDOWN_TIMEOUT,
+    **queue_options: Any,
 ) -> Callable[[Any], AsyncIterator[None]]:
     """Return a ``cleanup_ctx`` entry: listeners run from startup to cleanup.
 
@@ -31,6 +37,10 @@ def cleanup_ctx(
         install: ``False`` (the default) runs the listeners your logging
             configuration set up (``aioqlog.listening()``); ``True`` moves the
             root logger's handlers behind aioqlog (``aioqlog.install()``).
+        shutdown_timeout: Seconds the shutdown waits at most for the handlers
+            to finish (10 by default); what is left is reported on stderr, and
+            a handler that never returns cannot keep the app from exiting.
+            ``None`` waits as long as it takes.
         **queue_options: ``LogQueue`` options, with ``install=True``.
 
     Returns:
@@ -39,10 +49,12 @@ def cleanup_ctx(
 
     Added in version 0.1.0.
     """
-    check_options(install, queue_options)
+    check_options(install, shutdown_timeout, queue_options)
 
     async def aioqlog_ctx(app: Any) -> AsyncIterator[None]:
-        async with serving(install, **queue_options):
+        async with serving(
+            install, shutdown_timeout, "aioqlog.integrations.aiohttp.cleanup_ctx", **queue_options
+        ):
             yield
 
     return aioqlog_ctx

@@ -19,6 +19,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
 from .._install import check_options, serving
+from .._listener import DEFAULT_SHUTDOWN_TIMEOUT
+
+_WHERE = "aioqlog.integrations.starlette.lifespan"
 
 __all__ = ["lifespan"]
 
@@ -27,7 +30,11 @@ Lifespan = Callable[[App], AbstractAsyncContextManager[Any]]
 
 
 def lifespan(
-    app_lifespan: Lifespan[App] | None = None, *, install: bool = False, **queue_options: Any
+    app_lifespan: Lifespan[App] | None = None,
+    *,
+    install: bool = False,
+    shutdown_timeout: float | None = DEFAULT_SHUTDOWN_TIMEOUT,
+    **queue_options: Any,
 ) -> Lifespan[App]:
     """Return a lifespan that runs aioqlog's listeners around *app_lifespan*.
 
@@ -42,6 +49,10 @@ def lifespan(
             configuration set up (``aioqlog.listening()``); ``True`` moves the
             root logger's handlers behind aioqlog for the app's lifetime
             (``aioqlog.install()``).
+        shutdown_timeout: Seconds the shutdown waits at most for the handlers
+            to finish (10 by default); what is left is reported on stderr, and
+            a handler that never returns cannot keep the app from exiting.
+            ``None`` waits as long as it takes.
         **queue_options: ``LogQueue`` options, with ``install=True``.
 
     Returns:
@@ -49,11 +60,13 @@ def lifespan(
 
     Added in version 0.1.0.
     """
-    check_options(install, queue_options)
+    check_options(install, shutdown_timeout, queue_options)
 
     @asynccontextmanager
     async def run(app: App) -> AsyncIterator[Any]:
-        async with serving(install, **queue_options):
+        async with serving(
+            install, shutdown_timeout, "aioqlog.integrations.starlette.lifespan", **queue_options
+        ):
             if app_lifespan is None:
                 yield None
             else:

@@ -1,0 +1,34 @@
+"""aioqlog's own records: drop summaries and reports, made one way everywhere."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+
+from ._context import DEPTH, SUMMARY_DEPTH
+
+__all__ = ["own_record", "summary_context"]
+
+
+def own_record(
+    level: int, message: str, args: tuple[object, ...], func: str = "QueueListener"
+) -> logging.LogRecord:
+    """Make one of aioqlog's own records, through the record factory.
+
+    The logger name is ``"aioqlog"``, so filters and formatters can tell these
+    records (drop summaries, error reports) from the application's.
+    """
+    factory = logging.getLogRecordFactory()
+    return factory("aioqlog", level, __file__, 0, message, args, None, func)
+
+
+def summary_context() -> contextvars.Context:
+    """Return a fresh context marked as handling one of aioqlog's own summaries.
+
+    What a handler logs while handling a summary is dropped and counted, never
+    announced again (see ``SUMMARY_DEPTH``), and a lane never evicts a record
+    carrying this mark.
+    """
+    ctx = contextvars.Context()
+    ctx.run(DEPTH.set, SUMMARY_DEPTH)
+    return ctx

@@ -1,0 +1,743 @@
+"""Lifecycle paths as users meet them: bounded shutdown, forgotten stop(), exit, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+from support import STALL, AsyncRecorder, Gate, Recorder, bounded, in_thread, run
+
+import aioqlog
+
+ROOT = Path(__file__).resolve().parent.parent
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+class Slow(Recorder):
+    """A handler that takes *latency* seconds per record."""
+
+    def __init__(self, latency: float, name: str | None = None) -> None:
+        super().__init__(name=name)
+        self.latency = latency
+
+    def emit(self, record: logging.LogRecord) -> None:
+        time.sleep(self.latency)
+        super().emit(record)
+
+
+def _script(source: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run *source* in a fresh interpreter (aioqlog importable); return what it did."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(source)],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+# ------------------------------------------------------- bounded by default
+
+
+@pytest.mark.asyncio
+async def test_async_with_a_listener_is_bounded_by_shutdown_timeout(
+    logger: logging.Logger,
+) -> None:
+    """Leaving `async with` cannot hang on a stuck handler: it stops within the bound."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    hung = Gate(name="hung")
+    stderr = io.StringIO()
+    started = time.monotonic()
+    with contextlib.redirect_stderr(stderr):
+        async with aioqlog.QueueListener(q, hung, shutdown_timeout=0.2) as listener:
+            logger.info("stuck")
+            await in_thread(lambda: hung.entered.wait(STALL))
+    assert time.monotonic() - started < STALL / 2
+    assert "1 for hung" in stderr.getvalue()
+    assert listener.stats.undelivered == 1
+    hung.opened.set()
+
+
+@pytest.mark.asyncio
+async def test_install_is_bounded_by_its_shutdown_timeout() -> None:
+    """Leaving `async with install(shutdown_timeout=...)` cannot hang on a stuck handler."""
+    root = logging.getLogger()
+    hung = Gate(name="hung")
+    root.handlers[:] = [hung]
+    stderr = io.StringIO()
+    started = time.monotonic()
+    with contextlib.redirect_stderr(stderr):
+        async with aioqlog.install(shutdown_timeout=0.2) as listener:
+            logging.getLogger("app").warning("stuck")
+            await in_thread(lambda: hung.entered.wait(STALL))
+    assert time.monotonic() - started < STALL / 2
+    assert root.handlers == [hung]
+    assert "1 for hung" in stderr.getvalue()
+    assert listener.stats.undelivered == 1
+    hung.opened.set()
+
+
+@pytest.mark.asyncio
+async def test_listening_is_bounded_by_its_timeout(logger: logging.Logger) -> None:
+    """Leaving `async with listening(timeout=...)` cannot hang on a stuck handler."""
+    hung = Gate(name="hung")
+    q = aioqlog.LogQueue()
+    listener = aioqlog.QueueListener(q, hung)
+    logger.addHandler(aioqlog.QueueHandler(q))
+    stderr = io.StringIO()
+    started = time.monotonic()
+    with contextlib.redirect_stderr(stderr):
+        async with aioqlog.listening(listener, timeout=0.2):
+            logger.warning("stuck")
+            await in_thread(lambda: hung.entered.wait(STALL))
+    assert time.monotonic() - started < STALL / 2
+    assert "1 for hung" in stderr.getvalue()
+    assert listener.stats.undelivered == 1
+    hung.opened.set()
+
+
+def test_the_integrations_default_to_a_bound() -> None:
+    """lifespan() and cleanup_ctx() take shutdown_timeout, checked when the app is built."""
+    from aioqlog.integrations.aiohttp import cleanup_ctx
+    from aioqlog.integrations.starlette import lifespan
+
+    for make in (lifespan, cleanup_ctx):
+        with pytest.raises(ValueError, match="shutdown_timeout must be a positive number"):
+            make(install=True, shutdown_timeout=float("inf"))
+        make(install=True, shutdown_timeout=None)
+    assert aioqlog.QueueListener(aioqlog.LogQueue()).shutdown_timeout == 10.0
+
+
+_STUCK_APP = """
+    import logging, threading
+    from aioqlog.integrations.starlette import lifespan
+    from fastapi import FastAPI
+
+    class StuckFile(logging.FileHandler):
+        # A socket with no timeout: one record never returns.
+        def emit(self, record):
+            if record.getMessage() == "stuck here":
+                threading.Event().wait()
+            super().emit(record)
+
+    logging.config.dictConfig({
+        "version": 1,
+        "handlers": {
+            "file": {"()": StuckFile, "filename": "app.log"},
+            "queue": {"class": "aioqlog.QueueHandler", "handlers": ["file"]},
+        },
+        "loggers": {"app": {"handlers": ["queue"], "level": "INFO"}},
+    })
+    log = logging.getLogger("app")
+    app = FastAPI(lifespan=lifespan(shutdown_timeout=1.0))
+
+    @app.get("/health")
+    async def health():
+        return {}
+
+    @app.get("/items/{item}")
+    async def read_item(item: int):
+        log.info("served item %d", item)
+        if item == 5:
+            log.info("stuck here")
+        return {"item": item}
+"""
+
+
+@pytest.mark.slow
+def test_a_stuck_handler_cannot_keep_uvicorn_from_exiting_on_sigterm(tmp_path: Path) -> None:
+    """FastAPI + dictConfig + lifespan() on uvicorn, a handler stuck forever: SIGTERM ends it.
+
+    Every line logged before the stuck one is in the file; stderr says what was
+    left undelivered.
+    """
+    import httpx
+
+    (tmp_path / "stuckapp.py").write_text("import logging.config\n" + textwrap.dedent(_STUCK_APP))
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "stuckapp:app", "--host", "127.0.0.1",
+         "--port", str(port)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_until_serving(proc, base)
+        with httpx.Client(base_url=base, timeout=STALL) as client:
+            for i in range(10):
+                assert client.get(f"/items/{i}").status_code == 200
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert time.monotonic() - started < 15, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert [line for line in _lines(tmp_path / "app.log")] == [f"served item {i}" for i in range(6)]
+    # uvicorn re-raises SIGTERM once shut down, so no exit hook runs after this.
+    assert "stop() ran out of time; still being delivered" in err
+    assert "5 for file" in err
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait_until_serving(proc: subprocess.Popen[str], base: str) -> None:
+    import httpx
+
+    deadline = time.monotonic() + STALL
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            raise AssertionError(f"the server exited early: {err}")
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.05)  # polling a process we cannot await
+    raise AssertionError("the server did not start serving")
+
+
+_AIOHTTP_STUCK = """
+    import logging, sys, threading
+    from aiohttp import web
+    from aioqlog.integrations.aiohttp import cleanup_ctx
+
+    class StuckFile(logging.FileHandler):
+        def emit(self, record):
+            if record.getMessage() == "stuck here":
+                threading.Event().wait()
+            super().emit(record)
+
+    handler = StuckFile("app.log")
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+    async def item(request):
+        n = int(request.match_info["n"])
+        logging.getLogger("app").info("served item %d", n)
+        if n == 2:
+            logging.getLogger("app").info("stuck here")
+        return web.json_response({"item": n})
+
+    async def health(request):
+        return web.json_response({})
+
+    app = web.Application()
+    app.cleanup_ctx.append(cleanup_ctx(install=True, shutdown_timeout=1.0))
+    app.router.add_get("/health", health)
+    app.router.add_get("/items/{n}", item)
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
+"""
+
+
+@pytest.mark.slow
+def test_a_stuck_handler_cannot_keep_aiohttp_from_exiting_on_sigterm(tmp_path: Path) -> None:
+    """aiohttp with cleanup_ctx(install=True), a handler stuck forever: SIGTERM ends it."""
+    import httpx
+
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(_AIOHTTP_STUCK), str(port)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_until_serving(proc, base)
+        with httpx.Client(base_url=base, timeout=STALL) as client:
+            for i in range(5):
+                assert client.get(f"/items/{i}").status_code == 200
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert time.monotonic() - started < 15, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert _lines(tmp_path / "app.log") == [f"served item {i}" for i in range(3)]
+    assert "stop() ran out of time" in err
+
+
+# ------------------------------------------------------ forgetting stop()
+
+
+def test_forgetting_stop_delivers_everything_while_the_handler_progresses(
+    loop_factory: LoopFactory, logger: logging.Logger
+) -> None:
+    """asyncio.run ends with a backlog behind a slow handler: the wait follows progress.
+
+    The backlog takes several times shutdown_timeout to deliver, and all of it
+    is delivered (the bound is on a handler that makes no progress); nothing
+    claims the user called stop(), and a notice says what the wait is for.
+    """
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    slow = Slow(0.005, name="slow")
+    listener = aioqlog.QueueListener(q, slow, shutdown_timeout=0.3)
+
+    async def main() -> None:
+        listener.start()
+        await asyncio.sleep(0)
+        for i in range(300):
+            logger.info("r %d", i)
+
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        run(main(), loop_factory)
+    assert slow.messages() == [f"r {i}" for i in range(300)]
+    assert "stop()" not in stderr.getvalue().replace("without QueueListener.stop()", "")
+    assert "the event loop is ending without QueueListener.stop(); delivering" in (
+        stderr.getvalue()
+    )
+
+
+_CTRL_C_TWICE = """
+    import asyncio, logging, sys, threading
+    import aioqlog
+
+    class Stuck(logging.Handler):
+        def emit(self, record):
+            threading.Event().wait()
+
+    logging.getLogger().handlers[:] = [Stuck()]
+
+    async def main():
+        async with aioqlog.install(shutdown_timeout=60):
+            logging.getLogger("app").warning("stuck")
+            print("ready", flush=True)
+            await asyncio.Event().wait()
+
+    asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_is_never_swallowed(tmp_path: Path) -> None:
+    """Ctrl-C starts a bounded stop; a second Ctrl-C ends the process at once."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(_CTRL_C_TWICE)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(0.5)  # the first one waits for the handler (up to 60 s)
+        assert proc.poll() is None
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert time.monotonic() - started < 10, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert "KeyboardInterrupt" in err
+    assert "exiting without flushing or closing it (1 records undelivered)" in err
+
+
+# ------------------------------------------- records logged during and after stop
+
+
+_DURING_STOP = """
+    import asyncio, logging, sys, time
+    import aioqlog
+
+    class Slow(logging.FileHandler):
+        def emit(self, record):
+            time.sleep(0.01)
+            super().emit(record)
+
+    log = logging.getLogger("app")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    q = aioqlog.LogQueue()
+    log.addHandler(aioqlog.QueueHandler(q))
+    listener = aioqlog.QueueListener(q, Slow("app.log"))
+    logged = 0
+
+    async def ticker(stop):
+        global logged
+        while not stop.is_set():
+            log.info("tick %d", logged)
+            logged += 1
+            await asyncio.sleep(0.005)
+
+    async def main():
+        global logged
+        listener.start()
+        for _ in range(20):
+            log.info("tick %d", logged)
+            logged += 1
+        stop = asyncio.Event()
+        task = asyncio.create_task(ticker(stop))
+        await listener.stop()
+        stop.set()
+        await task
+        log.info("final")
+        logged += 1
+        print(logged)
+
+    asyncio.run(main())
+"""
+
+
+def test_records_logged_while_stop_runs_are_written_before_exit(tmp_path: Path) -> None:
+    """A task logs while stop() runs, then one final record, then a normal exit: all written."""
+    result = _script(_DURING_STOP, tmp_path)
+    assert result.returncode == 0, result.stderr
+    logged = int(result.stdout)
+    lines = _lines(tmp_path / "app.log")
+    assert len(lines) == logged, result.stderr
+    assert lines[-1] == "final"
+    assert lines[:-1] == [f"tick {i}" for i in range(logged - 1)]
+
+
+_FINAL_AFTER_BLOCK = """
+    import asyncio, logging, sys
+    import aioqlog
+
+    class Chatty(logging.FileHandler):
+        # Logs a line per send, as HTTP clients do.
+        def emit(self, record):
+            super().emit(record)
+            logging.getLogger("client").info("sent %s", record.getMessage())
+
+    handler = Chatty("app.log")
+    q = aioqlog.LogQueue()
+    for name in ("app", "client"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        logger.addHandler(aioqlog.QueueHandler(q))
+    log = logging.getLogger("app")
+
+    async def main():
+        async with aioqlog.QueueListener(q, handler):
+            for i in range(50):
+                log.info("r%d", i)
+        log.info("final")
+
+    asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_a_record_logged_right_after_the_block_is_written_before_exit(
+    tmp_path: Path, attempt: int
+) -> None:
+    """After `async with listener:` ends, "final" is written, even behind a chatty handler."""
+    result = _script(_FINAL_AFTER_BLOCK, tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = _lines(tmp_path / "app.log")
+    assert "final" in lines, result.stderr
+    assert [line for line in lines if line.startswith("r")] == [f"r{i}" for i in range(50)]
+
+
+# ------------------------------------------------------- after loop.close()
+
+
+def test_a_record_after_the_loop_closed_is_handled_in_the_caller(
+    loop_factory: LoopFactory, logger: logging.Logger
+) -> None:
+    """The loop closed under a running listener: the next log call is handled at once."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    rec = Recorder()
+    listener = aioqlog.QueueListener(q, rec)
+    loop = loop_factory()
+
+    async def main() -> None:
+        listener.start()
+        logger.info("served")
+        await rec.arrived(1)
+
+    loop.run_until_complete(main())
+    task = listener._task
+    loop.close()
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        logger.info("after close")
+    assert stderr.getvalue() == ""
+    assert rec.messages() == ["served", "after close"]
+    assert rec.records[-1].threadName == threading.current_thread().name
+    assert q.qsize() == 0
+    assert not listener.running
+    del task
+
+
+# ----------------------------------------------------- a loop in a daemon thread
+
+
+_DAEMON_LOOP = """
+    import asyncio, logging, threading
+    import aioqlog
+
+    log = logging.getLogger("app")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    q = aioqlog.LogQueue()
+    log.addHandler(aioqlog.QueueHandler(q))
+    handler = logging.FileHandler("app.log")
+    listener = aioqlog.QueueListener(q, handler)
+    ready = threading.Event()
+
+    async def serve():
+        listener.start()
+        ready.set()
+        await asyncio.Event().wait()
+
+    threading.Thread(target=asyncio.run, args=(serve(),), daemon=True).start()
+    ready.wait()
+    for i in range(100):
+        log.info("r%d", i)
+"""
+
+
+def test_a_loop_in_a_daemon_thread_delivers_everything_at_exit(tmp_path: Path) -> None:
+    """The main thread logs 100 records and returns while a daemon thread's loop serves."""
+    result = _script(_DAEMON_LOOP, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert _lines(tmp_path / "app.log") == [f"r{i}" for i in range(100)], result.stderr
+
+
+# ------------------------------------------------ restart after a timed-out stop
+
+
+@pytest.mark.asyncio
+async def test_a_restart_after_a_timed_out_stop_keeps_one_worker_and_the_order(
+    logger: logging.Logger,
+) -> None:
+    """stop(timeout) runs out, start() again: one worker, records in order, exact stats."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    slow = Slow(0.02, name="slow")
+    listener = aioqlog.QueueListener(q, slow)
+    listener.start()
+    for i in range(30):
+        logger.info("old %d", i)
+    with contextlib.redirect_stderr(io.StringIO()):
+        stats = await listener.stop(timeout=0.1)
+    assert stats.handlers[0].pending > 0
+    listener.start()
+    for i in range(5):
+        logger.info("new %d", i)
+    stats = await bounded(listener.stop())
+    assert slow.messages() == [f"old {i}" for i in range(30)] + [f"new {i}" for i in range(5)]
+    assert len(slow.threads) == 1
+    assert (stats.enqueued, stats.handlers[0].handled, stats.handlers[0].pending) == (35, 35, 0)
+
+
+_RESTART_STUCK = """
+    import asyncio, logging, threading
+    import aioqlog
+
+    class Stuck(logging.Handler):
+        def emit(self, record):
+            threading.Event().wait()
+
+    log = logging.getLogger("app")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    q = aioqlog.LogQueue()
+    log.addHandler(aioqlog.QueueHandler(q))
+    handler = Stuck()
+    logging.getLogger("other").addHandler(handler)  # on logging.shutdown's list
+    listener = aioqlog.QueueListener(q, handler, shutdown_timeout=0.5)
+
+    async def main():
+        listener.start()
+        log.info("one")
+        await listener.stop(timeout=0.1)
+        listener.start()
+        log.info("two")
+        await listener.stop(timeout=0.1)
+
+    asyncio.run(main())
+    print("done", flush=True)
+"""
+
+
+def test_a_restart_after_a_timed_out_stop_with_a_stuck_handler_still_exits() -> None:
+    """The stuck handler's lane is the same after a restart, so exit skips it."""
+    result = _script(_RESTART_STUCK)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "done\n"
+    assert "exiting without flushing or closing it (2 records undelivered)" in result.stderr
+
+
+# ------------------------------------------------- drops while stuck, reported
+
+
+@pytest.mark.asyncio
+async def test_drops_while_a_handler_was_stuck_are_reported_once_it_recovers(
+    logger: logging.Logger,
+) -> None:
+    """Records dropped behind a stuck handler (no listener running) reach it as a summary."""
+    q = aioqlog.LogQueue(maxsize=4)
+    logger.addHandler(aioqlog.QueueHandler(q))
+    gate = Gate(name="gate")
+    listener = aioqlog.QueueListener(q, gate)
+    listener.start()
+    logger.info("first")
+    await in_thread(lambda: gate.entered.wait(STALL))
+    with contextlib.redirect_stderr(io.StringIO()):
+        await listener.stop(timeout=0.05)
+    for i in range(10):
+        logger.info("while stuck %d", i)
+    dropped = listener.stats.handlers[0].dropped
+    assert dropped == 10 - 3  # the lane holds 4: "first" and three more
+    gate.opened.set()
+    assert gate.wait_until(lambda: any(r.name == "aioqlog" for r in gate.records))
+    summary = [r.getMessage() for r in gate.records if r.name == "aioqlog"]
+    assert summary == [
+        f"aioqlog dropped {dropped} records for this handler: it fell behind "
+        f"(maxsize=4, overflow='drop_new')"
+    ]
+    kept = [m for m in gate.messages() if not m.startswith("aioqlog")]
+    assert kept == ["first", "while stuck 0", "while stuck 1", "while stuck 2"]
+
+
+# ------------------------------------------------------- arguments with no end
+
+
+@pytest.mark.parametrize("value", [float("inf"), 1e10, float("nan")])
+def test_timeouts_with_no_end_are_refused(value: float) -> None:
+    """An infinite (or unrepresentable) timeout is refused, not accepted to fail later."""
+    with pytest.raises(ValueError, match="block_timeout must be a positive number of seconds"):
+        aioqlog.LogQueue(block_timeout=value)
+    with pytest.raises(ValueError, match="shutdown_timeout must be a positive number"):
+        aioqlog.QueueListener(aioqlog.LogQueue(), shutdown_timeout=value)
+    with pytest.raises(ValueError, match="timeout must be a positive number"):
+        _async_handler_with_timeout(value)
+
+
+def _async_handler_with_timeout(value: float) -> None:
+    class H(aioqlog.AsyncHandler):
+        async def aemit(self, record: logging.LogRecord) -> None:
+            pass
+
+    H(timeout=value)
+
+
+# ------------------------------------------ one delivery path for async handlers
+
+
+class _Exits(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() == "exit":
+            raise SystemExit(3)
+        return True
+
+
+class _Batching(AsyncRecorder):
+    async def aemit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        for record in records:
+            await self.aemit(record)
+
+
+@pytest.mark.parametrize("handler_type", [AsyncRecorder, _Batching])
+def test_a_filter_raising_system_exit_is_the_handlers_error_on_both_paths(
+    loop_factory: LoopFactory, logger: logging.Logger, handler_type: type[AsyncRecorder]
+) -> None:
+    """SystemExit from a filter counts as one error, single-record or batch, and nothing escapes."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    handler = handler_type()
+    handler.addFilter(_Exits())
+    errors: list[str] = []
+    handler.handleError = lambda record: errors.append(record.getMessage())  # type: ignore[method-assign]
+    listener = aioqlog.QueueListener(q, handler)
+
+    async def main() -> aioqlog.ListenerStats:
+        async with listener:
+            for message in ("a", "exit", "b", "c"):
+                logger.info(message)
+        return listener.stats
+
+    stats = run(main(), loop_factory)
+    assert handler.messages() == ["a", "b", "c"]
+    assert errors == ["exit"]
+    assert (stats.handlers[0].handled, stats.handlers[0].errors) == (3, 1)
+
+
+# ------------------------------------------------------ summaries coalesce
+
+
+@pytest.mark.asyncio
+async def test_recursion_summaries_coalesce_to_one_per_interval(logger: logging.Logger) -> None:
+    """A handler that logs on every record hears of the dropped lines once, not per batch."""
+
+    class Chatty(Recorder):
+        def emit(self, record: logging.LogRecord) -> None:
+            super().emit(record)
+            logger.info("sent %s", record.getMessage())
+
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    chatty = Chatty()
+    async with aioqlog.QueueListener(q, chatty) as listener:
+        for i in range(100):
+            logger.info("r%d", i)
+            await asyncio.sleep(0)  # one record per batch, as a service logs
+        await chatty.arrived(200)
+    summaries = [m for m in chatty.messages() if m.startswith("aioqlog dropped")]
+    assert len(summaries) <= 2
+    announced = sum(int(m.split()[2]) for m in summaries)
+    # What the handler logged about each summary is dropped quietly (never announced).
+    assert announced + len(summaries) == listener.stats.recursion_dropped
+
+
+# ------------------------------------------------------------ trio, refused
+
+
+def test_trio_is_refused_with_a_clear_error_and_nothing_half_done() -> None:
+    """Under trio.run, install() says trio is not supported, and leaves the root as it was."""
+    trio = pytest.importorskip("trio")
+    root = logging.getLogger()
+    rec = Recorder()
+    root.handlers[:] = [rec]
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match="under trio, and aioqlog runs on asyncio"):
+            async with aioqlog.install():
+                pass
+
+    trio.run(main)
+    assert root.handlers == [rec]
+
+    async def again() -> None:
+        async with aioqlog.install():
+            logging.getLogger("app").warning("works")
+
+    asyncio.run(again())
+    assert rec.messages()[-1] == "works"
