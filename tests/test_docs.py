@@ -444,3 +444,25 @@ def test_every_extra_the_docs_name_exists() -> None:
     }
     assert "yaml" in named
     assert named <= extras, f"not defined in pyproject.toml: {sorted(named - extras)}"
+
+
+def test_the_404_page_links_under_the_sites_own_path(tmp_path: Path) -> None:
+    """The built 404 page links under the project's Pages path (/aioqlog/), not the root."""
+    if importlib.util.find_spec("mkdocs") is None:
+        pytest.skip("mkdocs is not installed (make docs installs it)")
+    # A GitHub project site is published at https://<owner>.github.io/<repo>/.
+    repo_url = re.search(r"^repo_url:\s*\S+/(\S+?)/?$", (ROOT / "mkdocs.yml").read_text(), re.M)
+    assert repo_url
+    prefix = f"/{repo_url[1]}/"
+    subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        capture_output=True,
+        timeout=TIMEOUT * 2,
+        check=True,
+    )
+    page = (tmp_path / "404.html").read_text()
+    links = re.findall(r'(?:href|src)="(/[^"]*)"', page)
+    assert links
+    assert all(link.startswith(prefix) for link in links), links
