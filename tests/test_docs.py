@@ -2,8 +2,8 @@
 
 Each ```` ```python ```` block is run as a script by this interpreter, in a
 subprocess (cwd: a fresh temporary directory, at most ``TIMEOUT`` seconds), and
-must exit 0 without a traceback or a logging error on stderr. A marker on the
-line before the fence changes that:
+must exit 0 without a traceback or a logging error on stderr. A marker in the
+HTML comments just above the fence changes that:
 
 - ``<!-- fragment: why -->``: deliberately not a whole program; it is only
   compiled (as is, or, for ``"key": value`` entries of a mapping, inside braces).
@@ -14,8 +14,10 @@ line before the fence changes that:
   with 200, then exit on SIGTERM.
 
 A ``--8<-- "file"`` line (the mkdocs snippets syntax) is replaced by that file,
-as the docs build does. A sample that imports a package which is not installed
-is skipped (the test extras install every one the docs use).
+as the docs build does (such a block sits between ``<!-- fmt: off -->`` and
+``<!-- fmt: on -->``, which keep ruff from formatting the include line). A sample
+that imports a package which is not installed is skipped (the test extras
+install every one the docs use).
 
 Samples addressed to a server elsewhere are pointed at one the test starts on
 127.0.0.1: the address literals in ``SERVERS`` are replaced by the local
@@ -108,8 +110,11 @@ def collect(page: Path) -> list[Sample]:
         while not lines[j].strip().startswith("```"):
             body.append(_expand(lines[j][indent:]))
             j += 1
-        before = next((line for line in reversed(lines[:i]) if line.strip()), "")
-        marker = MARKER.match(before)
+        marker = None
+        for before in reversed(lines[:i]):  # the comments just above the fence
+            if before.strip() and not before.strip().startswith("<!--"):
+                break
+            marker = marker or MARKER.match(before)
         kind, arg = (marker["kind"], marker["arg"]) if marker else ("run", "")
         previous = next((s for s in reversed(samples) if s.kind != "fragment"), None)
         samples.append(Sample(page, i + 1, "\n".join(body) + "\n", kind, arg, previous))
