@@ -11,6 +11,7 @@ PY_VERSIONS ?= 3.10 3.11 3.12 3.13
 
 help:
 	@echo "make test      - create $(VENV), install aioqlog with its test extras, run lint and the suite"
+	@echo "                 (the syslog tests need rsyslogd, Debian package rsyslog; skipped without it)"
 	@echo "make demo      - show the loop lag a slow handler causes, directly and behind aioqlog"
 	@echo "make test-all  - run the suite on Python $(PY_VERSIONS)"
 	@echo "make stress    - run the whole suite 20 times in a row (stops at the first failure)"
@@ -26,7 +27,12 @@ $(BIN)/.installed-test: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+# The syslog handler's tests run a real rsyslogd; without one they are skipped, not failed.
+RSYSLOGD_NOTE := note: rsyslogd not found, so the syslog tests that run a real rsyslogd are \
+  skipped (install the Debian/Ubuntu package rsyslog, as .ci/run does)
+
 test: $(BIN)/.installed-test
+	@command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || echo "$(RSYSLOGD_NOTE)"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

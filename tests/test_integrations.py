@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -9,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -18,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from support import STALL, Recorder
+from support import STALL, Recorder, bounded, in_thread
 
 import aioqlog
 from aioqlog.integrations.aiohttp import cleanup_ctx
@@ -198,6 +200,157 @@ def test_the_uvicorn_recipe_routes_uvicorns_logs_through_aioqlog(
     assert "Application shutdown complete." in err
     # Logged after the lifespan stopped the listener: handled in the caller, not lost.
     assert "Finished server process" in err
+
+
+# ------------------------------------------------------------------ gunicorn
+
+
+@pytest.mark.slow
+def test_gunicorn_logconfig_dict_writes_every_app_and_access_line(tmp_path: Path) -> None:
+    """examples/gunicorn_conf.py, a uvicorn worker: 50 requests, 50 app + 50 access lines."""
+    pytest.importorskip("gunicorn")
+    pytest.importorskip("uvicorn_worker")
+    port = _free_port()
+    command = [
+        sys.executable, "-m", "gunicorn", "examples.fastapi_app:app",
+        "-c", str(EXAMPLES / "gunicorn_conf.py"), "-b", f"127.0.0.1:{port}", "-w", "1",
+    ]  # fmt: skip
+    # HOME: gunicorn 24+ puts a control socket there.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_until_serving(proc, base)
+        requests = 50
+        with httpx.Client(base_url=base, timeout=STALL) as client:
+            for i in range(requests):
+                assert client.get(f"/items/{i}").json() == {"item": i}
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    app_lines = [line for line in err.splitlines() if " INFO app served item " in line]
+    access_lines = [line for line in out.splitlines() if '"GET /items/' in line]
+    assert len(app_lines) == requests, err
+    assert len(access_lines) == requests, out
+    for i in range(requests):
+        assert any(line.endswith(f" served item {i}") for line in app_lines)
+        assert any(f'"GET /items/{i} HTTP/1.1" 200' in line for line in access_lines)
+    # The app's lifespan started the worker's listeners and drained them at shutdown.
+    assert "INFO app app stopping" in err
+    assert "Application shutdown complete." in err
+
+
+# --------------------------------------------------------- uvicorn's own loggers
+
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+
+class HandledIn(Recorder):
+    """A recorder that notes the thread each record was handled in; flags startup."""
+
+    def __init__(self, started: threading.Event) -> None:
+        super().__init__()
+        self.started = started
+        self.handled_in: list[tuple[str, str]] = []  # (logger name, handling thread)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.handled_in.append((record.name, threading.current_thread().name))
+        super().emit(record)
+        if record.getMessage() == "Application startup complete.":
+            self.started.set()
+
+
+@pytest.fixture
+def uvicorn_loggers() -> Iterator[None]:
+    """Leave uvicorn's loggers (which uvicorn.Config configures) as found."""
+    saved = [
+        (log, list(log.handlers), log.level, log.propagate, log.disabled)
+        for log in map(logging.getLogger, UVICORN_LOGGERS)
+    ]
+    yield
+    for log, handlers, level, propagate, disabled in saved:
+        log.handlers[:] = handlers
+        log.setLevel(level)
+        log.propagate = propagate
+        log.disabled = disabled
+
+
+def _install_only_app() -> Any:
+    from fastapi import FastAPI
+
+    app = FastAPI(lifespan=lifespan(install=True))
+
+    @app.get("/items/{item}")
+    async def read_item(item: int) -> dict[str, int]:
+        return {"item": item}
+
+    return app
+
+
+@pytest.mark.asyncio
+@pytest.mark.usefixtures("uvicorn_loggers")
+@pytest.mark.parametrize(
+    ("recipe", "log_config", "behind_aioqlog"),
+    [
+        # uvicorn's default setup: its loggers have handlers and propagate=False.
+        ("lifespan(install=True) alone", "default", False),
+        ("examples/fastapi_install.py", "default", True),
+        # uvicorn.run(app, log_config=None): its loggers propagate to root.
+        ("lifespan(install=True) alone", None, True),
+    ],
+)
+async def test_uvicorns_access_log_goes_behind_aioqlog_with_the_documented_recipes(
+    recipe: str, log_config: str | None, behind_aioqlog: bool
+) -> None:
+    """uvicorn's access line is handled by an aioqlog worker, not on the loop, per the docs."""
+    import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
+
+    from examples.fastapi_install import app as install_app
+
+    app = install_app if recipe.startswith("examples/") else _install_only_app()
+    config = uvicorn.Config(
+        app, log_config=LOGGING_CONFIG if log_config == "default" else None, lifespan="on"
+    )  # configures logging, as uvicorn.run() does before serving
+    started = threading.Event()
+    recorders = [HandledIn(started) for _ in range(3)]
+    logging.getLogger().handlers[:] = [recorders[0]]
+    logging.getLogger().setLevel(logging.INFO)
+    if log_config == "default":
+        # Stand-ins for uvicorn's own stream handlers on its own loggers.
+        logging.getLogger("uvicorn").handlers[:] = [recorders[1]]
+        logging.getLogger("uvicorn.access").handlers[:] = [recorders[2]]
+    server = uvicorn.Server(config)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        host, port = sock.getsockname()
+        serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+        try:
+            assert await in_thread(lambda: started.wait(STALL)), "uvicorn did not start"
+            async with httpx.AsyncClient() as client:
+                response = await client.get(f"http://{host}:{port}/items/7", timeout=STALL)
+                assert response.json() == {"item": 7}
+        finally:
+            server.should_exit = True
+            await bounded(serving)
+    handled_in = [entry for recorder in recorders for entry in recorder.handled_in]
+    access = [thread for name, thread in handled_in if name == "uvicorn.access"]
+    assert len(access) == 1
+    loop_thread = threading.current_thread().name
+    if behind_aioqlog:
+        assert access[0].startswith("aioqlog-"), access
+    else:
+        assert access == [loop_thread]
+    # Put back at shutdown: uvicorn's loggers have their own handlers again.
+    if log_config == "default":
+        assert logging.getLogger("uvicorn.access").handlers == [recorders[2]]
 
 
 # ------------------------------------------------------------------- aiohttp
