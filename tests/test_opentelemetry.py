@@ -103,7 +103,7 @@ HANDLERS: dict[str, Callable[[LoggerProvider], logging.Handler]] = {
 @pytest.fixture(params=sorted(HANDLERS))
 def otel(request: pytest.FixtureRequest) -> Iterator[OTel]:
     """The SDK's LoggingHandler (deprecated) or its successor, into an in-memory exporter."""
-    provider = LoggerProvider()
+    provider = LoggerProvider(shutdown_on_exit=False)
     exporter = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]
     provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
     with warnings.catch_warnings():
@@ -111,7 +111,7 @@ def otel(request: pytest.FixtureRequest) -> Iterator[OTel]:
         handler = HANDLERS[request.param](provider)
     hold = Hold()
     handler.addFilter(hold)
-    tracer = TracerProvider().get_tracer("aioqlog.tests")
+    tracer = TracerProvider(shutdown_on_exit=False).get_tracer("aioqlog.tests")
     yield OTel(handler, exporter, tracer, hold)
     hold.released.set()
     provider.shutdown()

@@ -13,6 +13,7 @@ Example:
     >>> listener = aioqlog.QueueListener(aioqlog.LogQueue())
     >>> collector = ListenerCollector(registry=registry)
     >>> collector.add(listener, name="app")
+    'app'
     >>> b'aioqlog_queue_depth{listener="app"} 0.0' in generate_latest(registry)
     True
 
