@@ -2,7 +2,9 @@
 
 * ``aioqlog.integrations.starlette.lifespan`` for Starlette and FastAPI.
 * ``aioqlog.integrations.aiohttp.cleanup_ctx`` for aiohttp.
+* ``aioqlog.integrations.prometheus.ListenerCollector`` exposes ``listener.stats``
+  to Prometheus.
 
-The frameworks are not dependencies of aioqlog: these modules only follow
-their protocols.
+The frameworks and ``prometheus_client`` are not dependencies of aioqlog:
+these modules only follow their protocols (the extras install them).
 """
