@@ -12,6 +12,7 @@ import json
 import logging
 import socket
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -383,6 +384,7 @@ async def test_loki_and_elasticsearch_bodies(server: Server, logger: logging.Log
         ({"batch_age": -1}, "batch_age must be a positive number"),
         ({"buffer_size": 5, "batch_size": 10}, "buffer_size (5) must be at least batch_size"),
         ({"retry_budget": True}, "retry_budget must be a positive number"),
+        ({"close_budget": -1}, "close_budget must be a number of seconds, 0 or more"),
     ],
 )
 def test_bad_arguments_are_refused_with_the_fix(kwargs: dict[str, Any], message: str) -> None:
@@ -407,10 +409,7 @@ async def test_stop_does_not_wait_out_the_retry_budget(
     """With the collector down, stop() gives up after close_budget and keeps the records."""
     await server.stop()
 
-    class QuickToClose(Reported):
-        close_budget = 0.3
-
-    handler = QuickToClose(server.url, batch_age=60, retry_budget=600, **FAST_RETRY)
+    handler = Reported(server.url, batch_age=60, retry_budget=600, close_budget=0.3, **FAST_RETRY)
     listener = _serve(logger, handler)
     listener.start()
     for i in range(3):
@@ -487,3 +486,21 @@ async def test_a_batch_that_fails_to_render_is_dropped_and_reported(
     assert handler.dropped == 2
     assert server.messages() == ["b", "c"]
     assert server.lines()[0]["message"].startswith("aioqlog dropped 2 records")
+
+
+@pytest.mark.asyncio
+async def test_stop_cuts_a_backoff_short_within_close_budget(
+    server: Server, logger: logging.Logger
+) -> None:
+    """With the collector down and close_budget=0.1, stop() does not wait out a 2 s backoff."""
+    await server.stop()
+    handler = Reported(server.url, batch_age=0.01, backoff=2.0, backoff_max=2.0, close_budget=0.1)
+    listener = _serve(logger, handler)
+    listener.start()
+    logger.info("undeliverable")
+    # The first attempt failed: the handler now waits 1-2 s before the next one.
+    await handler.until(lambda: bool(handler.reported))
+    started = time.monotonic()
+    await bounded(listener.stop())
+    assert time.monotonic() - started < 0.8
+    assert handler.pending == 1

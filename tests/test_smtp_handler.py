@@ -7,6 +7,7 @@ the next mails, to require a login, and can be stopped and started again.
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.message
 import email.policy
@@ -14,6 +15,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -311,3 +313,23 @@ async def test_starttls_with_a_private_ca(logger: logging.Logger) -> None:
         controller.stop()
     assert mailbox.bodies() == ["over tls\n"]
     assert handler.reported == []
+
+
+@pytest.mark.asyncio
+async def test_stop_cuts_a_backoff_short_within_close_budget(
+    smtp: Server, logger: logging.Logger
+) -> None:
+    """With the server down and close_budget=0.1, stop() does not wait out a 2 s backoff."""
+    smtp.stop()
+    handler = _handler(smtp, digest_age=0.01, backoff=2.0, backoff_max=2.0, close_budget=0.1)
+    reported = asyncio.Event()
+    handler.on_report = reported.set
+    listener = _serve(logger, handler)
+    listener.start()
+    logger.error("undeliverable")
+    # The first attempt failed: the handler now waits 1-2 s before the next one.
+    await bounded(reported.wait())
+    started = time.monotonic()
+    await bounded(listener.stop())
+    assert time.monotonic() - started < 0.8
+    assert handler.pending == 1

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._batching import BatchSender, Rejected, check_positive
+from ._base import BatchSender, Rejected, check_positive
 
 if TYPE_CHECKING:
     import ssl as _ssl
@@ -78,6 +78,9 @@ class AsyncHTTPHandler(BatchSender[_Line]):
         backoff_max: Longest delay between retries.
         buffer_size: The most records held while waiting or retrying; more
             are dropped, counted and reported.
+        close_budget: Seconds ``aclose()`` (at ``stop()``) keeps retrying a
+            failing collector before it leaves the rest buffered; ``0`` makes
+            one last attempt.
         timeout: As for every ``AsyncHandler``: a bound on each call
             (including ``aclose``, the final send).
 
@@ -116,6 +119,7 @@ class AsyncHTTPHandler(BatchSender[_Line]):
         backoff: float = 0.5,
         backoff_max: float = 10.0,
         buffer_size: int = 10_000,
+        close_budget: float = 10.0,
         timeout: float | None = None,
     ) -> None:
         super().__init__(
@@ -127,6 +131,7 @@ class AsyncHTTPHandler(BatchSender[_Line]):
             backoff=backoff,
             backoff_max=backoff_max,
             buffer_size=buffer_size,
+            close_budget=close_budget,
         )
         owner = type(self).__qualname__
         try:

@@ -16,7 +16,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ._batching import BatchSender, Rejected, check_positive
+from ._base import BatchSender, Rejected, check_positive
 
 if TYPE_CHECKING:
     import ssl as _ssl
@@ -65,6 +65,9 @@ class AsyncSMTPHandler(BatchSender[_Entry]):
         backoff: First retry delay; doubles up to *backoff_max*, with jitter.
         backoff_max: Longest delay between retries.
         buffer_size: The most records held while waiting or retrying.
+        close_budget: Seconds ``aclose()`` (at ``stop()``) keeps retrying a
+            failing server before it leaves the rest buffered; ``0`` makes
+            one last attempt.
         timeout: As for every ``AsyncHandler``: a bound on each call.
 
     Attributes:
@@ -105,6 +108,7 @@ class AsyncSMTPHandler(BatchSender[_Entry]):
         backoff: float = 1.0,
         backoff_max: float = 60.0,
         buffer_size: int = 1_000,
+        close_budget: float = 10.0,
         timeout: float | None = None,
     ) -> None:
         owner = type(self).__qualname__
@@ -120,6 +124,7 @@ class AsyncSMTPHandler(BatchSender[_Entry]):
             backoff=backoff,
             backoff_max=backoff_max,
             buffer_size=buffer_size,
+            close_budget=close_budget,
         )
         try:
             smtp = _aiosmtplib()
