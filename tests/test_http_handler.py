@@ -12,6 +12,7 @@ import json
 import logging
 import socket
 import ssl
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -20,7 +21,7 @@ import pytest
 import pytest_asyncio
 import trustme
 from aiohttp import web
-from support import bounded
+from support import STALL, bounded, in_thread, run
 
 import aioqlog
 from aioqlog.handlers import AsyncHTTPHandler
@@ -504,3 +505,111 @@ async def test_stop_cuts_a_backoff_short_within_close_budget(
     await bounded(listener.stop())
     assert time.monotonic() - started < 0.8
     assert handler.pending == 1
+
+
+class ThreadedCollector:
+    """A collector on a loop of its own, in a thread: it outlives an ``asyncio.run``.
+
+    It keeps each request's ``Idempotency-Key`` and messages, and holds its
+    first answer back (after taking the body) until closed, so that a request
+    is in flight, received, when the client's loop ends.
+    """
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.requests: list[tuple[str | None, list[str]]] = []
+        self.holding = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._release: asyncio.Event | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, name="collector")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/ingest"
+
+    async def _ingest(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        lines = [json.loads(line)["message"] for line in body.decode().splitlines() if line]
+        self.requests.append((request.headers.get("Idempotency-Key"), lines))
+        if not self.holding.is_set():
+            self.holding.set()
+            assert self._release is not None
+            await self._release.wait()
+        return web.Response(text="ok")
+
+    async def _start(self) -> None:
+        self._release = asyncio.Event()
+        app = web.Application()
+        app.router.add_post("/ingest", self._ingest)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def _stop(self) -> None:
+        assert self._release is not None
+        assert self._runner is not None
+        self._release.set()
+        await self._runner.cleanup()
+
+    def __enter__(self) -> ThreadedCollector:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(STALL)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(STALL)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(STALL)
+        self._loop.close()
+
+
+def test_a_batch_cut_off_by_asyncio_run_is_resent_under_the_same_key(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop], logger: logging.Logger
+) -> None:
+    """asyncio.run ending without stop(): every record arrives, a resent batch keeps its key."""
+    with ThreadedCollector() as collector:
+
+        async def main() -> None:
+            handler = AsyncHTTPHandler(collector.url, batch_size=50, batch_age=0.01)
+            _serve(logger, handler).start()
+
+            async def produce(p: int) -> None:
+                for i in range(1000):
+                    logger.info("p%d-%d", p, i)
+                    if not i % 10:
+                        await asyncio.sleep(0)
+
+            await asyncio.gather(*(produce(p) for p in range(3)))
+            # The collector has taken a batch and not answered: stop() is forgotten.
+            assert await in_thread(lambda: collector.holding.wait(STALL))
+
+        run(main(), loop_factory)
+    expected = {f"p{p}-{i}" for p in range(3) for i in range(1000)}
+    received = [m for _, lines in collector.requests for m in lines]
+    assert set(received) == expected
+    keys: dict[str, set[str | None]] = {}
+    bodies: dict[str | None, set[tuple[str, ...]]] = {}
+    for key, lines in collector.requests:
+        bodies.setdefault(key, set()).add(tuple(lines))
+        for m in lines:
+            keys.setdefault(m, set()).add(key)
+    # A record that arrived twice came in one batch sent twice, whole, under one key.
+    assert all(None not in k and len(k) == 1 for k in keys.values())
+    assert all(len(b) == 1 for b in bodies.values())
+    assert len(received) - len(expected) <= 50
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_aemit_batch_buffers_nothing(server: Server) -> None:
+    """aemit_batch cancelled midway (asyncio.run ending) buffers none of its records."""
+    handler = AsyncHTTPHandler(server.url, batch_age=60)
+    records = [logging.makeLogRecord({"msg": f"r{i}"}) for i in range(40)]
+    task = asyncio.ensure_future(handler.aemit_batch(records))
+    await asyncio.sleep(0)  # it encodes 15 records, then yields to the loop
+    task.cancel()
+    await asyncio.wait({task})
+    assert task.cancelled()
+    # The lane hands the same records over again: had some stayed, they would go twice.
+    assert handler.pending == 0
+    await handler.aclose()

@@ -6,6 +6,9 @@ records) and appends it to a bounded buffer; what does not fit is dropped and
 counted. A sender task, started on the loop at the first record and again on
 a new loop after a restart, empties the buffer its own way (``_run``).
 ``aclose()`` lets it finish what is buffered, then releases the client.
+Records enter the buffer all at once, after the last of a call is encoded: a
+call cancelled midway (``asyncio.run`` ending) buffers nothing, so the lane's
+redelivery of the same records adds no duplicates.
 
 Every handler waits between attempts with the same ``_backoff``: exponential,
 with jitter, and cut short when ``aclose()`` begins. While closing, a failing
@@ -18,6 +21,12 @@ records in batches (HTTP, SMTP), and a retry budget: an outage longer than
 once. Every drop is counted, and the next batch that gets through starts with
 an item saying how many were dropped.
 
+Each batch gets an id when it is made, and keeps it, with the same items, until
+it leaves the buffer: every retry, including the one after a send cut off by
+``asyncio.run`` ending (the server may have taken it), carries the same id, so
+a receiver can drop a batch it already has (the HTTP handler sends it as an
+``Idempotency-Key`` header).
+
 Only the loop thread touches the buffer and the counters.
 """
 
@@ -26,8 +35,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import uuid
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from .._async_handler import AsyncHandler
@@ -36,6 +47,7 @@ from .._lifecycle import write_stderr
 
 __all__ = [
     "YIELD_EVERY",
+    "Batch",
     "BatchSender",
     "BufferedSender",
     "Rejected",
@@ -150,19 +162,22 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
         """Buffer *records*; a record that fails to encode is reported alone."""
         loop = asyncio.get_running_loop()
         now = loop.time()
-        buffer = self._buffer
+        items: list[T] = []
         for n, record in enumerate(records, 1):
             if not n % YIELD_EVERY:
                 await asyncio.sleep(0)  # encoding runs on the loop: let it breathe
             try:
-                item = self.encode(record)
+                items.append(self.encode(record))
             except Exception:  # noqa: BLE001 - one bad record must not cost the others
                 report_error(self, record)
-                continue
-            if len(buffer) >= self.buffer_size:
-                self.dropped += 1
-                continue
-            buffer.append(self._entry(item, now))
+        # No await from here on: cancelled above, the call buffered nothing,
+        # and the lane hands the same records over again.
+        buffer = self._buffer
+        room = self.buffer_size - len(buffer)
+        if len(items) > room:
+            self.dropped += len(items) - max(room, 0)
+            del items[max(room, 0) :]
+        buffer.extend(self._entry(item, now) for item in items)
         self._ensure_sender(loop)
         self._wake.set()
 
@@ -261,12 +276,22 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
         self._sender = loop.create_task(self._run(), name=f"aioqlog-{self!r}")
 
 
+@dataclass
+class Batch(Generic[T]):
+    """A batch in hand: sent, retried and resent as it was made, under one id."""
+
+    id: str  # the same on every attempt: a receiver drops a batch it already has
+    items: list[T]  # what is sent: the drop summary, if any, then the records
+    count: int  # the buffered records it carries (the first ones)
+    reported: int  # self.dropped when it was made: the drops its summary reports
+
+
 class BatchSender(BufferedSender[T, tuple[float, T]], Generic[T]):
     """Base of the handlers that send records in batches and retry (see the module doc).
 
-    Subclasses implement ``encode(record) -> T`` and ``async send(items)``,
-    set ``retryable`` (the exceptions worth a retry) and may override
-    ``aclose_client()``.
+    Subclasses implement ``encode(record) -> T`` and ``async send(items,
+    batch_id)``, set ``retryable`` (the exceptions worth a retry) and may
+    override ``aclose_client()``.
     """
 
     #: Exceptions from ``send`` that mean "try again later".
@@ -306,11 +331,18 @@ class BatchSender(BufferedSender[T, tuple[float, T]], Generic[T]):
         self.retry_budget = retry_budget
         self.retries = 0
         self._outage_since: float | None = None
+        # The batch being sent: kept until its records leave the buffer, so
+        # that a send cut off by a cancellation goes again as it was.
+        self._in_hand: Batch[T] | None = None
 
     # ------------------------------------------------------------ to implement
 
-    async def send(self, items: list[T]) -> None:
-        """Send *items* (oldest first); raise ``Rejected`` or a ``retryable`` error."""
+    async def send(self, items: list[T], batch_id: str) -> None:
+        """Send *items* (oldest first); raise ``Rejected`` or a ``retryable`` error.
+
+        *batch_id* is the same on every attempt to send these items: pass it
+        on where the receiver can drop a batch it already has.
+        """
         raise NotImplementedError
 
     def _entry(self, item: T, now: float) -> tuple[float, T]:
@@ -318,11 +350,13 @@ class BatchSender(BufferedSender[T, tuple[float, T]], Generic[T]):
 
     async def _run(self) -> None:
         while True:
-            batch = await self._next_batch()
+            # A batch still in hand was cut off (or given up at close) after
+            # it may have reached the destination: it goes again, as it was.
+            batch = self._in_hand or await self._next_batch()
             if batch is None or not await self._deliver(batch):
                 return
 
-    async def _next_batch(self) -> list[T] | None:
+    async def _next_batch(self) -> Batch[T] | None:
         """Wait until a batch is due (full, old enough, or closing); None when done."""
         loop = asyncio.get_running_loop()
         wake = self._wake
@@ -342,7 +376,10 @@ class BatchSender(BufferedSender[T, tuple[float, T]], Generic[T]):
                 await asyncio.wait_for(wake.wait(), wait)
             except asyncio.TimeoutError:
                 pass
-        return [buffer[i][1] for i in range(min(self.batch_size, len(buffer)))]
+        records = [buffer[i][1] for i in range(min(self.batch_size, len(buffer)))]
+        summary = self._summary()
+        items = records if summary is None else [summary, *records]
+        return Batch(str(uuid.uuid4()), items, len(records), self.dropped)
 
     def _drop_causes(self) -> str:
         return (
@@ -350,29 +387,28 @@ class BatchSender(BufferedSender[T, tuple[float, T]], Generic[T]):
             f"retry_budget={self.retry_budget}s, or it rejected them"
         )
 
-    async def _deliver(self, batch: list[T]) -> bool:
+    async def _deliver(self, batch: Batch[T]) -> bool:
         """Send *batch*, retrying within the budget, then take it off the buffer.
 
         Return False when closing and the destination still fails after the
-        close budget: the batch and the rest stay buffered.
+        close budget: the batch (still in hand) and the rest stay buffered.
         """
         loop = asyncio.get_running_loop()
-        summary = self._summary()
-        reported = self.dropped
-        items = batch if summary is None else [summary, *batch]
+        self._in_hand = batch
+        count = batch.count
         attempt = 0
         while True:
             try:
-                await self.send(items)
+                await self.send(batch.items, batch.id)
             except Rejected:
-                self._give_up(len(batch), "were rejected")
+                self._give_up(count, "were rejected")
                 return True
             except asyncio.CancelledError:
                 raise
             except self.retryable:
                 if self._outage_since is None:
                     self._outage_since = loop.time()
-                    self._report(len(batch), "could not be sent; retrying")
+                    self._report(count, "could not be sent; retrying")
                 if loop.time() - self._outage_since >= self.retry_budget:
                     # The outage outlasted the budget: drop what waits for it.
                     self._outage_since = None
@@ -384,18 +420,20 @@ class BatchSender(BufferedSender[T, tuple[float, T]], Generic[T]):
                 self.retries += 1
                 continue
             except Exception:  # noqa: BLE001 - a broken encoder or hook: report, do not retry
-                self._give_up(len(batch), "could not be sent")
+                self._give_up(count, "could not be sent")
                 return True
             break
         self._outage_since = None
-        self._dropped_reported = max(self._dropped_reported, reported)
-        for _ in batch:
+        self._in_hand = None
+        self._dropped_reported = max(self._dropped_reported, batch.reported)
+        for _ in range(count):
             self._buffer.popleft()
-        self.sent += len(batch)
+        self.sent += count
         return True
 
     def _give_up(self, count: int, why: str) -> None:
         """Drop the first *count* buffered records, count them and report why."""
+        self._in_hand = None  # what it carried is gone (the first records, or all)
         for _ in range(count):
             self._buffer.popleft()
         self.dropped += count

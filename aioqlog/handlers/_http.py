@@ -52,6 +52,12 @@ class AsyncHTTPHandler(BatchSender[_Line]):
     ``level``, ``logger`` and ``message`` (the handler's formatter output,
     traceback included); pass *mapping* to choose the fields yourself.
 
+    Delivery is at least once: a request cut off after the server may have
+    taken it (``asyncio.run`` ending without ``stop()`` cancels it) is sent
+    again. Every request carries an ``Idempotency-Key`` header, a UUID that
+    is the same on each attempt to send the same batch, with the same body:
+    a collector that drops a key it has seen stores each record once.
+
     Args:
         url: ``http://`` or ``https://`` URL to send to.
         level: The handler's level.
@@ -208,14 +214,18 @@ class AsyncHTTPHandler(BatchSender[_Line]):
 
     # ------------------------------------------------------------------ sending
 
-    async def send(self, items: list[_Line]) -> None:
-        """Render *items* into one request body and send it."""
-        await self._post(self.render(items))
+    async def send(self, items: list[_Line], batch_id: str) -> None:
+        """Render *items* into one request body and send it, with *batch_id* as its key."""
+        await self._post(self.render(items), batch_id)
 
-    async def _post(self, data: bytes) -> None:
+    async def _post(self, data: bytes, batch_id: str) -> None:
         session = await self._client()
         aiohttp = _aiohttp()
-        headers = {"Content-Type": _CONTENT_TYPES[self.body], **self.headers}
+        headers = {
+            "Content-Type": _CONTENT_TYPES[self.body],
+            "Idempotency-Key": batch_id,  # the same on every retry of this batch
+            **self.headers,
+        }
         if self.gzip:
             headers["Content-Encoding"] = "gzip"
         if self.auth is not None:

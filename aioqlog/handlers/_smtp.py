@@ -167,8 +167,13 @@ class AsyncSMTPHandler(BatchSender[_Entry]):
         """Format *record* for the mail."""
         return _Entry(record.levelno, record.levelname, self.format(record))
 
-    def compose(self, entries: Sequence[_Entry]) -> EmailMessage:
-        """Return the digest mail for *entries* (override to change its form)."""
+    def compose(self, entries: Sequence[_Entry], batch_id: str | None = None) -> EmailMessage:
+        """Return the digest mail for *entries* (override to change its form).
+
+        *batch_id*, the same on every attempt to mail these entries, makes the
+        Message-ID, so that a mail sent twice (after a cut-off attempt) is
+        recognisably one mail.
+        """
         worst = max(entries, key=lambda e: e.levelno)
         first_line = entries[0].text.splitlines()[0] if entries[0].text else ""
         if len(first_line) > 100:
@@ -179,15 +184,18 @@ class AsyncSMTPHandler(BatchSender[_Entry]):
         message["From"] = self.sender
         message["To"] = ", ".join(self.recipients)
         message["Date"] = formatdate(localtime=True)
-        message["Message-ID"] = make_msgid(domain=socket.getfqdn() or None)
+        domain = socket.getfqdn() or None
+        message["Message-ID"] = (
+            make_msgid(domain=domain) if batch_id is None else f"<{batch_id}@{domain}>"
+        )
         separator = "\n\n" + "-" * 72 + "\n\n"
         message.set_content(separator.join(e.text for e in entries) + "\n")
         return message
 
-    async def send(self, items: list[_Entry]) -> None:
-        """Mail *items* as one digest."""
+    async def send(self, items: list[_Entry], batch_id: str) -> None:
+        """Mail *items* as one digest, its Message-ID made of *batch_id*."""
         smtp = self._smtp
-        message = self.compose(items)
+        message = self.compose(items, batch_id)
         try:
             await smtp.send(
                 message,
