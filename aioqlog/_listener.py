@@ -21,6 +21,7 @@ import threading
 from types import TracebackType
 
 from . import _lifecycle
+from ._async_handler import AsyncHandler
 from ._bridge import BATCH_LIMIT, Entry, LogQueue
 from ._context import DEPTH, MAX_DEPTH, SUMMARY_DEPTH, bounded, resolve, uncancel
 from ._lanes import IDLE, RUNNING, Lane, TaskLane, ThreadLane, make_lane
@@ -631,7 +632,7 @@ class QueueListener:
                     handled=lane.handled,
                     errors=lane.errors,
                     dropped=lane.dropped,
-                    pending=lane.pending,
+                    pending=lane.pending + _held(lane.handler),
                 )
                 for lane in self._lanes
             ),
@@ -678,3 +679,8 @@ class QueueListener:
                     f"{len(lane.buffer)} records for {lane.stats_name()} were never "
                     f"delivered: no listener was running to await the async handler"
                 )
+
+
+def _held(handler: logging.Handler) -> int:
+    """Return what an async handler holds in a buffer of its own (``AsyncHandler.pending``)."""
+    return handler.pending if isinstance(handler, AsyncHandler) else 0

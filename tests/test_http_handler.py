@@ -418,7 +418,9 @@ async def test_stop_does_not_wait_out_the_retry_budget(
     await bounded(listener.stop())
     assert handler.pending == 3
     assert handler.dropped == 0
-    assert "3 records not sent yet; they are kept for the next start" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "3 records could not be sent (close_budget=0.3s)" in err
+    assert "lost if the process exits before the listener is started again" in err
     # Back up and started again: they go out.
     await server.start()
     async with listener:
@@ -613,3 +615,22 @@ async def test_a_cancelled_aemit_batch_buffers_nothing(server: Server) -> None:
     # The lane hands the same records over again: had some stayed, they would go twice.
     assert handler.pending == 0
     await handler.aclose()
+
+
+@pytest.mark.asyncio
+async def test_records_the_handler_could_not_send_count_as_undelivered(
+    server: Server, logger: logging.Logger, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Collector down: after stop(), stats.undelivered counts what the handler still holds."""
+    await server.stop()
+    handler = Reported(server.url, batch_age=60, close_budget=0.05, **FAST_RETRY)
+    listener = _serve(logger, handler)
+    listener.start()
+    for i in range(7):
+        logger.info("record %d", i)
+    await bounded(listener.stop())
+    stats = listener.stats
+    assert handler.pending == 7
+    assert [h.pending for h in stats.handlers] == [7]
+    assert stats.undelivered == 7
+    assert "kept for the next start" not in capfd.readouterr().err

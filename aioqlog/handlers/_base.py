@@ -129,7 +129,7 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
 
     @property
     def pending(self) -> int:
-        """Records buffered, waiting to be sent."""
+        """Return how many records are buffered, waiting to be sent (see ``AsyncHandler``)."""
         return len(self._buffer)
 
     # ------------------------------------------------------------ to implement
@@ -210,9 +210,12 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
         self._sender = None
         await self.aclose_client()
         if self._buffer:
+            # Nothing here knows whether the process is about to exit: say both.
             write_stderr(
-                f"{self!r}: {len(self._buffer)} records not sent yet; they are kept for "
-                f"the next start of the listener"
+                f"{self!r}: {len(self._buffer)} records could not be sent "
+                f"(close_budget={self.close_budget}s); they stay in its buffer, counted "
+                f"as undelivered in the listener's stats, and are lost if the process "
+                f"exits before the listener is started again"
             )
 
     # ------------------------------------------------------------ for the sender
