@@ -634,3 +634,43 @@ async def test_records_the_handler_could_not_send_count_as_undelivered(
     assert [h.pending for h in stats.handlers] == [7]
     assert stats.undelivered == 7
     assert "kept for the next start" not in capfd.readouterr().err
+
+
+SECRET = "hunter2-s3cret"
+
+
+@pytest.mark.asyncio
+async def test_a_password_in_the_url_is_redacted_everywhere(
+    server: Server, logger: logging.Logger, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """user:password@ in the URL: used to log in, shown nowhere (repr, errors, stats, summary)."""
+    url = server.url.replace("http://", f"http://ops:{SECRET}@")
+    handler = AsyncHTTPHandler(url, batch_size=2, batch_age=60, backoff=0.02, backoff_max=0.1)
+    assert SECRET not in repr(handler)
+    assert "ops:***@127.0.0.1" in repr(handler)
+    server.fail_next = 1  # reported through handleError, with its traceback
+    server.reject_next = 1  # dropped: the next batch starts with a summary naming the handler
+    listener = _serve(logger, handler)
+    async with listener:
+        for i in range(4):
+            logger.info("record %d", i)
+        assert SECRET not in listener.stats.handlers[0].name
+    assert server.messages() == ["record 2", "record 3"]
+    summary = server.lines()[0]["message"]
+    assert summary.startswith("aioqlog dropped 2 records for <AsyncHTTPHandler http://ops:***@")
+    assert not any(SECRET.encode() in body for body in server.raw)
+    err = capfd.readouterr().err
+    assert "HTTP 500 from http://127.0.0.1" in err  # handleError wrote the traceback
+    assert SECRET not in err
+    # The credentials still log in, as basic authentication.
+    assert server.headers[0]["Authorization"] == "Basic b3BzOmh1bnRlcjItczNjcmV0"
+
+
+def test_a_password_in_a_refused_url_is_redacted() -> None:
+    """The error refusing a URL with credentials does not repeat the password."""
+    with pytest.raises(ValueError, match="url must be an http") as refused:
+        AsyncHTTPHandler(f"ftp://ops:{SECRET}@127.0.0.1/")
+    assert SECRET not in str(refused.value)
+    with pytest.raises(ValueError, match="in the url or in auth, not both") as both:
+        AsyncHTTPHandler(f"http://ops:{SECRET}@127.0.0.1/", auth=("ops", SECRET))
+    assert SECRET not in str(both.value)

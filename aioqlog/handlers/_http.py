@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from ._base import BatchSender, Rejected, check_positive
 
@@ -59,7 +60,10 @@ class AsyncHTTPHandler(BatchSender[_Line]):
     a collector that drops a key it has seen stores each record once.
 
     Args:
-        url: ``http://`` or ``https://`` URL to send to.
+        url: ``http://`` or ``https://`` URL to send to. Credentials in it
+            (``https://user:password@host/``) are sent as basic
+            authentication, like *auth*, and shown nowhere: the ``url``
+            attribute, ``repr()`` and every report leave them out.
         level: The handler's level.
         method: The HTTP method (``POST`` by default).
         headers: Extra request headers (an API key, a tenant id).
@@ -146,7 +150,8 @@ class AsyncHTTPHandler(BatchSender[_Line]):
             raise ImportError(f"{owner} needs aiohttp: pip install 'aioqlog[http]'") from None
         self.retryable = (OSError, asyncio.TimeoutError, client_lib.ClientError)
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ValueError(f"{owner} url must be an http:// or https:// URL, got {url!r}")
+            shown = _redact(url) if isinstance(url, str) else url
+            raise ValueError(f"{owner} url must be an http:// or https:// URL, got {shown!r}")
         if body not in _BODIES:
             raise ValueError(f"{owner} body must be one of {', '.join(_BODIES)}, got {body!r}")
         if mapping is not None and not callable(mapping):
@@ -156,7 +161,18 @@ class AsyncHTTPHandler(BatchSender[_Line]):
         ):
             raise TypeError(f"{owner} auth must be a (user, password) tuple of str")
         check_positive(owner, "request_timeout", request_timeout)
+        parts = urlsplit(url)
+        if parts.username is not None or parts.password is not None:
+            if auth is not None:
+                raise ValueError(
+                    f"{owner}: give the credentials in the url or in auth, not both "
+                    f"(url {_redact(url)!r})"
+                )
+            auth = (unquote(parts.username or ""), unquote(parts.password or ""))
+            url = _with_userinfo(parts, "")
+        #: Where records go, without credentials (they travel as basic auth).
         self.url = url
+        self._shown_url = _redact_parts(parts)
         self.method = method.upper()
         self.headers = dict(headers or {})
         self.auth = auth
@@ -170,7 +186,7 @@ class AsyncHTTPHandler(BatchSender[_Line]):
         self._session_loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.url} ({logging.getLevelName(self.level)})>"
+        return f"<{type(self).__name__} {self._shown_url} ({logging.getLevelName(self.level)})>"
 
     async def aclose_client(self) -> None:
         """Close the HTTP client; a later start opens a new one."""
@@ -264,3 +280,26 @@ def _aiohttp() -> Any:
     import aiohttp  # noqa: PLC0415
 
     return aiohttp
+
+
+def _with_userinfo(parts: SplitResult, userinfo: str) -> str:
+    """Return the URL *parts* with *userinfo* (``"user:pw@"``, or ``""``) before the host."""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=userinfo + host).geturl()
+
+
+def _redact_parts(parts: SplitResult) -> str:
+    """Return the URL *parts* with its password (or a lone user, often a token) masked."""
+    if parts.password is not None:
+        return _with_userinfo(parts, f"{parts.username}:***@")
+    if parts.username is not None:
+        return _with_userinfo(parts, "***@")
+    return parts.geturl()
+
+
+def _redact(url: str) -> str:
+    """Return *url* with any credentials in it masked; never raise."""
+    try:
+        return _redact_parts(urlsplit(url))
+    except ValueError:  # not even a URL: say nothing of it
+        return "<a malformed URL>"
