@@ -333,3 +333,41 @@ async def test_stop_cuts_a_backoff_short_within_close_budget(
     await bounded(listener.stop())
     assert time.monotonic() - started < 0.8
     assert handler.pending == 1
+
+
+@pytest.mark.asyncio
+async def test_a_slow_fqdn_lookup_does_not_stall_the_loop(
+    smtp: Server, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """socket.getfqdn() (for the Message-ID) runs off the loop, once: the loop ticks meanwhile."""
+    entered = threading.Event()
+    ticked = threading.Event()
+    calls: list[str] = []
+
+    def slow_getfqdn(name: str = "") -> str:
+        calls.append(threading.current_thread().name)
+        entered.set()
+        # A resolver that takes its time: done once the loop has shown it still runs.
+        return "resolved.example" if ticked.wait(2.0) else "stalled.example"
+
+    monkeypatch.setattr(socket, "getfqdn", slow_getfqdn)
+
+    async def ticker() -> None:
+        assert await in_thread(lambda: entered.wait(STALL))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        ticked.set()
+
+    handler = _handler(smtp, digest_size=1)
+    async with _serve(logger, handler):
+        ticking = asyncio.ensure_future(ticker())
+        logger.error("first")
+        await bounded(ticking)
+        logger.error("second")
+    assert [m["Message-ID"].endswith("@resolved.example>") for m in smtp.mailbox.mails] == [
+        True,
+        True,
+    ]
+    # Once for the handler, never on the loop (aiosmtplib asks too, from an executor).
+    assert calls.count("aioqlog-getfqdn") == 1
+    assert threading.current_thread().name not in calls

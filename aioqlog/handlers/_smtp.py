@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -154,6 +155,9 @@ class AsyncSMTPHandler(BatchSender[_Entry]):
         self.tls_context = tls_context
         self.request_timeout = request_timeout
         self.mails = 0
+        # The Message-ID's domain: socket.getfqdn() may ask a resolver for
+        # seconds, so it is looked up once, off the loop, before the first mail.
+        self._fqdn: str | None = None
         # Temporary trouble is retried; a 5xx answer is the server's final word.
         self.retryable = (OSError, asyncio.TimeoutError, smtp.SMTPException)
         self._smtp = smtp
@@ -184,7 +188,9 @@ class AsyncSMTPHandler(BatchSender[_Entry]):
         message["From"] = self.sender
         message["To"] = ", ".join(self.recipients)
         message["Date"] = formatdate(localtime=True)
-        domain = socket.getfqdn() or None
+        # Not socket.getfqdn() here (nor make_msgid's default, which calls
+        # it): it may block on a resolver, and this runs on the loop.
+        domain = self._fqdn or socket.gethostname() or "localhost"
         message["Message-ID"] = (
             make_msgid(domain=domain) if batch_id is None else f"<{batch_id}@{domain}>"
         )
@@ -195,6 +201,8 @@ class AsyncSMTPHandler(BatchSender[_Entry]):
     async def send(self, items: list[_Entry], batch_id: str) -> None:
         """Mail *items* as one digest, its Message-ID made of *batch_id*."""
         smtp = self._smtp
+        if self._fqdn is None:
+            self._fqdn = await _off_loop(socket.getfqdn) or "localhost"
         message = self.compose(items, batch_id)
         try:
             await smtp.send(
@@ -222,3 +230,33 @@ def _aiosmtplib() -> Any:
     import aiosmtplib  # noqa: PLC0415
 
     return aiosmtplib
+
+
+async def _off_loop(fn: Callable[[], str]) -> str:
+    """Return ``fn()``, run in a thread of its own.
+
+    Not the loop's default executor: the application may keep it busy.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[str] = loop.create_future()
+
+    def settle(result: str | None, error: BaseException | None) -> None:
+        if done.done():  # the waiter was cancelled meanwhile
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result or "")
+
+    def target() -> None:
+        try:
+            result, error = fn(), None
+        except BaseException as exc:  # noqa: BLE001 - relayed to the waiting sender
+            result, error = None, exc
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the loop closed meanwhile: nobody waits
+            pass
+
+    threading.Thread(target=target, name="aioqlog-getfqdn", daemon=True).start()
+    return await done
