@@ -10,11 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -674,3 +678,23 @@ def test_a_password_in_a_refused_url_is_redacted() -> None:
     with pytest.raises(ValueError, match="in the url or in auth, not both") as both:
         AsyncHTTPHandler(f"http://ops:{SECRET}@127.0.0.1/", auth=("ops", SECRET))
     assert SECRET not in str(both.value)
+
+
+def test_the_documented_client_filter_sample_runs(tmp_path: Path) -> None:
+    """docs/handlers/http.md's sample keeping HTTP clients' records out runs as written."""
+    page = (Path(__file__).parent.parent / "docs" / "handlers" / "http.md").read_text()
+    (sample,) = [
+        block
+        for block in re.findall(r"```python\n(.*?)```", page, re.S)
+        if "not_from_an_http_client" in block
+    ]
+    script = tmp_path / "sample.py"
+    script.write_text(sample)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=STALL, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    # The console got both lines (the sample asserts the collector got one).
+    first, second = done.stderr.splitlines()
+    assert first == "payment declined"
+    assert second.startswith("HTTP Request: POST http://127.0.0.1:")
