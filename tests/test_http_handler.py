@@ -8,8 +8,10 @@ every request it accepted, decoded line by line.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import logging
+import logging.handlers
 import re
 import socket
 import ssl
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -136,7 +139,7 @@ class Reported(AsyncHTTPHandler):
 FAST_RETRY = {"backoff": 0.02, "backoff_max": 0.1, "request_timeout": 2.0}
 
 
-def _serve(logger: logging.Logger, handler: AsyncHTTPHandler) -> aioqlog.QueueListener:
+def _serve(logger: logging.Logger, handler: aioqlog.AsyncHandler) -> aioqlog.QueueListener:
     q = aioqlog.LogQueue()
     logger.addHandler(aioqlog.QueueHandler(q))
     return aioqlog.QueueListener(q, handler)
@@ -698,3 +701,141 @@ def test_the_documented_client_filter_sample_runs(tmp_path: Path) -> None:
     first, second = done.stderr.splitlines()
     assert first == "payment declined"
     assert second.startswith("HTTP Request: POST http://127.0.0.1:")
+
+
+class RawServer:
+    """An HTTP/1.1 server that keeps each request as it came: method, target, headers, body."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.server: asyncio.Server | None = None
+        self.status = 200
+        self.arrived = asyncio.Event()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+
+    @property
+    def host(self) -> str:
+        assert self.server is not None
+        port: int = self.server.sockets[0].getsockname()[1]
+        return f"127.0.0.1:{port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:  # one kept-alive connection: request after request
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+                start, *lines = head.split("\r\n")[:-2]
+                method, target, _ = start.split(" ")
+                headers = {k.lower(): v for k, _, v in (li.partition(": ") for li in lines)}
+                body = await reader.readexactly(int(headers.get("content-length", 0)))
+                self.requests.append((method, target, headers, body))
+                self.arrived.set()
+                writer.write(b"HTTP/1.1 %d X\r\nContent-Length: 2\r\n\r\nok" % self.status)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    def seen(self) -> list[tuple[str, str, bytes, str | None, str | None]]:
+        """Return what the stdlib twin must match: method, target, body and two headers."""
+        return [
+            (m, t, b, h.get("authorization"), h.get("content-type")) for m, t, h, b in self.requests
+        ]
+
+
+class StdlibHTTPHandler(logging.handlers.HTTPHandler):
+    """The stdlib handler, closing the connections it leaves open (a ResourceWarning)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connections: list[http.client.HTTPConnection] = []
+
+    def getConnection(self, host: str, secure: bool) -> http.client.HTTPConnection:
+        connection = super().getConnection(host, secure)
+        self.connections.append(connection)
+        return connection
+
+    def close(self) -> None:
+        for connection in self.connections:
+            connection.close()
+        super().close()
+
+
+def _records(logger: logging.Logger) -> list[logging.LogRecord]:
+    try:
+        raise KeyError("missing")
+    except KeyError:
+        exc_info = sys.exc_info()
+    return [
+        logger.makeRecord(logger.name, logging.INFO, "shop.py", 12, "paid %s", ("42",), None),
+        logger.makeRecord(
+            logger.name,
+            logging.WARNING,
+            "shop.py",
+            13,
+            "café & = ? %d%%",
+            (5,),
+            None,
+            extra={"user": "ålice+bob"},
+        ),
+        logger.makeRecord(logger.name, logging.ERROR, "shop.py", 14, "failed", (), exc_info),
+    ]
+
+
+@pytest.mark.parametrize(("method", "url"), [("GET", "/log?app=shop"), ("POST", "/log")])
+@pytest.mark.asyncio
+async def test_http_handler_sends_the_stdlib_requests(
+    logger: logging.Logger, method: str, url: str
+) -> None:
+    """aioqlog.handlers.HTTPHandler sends what logging.handlers.HTTPHandler sends, byte for byte."""
+    raw = RawServer()
+    await raw.start()
+    records = _records(logger)
+    credentials = ("ops", "s3cret")
+    try:
+        stdlib = StdlibHTTPHandler(raw.host, url, method, credentials=credentials)
+        await in_thread(lambda: [stdlib.handle(record) for record in records])
+        stdlib.close()
+        expected = raw.seen()
+        raw.requests.clear()
+        twin = aioqlog.handlers.HTTPHandler(raw.host, url, method, credentials=credentials)
+        await twin.aemit_batch(records)
+        await bounded(twin.aclose())
+    finally:
+        await raw.stop()
+    assert len(expected) == 3
+    assert raw.seen() == expected
+    assert (twin.sent, twin.dropped) == (3, 0)
+
+
+@pytest.mark.asyncio
+async def test_http_handler_fields_survive_the_round_trip(logger: logging.Logger) -> None:
+    """Behind a listener, a record's fields come back out of parse_qs; a 5xx is retried."""
+    raw = RawServer()
+    await raw.start()
+    raw.status = 503
+    handler = aioqlog.handlers.HTTPHandler(raw.host, "/log", backoff=0.02, backoff_max=0.05)
+    try:
+        async with _serve(logger, handler):
+            logger.warning("paid %s", "42", extra={"user": "ålice & bob"})
+            await bounded(raw.arrived.wait())  # answered 503: to be retried
+            raw.status = 200
+    finally:
+        await raw.stop()
+    method, target, _, _ = raw.requests[-1]
+    fields = urllib.parse.parse_qs(urllib.parse.urlsplit(target).query)
+    assert method == "GET"
+    assert fields["msg"] == ["paid %s"]
+    assert fields["args"] == ["('42',)"]
+    assert fields["levelname"] == ["WARNING"]
+    assert fields["name"] == [logger.name]
+    assert fields["user"] == ["ålice & bob"]
+    assert handler.retries >= 1
+    assert (handler.sent, handler.dropped) == (1, 0)

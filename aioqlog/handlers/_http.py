@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     import aiohttp
 
-__all__ = ["AsyncHTTPHandler"]
+__all__ = ["AsyncHTTPHandler", "Session", "basic_auth", "request", "retryable_errors"]
 
 Body = Literal["ndjson", "loki", "elasticsearch"]
 _BODIES = ("ndjson", "loki", "elasticsearch")
@@ -148,7 +148,7 @@ class AsyncHTTPHandler(BatchSender[_Line]):
             client_lib = _aiohttp()  # here, at set-up: importing it takes the loop a while
         except ImportError:
             raise ImportError(f"{owner} needs aiohttp: pip install 'aioqlog[http]'") from None
-        self.retryable = (OSError, asyncio.TimeoutError, client_lib.ClientError)
+        self.retryable = retryable_errors(client_lib)
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             shown = _redact(url) if isinstance(url, str) else url
             raise ValueError(f"{owner} url must be an http:// or https:// URL, got {shown!r}")
@@ -182,17 +182,14 @@ class AsyncHTTPHandler(BatchSender[_Line]):
         self.labels = dict(labels or {"source": "aioqlog"})
         self.gzip = gzip
         self.request_timeout = request_timeout
-        self._session: aiohttp.ClientSession | None = None
-        self._session_loop: asyncio.AbstractEventLoop | None = None
+        self._session = Session()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._shown_url} ({logging.getLevelName(self.level)})>"
 
     async def aclose_client(self) -> None:
         """Close the HTTP client; a later start opens a new one."""
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        await self._session.close()
 
     # ------------------------------------------------------------------ encoding
 
@@ -235,8 +232,6 @@ class AsyncHTTPHandler(BatchSender[_Line]):
         await self._post(self.render(items), batch_id)
 
     async def _post(self, data: bytes, batch_id: str) -> None:
-        session = await self._client()
-        aiohttp = _aiohttp()
         headers = {
             "Content-Type": _CONTENT_TYPES[self.body],
             "Idempotency-Key": batch_id,  # the same on every retry of this batch
@@ -245,34 +240,87 @@ class AsyncHTTPHandler(BatchSender[_Line]):
         if self.gzip:
             headers["Content-Encoding"] = "gzip"
         if self.auth is not None:
-            user, password = self.auth
-            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-            headers["Authorization"] = f"Basic {token}"
-        async with session.request(
+            headers["Authorization"] = basic_auth(*self.auth)
+        await request(
+            await self._session.get(),
             self.method,
             self.url,
             data=io.BytesIO(data),  # streamed: a large body must not be written in one go
             headers=headers,
             ssl=True if self.ssl is None else self.ssl,
-            timeout=aiohttp.ClientTimeout(total=self.request_timeout),
-        ) as response:
-            # Not response.text(): guessing a charset imports a detector on the loop.
-            text = (await response.read()).decode("utf-8", "replace")
-            status = response.status
-        if 200 <= status < 300:
-            return
-        if status >= 500 or status in _RETRY_STATUSES:
-            raise OSError(f"HTTP {status} from {self.url}: {text[:200]}")
-        raise Rejected(f"HTTP {status} from {self.url}: {text[:200]}")
+            timeout=self.request_timeout,
+        )
 
-    async def _client(self) -> aiohttp.ClientSession:
+
+class Session:
+    """An aiohttp client session, made on the running loop when first needed."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def get(self) -> aiohttp.ClientSession:
+        """Return the session for the running loop, making one if needed."""
         session = self._session
         loop = asyncio.get_running_loop()
-        if session is None or session.closed or self._session_loop is not loop:
+        if session is None or session.closed or self._loop is not loop:
             # (One made on an earlier loop, now gone, is left for the collector.)
             session = self._session = _aiohttp().ClientSession()
-            self._session_loop = loop
+            self._loop = loop
         return session
+
+    async def close(self) -> None:
+        """Close the session; a later ``get()`` makes a new one."""
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+
+def basic_auth(user: str, password: str) -> str:
+    """Return the ``Authorization`` header value for HTTP basic authentication."""
+    token = base64.b64encode(f"{user}:{password}".encode()).strip().decode("ascii")
+    return f"Basic {token}"
+
+
+def retryable_errors(client_lib: Any) -> tuple[type[BaseException], ...]:
+    """Return the exceptions of a request worth a retry (aiohttp's included)."""
+    return (OSError, asyncio.TimeoutError, client_lib.ClientError)
+
+
+async def request(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: Any,
+    *,
+    data: Any,
+    headers: Mapping[str, str],
+    ssl: _ssl.SSLContext | bool,
+    timeout: float,
+    shown: str | None = None,
+    accept: Callable[[int], bool] = lambda status: 200 <= status < 300,
+) -> None:
+    """Send one request; raise OSError (retry) or ``Rejected`` (drop) unless accepted.
+
+    A 5xx, 408, 425 or 429 answer is worth a retry: the server may answer
+    differently later. Errors name the URL as *shown* (without credentials).
+    """
+    async with session.request(
+        method,
+        url,
+        data=data,
+        headers=headers,
+        ssl=ssl,
+        timeout=_aiohttp().ClientTimeout(total=timeout),
+    ) as response:
+        # Not response.text(): guessing a charset imports a detector on the loop.
+        text = (await response.read()).decode("utf-8", "replace")
+        status = response.status
+    if accept(status):
+        return
+    where = shown if shown is not None else str(url)
+    if status >= 500 or status in _RETRY_STATUSES:
+        raise OSError(f"HTTP {status} from {where}: {text[:200]}")
+    raise Rejected(f"HTTP {status} from {where}: {text[:200]}")
 
 
 def _aiohttp() -> Any:
