@@ -29,6 +29,11 @@ class AsyncHandler(logging.Handler):
     * ``aclose()``: awaited by the listener's ``stop()`` to release what the
       handler holds on the loop (a client session). A listener may be started
       again later: reopen such resources lazily.
+    * ``pending``: a handler that keeps records in a buffer of its own after
+      ``aemit`` returned (to send them in batches, or until a server is back)
+      says here how many it holds undelivered. The listener adds them to its
+      ``stats`` (``HandlerStats.pending``, and so ``ListenerStats.undelivered``),
+      so that records still held at ``stop()`` are counted, not lost unseen.
 
     Args:
         level: The handler's level, as for any ``logging.Handler``.
@@ -76,6 +81,17 @@ class AsyncHandler(logging.Handler):
 
     async def aclose(self) -> None:
         """Release loop-bound resources; awaited by ``QueueListener.stop()``."""
+
+    @property
+    def pending(self) -> int:
+        """Return how many records this handler holds undelivered in a buffer of its own.
+
+        ``0`` here. Override it in a handler that buffers records after
+        ``aemit`` returns; it is read on the loop thread, so keep it cheap.
+
+        Added in version 0.1.0.
+        """
+        return 0
 
     def emit(self, record: logging.LogRecord) -> None:
         """Report that this handler was called outside a listener."""

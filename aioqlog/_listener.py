@@ -24,6 +24,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 from . import _lifecycle
+from ._async_handler import AsyncHandler
 from ._bridge import BATCH_LIMIT, Entry, LogQueue
 from ._context import DEPTH, MAX_DEPTH, SUMMARY_DEPTH, bounded, resolve, uncancel
 from ._diagnostics import check_seconds
@@ -709,7 +710,7 @@ class QueueListener:
                     handled=lane.handled,
                     errors=lane.errors,
                     dropped=lane.dropped,
-                    pending=lane.pending,
+                    pending=lane.pending + _held(lane.handler),
                 )
                 for lane in self._lanes
             ),
@@ -854,3 +855,8 @@ def _under_trio() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+def _held(handler: logging.Handler) -> int:
+    """Return what an async handler holds in a buffer of its own (``AsyncHandler.pending``)."""
+    return handler.pending if isinstance(handler, AsyncHandler) else 0

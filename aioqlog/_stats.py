@@ -19,7 +19,9 @@ class HandlerStats:
         dropped: Records this handler missed because its lane was full
             (the queue's overflow policy applied per handler), or because it was
             stuck after a ``stop()`` that ran out of time.
-        pending: Records waiting in the handler's lane or being handled now.
+        pending: Records waiting in the handler's lane or being handled now,
+            plus those an async handler still holds in a buffer of its own
+            (``AsyncHandler.pending``: a network handler's unsent records).
 
     Added in version 0.1.0.
     """
@@ -63,5 +65,5 @@ class ListenerStats:
 
     @property
     def undelivered(self) -> int:
-        """Records accepted but not (yet) handled: queued, or pending in a lane."""
+        """Records accepted but not (yet) delivered: queued, in a lane, or held by a handler."""
         return self.queue_depth + sum(h.pending for h in self.handlers)

@@ -37,6 +37,7 @@ def test_the_handlers_module_is_pinned() -> None:
         "AsyncHTTPHandler",
         "AsyncSMTPHandler",
         "AsyncSyslogHandler",
+        "HTTPHandler",
     ]
     for name in aioqlog.handlers.__all__:
         assert issubclass(getattr(aioqlog.handlers, name), aioqlog.AsyncHandler)

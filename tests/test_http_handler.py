@@ -8,18 +8,27 @@ every request it accepted, decoded line by line.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import logging
+import logging.handlers
+import re
 import socket
 import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 import trustme
 from aiohttp import web
-from support import bounded
+from support import STALL, bounded, in_thread, run
 
 import aioqlog
 from aioqlog.handlers import AsyncHTTPHandler
@@ -130,7 +139,7 @@ class Reported(AsyncHTTPHandler):
 FAST_RETRY = {"backoff": 0.02, "backoff_max": 0.1, "request_timeout": 2.0}
 
 
-def _serve(logger: logging.Logger, handler: AsyncHTTPHandler) -> aioqlog.QueueListener:
+def _serve(logger: logging.Logger, handler: aioqlog.AsyncHandler) -> aioqlog.QueueListener:
     q = aioqlog.LogQueue()
     logger.addHandler(aioqlog.QueueHandler(q))
     return aioqlog.QueueListener(q, handler)
@@ -383,6 +392,7 @@ async def test_loki_and_elasticsearch_bodies(server: Server, logger: logging.Log
         ({"batch_age": -1}, "batch_age must be a positive number"),
         ({"buffer_size": 5, "batch_size": 10}, "buffer_size (5) must be at least batch_size"),
         ({"retry_budget": True}, "retry_budget must be a positive number"),
+        ({"close_budget": -1}, "close_budget must be a number of seconds, 0 or more"),
     ],
 )
 def test_bad_arguments_are_refused_with_the_fix(kwargs: dict[str, Any], message: str) -> None:
@@ -407,10 +417,7 @@ async def test_stop_does_not_wait_out_the_retry_budget(
     """With the collector down, stop() gives up after close_budget and keeps the records."""
     await server.stop()
 
-    class QuickToClose(Reported):
-        close_budget = 0.3
-
-    handler = QuickToClose(server.url, batch_age=60, retry_budget=600, **FAST_RETRY)
+    handler = Reported(server.url, batch_age=60, retry_budget=600, close_budget=0.3, **FAST_RETRY)
     listener = _serve(logger, handler)
     listener.start()
     for i in range(3):
@@ -418,7 +425,9 @@ async def test_stop_does_not_wait_out_the_retry_budget(
     await bounded(listener.stop())
     assert handler.pending == 3
     assert handler.dropped == 0
-    assert "3 records not sent yet; they are kept for the next start" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "3 records could not be sent (close_budget=0.3s)" in err
+    assert "lost if the process exits before the listener is started again" in err
     # Back up and started again: they go out.
     await server.start()
     async with listener:
@@ -487,3 +496,346 @@ async def test_a_batch_that_fails_to_render_is_dropped_and_reported(
     assert handler.dropped == 2
     assert server.messages() == ["b", "c"]
     assert server.lines()[0]["message"].startswith("aioqlog dropped 2 records")
+
+
+@pytest.mark.asyncio
+async def test_stop_cuts_a_backoff_short_within_close_budget(
+    server: Server, logger: logging.Logger
+) -> None:
+    """With the collector down and close_budget=0.1, stop() does not wait out a 2 s backoff."""
+    await server.stop()
+    handler = Reported(server.url, batch_age=0.01, backoff=2.0, backoff_max=2.0, close_budget=0.1)
+    listener = _serve(logger, handler)
+    listener.start()
+    logger.info("undeliverable")
+    # The first attempt failed: the handler now waits 1-2 s before the next one.
+    await handler.until(lambda: bool(handler.reported))
+    started = time.monotonic()
+    await bounded(listener.stop())
+    assert time.monotonic() - started < 0.8
+    assert handler.pending == 1
+
+
+class ThreadedCollector:
+    """A collector on a loop of its own, in a thread: it outlives an ``asyncio.run``.
+
+    It keeps each request's ``Idempotency-Key`` and messages, and holds its
+    first answer back (after taking the body) until closed, so that a request
+    is in flight, received, when the client's loop ends.
+    """
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.requests: list[tuple[str | None, list[str]]] = []
+        self.holding = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._release: asyncio.Event | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, name="collector")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/ingest"
+
+    async def _ingest(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        lines = [json.loads(line)["message"] for line in body.decode().splitlines() if line]
+        self.requests.append((request.headers.get("Idempotency-Key"), lines))
+        if not self.holding.is_set():
+            self.holding.set()
+            assert self._release is not None
+            await self._release.wait()
+        return web.Response(text="ok")
+
+    async def _start(self) -> None:
+        self._release = asyncio.Event()
+        app = web.Application()
+        app.router.add_post("/ingest", self._ingest)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def _stop(self) -> None:
+        assert self._release is not None
+        assert self._runner is not None
+        self._release.set()
+        await self._runner.cleanup()
+
+    def __enter__(self) -> ThreadedCollector:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(STALL)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(STALL)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(STALL)
+        self._loop.close()
+
+
+def test_a_batch_cut_off_by_asyncio_run_is_resent_under_the_same_key(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop], logger: logging.Logger
+) -> None:
+    """asyncio.run ending without stop(): every record arrives, a resent batch keeps its key."""
+    with ThreadedCollector() as collector:
+
+        async def main() -> None:
+            handler = AsyncHTTPHandler(collector.url, batch_size=50, batch_age=0.01)
+            _serve(logger, handler).start()
+
+            async def produce(p: int) -> None:
+                for i in range(1000):
+                    logger.info("p%d-%d", p, i)
+                    if not i % 10:
+                        await asyncio.sleep(0)
+
+            await asyncio.gather(*(produce(p) for p in range(3)))
+            # The collector has taken a batch and not answered: stop() is forgotten.
+            assert await in_thread(lambda: collector.holding.wait(STALL))
+
+        run(main(), loop_factory)
+    expected = {f"p{p}-{i}" for p in range(3) for i in range(1000)}
+    received = [m for _, lines in collector.requests for m in lines]
+    assert set(received) == expected
+    keys: dict[str, set[str | None]] = {}
+    bodies: dict[str | None, set[tuple[str, ...]]] = {}
+    for key, lines in collector.requests:
+        bodies.setdefault(key, set()).add(tuple(lines))
+        for m in lines:
+            keys.setdefault(m, set()).add(key)
+    # A record that arrived twice came in one batch sent twice, whole, under one key.
+    assert all(None not in k and len(k) == 1 for k in keys.values())
+    assert all(len(b) == 1 for b in bodies.values())
+    assert len(received) - len(expected) <= 50
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_aemit_batch_buffers_nothing(server: Server) -> None:
+    """aemit_batch cancelled midway (asyncio.run ending) buffers none of its records."""
+    handler = AsyncHTTPHandler(server.url, batch_age=60)
+    records = [logging.makeLogRecord({"msg": f"r{i}"}) for i in range(40)]
+    task = asyncio.ensure_future(handler.aemit_batch(records))
+    await asyncio.sleep(0)  # it encodes 15 records, then yields to the loop
+    task.cancel()
+    await asyncio.wait({task})
+    assert task.cancelled()
+    # The lane hands the same records over again: had some stayed, they would go twice.
+    assert handler.pending == 0
+    await handler.aclose()
+
+
+@pytest.mark.asyncio
+async def test_records_the_handler_could_not_send_count_as_undelivered(
+    server: Server, logger: logging.Logger, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Collector down: after stop(), stats.undelivered counts what the handler still holds."""
+    await server.stop()
+    handler = Reported(server.url, batch_age=60, close_budget=0.05, **FAST_RETRY)
+    listener = _serve(logger, handler)
+    listener.start()
+    for i in range(7):
+        logger.info("record %d", i)
+    await bounded(listener.stop())
+    stats = listener.stats
+    assert handler.pending == 7
+    assert [h.pending for h in stats.handlers] == [7]
+    assert stats.undelivered == 7
+    assert "kept for the next start" not in capfd.readouterr().err
+
+
+SECRET = "hunter2-s3cret"
+
+
+@pytest.mark.asyncio
+async def test_a_password_in_the_url_is_redacted_everywhere(
+    server: Server, logger: logging.Logger, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """user:password@ in the URL: used to log in, shown nowhere (repr, errors, stats, summary)."""
+    url = server.url.replace("http://", f"http://ops:{SECRET}@")
+    handler = AsyncHTTPHandler(url, batch_size=2, batch_age=60, backoff=0.02, backoff_max=0.1)
+    assert SECRET not in repr(handler)
+    assert "ops:***@127.0.0.1" in repr(handler)
+    server.fail_next = 1  # reported through handleError, with its traceback
+    server.reject_next = 1  # dropped: the next batch starts with a summary naming the handler
+    listener = _serve(logger, handler)
+    async with listener:
+        for i in range(4):
+            logger.info("record %d", i)
+        assert SECRET not in listener.stats.handlers[0].name
+    assert server.messages() == ["record 2", "record 3"]
+    summary = server.lines()[0]["message"]
+    assert summary.startswith("aioqlog dropped 2 records for <AsyncHTTPHandler http://ops:***@")
+    assert not any(SECRET.encode() in body for body in server.raw)
+    err = capfd.readouterr().err
+    assert "HTTP 500 from http://127.0.0.1" in err  # handleError wrote the traceback
+    assert SECRET not in err
+    # The credentials still log in, as basic authentication.
+    assert server.headers[0]["Authorization"] == "Basic b3BzOmh1bnRlcjItczNjcmV0"
+
+
+def test_a_password_in_a_refused_url_is_redacted() -> None:
+    """The error refusing a URL with credentials does not repeat the password."""
+    with pytest.raises(ValueError, match="url must be an http") as refused:
+        AsyncHTTPHandler(f"ftp://ops:{SECRET}@127.0.0.1/")
+    assert SECRET not in str(refused.value)
+    with pytest.raises(ValueError, match="in the url or in auth, not both") as both:
+        AsyncHTTPHandler(f"http://ops:{SECRET}@127.0.0.1/", auth=("ops", SECRET))
+    assert SECRET not in str(both.value)
+
+
+def test_the_documented_client_filter_sample_runs(tmp_path: Path) -> None:
+    """docs/handlers/http.md's sample keeping HTTP clients' records out runs as written."""
+    page = (Path(__file__).parent.parent / "docs" / "handlers" / "http.md").read_text()
+    (sample,) = [
+        block
+        for block in re.findall(r"```python\n(.*?)```", page, re.S)
+        if "not_from_an_http_client" in block
+    ]
+    script = tmp_path / "sample.py"
+    script.write_text(sample)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=STALL, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    # The console got both lines (the sample asserts the collector got one).
+    first, second = done.stderr.splitlines()
+    assert first == "payment declined"
+    assert second.startswith("HTTP Request: POST http://127.0.0.1:")
+
+
+class RawServer:
+    """An HTTP/1.1 server that keeps each request as it came: method, target, headers, body."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.server: asyncio.Server | None = None
+        self.status = 200
+        self.arrived = asyncio.Event()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+
+    @property
+    def host(self) -> str:
+        assert self.server is not None
+        port: int = self.server.sockets[0].getsockname()[1]
+        return f"127.0.0.1:{port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:  # one kept-alive connection: request after request
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+                start, *lines = head.split("\r\n")[:-2]
+                method, target, _ = start.split(" ")
+                headers = {k.lower(): v for k, _, v in (li.partition(": ") for li in lines)}
+                body = await reader.readexactly(int(headers.get("content-length", 0)))
+                self.requests.append((method, target, headers, body))
+                self.arrived.set()
+                writer.write(b"HTTP/1.1 %d X\r\nContent-Length: 2\r\n\r\nok" % self.status)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    def seen(self) -> list[tuple[str, str, bytes, str | None, str | None]]:
+        """Return what the stdlib twin must match: method, target, body and two headers."""
+        return [
+            (m, t, b, h.get("authorization"), h.get("content-type")) for m, t, h, b in self.requests
+        ]
+
+
+class StdlibHTTPHandler(logging.handlers.HTTPHandler):
+    """The stdlib handler, closing the connections it leaves open (a ResourceWarning)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connections: list[http.client.HTTPConnection] = []
+
+    def getConnection(self, host: str, secure: bool) -> http.client.HTTPConnection:
+        connection = super().getConnection(host, secure)
+        self.connections.append(connection)
+        return connection
+
+    def close(self) -> None:
+        for connection in self.connections:
+            connection.close()
+        super().close()
+
+
+def _records(logger: logging.Logger) -> list[logging.LogRecord]:
+    try:
+        raise KeyError("missing")
+    except KeyError:
+        exc_info = sys.exc_info()
+    return [
+        logger.makeRecord(logger.name, logging.INFO, "shop.py", 12, "paid %s", ("42",), None),
+        logger.makeRecord(
+            logger.name,
+            logging.WARNING,
+            "shop.py",
+            13,
+            "café & = ? %d%%",
+            (5,),
+            None,
+            extra={"user": "ålice+bob"},
+        ),
+        logger.makeRecord(logger.name, logging.ERROR, "shop.py", 14, "failed", (), exc_info),
+    ]
+
+
+@pytest.mark.parametrize(("method", "url"), [("GET", "/log?app=shop"), ("POST", "/log")])
+@pytest.mark.asyncio
+async def test_http_handler_sends_the_stdlib_requests(
+    logger: logging.Logger, method: str, url: str
+) -> None:
+    """aioqlog.handlers.HTTPHandler sends what logging.handlers.HTTPHandler sends, byte for byte."""
+    raw = RawServer()
+    await raw.start()
+    records = _records(logger)
+    credentials = ("ops", "s3cret")
+    try:
+        stdlib = StdlibHTTPHandler(raw.host, url, method, credentials=credentials)
+        await in_thread(lambda: [stdlib.handle(record) for record in records])
+        stdlib.close()
+        expected = raw.seen()
+        raw.requests.clear()
+        twin = aioqlog.handlers.HTTPHandler(raw.host, url, method, credentials=credentials)
+        await twin.aemit_batch(records)
+        await bounded(twin.aclose())
+    finally:
+        await raw.stop()
+    assert len(expected) == 3
+    assert raw.seen() == expected
+    assert (twin.sent, twin.dropped) == (3, 0)
+
+
+@pytest.mark.asyncio
+async def test_http_handler_fields_survive_the_round_trip(logger: logging.Logger) -> None:
+    """Behind a listener, a record's fields come back out of parse_qs; a 5xx is retried."""
+    raw = RawServer()
+    await raw.start()
+    raw.status = 503
+    handler = aioqlog.handlers.HTTPHandler(raw.host, "/log", backoff=0.02, backoff_max=0.05)
+    try:
+        async with _serve(logger, handler):
+            logger.warning("paid %s", "42", extra={"user": "ålice & bob"})
+            await bounded(raw.arrived.wait())  # answered 503: to be retried
+            raw.status = 200
+    finally:
+        await raw.stop()
+    method, target, _, _ = raw.requests[-1]
+    fields = urllib.parse.parse_qs(urllib.parse.urlsplit(target).query)
+    assert method == "GET"
+    assert fields["msg"] == ["paid %s"]
+    assert fields["args"] == ["('42',)"]
+    assert fields["levelname"] == ["WARNING"]
+    assert fields["name"] == [logger.name]
+    assert fields["user"] == ["ålice & bob"]
+    assert handler.retries >= 1
+    assert (handler.sent, handler.dropped) == (1, 0)

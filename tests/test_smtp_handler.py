@@ -7,6 +7,7 @@ the next mails, to require a login, and can be stopped and started again.
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.message
 import email.policy
@@ -14,6 +15,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -311,3 +313,61 @@ async def test_starttls_with_a_private_ca(logger: logging.Logger) -> None:
         controller.stop()
     assert mailbox.bodies() == ["over tls\n"]
     assert handler.reported == []
+
+
+@pytest.mark.asyncio
+async def test_stop_cuts_a_backoff_short_within_close_budget(
+    smtp: Server, logger: logging.Logger
+) -> None:
+    """With the server down and close_budget=0.1, stop() does not wait out a 2 s backoff."""
+    smtp.stop()
+    handler = _handler(smtp, digest_age=0.01, backoff=2.0, backoff_max=2.0, close_budget=0.1)
+    reported = asyncio.Event()
+    handler.on_report = reported.set
+    listener = _serve(logger, handler)
+    listener.start()
+    logger.error("undeliverable")
+    # The first attempt failed: the handler now waits 1-2 s before the next one.
+    await bounded(reported.wait())
+    started = time.monotonic()
+    await bounded(listener.stop())
+    assert time.monotonic() - started < 0.8
+    assert handler.pending == 1
+
+
+@pytest.mark.asyncio
+async def test_a_slow_fqdn_lookup_does_not_stall_the_loop(
+    smtp: Server, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """socket.getfqdn() (for the Message-ID) runs off the loop, once: the loop ticks meanwhile."""
+    entered = threading.Event()
+    ticked = threading.Event()
+    calls: list[str] = []
+
+    def slow_getfqdn(name: str = "") -> str:
+        calls.append(threading.current_thread().name)
+        entered.set()
+        # A resolver that takes its time: done once the loop has shown it still runs.
+        return "resolved.example" if ticked.wait(2.0) else "stalled.example"
+
+    monkeypatch.setattr(socket, "getfqdn", slow_getfqdn)
+
+    async def ticker() -> None:
+        assert await in_thread(lambda: entered.wait(STALL))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        ticked.set()
+
+    handler = _handler(smtp, digest_size=1)
+    async with _serve(logger, handler):
+        ticking = asyncio.ensure_future(ticker())
+        logger.error("first")
+        await bounded(ticking)
+        logger.error("second")
+    assert [m["Message-ID"].endswith("@resolved.example>") for m in smtp.mailbox.mails] == [
+        True,
+        True,
+    ]
+    # Once for the handler, never on the loop (aiosmtplib asks too, from an executor).
+    assert calls.count("aioqlog-getfqdn") == 1
+    assert threading.current_thread().name not in calls

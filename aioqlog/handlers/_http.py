@@ -17,15 +17,16 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import SplitResult, unquote, urlsplit
 
-from ._batching import BatchSender, Rejected, check_positive
+from ._base import BatchSender, Rejected, check_positive
 
 if TYPE_CHECKING:
     import ssl as _ssl
 
     import aiohttp
 
-__all__ = ["AsyncHTTPHandler"]
+__all__ = ["AsyncHTTPHandler", "Session", "basic_auth", "request", "retryable_errors"]
 
 Body = Literal["ndjson", "loki", "elasticsearch"]
 _BODIES = ("ndjson", "loki", "elasticsearch")
@@ -52,8 +53,17 @@ class AsyncHTTPHandler(BatchSender[_Line]):
     ``level``, ``logger`` and ``message`` (the handler's formatter output,
     traceback included); pass *mapping* to choose the fields yourself.
 
+    Delivery is at least once: a request cut off after the server may have
+    taken it (``asyncio.run`` ending without ``stop()`` cancels it) is sent
+    again. Every request carries an ``Idempotency-Key`` header, a UUID that
+    is the same on each attempt to send the same batch, with the same body:
+    a collector that drops a key it has seen stores each record once.
+
     Args:
-        url: ``http://`` or ``https://`` URL to send to.
+        url: ``http://`` or ``https://`` URL to send to. Credentials in it
+            (``https://user:password@host/``) are sent as basic
+            authentication, like *auth*, and shown nowhere: the ``url``
+            attribute, ``repr()`` and every report leave them out.
         level: The handler's level.
         method: The HTTP method (``POST`` by default).
         headers: Extra request headers (an API key, a tenant id).
@@ -78,6 +88,9 @@ class AsyncHTTPHandler(BatchSender[_Line]):
         backoff_max: Longest delay between retries.
         buffer_size: The most records held while waiting or retrying; more
             are dropped, counted and reported.
+        close_budget: Seconds ``aclose()`` (at ``stop()``) keeps retrying a
+            failing collector before it leaves the rest buffered; ``0`` makes
+            one last attempt.
         timeout: As for every ``AsyncHandler``: a bound on each call
             (including ``aclose``, the final send).
 
@@ -116,6 +129,7 @@ class AsyncHTTPHandler(BatchSender[_Line]):
         backoff: float = 0.5,
         backoff_max: float = 10.0,
         buffer_size: int = 10_000,
+        close_budget: float = 10.0,
         timeout: float | None = None,
     ) -> None:
         super().__init__(
@@ -127,15 +141,17 @@ class AsyncHTTPHandler(BatchSender[_Line]):
             backoff=backoff,
             backoff_max=backoff_max,
             buffer_size=buffer_size,
+            close_budget=close_budget,
         )
         owner = type(self).__qualname__
         try:
             client_lib = _aiohttp()  # here, at set-up: importing it takes the loop a while
         except ImportError:
             raise ImportError(f"{owner} needs aiohttp: pip install 'aioqlog[http]'") from None
-        self.retryable = (OSError, asyncio.TimeoutError, client_lib.ClientError)
+        self.retryable = retryable_errors(client_lib)
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ValueError(f"{owner} url must be an http:// or https:// URL, got {url!r}")
+            shown = _redact(url) if isinstance(url, str) else url
+            raise ValueError(f"{owner} url must be an http:// or https:// URL, got {shown!r}")
         if body not in _BODIES:
             raise ValueError(f"{owner} body must be one of {', '.join(_BODIES)}, got {body!r}")
         if mapping is not None and not callable(mapping):
@@ -145,7 +161,18 @@ class AsyncHTTPHandler(BatchSender[_Line]):
         ):
             raise TypeError(f"{owner} auth must be a (user, password) tuple of str")
         check_positive(owner, "request_timeout", request_timeout)
+        parts = urlsplit(url)
+        if parts.username is not None or parts.password is not None:
+            if auth is not None:
+                raise ValueError(
+                    f"{owner}: give the credentials in the url or in auth, not both "
+                    f"(url {_redact(url)!r})"
+                )
+            auth = (unquote(parts.username or ""), unquote(parts.password or ""))
+            url = _with_userinfo(parts, "")
+        #: Where records go, without credentials (they travel as basic auth).
         self.url = url
+        self._shown_url = _redact_parts(parts)
         self.method = method.upper()
         self.headers = dict(headers or {})
         self.auth = auth
@@ -155,17 +182,14 @@ class AsyncHTTPHandler(BatchSender[_Line]):
         self.labels = dict(labels or {"source": "aioqlog"})
         self.gzip = gzip
         self.request_timeout = request_timeout
-        self._session: aiohttp.ClientSession | None = None
-        self._session_loop: asyncio.AbstractEventLoop | None = None
+        self._session = Session()
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.url} ({logging.getLevelName(self.level)})>"
+        return f"<{type(self).__name__} {self._shown_url} ({logging.getLevelName(self.level)})>"
 
     async def aclose_client(self) -> None:
         """Close the HTTP client; a later start opens a new one."""
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        await self._session.close()
 
     # ------------------------------------------------------------------ encoding
 
@@ -203,45 +227,100 @@ class AsyncHTTPHandler(BatchSender[_Line]):
 
     # ------------------------------------------------------------------ sending
 
-    async def send(self, items: list[_Line]) -> None:
-        """Render *items* into one request body and send it."""
-        await self._post(self.render(items))
+    async def send(self, items: list[_Line], batch_id: str) -> None:
+        """Render *items* into one request body and send it, with *batch_id* as its key."""
+        await self._post(self.render(items), batch_id)
 
-    async def _post(self, data: bytes) -> None:
-        session = await self._client()
-        aiohttp = _aiohttp()
-        headers = {"Content-Type": _CONTENT_TYPES[self.body], **self.headers}
+    async def _post(self, data: bytes, batch_id: str) -> None:
+        headers = {
+            "Content-Type": _CONTENT_TYPES[self.body],
+            "Idempotency-Key": batch_id,  # the same on every retry of this batch
+            **self.headers,
+        }
         if self.gzip:
             headers["Content-Encoding"] = "gzip"
         if self.auth is not None:
-            user, password = self.auth
-            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-            headers["Authorization"] = f"Basic {token}"
-        async with session.request(
+            headers["Authorization"] = basic_auth(*self.auth)
+        await request(
+            await self._session.get(),
             self.method,
             self.url,
             data=io.BytesIO(data),  # streamed: a large body must not be written in one go
             headers=headers,
             ssl=True if self.ssl is None else self.ssl,
-            timeout=aiohttp.ClientTimeout(total=self.request_timeout),
-        ) as response:
-            # Not response.text(): guessing a charset imports a detector on the loop.
-            text = (await response.read()).decode("utf-8", "replace")
-            status = response.status
-        if 200 <= status < 300:
-            return
-        if status >= 500 or status in _RETRY_STATUSES:
-            raise OSError(f"HTTP {status} from {self.url}: {text[:200]}")
-        raise Rejected(f"HTTP {status} from {self.url}: {text[:200]}")
+            timeout=self.request_timeout,
+        )
 
-    async def _client(self) -> aiohttp.ClientSession:
+
+class Session:
+    """An aiohttp client session, made on the running loop when first needed."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def get(self) -> aiohttp.ClientSession:
+        """Return the session for the running loop, making one if needed."""
         session = self._session
         loop = asyncio.get_running_loop()
-        if session is None or session.closed or self._session_loop is not loop:
+        if session is None or session.closed or self._loop is not loop:
             # (One made on an earlier loop, now gone, is left for the collector.)
             session = self._session = _aiohttp().ClientSession()
-            self._session_loop = loop
+            self._loop = loop
         return session
+
+    async def close(self) -> None:
+        """Close the session; a later ``get()`` makes a new one."""
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+
+def basic_auth(user: str, password: str) -> str:
+    """Return the ``Authorization`` header value for HTTP basic authentication."""
+    token = base64.b64encode(f"{user}:{password}".encode()).strip().decode("ascii")
+    return f"Basic {token}"
+
+
+def retryable_errors(client_lib: Any) -> tuple[type[BaseException], ...]:
+    """Return the exceptions of a request worth a retry (aiohttp's included)."""
+    return (OSError, asyncio.TimeoutError, client_lib.ClientError)
+
+
+async def request(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: Any,
+    *,
+    data: Any,
+    headers: Mapping[str, str],
+    ssl: _ssl.SSLContext | bool,
+    timeout: float,
+    shown: str | None = None,
+    accept: Callable[[int], bool] = lambda status: 200 <= status < 300,
+) -> None:
+    """Send one request; raise OSError (retry) or ``Rejected`` (drop) unless accepted.
+
+    A 5xx, 408, 425 or 429 answer is worth a retry: the server may answer
+    differently later. Errors name the URL as *shown* (without credentials).
+    """
+    async with session.request(
+        method,
+        url,
+        data=data,
+        headers=headers,
+        ssl=ssl,
+        timeout=_aiohttp().ClientTimeout(total=timeout),
+    ) as response:
+        # Not response.text(): guessing a charset imports a detector on the loop.
+        text = (await response.read()).decode("utf-8", "replace")
+        status = response.status
+    if accept(status):
+        return
+    where = shown if shown is not None else str(url)
+    if status >= 500 or status in _RETRY_STATUSES:
+        raise OSError(f"HTTP {status} from {where}: {text[:200]}")
+    raise Rejected(f"HTTP {status} from {where}: {text[:200]}")
 
 
 def _aiohttp() -> Any:
@@ -249,3 +328,26 @@ def _aiohttp() -> Any:
     import aiohttp  # noqa: PLC0415
 
     return aiohttp
+
+
+def _with_userinfo(parts: SplitResult, userinfo: str) -> str:
+    """Return the URL *parts* with *userinfo* (``"user:pw@"``, or ``""``) before the host."""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=userinfo + host).geturl()
+
+
+def _redact_parts(parts: SplitResult) -> str:
+    """Return the URL *parts* with its password (or a lone user, often a token) masked."""
+    if parts.password is not None:
+        return _with_userinfo(parts, f"{parts.username}:***@")
+    if parts.username is not None:
+        return _with_userinfo(parts, "***@")
+    return parts.geturl()
+
+
+def _redact(url: str) -> str:
+    """Return *url* with any credentials in it masked; never raise."""
+    try:
+        return _redact_parts(urlsplit(url))
+    except ValueError:  # not even a URL: say nothing of it
+        return "<a malformed URL>"

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ._batching import BatchSender, Rejected, check_positive
+from ._base import BatchSender, Rejected, check_positive
 
 if TYPE_CHECKING:
     import ssl as _ssl
@@ -65,6 +66,9 @@ class AsyncSMTPHandler(BatchSender[_Entry]):
         backoff: First retry delay; doubles up to *backoff_max*, with jitter.
         backoff_max: Longest delay between retries.
         buffer_size: The most records held while waiting or retrying.
+        close_budget: Seconds ``aclose()`` (at ``stop()``) keeps retrying a
+            failing server before it leaves the rest buffered; ``0`` makes
+            one last attempt.
         timeout: As for every ``AsyncHandler``: a bound on each call.
 
     Attributes:
@@ -105,6 +109,7 @@ class AsyncSMTPHandler(BatchSender[_Entry]):
         backoff: float = 1.0,
         backoff_max: float = 60.0,
         buffer_size: int = 1_000,
+        close_budget: float = 10.0,
         timeout: float | None = None,
     ) -> None:
         owner = type(self).__qualname__
@@ -120,6 +125,7 @@ class AsyncSMTPHandler(BatchSender[_Entry]):
             backoff=backoff,
             backoff_max=backoff_max,
             buffer_size=buffer_size,
+            close_budget=close_budget,
         )
         try:
             smtp = _aiosmtplib()
@@ -149,6 +155,9 @@ class AsyncSMTPHandler(BatchSender[_Entry]):
         self.tls_context = tls_context
         self.request_timeout = request_timeout
         self.mails = 0
+        # The Message-ID's domain: socket.getfqdn() may ask a resolver for
+        # seconds, so it is looked up once, off the loop, before the first mail.
+        self._fqdn: str | None = None
         # Temporary trouble is retried; a 5xx answer is the server's final word.
         self.retryable = (OSError, asyncio.TimeoutError, smtp.SMTPException)
         self._smtp = smtp
@@ -162,8 +171,13 @@ class AsyncSMTPHandler(BatchSender[_Entry]):
         """Format *record* for the mail."""
         return _Entry(record.levelno, record.levelname, self.format(record))
 
-    def compose(self, entries: Sequence[_Entry]) -> EmailMessage:
-        """Return the digest mail for *entries* (override to change its form)."""
+    def compose(self, entries: Sequence[_Entry], batch_id: str | None = None) -> EmailMessage:
+        """Return the digest mail for *entries* (override to change its form).
+
+        *batch_id*, the same on every attempt to mail these entries, makes the
+        Message-ID, so that a mail sent twice (after a cut-off attempt) is
+        recognisably one mail.
+        """
         worst = max(entries, key=lambda e: e.levelno)
         first_line = entries[0].text.splitlines()[0] if entries[0].text else ""
         if len(first_line) > 100:
@@ -174,15 +188,22 @@ class AsyncSMTPHandler(BatchSender[_Entry]):
         message["From"] = self.sender
         message["To"] = ", ".join(self.recipients)
         message["Date"] = formatdate(localtime=True)
-        message["Message-ID"] = make_msgid(domain=socket.getfqdn() or None)
+        # Not socket.getfqdn() here (nor make_msgid's default, which calls
+        # it): it may block on a resolver, and this runs on the loop.
+        domain = self._fqdn or socket.gethostname() or "localhost"
+        message["Message-ID"] = (
+            make_msgid(domain=domain) if batch_id is None else f"<{batch_id}@{domain}>"
+        )
         separator = "\n\n" + "-" * 72 + "\n\n"
         message.set_content(separator.join(e.text for e in entries) + "\n")
         return message
 
-    async def send(self, items: list[_Entry]) -> None:
-        """Mail *items* as one digest."""
+    async def send(self, items: list[_Entry], batch_id: str) -> None:
+        """Mail *items* as one digest, its Message-ID made of *batch_id*."""
         smtp = self._smtp
-        message = self.compose(items)
+        if self._fqdn is None:
+            self._fqdn = await _off_loop(socket.getfqdn) or "localhost"
+        message = self.compose(items, batch_id)
         try:
             await smtp.send(
                 message,
@@ -209,3 +230,33 @@ def _aiosmtplib() -> Any:
     import aiosmtplib  # noqa: PLC0415
 
     return aiosmtplib
+
+
+async def _off_loop(fn: Callable[[], str]) -> str:
+    """Return ``fn()``, run in a thread of its own.
+
+    Not the loop's default executor: the application may keep it busy.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[str] = loop.create_future()
+
+    def settle(result: str | None, error: BaseException | None) -> None:
+        if done.done():  # the waiter was cancelled meanwhile
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result or "")
+
+    def target() -> None:
+        try:
+            result, error = fn(), None
+        except BaseException as exc:  # noqa: BLE001 - relayed to the waiting sender
+            result, error = None, exc
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the loop closed meanwhile: nobody waits
+            pass
+
+    threading.Thread(target=target, name="aioqlog-getfqdn", daemon=True).start()
+    return await done

@@ -17,14 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import socket
 import sys
 from datetime import datetime, timezone
 from typing import Literal
 
 from .._lanes import report_error
-from ._buffered import YIELD_EVERY, BufferedSender, check_positive, own_record
+from ._base import YIELD_EVERY, BufferedSender, check_positive, own_record
 
 __all__ = ["AsyncSyslogHandler"]
 
@@ -80,6 +79,9 @@ class AsyncSyslogHandler(BufferedSender[bytes, bytes]):
         backoff_max: Longest delay between reconnection attempts.
         buffer_size: The most messages held while the peer is away; more are
             dropped, counted and reported.
+        close_budget: Seconds ``aclose()`` (at ``stop()``) keeps reconnecting
+            to a server that is away before it leaves the rest buffered; the
+            default ``0`` makes one last attempt.
         timeout: As for every ``AsyncHandler``: a bound on each call.
 
     Attributes:
@@ -107,9 +109,17 @@ class AsyncSyslogHandler(BufferedSender[bytes, bytes]):
         backoff: float = 0.2,
         backoff_max: float = 10.0,
         buffer_size: int = 10_000,
+        close_budget: float = 0.0,
         timeout: float | None = None,
     ) -> None:
-        super().__init__(level=level, timeout=timeout, buffer_size=buffer_size)
+        super().__init__(
+            level=level,
+            timeout=timeout,
+            buffer_size=buffer_size,
+            backoff=backoff,
+            backoff_max=backoff_max,
+            close_budget=close_budget,
+        )
         owner = type(self).__qualname__
         if transport not in _TRANSPORTS:
             raise ValueError(
@@ -131,8 +141,6 @@ class AsyncSyslogHandler(BufferedSender[bytes, bytes]):
         if isinstance(facility, bool) or not isinstance(facility, int) or not 0 <= facility < 24:
             raise ValueError(f"{owner} facility must be an int from 0 to 23, got {facility!r}")
         check_positive(owner, "max_message", max_message, integer=True)
-        for name, value in (("backoff", backoff), ("backoff_max", backoff_max)):
-            check_positive(owner, name, value)
         self.address = address
         self.transport: Transport = transport
         self.facility = facility
@@ -142,8 +150,6 @@ class AsyncSyslogHandler(BufferedSender[bytes, bytes]):
             hostname if hostname is not None else socket.gethostname(), 255
         )
         self.max_message = int(max_message)
-        self.backoff = backoff
-        self.backoff_max = backoff_max
         self.truncated = 0
         self.reconnects = 0
         self._writer: asyncio.StreamWriter | None = None
@@ -198,13 +204,8 @@ class AsyncSyslogHandler(BufferedSender[bytes, bytes]):
                 self._failures += 1
                 if self._failures == 1:
                     self._report("could not be sent; reconnecting")
-                if self._closing:
-                    return  # stopping: what is left stays buffered (aclose says so)
-                delay = min(self.backoff_max, self.backoff * 2 ** (self._failures - 1))
-                try:  # the backoff, cut short by aclose()
-                    await asyncio.wait_for(self._closed.wait(), delay * random.uniform(0.5, 1.0))
-                except asyncio.TimeoutError:
-                    pass
+                if not await self._backoff(self._failures - 1):
+                    return  # close_budget spent: what is left stays buffered (aclose says so)
             else:
                 self._failures = 0
 

@@ -1,0 +1,448 @@
+"""What every network handler shares: a bounded buffer, a sender task and one backoff.
+
+``BufferedSender`` is the base of all three handlers. ``aemit_batch`` encodes
+each record (in its log call's context, yielding to the loop every few
+records) and appends it to a bounded buffer; what does not fit is dropped and
+counted. A sender task, started on the loop at the first record and again on
+a new loop after a restart, empties the buffer its own way (``_run``).
+``aclose()`` lets it finish what is buffered, then releases the client.
+Records enter the buffer all at once, after the last of a call is encoded: a
+call cancelled midway (``asyncio.run`` ending) buffers nothing, so the lane's
+redelivery of the same records adds no duplicates.
+
+Every handler waits between attempts with the same ``_backoff``: exponential,
+with jitter, and cut short when ``aclose()`` begins. While closing, a failing
+destination is retried for at most *close_budget* seconds; what could not be
+sent by then stays buffered (counted in ``pending``) and is reported on stderr.
+
+``BatchSender`` adds batches by count and age for the handlers that send
+records in batches (HTTP, SMTP), and a retry budget: an outage longer than
+*retry_budget* drops what waits for it, and a ``Rejected`` batch is dropped at
+once. Every drop is counted, and the next batch that gets through starts with
+an item saying how many were dropped.
+
+Each batch gets an id when it is made, and keeps it, with the same items, until
+it leaves the buffer: every retry, including the one after a send cut off by
+``asyncio.run`` ending (the server may have taken it), carries the same id, so
+a receiver can drop a batch it already has (the HTTP handler sends it as an
+``Idempotency-Key`` header).
+
+Only the loop thread touches the buffer and the counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from .._async_handler import AsyncHandler
+from .._lanes import report_error
+from .._lifecycle import write_stderr
+
+__all__ = [
+    "YIELD_EVERY",
+    "Batch",
+    "BatchSender",
+    "BufferedSender",
+    "Rejected",
+    "check_positive",
+    "own_record",
+]
+
+T = TypeVar("T")  # what encode() makes of a record
+E = TypeVar("E")  # what the buffer holds
+
+#: Records encoded between two yields to the loop (a fraction of a millisecond).
+YIELD_EVERY = 16
+
+
+def check_positive(owner: str, name: str, value: object, *, integer: bool = False) -> None:
+    """Raise ValueError naming *name* unless *value* is a positive number (or integer)."""
+    kinds: tuple[type, ...] = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:  # type: ignore[operator]
+        what = "a positive integer" if integer else "a positive number"
+        raise ValueError(f"{owner} {name} must be {what}, got {value!r}")
+
+
+def own_record(level: int, message: str, args: tuple[object, ...]) -> logging.LogRecord:
+    """Make one of aioqlog's own records (a drop summary, an error report)."""
+    factory = logging.getLogRecordFactory()
+    return factory("aioqlog", level, __file__, 0, message, args, None, "BufferedSender")
+
+
+class Rejected(Exception):
+    """The destination refused a batch for good: drop it, do not retry."""
+
+
+class BufferedSender(AsyncHandler, Generic[T, E]):
+    """Base of the network handlers (see the module doc).
+
+    Subclasses implement ``encode(record)``, ``_entry(item, now)`` (what the
+    buffer keeps of an encoded record), ``async _run()`` (the sender: return
+    once ``_closing`` is set and nothing more can be sent, waiting between
+    attempts with ``_backoff``), and may override ``aclose_client()`` and
+    ``_on_new_loop()``.
+    """
+
+    def __init__(
+        self,
+        *,
+        level: int,
+        timeout: float | None,
+        buffer_size: int,
+        backoff: float,
+        backoff_max: float,
+        close_budget: float,
+    ) -> None:
+        super().__init__(level, timeout=timeout)
+        owner = type(self).__qualname__
+        check_positive(owner, "buffer_size", buffer_size, integer=True)
+        for name, value in (("backoff", backoff), ("backoff_max", backoff_max)):
+            check_positive(owner, name, value)
+        if (
+            isinstance(close_budget, bool)
+            or not isinstance(close_budget, (int, float))
+            or not close_budget >= 0
+        ):
+            raise ValueError(
+                f"{owner} close_budget must be a number of seconds, 0 or more, got {close_budget!r}"
+            )
+        self.buffer_size = int(buffer_size)
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self.close_budget = close_budget
+        self.sent = 0
+        self.dropped = 0
+        self._dropped_reported = 0
+        self._buffer: deque[E] = deque()
+        self._sender: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # set when records arrive, and to close
+        self._closed = asyncio.Event()  # set by aclose(): cuts a backoff short
+        self._closing = False
+        self._close_by = 0.0  # loop time at which closing gives up on a failing peer
+
+    @property
+    def pending(self) -> int:
+        """Return how many records are buffered, waiting to be sent (see ``AsyncHandler``)."""
+        return len(self._buffer)
+
+    # ------------------------------------------------------------ to implement
+
+    def encode(self, record: logging.LogRecord) -> T:
+        """Return what the sender needs of *record*."""
+        raise NotImplementedError
+
+    def _entry(self, item: T, now: float) -> E:
+        """Return what the buffer keeps of an encoded record, arrived at loop time *now*."""
+        raise NotImplementedError
+
+    async def _run(self) -> None:
+        """Send what is buffered until closing (the sender task's body)."""
+        raise NotImplementedError
+
+    async def aclose_client(self) -> None:
+        """Release the client once the last records are sent (a session, a socket)."""
+
+    def _on_new_loop(self) -> None:
+        """Forget what belonged to an earlier loop (a connection), before a new sender."""
+
+    # ------------------------------------------------------------ the lane's side
+
+    async def aemit(self, record: logging.LogRecord) -> None:
+        """Buffer one record."""
+        await self.aemit_batch([record])
+
+    async def aemit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        """Buffer *records*; a record that fails to encode is reported alone."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        items: list[T] = []
+        for n, record in enumerate(records, 1):
+            if not n % YIELD_EVERY:
+                await asyncio.sleep(0)  # encoding runs on the loop: let it breathe
+            try:
+                items.append(self.encode(record))
+            except Exception:  # noqa: BLE001 - one bad record must not cost the others
+                report_error(self, record)
+        # No await from here on: cancelled above, the call buffered nothing,
+        # and the lane hands the same records over again.
+        buffer = self._buffer
+        room = self.buffer_size - len(buffer)
+        if len(items) > room:
+            self.dropped += len(items) - max(room, 0)
+            del items[max(room, 0) :]
+        buffer.extend(self._entry(item, now) for item in items)
+        self._ensure_sender(loop)
+        self._wake.set()
+
+    async def aclose(self) -> None:
+        """Send what is buffered, then release the client.
+
+        A failing destination is retried for at most *close_budget* seconds;
+        the whole call is bounded by the handler's *timeout* and by
+        ``stop(timeout)``. Records that could not be sent stay buffered
+        (counted in ``pending``, and so in the listener's ``stats``) and are
+        reported on stderr.
+        """
+        loop = asyncio.get_running_loop()
+        if self._buffer:
+            # Left from an earlier run, with nothing logged since: send it now.
+            self._ensure_sender(loop)
+        sender = self._sender
+        if sender is not None and not sender.done():
+            self._closing = True
+            self._close_by = loop.time() + self.close_budget
+            self._wake.set()
+            self._closed.set()
+            try:
+                await asyncio.shield(sender)
+            finally:
+                if not sender.done():
+                    sender.cancel()
+                    await asyncio.wait({sender})
+                self._closing = False
+        self._sender = None
+        await self.aclose_client()
+        if self._buffer:
+            # Nothing here knows whether the process is about to exit: say both.
+            write_stderr(
+                f"{self!r}: {len(self._buffer)} records could not be sent "
+                f"(close_budget={self.close_budget}s); they stay in its buffer, counted "
+                f"as undelivered in the listener's stats, and are lost if the process "
+                f"exits before the listener is started again"
+            )
+
+    # ------------------------------------------------------------ for the sender
+
+    async def _backoff(self, attempt: int) -> bool:
+        """Wait before retry *attempt* (0 for the first); return False to give up.
+
+        The delay doubles from *backoff* up to *backoff_max*, with jitter (half
+        of it to all of it). ``aclose()`` cuts a wait under way short, so the
+        closing sender tries once more at once; while closing, each wait is cut
+        to what is left of *close_budget*, and once that is spent this returns
+        False: the sender stops, leaving the rest buffered.
+        """
+        loop = asyncio.get_running_loop()
+        delay = min(self.backoff_max, self.backoff * 2**attempt) * random.uniform(0.5, 1.0)
+        if not self._closing:
+            try:
+                await asyncio.wait_for(self._closed.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+            return True
+        left = self._close_by - loop.time()
+        if left <= 0:
+            return False
+        await asyncio.sleep(min(delay, left))
+        return True
+
+    def _drop_causes(self) -> str:
+        """Say what makes this handler drop records, for the drop summary."""
+        return f"its buffer was full (buffer_size={self.buffer_size})"
+
+    def _summary(self) -> T | None:
+        """Encode a WARNING about drops not reported yet; None if there are none.
+
+        It goes out ahead of the next records, so the destination itself shows
+        the gap. The caller marks the drops reported once it is sent.
+        """
+        unreported = self.dropped - self._dropped_reported
+        if not unreported:
+            return None
+        record = own_record(
+            logging.WARNING,
+            "aioqlog dropped %d records for %r: %s",
+            (unreported, self, self._drop_causes()),
+        )
+        try:
+            return self.encode(record)
+        except Exception:  # noqa: BLE001 - the count stays and goes with the next send
+            return None
+
+    def _ensure_sender(self, loop: asyncio.AbstractEventLoop) -> None:
+        sender = self._sender
+        if sender is not None and not sender.done() and sender.get_loop() is loop:
+            return
+        if sender is None or sender.get_loop() is not loop:
+            self._on_new_loop()
+            # Events bind to the loop that first waits on them.
+            self._wake = asyncio.Event()
+            self._closed = asyncio.Event()
+        self._closed.clear()
+        self._sender = loop.create_task(self._run(), name=f"aioqlog-{self!r}")
+
+
+@dataclass
+class Batch(Generic[T]):
+    """A batch in hand: sent, retried and resent as it was made, under one id."""
+
+    id: str  # the same on every attempt: a receiver drops a batch it already has
+    items: list[T]  # what is sent: the drop summary, if any, then the records
+    count: int  # the buffered records it carries (the first ones)
+    reported: int  # self.dropped when it was made: the drops its summary reports
+
+
+class BatchSender(BufferedSender[T, tuple[float, T]], Generic[T]):
+    """Base of the handlers that send records in batches and retry (see the module doc).
+
+    Subclasses implement ``encode(record) -> T`` and ``async send(items,
+    batch_id)``, set ``retryable`` (the exceptions worth a retry) and may
+    override ``aclose_client()``.
+    """
+
+    #: Exceptions from ``send`` that mean "try again later".
+    retryable: tuple[type[BaseException], ...] = (OSError, asyncio.TimeoutError)
+
+    def __init__(
+        self,
+        *,
+        level: int,
+        timeout: float | None,
+        batch_size: int,
+        batch_age: float,
+        retry_budget: float,
+        backoff: float,
+        backoff_max: float,
+        buffer_size: int,
+        close_budget: float,
+    ) -> None:
+        super().__init__(
+            level=level,
+            timeout=timeout,
+            buffer_size=buffer_size,
+            backoff=backoff,
+            backoff_max=backoff_max,
+            close_budget=close_budget,
+        )
+        owner = type(self).__qualname__
+        check_positive(owner, "batch_size", batch_size, integer=True)
+        check_positive(owner, "batch_age", batch_age)
+        check_positive(owner, "retry_budget", retry_budget)
+        if buffer_size < batch_size:
+            raise ValueError(
+                f"{owner} buffer_size ({buffer_size}) must be at least batch_size ({batch_size})"
+            )
+        self.batch_size = batch_size
+        self.batch_age = batch_age
+        self.retry_budget = retry_budget
+        self.retries = 0
+        self._outage_since: float | None = None
+        # The batch being sent: kept until its records leave the buffer, so
+        # that a send cut off by a cancellation goes again as it was.
+        self._in_hand: Batch[T] | None = None
+
+    # ------------------------------------------------------------ to implement
+
+    async def send(self, items: list[T], batch_id: str) -> None:
+        """Send *items* (oldest first); raise ``Rejected`` or a ``retryable`` error.
+
+        *batch_id* is the same on every attempt to send these items: pass it
+        on where the receiver can drop a batch it already has.
+        """
+        raise NotImplementedError
+
+    def _entry(self, item: T, now: float) -> tuple[float, T]:
+        return (now, item)  # the arrival time decides when a batch is old enough
+
+    async def _run(self) -> None:
+        while True:
+            # A batch still in hand was cut off (or given up at close) after
+            # it may have reached the destination: it goes again, as it was.
+            batch = self._in_hand or await self._next_batch()
+            if batch is None or not await self._deliver(batch):
+                return
+
+    async def _next_batch(self) -> Batch[T] | None:
+        """Wait until a batch is due (full, old enough, or closing); None when done."""
+        loop = asyncio.get_running_loop()
+        wake = self._wake
+        buffer = self._buffer
+        while True:
+            wait: float | None = None
+            if buffer:
+                if len(buffer) >= self.batch_size or self._closing:
+                    break
+                wait = buffer[0][0] + self.batch_age - loop.time()
+                if wait <= 0:
+                    break
+            elif self._closing:
+                return None
+            wake.clear()
+            try:
+                await asyncio.wait_for(wake.wait(), wait)
+            except asyncio.TimeoutError:
+                pass
+        records = [buffer[i][1] for i in range(min(self.batch_size, len(buffer)))]
+        summary = self._summary()
+        items = records if summary is None else [summary, *records]
+        return Batch(str(uuid.uuid4()), items, len(records), self.dropped)
+
+    def _drop_causes(self) -> str:
+        return (
+            f"its buffer was full, the destination was unreachable for longer than "
+            f"retry_budget={self.retry_budget}s, or it rejected them"
+        )
+
+    async def _deliver(self, batch: Batch[T]) -> bool:
+        """Send *batch*, retrying within the budget, then take it off the buffer.
+
+        Return False when closing and the destination still fails after the
+        close budget: the batch (still in hand) and the rest stay buffered.
+        """
+        loop = asyncio.get_running_loop()
+        self._in_hand = batch
+        count = batch.count
+        attempt = 0
+        while True:
+            try:
+                await self.send(batch.items, batch.id)
+            except Rejected:
+                self._give_up(count, "were rejected")
+                return True
+            except asyncio.CancelledError:
+                raise
+            except self.retryable:
+                if self._outage_since is None:
+                    self._outage_since = loop.time()
+                    self._report(count, "could not be sent; retrying")
+                if loop.time() - self._outage_since >= self.retry_budget:
+                    # The outage outlasted the budget: drop what waits for it.
+                    self._outage_since = None
+                    self._give_up(len(self._buffer), "were dropped: retry_budget ran out")
+                    return True
+                if not await self._backoff(attempt):
+                    return False
+                attempt += 1
+                self.retries += 1
+                continue
+            except Exception:  # noqa: BLE001 - a broken encoder or hook: report, do not retry
+                self._give_up(count, "could not be sent")
+                return True
+            break
+        self._outage_since = None
+        self._in_hand = None
+        self._dropped_reported = max(self._dropped_reported, batch.reported)
+        for _ in range(count):
+            self._buffer.popleft()
+        self.sent += count
+        return True
+
+    def _give_up(self, count: int, why: str) -> None:
+        """Drop the first *count* buffered records, count them and report why."""
+        self._in_hand = None  # what it carried is gone (the first records, or all)
+        for _ in range(count):
+            self._buffer.popleft()
+        self.dropped += count
+        self._report(count, why)
+
+    def _report(self, count: int, why: str) -> None:
+        """Report the exception being handled through handleError, naming the batch."""
+        message = "%s: a batch of %d records %s"
+        report_error(self, own_record(logging.ERROR, message, (repr(self), count, why)))
