@@ -323,13 +323,14 @@ class QueueHandler(logging.handlers.QueueHandler):
         elif queue is None:
             queue = LogQueue()
         elif not isinstance(queue, LogQueue):
-            from ._config import is_placeholder  # noqa: PLC0415 - see above
+            from ._config import is_placeholder, made_by_dictconfig  # noqa: PLC0415 - see above
 
-            if not is_placeholder(queue):
+            if not (is_placeholder(queue) and made_by_dictconfig()):
                 raise TypeError(
                     f"aioqlog.QueueHandler needs an aioqlog.LogQueue, got "
-                    f"{type(queue).__module__}.{type(queue).__qualname__}; "
-                    f"create one with aioqlog.LogQueue(maxsize=...)"
+                    f"{type(queue).__module__}.{type(queue).__qualname__}; pass "
+                    f"aioqlog.LogQueue(maxsize=...) instead, or use "
+                    f"logging.handlers.QueueHandler to put records on a stdlib queue"
                 )
             # dictConfig (Python 3.12+) passes an empty queue.Queue() when the
             # configuration names no queue: aioqlog's default queue replaces it.
