@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -165,3 +170,41 @@ async def test_exception_keeps_its_traceback_when_the_formatter_renders_it(
         fail_and_log()
     assert "KeyError: 'missing'" in queued.lines[0]
     assert queued.lines == direct.lines
+
+
+DOCS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "integrations" / "structlog.md"
+
+CLIENT = """
+from fastapi.testclient import TestClient
+from app import app
+
+with TestClient(app) as client:
+    assert client.get("/items/42", headers={"x-request-id": "abc"}).json() == {"item_id": 42}
+    assert client.get("/items/0", headers={"x-request-id": "def"}).json() == {"item_id": 0}
+"""
+
+
+def test_the_docs_fastapi_sample_runs_as_written(tmp_path: Path) -> None:
+    """The docs page's app, served in-process: each line has its request's context and traceback."""
+    pytest.importorskip("fastapi")
+    text = DOCS_PAGE.read_text()
+    start = text.index("```python\n") + len("```python\n")
+    (tmp_path / "app.py").write_text(text[start : text.index("```\n", start)])
+    root = str(Path(aioqlog.__file__).resolve().parent.parent)
+    result = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", CLIENT],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": root},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    mine = [line for line in lines if line["logger"] == "app"]
+    assert [(line["event"], line["request_id"]) for line in mine] == [
+        ("item read", "abc"),
+        ("item read", "def"),
+        ("cannot divide by the item id", "def"),
+    ]
+    assert mine[2]["exception"].endswith("ZeroDivisionError: division by zero")
