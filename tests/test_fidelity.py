@@ -259,3 +259,58 @@ async def test_a_handler_beside_the_queue_handler_does_not_change_the_output(
     if not sibling_first:
         assert "\n" not in behind.lines[0]
         assert "'Traceback" in behind.lines[0]
+
+
+@pytest.mark.asyncio
+async def test_handlers_that_render_differently_each_write_their_own(
+    logger: logging.Logger,
+) -> None:
+    """Two formatters behind one listener: each writes its own traceback, as if alone."""
+    q = aioqlog.LogQueue()
+    plain, one_line = Recorder(), Recorder()
+    plain.setFormatter(logging.Formatter("%(message)s"))
+    one_line.setFormatter(OneLineExceptionFormatter("%(message)s"))
+    sibling = Recorder()
+    sibling.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(aioqlog.QueueHandler(q))
+    logger.addHandler(sibling)
+    async with aioqlog.QueueListener(q, plain, one_line):
+        try:
+            raise KeyError("missing")
+        except KeyError:
+            logger.exception("failed")
+    assert plain.lines[0].startswith("failed\nTraceback (most recent call last):")
+    assert one_line.lines[0].startswith("failed'Traceback (most recent call last):\\n")
+    assert sibling.lines == plain.lines
+
+
+class _Broken(logging.Formatter):
+    """A formatter whose formatException raises."""
+
+    def formatException(self, ei: Any) -> str:
+        raise RuntimeError("formatter bug")
+
+
+@pytest.mark.asyncio
+async def test_a_formatter_that_fails_on_the_exception_fails_in_its_lane(
+    logger: logging.Logger,
+) -> None:
+    """Rendering at the call never loses the record: the handler reports its own error."""
+    errors: list[logging.LogRecord] = []
+    q = aioqlog.LogQueue()
+    queued = aioqlog.QueueHandler(q)
+    queued.handleError = errors.append  # type: ignore[method-assign,assignment]
+    broken = Recorder()
+    broken.setFormatter(_Broken())
+    reported: list[logging.LogRecord] = []
+    broken.handleError = reported.append  # type: ignore[method-assign,assignment]
+    healthy = Recorder()
+    logger.addHandler(queued)
+    async with aioqlog.QueueListener(q, broken, healthy):
+        try:
+            raise KeyError("missing")
+        except KeyError:
+            logger.exception("failed")
+    assert errors == []
+    assert [r.getMessage() for r in reported] == ["failed"]
+    assert healthy.lines[0].startswith("failed\nTraceback (most recent call last):")
