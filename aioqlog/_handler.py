@@ -281,8 +281,15 @@ class QueueHandler(logging.handlers.QueueHandler):
     ``exc_info`` and ``stack_info`` reach the handlers as given (mutable
     arguments as a snapshot of how they printed at the call), so a handler
     behind the listener writes exactly what it would write attached directly.
-    If you set a formatter on the QueueHandler itself, the stdlib's behaviour
-    applies: the record's ``msg`` becomes that formatted text.
+    A record with an exception goes as a copy whose traceback the handlers'
+    own formatters rendered at the call; like theirs would, that text is
+    cached on the logger's record (``exc_text``) for the handlers after this
+    one. If you set a formatter on the QueueHandler itself, the stdlib's
+    behaviour applies: the record's ``msg`` becomes that formatted text.
+
+    Raises:
+        TypeError: *queue* is not an ``aioqlog.LogQueue`` (a stdlib queue
+            belongs with ``logging.handlers.QueueHandler``).
 
     Args:
         queue: The queue to put records on. A new ``LogQueue()`` when omitted.
@@ -386,7 +393,7 @@ class QueueHandler(logging.handlers.QueueHandler):
         self.queue.put_nowait(record)
 
     def prepare(self, record: logging.LogRecord) -> Any:
-        """Return the record to enqueue: *record* itself, or a snapshot copy.
+        """Return the record to enqueue: *record* itself, or a snapshot copy (see ``snapshot``).
 
         You may override this to enrich or redact records on the logging thread;
         mind that every log call pays for it.
