@@ -26,6 +26,7 @@ import logging
 import logging.handlers
 import pkgutil
 import queue as stdlib_queue
+import sys
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -36,7 +37,7 @@ from ._listener import QueueListener
 if TYPE_CHECKING:
     from ._handler import QueueHandler
 
-__all__ = ["adopt", "configured_listeners", "from_config", "is_placeholder"]
+__all__ = ["adopt", "configured_listeners", "from_config", "is_placeholder", "made_by_dictconfig"]
 
 # QueueHandlers that configuration gave a listener (or will, once their
 # handler names resolve), for aioqlog.listening() to start.
@@ -49,6 +50,28 @@ _KEYS = ("queue", "handlers", "respect_handler_level")
 def is_placeholder(q: object) -> bool:
     """Return whether *q* is the empty ``queue.Queue()`` dictConfig passes by default."""
     return type(q) is stdlib_queue.Queue and q.maxsize == 0 and q.empty()
+
+
+def made_by_dictconfig() -> bool:
+    """Return whether dictConfig's queue-handler step (Python 3.12+) is building the handler.
+
+    Only there does a plain ``queue.Queue()`` stand for "no queue configured"; a
+    queue passed by hand is the caller's, and is never silently replaced.
+    """
+    config = sys.modules.get("logging.config")
+    step = getattr(getattr(config, "DictConfigurator", None), "_configure_queue_handler", None)
+    code = getattr(step, "__code__", None)
+    if code is None:
+        return False  # Python 3.10/3.11, or logging.config never imported
+    frame = sys._getframe(1)
+    # A few frames up: QueueHandler.__init__ and any subclass __init__ between.
+    for _ in range(8):
+        if frame.f_code is code:
+            return True
+        if frame.f_back is None:
+            return False
+        frame = frame.f_back
+    return False
 
 
 def adopt(handler: QueueHandler, value: object) -> QueueListener | None:

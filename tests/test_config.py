@@ -222,13 +222,17 @@ def test_the_stdlib_default_listener_is_replaced_when_assigned() -> None:
     assert listener.respect_handler_level
 
 
-def test_a_plain_queue_is_refused_unless_it_is_dictconfigs_default() -> None:
-    """An empty unbounded queue.Queue() is dictConfig's placeholder; others are errors."""
+@pytest.mark.parametrize("maxsize", [0, 5])
+def test_a_stdlib_queue_passed_by_hand_is_refused(maxsize: int) -> None:
+    """A queue.Queue() given by hand is never swapped silently: the error names both fixes."""
     import queue
 
-    assert isinstance(aioqlog.QueueHandler(queue.Queue()).queue, aioqlog.LogQueue)
-    with pytest.raises(TypeError, match=r"needs an aioqlog\.LogQueue"):
-        aioqlog.QueueHandler(queue.Queue(maxsize=5))
+    with pytest.raises(
+        TypeError,
+        match=r"needs an aioqlog\.LogQueue, got queue\.Queue; pass aioqlog\.LogQueue\("
+        r"maxsize=\.\.\.\) instead, or use logging\.handlers\.QueueHandler",
+    ):
+        aioqlog.QueueHandler(queue.Queue(maxsize))
 
 
 @pytest.mark.asyncio

@@ -7,9 +7,11 @@ import copy
 import logging
 import sys
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import pytest
-from support import AsyncRecorder, Recorder
+from support import AsyncRecorder, Gate, Recorder
 
 import aioqlog
 
@@ -155,3 +157,160 @@ async def test_every_handler_formats_its_own_copy(logger: logging.Logger) -> Non
     assert all(line.startswith("A") for line in first.lines)
     assert all(line.startswith("B") for line in second.lines)
     assert len(first.lines) == len(second.lines) == 2000
+
+
+class OneLineExceptionFormatter(logging.Formatter):
+    """The logging cookbook's formatter: the traceback as one repr() line."""
+
+    def formatException(self, ei: Any) -> str:
+        return repr(super().formatException(ei))
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.exc_text:
+            text = text.replace("\n", "") + "|"
+        return text
+
+
+FORMATTERS: dict[str, Callable[[], logging.Formatter]] = {
+    "stdlib": lambda: logging.Formatter("%(levelname)s %(message)s user=%(user)s"),
+    "one-line": lambda: OneLineExceptionFormatter("%(levelname)s %(message)s user=%(user)s"),
+}
+
+
+class Direct(Recorder):
+    """A handler attached directly that formats a copy: the record's text at the call."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        super().emit(copy.copy(record))
+
+
+@pytest.mark.parametrize("formatter", sorted(FORMATTERS))
+@pytest.mark.asyncio
+async def test_state_changed_after_the_call_does_not_show(
+    logger: logging.Logger, formatter: str
+) -> None:
+    """An extra dict, the exception's args and notes changed after the call print as at it."""
+    q = aioqlog.LogQueue()
+    gate, direct = Gate(), Direct()
+    gate.setFormatter(FORMATTERS[formatter]())
+    direct.setFormatter(FORMATTERS[formatter]())
+    logger.addHandler(aioqlog.QueueHandler(q))
+    logger.addHandler(direct)
+    user = {"name": "alice"}
+    async with aioqlog.QueueListener(q, gate):
+        try:
+            raise ValueError("original message")
+        except ValueError as error:
+            logger.exception("failed", extra={"user": user})
+            user["name"] = "mallory"
+            error.args = ("changed after the call",)
+            if sys.version_info >= (3, 11):
+                error.add_note("a note added after the call")
+        gate.opened.set()
+        await gate.arrived(1)
+    assert gate.lines == direct.lines
+    assert "alice" in gate.lines[0]
+    assert "original message" in gate.lines[0]
+    assert "after the call" not in gate.lines[0]
+
+
+@pytest.mark.parametrize("sibling_first", [False, True], ids=["sibling-after", "sibling-before"])
+@pytest.mark.asyncio
+async def test_a_handler_beside_the_queue_handler_does_not_change_the_output(
+    logger: logging.Logger, sibling_first: bool
+) -> None:
+    """A sibling that caches exc_text: output is that of the same handlers attached directly."""
+
+    def handlers(behind: Recorder) -> tuple[Recorder, Recorder]:
+        behind.setFormatter(OneLineExceptionFormatter("%(message)s"))
+        sibling = Recorder()
+        sibling.setFormatter(logging.Formatter("%(message)s"))
+        return behind, sibling
+
+    direct_logger = logging.getLogger(f"{logger.name}.direct")
+    direct_logger.propagate = False
+    gate = Gate()
+    behind, sibling = handlers(gate)
+    direct_behind, direct_sibling = handlers(Recorder())
+    queued = aioqlog.QueueHandler(aioqlog.LogQueue())
+    pairs: list[tuple[logging.Logger, logging.Handler, logging.Handler]] = [
+        (logger, queued, sibling),
+        (direct_logger, direct_behind, direct_sibling),
+    ]
+    for target, first, second in pairs:
+        for handler in (second, first) if sibling_first else (first, second):
+            target.addHandler(handler)
+    try:
+        async with aioqlog.QueueListener(queued.queue, behind):
+            for target in (logger, direct_logger):
+                try:
+                    raise KeyError("missing")
+                except KeyError:
+                    target.exception("failed")
+            gate.opened.set()
+            await gate.arrived(1)
+    finally:
+        for handler in list(direct_logger.handlers):
+            direct_logger.removeHandler(handler)
+    assert behind.lines == direct_behind.lines
+    assert sibling.lines == direct_sibling.lines
+    assert behind.lines[0].endswith("|")
+    if not sibling_first:
+        assert "\n" not in behind.lines[0]
+        assert "'Traceback" in behind.lines[0]
+
+
+@pytest.mark.asyncio
+async def test_handlers_that_render_differently_each_write_their_own(
+    logger: logging.Logger,
+) -> None:
+    """Two formatters behind one listener: each writes its own traceback, as if alone."""
+    q = aioqlog.LogQueue()
+    plain, one_line = Recorder(), Recorder()
+    plain.setFormatter(logging.Formatter("%(message)s"))
+    one_line.setFormatter(OneLineExceptionFormatter("%(message)s"))
+    sibling = Recorder()
+    sibling.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(aioqlog.QueueHandler(q))
+    logger.addHandler(sibling)
+    async with aioqlog.QueueListener(q, plain, one_line):
+        try:
+            raise KeyError("missing")
+        except KeyError:
+            logger.exception("failed")
+    assert plain.lines[0].startswith("failed\nTraceback (most recent call last):")
+    assert one_line.lines[0].startswith("failed'Traceback (most recent call last):\\n")
+    assert sibling.lines == plain.lines
+
+
+class _Broken(logging.Formatter):
+    """A formatter whose formatException raises."""
+
+    def formatException(self, ei: Any) -> str:
+        raise RuntimeError("formatter bug")
+
+
+@pytest.mark.asyncio
+async def test_a_formatter_that_fails_on_the_exception_fails_in_its_lane(
+    logger: logging.Logger,
+) -> None:
+    """Rendering at the call never loses the record: the handler reports its own error."""
+    errors: list[logging.LogRecord] = []
+    q = aioqlog.LogQueue()
+    queued = aioqlog.QueueHandler(q)
+    queued.handleError = errors.append  # type: ignore[method-assign,assignment]
+    broken = Recorder()
+    broken.setFormatter(_Broken())
+    reported: list[logging.LogRecord] = []
+    broken.handleError = reported.append  # type: ignore[method-assign,assignment]
+    healthy = Recorder()
+    logger.addHandler(queued)
+    async with aioqlog.QueueListener(q, broken, healthy):
+        try:
+            raise KeyError("missing")
+        except KeyError:
+            logger.exception("failed")
+    assert errors == []
+    assert [r.getMessage() for r in reported] == ["failed"]
+    assert healthy.lines[0].startswith("failed\nTraceback (most recent call last):")

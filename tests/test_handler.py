@@ -98,6 +98,75 @@ def test_a_dict_message_stays_a_dict() -> None:
     assert prepared.msg == {"event": "login", "user": "ann"}
 
 
+def test_a_dict_message_is_copied_all_the_way_down() -> None:
+    """Lists and dicts inside a dict message (a structlog event) keep their call-time state."""
+    payload: dict[str, Any] = {"event": "cart", "items": ["a"], "user": {"name": "ann"}}
+    prepared = snapshot(_make(payload))
+    payload["items"].append("b")
+    payload["user"]["name"] = "bob"
+    assert prepared.msg == {"event": "cart", "items": ["a"], "user": {"name": "ann"}}
+
+
+def test_extra_containers_of_a_copied_record_keep_their_call_time_state() -> None:
+    """An ``extra`` list or dict of a record with an exception formats as it was at the call."""
+    logger = logging.getLogger("aioqlog.tests.handler")
+    user = {"name": "alice", "roles": ["admin"]}
+    try:
+        raise KeyError("k")
+    except KeyError:
+        record = logger.makeRecord(
+            logger.name,
+            logging.ERROR,
+            __file__,
+            10,
+            "login",
+            (),
+            sys.exc_info(),
+            extra={"user": user},
+        )
+    prepared = snapshot(record)
+    user["name"] = "mallory"
+    user["roles"].append("root")  # type: ignore[attr-defined]
+    assert prepared.user == {"name": "alice", "roles": ["admin"]}  # type: ignore[attr-defined]
+    assert record.user is user  # type: ignore[attr-defined]
+
+
+def test_immutable_extra_values_cost_no_copy() -> None:
+    """The common path never looks for ``extra``: the record goes as it is."""
+    logger = logging.getLogger("aioqlog.tests.handler")
+    record = logger.makeRecord(
+        logger.name, logging.INFO, __file__, 10, "x %s", (1,), None, extra={"request_id": "r-1"}
+    )
+    assert snapshot(record) is record
+
+
+def test_a_self_containing_extra_is_copied_without_recursing_forever() -> None:
+    """A list that contains itself is copied once, with the same shape."""
+    logger = logging.getLogger("aioqlog.tests.handler")
+    loop: list[Any] = [1]
+    loop.append(loop)
+    record = logger.makeRecord(
+        logger.name, logging.INFO, __file__, 10, "x %s", ([],), None, extra={"loop": loop}
+    )
+    copied = snapshot(record).loop  # type: ignore[attr-defined]
+    assert copied is not loop
+    assert copied[1] is copied
+
+
+def test_a_record_with_an_exception_is_always_the_queues_own_copy() -> None:
+    """Handlers beside the QueueHandler cache exc_text on their record, not on the queued one."""
+    logger = logging.getLogger("aioqlog.tests.handler")
+    try:
+        raise KeyError("k")
+    except KeyError:
+        record = logger.makeRecord(
+            logger.name, logging.ERROR, __file__, 10, "x", (), sys.exc_info()
+        )
+    prepared = snapshot(record)
+    assert prepared is not record
+    assert prepared.exc_info is record.exc_info
+
+
 class _Message:
     def __init__(self) -> None:
         self.text = "first"

@@ -249,15 +249,6 @@ def formatted_with_sentry(logger: logging.Logger, recorder: Recorder) -> str:
     return recorder.lines[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "QueueHandler enqueues the caller's LogRecord itself; Sentry's EventHandler then "
-        "formats that same record in the logging thread (Logger.callHandlers runs it after "
-        "the QueueHandler) and caches its traceback text in record.exc_text, so the "
-        "formatter behind the listener writes Sentry's text instead of its own"
-    ),
-)
 @pytest.mark.asyncio
 async def test_a_handler_behind_aioqlog_writes_its_own_traceback_text(
     logger: logging.Logger, sentry: Keep
