@@ -8,10 +8,11 @@ lock it is handed to).
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 
-__all__ = ["check_seconds"]
+__all__ = ["check_seconds", "report_error"]
 
 #: The longest wait any lock, condition or join accepts (about 49 days on Linux).
 MAX_SECONDS = float(threading.TIMEOUT_MAX)
@@ -41,3 +42,11 @@ def check_seconds(
     raise ValueError(
         f"{what} must be {kind} number of seconds, at most {MAX_SECONDS:.0f}{none}, got {value!r}"
     )
+
+
+def report_error(handler: logging.Handler, record: logging.LogRecord) -> None:
+    """Pass the exception being handled to *handler*'s handleError; never raise."""
+    try:
+        handler.handleError(record)
+    except Exception:  # noqa: BLE001 - a broken handleError must not kill the lane
+        pass

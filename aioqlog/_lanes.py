@@ -42,8 +42,10 @@ from collections.abc import Callable
 from typing import Final, Literal
 
 from ._async_handler import AsyncHandler, overrides_batch
+from ._batch import batch_emitter
 from ._bridge import Entry, Overflow
 from ._context import DEPTH, SUMMARY_DEPTH, bounded, resolve, run_in_context, uncancel
+from ._diagnostics import report_error
 from ._handler import _copy
 from ._records import own_record, summary_context
 
@@ -55,7 +57,6 @@ __all__ = [
     "TaskLane",
     "ThreadLane",
     "make_lane",
-    "report_error",
 ]
 
 State = Literal["idle", "running", "draining"]
@@ -65,13 +66,9 @@ DRAINING: Final = "draining"
 
 _Watch = tuple[asyncio.AbstractEventLoop, int, "asyncio.Future[None]"]
 
-
-def report_error(handler: logging.Handler, record: logging.LogRecord) -> None:
-    """Pass the exception being handled to *handler*'s handleError; never raise."""
-    try:
-        handler.handleError(record)
-    except Exception:  # noqa: BLE001 - a broken handleError must not kill the lane
-        pass
+#: Most records a worker takes at once: a batch is written in one go, and
+#: progress (what stop() and the exit hook watch) is counted per batch.
+WORKER_BATCH = 1024
 
 
 class Lane:
@@ -363,20 +360,31 @@ class ThreadLane(Lane):
         handler = self.handler
         shared = self.shared
         buffer = self.buffer
+        emit_batch = batch_emitter(handler)
         while True:
-            batch = self._take(len(buffer))
+            batch = self._take(WORKER_BATCH)
             if batch:
-                for record, ctx in batch:
-                    if shared:
-                        record = _copy(record)
+                if shared:
+                    batch = [(_copy(record), ctx) for record, ctx in batch]
+                if emit_batch is not None:
                     try:
-                        ctx.run(handler.handle, record)
+                        handled, errors = emit_batch(batch)
                     except BaseException:  # noqa: BLE001 - the lane must outlive any handler
-                        self.errors += 1
-                        report_error(handler, record)
-                    else:
-                        self.handled += 1
-                    self.done_count += 1
+                        handled, errors = 0, len(batch)
+                        report_error(handler, batch[0][0])
+                    self.handled += handled
+                    self.errors += errors
+                    self.done_count += len(batch)
+                else:
+                    for record, ctx in batch:
+                        try:
+                            ctx.run(handler.handle, record)
+                        except BaseException:  # noqa: BLE001 - the lane must outlive any handler
+                            self.errors += 1
+                            report_error(handler, record)
+                        else:
+                            self.handled += 1
+                        self.done_count += 1
                 if self._watch:
                     self._notify()
                 continue

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from .._async_handler import AsyncHandler
-from .._lanes import report_error
+from .._diagnostics import report_error
 from .._lifecycle import write_stderr
 
 __all__ = [

@@ -22,7 +22,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Literal
 
-from .._lanes import report_error
+from .._diagnostics import report_error
 from ._base import YIELD_EVERY, BufferedSender, check_positive, own_record
 
 __all__ = ["AsyncSyslogHandler"]

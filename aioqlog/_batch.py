@@ -1,0 +1,243 @@
+"""Batched emission: a sync handler's lane hands it a whole batch at once.
+
+A lane's worker that calls ``handler.handle(record)`` per record takes the
+handler's lock, formats, writes and flushes once per record. Every flush is a
+system call that releases the GIL, and while logging threads hold it the
+worker waits out the switch interval (5 ms) before it runs again, so a burst
+outruns it. A batch is formatted first, then written and flushed once, under
+the lock once.
+
+Two ways in:
+
+* A handler may define ``emit_batch(records)``: the lane calls it, under the
+  handler's lock, with records that passed the handler's filters, in order.
+  Records logged in different ``contextvars`` contexts come in separate calls,
+  each made inside its records' context (as for ``AsyncHandler.aemit_batch``).
+  An exception from it counts each of its records as an error and goes to
+  ``handleError`` once, with the first record.
+* The stdlib's ``StreamHandler``, ``FileHandler``, ``RotatingFileHandler``,
+  ``TimedRotatingFileHandler`` and ``WatchedFileHandler`` get a built-in batch
+  path, used only when the handler's class overrides nothing that the path
+  would bypass (``emit``, ``handle``, ``format``, ``flush``, the rollover and
+  reopen hooks). Its output is what the same handler attached to the logger
+  writes, byte for byte: each record passes the filters and is formatted
+  inside its own log call's context, ``handleError`` runs once for each record
+  that fails to format, the terminator is the handler's, and a rotating handler
+  decides rollover for each record in turn (a rollover can fall mid-batch).
+
+Anything else is handled record by record, as before.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import logging.handlers
+from collections.abc import Callable
+from typing import Any
+
+from ._diagnostics import report_error
+
+__all__ = ["BatchEmit", "batch_emitter"]
+
+Entry = tuple[logging.LogRecord, contextvars.Context]
+
+#: Handle a batch of (record, context) entries; return (handled, errors).
+BatchEmit = Callable[[list[Entry]], tuple[int, int]]
+
+_LogRecord = logging.LogRecord
+
+# The methods a built-in batch path replaces, per stdlib class: a subclass that
+# overrides any of them gets record-by-record delivery instead.
+_BYPASSED: tuple[str, ...] = ("emit", "handle", "format", "flush", "acquire", "release")
+_ROTATING: tuple[str, ...] = ("shouldRollover", "doRollover", "rotate", "namer", "rotator")
+_BUILT_IN: tuple[tuple[type[logging.Handler], tuple[str, ...]], ...] = (
+    # Most derived first: the first class in a handler's MRO decides.
+    (logging.handlers.WatchedFileHandler, (*_BYPASSED, "reopenIfNeeded", "_statstream", "_open")),
+    (logging.handlers.RotatingFileHandler, (*_BYPASSED, *_ROTATING, "_open")),
+    (logging.handlers.TimedRotatingFileHandler, (*_BYPASSED, *_ROTATING, "_open")),
+    (logging.FileHandler, (*_BYPASSED, "_open")),
+    (logging.StreamHandler, _BYPASSED),
+)
+
+
+def batch_emitter(handler: logging.Handler) -> BatchEmit | None:
+    """Return how to hand *handler* a batch, or None to go record by record."""
+    if callable(getattr(handler, "emit_batch", None)):
+        return _protocol(handler)
+    kind = type(handler)
+    for base, methods in _BUILT_IN:
+        if issubclass(kind, base):
+            if any(getattr(kind, name, None) is not getattr(base, name, None) for name in methods):
+                return None
+            if isinstance(handler, logging.handlers.BaseRotatingHandler):
+                return _rotating(handler)
+            return _stream(handler)  # type: ignore[arg-type]
+    return None
+
+
+def _passed(handler: logging.Handler, record: _LogRecord, ctx: contextvars.Context) -> Any:
+    """Run *handler*'s filters on *record* in its context: the record to emit, or None."""
+    rv = ctx.run(handler.filter, record)
+    if not rv:
+        return None
+    return rv if isinstance(rv, _LogRecord) else record
+
+
+def _protocol(handler: logging.Handler) -> BatchEmit:
+    emit_batch: Callable[[list[_LogRecord]], object] = handler.emit_batch  # type: ignore[attr-defined]
+
+    def deliver(entries: list[Entry]) -> tuple[int, int]:
+        handled = errors = 0
+        i, n = 0, len(entries)
+        while i < n:
+            # A run of records logged in equal contexts goes in one call.
+            ctx = entries[i][1]
+            records: list[_LogRecord] = []
+            while i < n and (entries[i][1] is ctx or entries[i][1] == ctx):
+                record, record_ctx = entries[i]
+                i += 1
+                try:
+                    passed = _passed(handler, record, record_ctx)
+                except BaseException:  # noqa: BLE001 - the lane must outlive any handler
+                    errors += 1
+                    report_error(handler, record)
+                    continue
+                if passed is None:
+                    handled += 1
+                else:
+                    records.append(passed)
+            if not records:
+                continue
+            handler.acquire()
+            try:
+                ctx.run(emit_batch, records)
+            except BaseException:  # noqa: BLE001
+                errors += len(records)
+                report_error(handler, records[0])
+            else:
+                handled += len(records)
+            finally:
+                handler.release()
+        return handled, errors
+
+    return deliver
+
+
+def _format_all(
+    handler: logging.StreamHandler[Any], entries: list[Entry]
+) -> tuple[list[str], list[_LogRecord], int, int]:
+    """Filter and format each record in its own context; return texts, records, counts."""
+    terminator = handler.terminator
+    texts: list[str] = []
+    kept: list[_LogRecord] = []
+    handled = errors = 0
+    fmt = handler.format
+    for record, ctx in entries:
+        try:
+            passed = _passed(handler, record, ctx)
+            if passed is None:
+                handled += 1
+                continue
+            record = passed
+            texts.append(ctx.run(fmt, record) + terminator)
+        except BaseException:  # noqa: BLE001 - as StreamHandler.emit: handleError, go on
+            errors += 1
+            report_error(handler, record)
+            continue
+        kept.append(record)
+    return texts, kept, handled, errors
+
+
+def _stream(handler: logging.StreamHandler[Any]) -> BatchEmit:
+    is_file = isinstance(handler, logging.FileHandler)
+    watched = isinstance(handler, logging.handlers.WatchedFileHandler)
+
+    def deliver(entries: list[Entry]) -> tuple[int, int]:
+        texts, kept, handled, errors = _format_all(handler, entries)
+        if not texts:
+            return handled, errors
+        handler.acquire()
+        try:
+            if watched:
+                handler.reopenIfNeeded()  # type: ignore[attr-defined]
+            if is_file and handler.stream is None:
+                # As FileHandler.emit: open on first use (delay=True), unless closed.
+                file: Any = handler
+                if file.mode != "w" or not getattr(file, "_closed", False):
+                    handler.stream = file._open()
+            if is_file and not handler.stream:
+                return handled + len(kept), errors
+            try:
+                handler.stream.write("".join(texts))
+                handler.flush()
+            except Exception:  # noqa: BLE001 - find which records fail, as direct calls would
+                failed = _one_by_one(handler, texts, kept)
+                return handled + len(kept) - failed, errors + failed
+        except BaseException:  # noqa: BLE001 - opening failed: each record's emit would have
+            for record in kept:
+                report_error(handler, record)
+            return handled, errors + len(kept)
+        finally:
+            handler.release()
+        return handled + len(kept), errors
+
+    return deliver
+
+
+def _one_by_one(
+    handler: logging.StreamHandler[Any], texts: list[str], records: list[_LogRecord]
+) -> int:
+    """Write and flush each text on its own, reporting each failure; return how many failed.
+
+    A text stream encodes a write before writing anything, so a batch that
+    failed (a record that cannot be encoded) wrote nothing: each record now
+    fares exactly as it would have alone.
+    """
+    failed = 0
+    for text, record in zip(texts, records, strict=True):
+        try:
+            handler.stream.write(text)
+            handler.flush()
+        except Exception:  # noqa: BLE001
+            failed += 1
+            report_error(handler, record)
+    return failed
+
+
+def _rotating(handler: logging.handlers.BaseRotatingHandler) -> BatchEmit:
+    rotating: Any = handler  # shouldRollover/doRollover: on each concrete class
+
+    def deliver(entries: list[Entry]) -> tuple[int, int]:
+        texts, kept, handled, errors = _format_all(handler, entries)
+        if not texts:
+            return handled, errors
+        handler.acquire()
+        try:
+            for text, record in zip(texts, kept, strict=True):
+                # As BaseRotatingHandler.emit, record by record, without a flush
+                # each: rollover is decided before each record is written.
+                try:
+                    if rotating.shouldRollover(record):
+                        rotating.doRollover()
+                    if handler.stream is None and (
+                        handler.mode != "w" or not getattr(handler, "_closed", False)
+                    ):
+                        handler.stream = handler._open()
+                    if handler.stream:
+                        handler.stream.write(text)
+                except Exception:  # noqa: BLE001
+                    errors += 1
+                    report_error(handler, record)
+                else:
+                    handled += 1
+            try:
+                if handler.stream:
+                    handler.flush()
+            except Exception:  # noqa: BLE001
+                report_error(handler, kept[-1])
+        finally:
+            handler.release()
+        return handled, errors
+
+    return deliver

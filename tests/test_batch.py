@@ -1,0 +1,295 @@
+"""Batched emission: whole batches to stdlib file handlers and to emit_batch, same bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import io
+import logging
+import logging.handlers
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+from support import STALL, in_thread
+
+import aioqlog
+from aioqlog._batch import batch_emitter
+
+REQUEST: contextvars.ContextVar[str] = contextvars.ContextVar("request", default="-")
+
+
+class _Gate(logging.Filter):
+    """Hold the worker on the first record until the rest are queued (one batch follows)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "first":
+            self.entered.set()
+            self.release.wait(STALL)
+        return record.msg != "filtered out"
+
+
+class _Request(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request = REQUEST.get()
+        return True
+
+
+class _Exploding:
+    """An argument whose str() raises: formatting its record fails (handleError)."""
+
+    def __str__(self) -> str:
+        raise ValueError("cannot render")
+
+
+FORMAT = "%(levelname)s %(request)s %(name)s %(message)s"
+
+
+def _log_all(logger: logging.Logger) -> None:
+    logger.info("first")
+    for i in range(300):
+        REQUEST.set(f"req-{i % 7}")
+        if i == 150:
+            logger.info("bad %s", _Exploding())
+        if i == 200:
+            logger.info("filtered out")
+        logger.warning("record %d %s", i, "x" * (i % 40))
+    REQUEST.set("-")
+
+
+def _prepare(handler: logging.Handler, gate: _Gate) -> logging.Handler:
+    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.addFilter(gate)
+    handler.addFilter(_Request())
+    handler.handleError = lambda record: None  # type: ignore[method-assign]
+    return handler
+
+
+Make = Callable[[Path], logging.Handler]
+
+HANDLERS: dict[str, Make] = {
+    "StreamHandler": lambda d: logging.StreamHandler(open(d / "out.log", "w", encoding="utf-8")),  # noqa: SIM115
+    "FileHandler": lambda d: logging.FileHandler(d / "out.log", encoding="utf-8"),
+    "FileHandler(delay)": lambda d: logging.FileHandler(d / "out.log", delay=True),
+    "RotatingFileHandler": lambda d: logging.handlers.RotatingFileHandler(
+        d / "out.log", maxBytes=4_000, backupCount=50, encoding="utf-8"
+    ),
+    "TimedRotatingFileHandler": lambda d: logging.handlers.TimedRotatingFileHandler(
+        d / "out.log", when="D", encoding="utf-8"
+    ),
+    "WatchedFileHandler": lambda d: logging.handlers.WatchedFileHandler(d / "out.log"),
+}
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def _close(handler: logging.Handler) -> None:
+    handler.close()
+    if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+        handler.stream.close()
+
+
+@pytest.mark.parametrize("kind", sorted(HANDLERS))
+@pytest.mark.asyncio
+async def test_each_stdlib_file_handler_writes_the_same_bytes_in_batches(
+    kind: str, tmp_path: Path, logger: logging.Logger
+) -> None:
+    """Behind a listener, in batches, each handler writes what it writes attached directly.
+
+    Records are formatted in their own contexts, a record that fails to format
+    mid-batch is reported and skipped, a filtered record is skipped, and a
+    rotating handler rolls over mid-batch where it would have.
+    """
+    make = HANDLERS[kind]
+    direct_dir, queued_dir = tmp_path / "direct", tmp_path / "queued"
+    direct_dir.mkdir()
+    queued_dir.mkdir()
+
+    gate = _Gate()
+    gate.release.set()
+    direct = _prepare(make(direct_dir), gate)
+    assert batch_emitter(direct) is not None
+    logger.addHandler(direct)
+    _log_all(logger)
+    logger.removeHandler(direct)
+    _close(direct)
+
+    gate = _Gate()
+    queued = _prepare(make(queued_dir), gate)
+    errors: list[str] = []
+    queued.handleError = lambda record: errors.append(record.msg)  # type: ignore[method-assign]
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    async with aioqlog.QueueListener(q, queued) as listener:
+        logger.info("first")
+        await in_thread(lambda: gate.entered.wait(STALL))
+        ctx = contextvars.copy_context()
+        ctx.run(_log_rest, logger)
+        gate.release.set()
+    _close(queued)
+    assert errors == ["bad %s"]
+    stats = listener.stats.handlers[0]
+    assert (stats.handled, stats.errors, stats.pending) == (302, 1, 0)
+    assert _files(queued_dir) == _files(direct_dir)
+    if kind == "RotatingFileHandler":
+        assert len(_files(queued_dir)) > 3  # it did roll over, several times
+
+
+def _log_rest(logger: logging.Logger) -> None:
+    for i in range(300):
+        REQUEST.set(f"req-{i % 7}")
+        if i == 150:
+            logger.info("bad %s", _Exploding())
+        if i == 200:
+            logger.info("filtered out")
+        logger.warning("record %d %s", i, "x" * (i % 40))
+
+
+class _CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+@pytest.mark.asyncio
+async def test_a_batch_is_written_and_flushed_once(logger: logging.Logger) -> None:
+    """A backlog of 200 records reaches a StreamHandler in a handful of flushes, not 200."""
+    stream = _CountingStream()
+    handler = logging.StreamHandler(stream)
+    gate = _Gate()
+    handler.addFilter(gate)
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    async with aioqlog.QueueListener(q, handler):
+        logger.info("first")
+        await in_thread(lambda: gate.entered.wait(STALL))
+        for i in range(200):
+            logger.info("r%d", i)
+        gate.release.set()
+    assert stream.getvalue().splitlines() == ["first", *(f"r{i}" for i in range(200))]
+    assert stream.flushes <= 5
+
+
+def test_a_subclass_that_overrides_what_the_batch_bypasses_goes_record_by_record() -> None:
+    """emit, format, flush or a rollover hook overridden: no built-in batch path."""
+
+    class OwnEmit(logging.StreamHandler):  # type: ignore[type-arg]
+        def emit(self, record: logging.LogRecord) -> None:
+            super().emit(record)
+
+    class OwnRollover(logging.handlers.RotatingFileHandler):
+        def shouldRollover(self, record: logging.LogRecord) -> int:
+            return 0
+
+    class OwnFormat(logging.FileHandler):
+        def format(self, record: logging.LogRecord) -> str:
+            return "!"
+
+    class JustAName(logging.StreamHandler):  # type: ignore[type-arg]
+        pass
+
+    assert batch_emitter(OwnEmit()) is None
+    assert batch_emitter(OwnRollover("/dev/null", delay=True)) is None
+    assert batch_emitter(OwnFormat("/dev/null", delay=True)) is None
+    assert batch_emitter(JustAName()) is not None
+    assert batch_emitter(logging.handlers.MemoryHandler(10)) is None
+
+
+class _Batches(logging.Handler):
+    """A sync handler with emit_batch: keeps each call's records and context value."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, list[str]]] = []
+        self.locked: list[bool] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        raise AssertionError("emit_batch is used instead")
+
+    def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        lock = self.lock
+        assert lock is not None
+        self.locked.append(not lock.acquire(blocking=False) or _released(lock))
+        if any(r.getMessage() == "boom" for r in records):
+            raise OSError("disk full")
+        self.calls.append((REQUEST.get(), [r.getMessage() for r in records]))
+
+
+def _released(lock: threading.RLock) -> bool:
+    lock.release()
+    return True  # an RLock: re-entrant, so held by this thread is what we check below
+
+
+@pytest.mark.asyncio
+async def test_emit_batch_gets_runs_of_one_context_in_order(logger: logging.Logger) -> None:
+    """emit_batch is called under the lock, per run of records from one context, in order."""
+    handler = _Batches()
+    gate = _Gate()
+    handler.addFilter(gate)
+    errors: list[str] = []
+    handler.handleError = lambda record: errors.append(record.getMessage())  # type: ignore[method-assign]
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+
+    async def request(name: str, count: int) -> None:
+        REQUEST.set(name)
+        for i in range(count):
+            logger.info("%s %d", name, i)
+
+    async with aioqlog.QueueListener(q, handler) as listener:
+        logger.info("first")
+        await in_thread(lambda: gate.entered.wait(STALL))
+        await asyncio.create_task(request("a", 3))
+        await asyncio.create_task(request("b", 2))
+        logger.info("boom")
+        logger.info("filtered out")
+        gate.release.set()
+    assert handler.calls == [
+        ("-", ["first"]),
+        ("a", ["a 0", "a 1", "a 2"]),
+        ("b", ["b 0", "b 1"]),
+    ]
+    assert errors == ["boom"]
+    stats = listener.stats.handlers[0]
+    assert (stats.handled, stats.errors) == (7, 1)
+    assert all(handler.locked)
+
+
+@pytest.mark.asyncio
+async def test_batches_survive_a_handler_whose_stream_fails(logger: logging.Logger) -> None:
+    """A stream that fails to write: each record goes to handleError, the lane goes on."""
+
+    class Broken(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError("disk full")
+
+    handler = logging.StreamHandler(Broken())
+    errors: list[str] = []
+    all_failed = threading.Event()
+
+    def failed(record: logging.LogRecord) -> None:
+        errors.append(record.getMessage())
+        if len(errors) == 5:
+            all_failed.set()
+
+    handler.handleError = failed  # type: ignore[method-assign]
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    async with aioqlog.QueueListener(q, handler) as listener:
+        for i in range(5):
+            logger.info("r%d", i)
+        assert await in_thread(lambda: all_failed.wait(STALL))
+    assert errors == [f"r{i}" for i in range(5)]
+    assert listener.stats.handlers[0].errors == 5
