@@ -34,6 +34,9 @@ class AsyncHandler(logging.Handler):
       says here how many it holds undelivered. The listener adds them to its
       ``stats`` (``HandlerStats.pending``, and so ``ListenerStats.undelivered``),
       so that records still held at ``stop()`` are counted, not lost unseen.
+    * ``dropped``: a count of the records the handler itself dropped (its own
+      buffer full, a server that refused them for good); the listener adds it
+      to ``HandlerStats.dropped``. The network handlers keep it up to date.
 
     Args:
         level: The handler's level, as for any ``logging.Handler``.
@@ -63,6 +66,9 @@ class AsyncHandler(logging.Handler):
 
     #: Seconds allowed per ``aemit``/``aemit_batch``/``aclose`` call, or ``None``.
     timeout: float | None = None
+
+    #: Records this handler dropped itself, after ``aemit`` took them (see above).
+    dropped: int = 0
 
     def __init__(self, level: int = logging.NOTSET, *, timeout: float | None = None) -> None:
         super().__init__(level)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -12,6 +13,7 @@ from ._bridge import LogQueue
 from ._config import configured_listeners
 from ._diagnostics import check_seconds
 from ._handler import QueueHandler
+from ._lanes import DRAINING, ThreadLane
 from ._listener import DEFAULT_SHUTDOWN_TIMEOUT, QueueListener
 from ._stats import ListenerStats
 
@@ -88,11 +90,45 @@ class InstalledListener(QueueListener):
             raise
 
     async def stop(self, timeout: float | None = None) -> ListenerStats:
-        """Deliver everything logged so far, stop, and give the logger its handlers back."""
+        """Deliver everything logged so far, stop, and give the logger its handlers back.
+
+        A handler still busy in its thread when a bounded stop gives up goes
+        back to the logger once it has caught up: until then records keep
+        going through the queue, behind the ones it still holds. Put back at
+        once, the next log call would wait for the lock a stuck ``emit``
+        holds, on the loop, or write ahead of the records still queued.
+        """
         try:
             return await super().stop(timeout)
         finally:
+            self._restore_when_idle()
+
+    def _restore_when_idle(self) -> None:
+        draining = [
+            lane for lane in self._lanes if isinstance(lane, ThreadLane) and lane.state == DRAINING
+        ]
+        if not draining:
             self._restore()
+            return
+        waiting = {id(lane) for lane in draining}
+        lock = threading.Lock()
+        fired = [False]
+
+        def caught_up(lane: ThreadLane) -> None:
+            with lock:
+                waiting.discard(id(lane))
+                if waiting or fired[0]:
+                    return
+                fired[0] = True
+            if not self.running:
+                self._restore()
+
+        for lane in draining:
+            lane.on_idle = caught_up
+        for lane in draining:
+            if lane.state != DRAINING:  # caught up before the callback was set
+                lane.on_idle = None
+                caught_up(lane)
 
 
 def _name(logger: logging.Logger) -> str:

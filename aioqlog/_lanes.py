@@ -283,8 +283,10 @@ class ThreadLane(Lane):
         self._closing = False
         self.thread: threading.Thread | None = None
         # done_count when a stop() ran out of time with records still here:
-        # a worker that has not moved since is stuck, not slow (see _at_exit).
+        # a worker that has not moved since may be stuck, not slow (see _at_exit).
         self.gave_up_at: int | None = None
+        # Called (from the worker) once a draining lane has caught up and is idle.
+        self.on_idle: Callable[[ThreadLane], None] | None = None
 
     def put(self, record: logging.LogRecord, ctx: contextvars.Context, force: bool = False) -> None:
         state = self.state
@@ -331,6 +333,7 @@ class ThreadLane(Lane):
             self._closing = False
             self.state = RUNNING
             self.gave_up_at = None
+            self.on_idle = None
             self._loop_thread = threading.get_ident()
             thread = self.thread
             if thread is None:
@@ -389,6 +392,9 @@ class ThreadLane(Lane):
                     self._notify()
                 continue
             if self._closing and self._caught_up():
+                callback, self.on_idle = self.on_idle, None
+                if callback is not None:
+                    callback(self)
                 break
             # Park: announce, re-check, then sleep until rung.
             self._parked.append(True)

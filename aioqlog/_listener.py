@@ -572,8 +572,9 @@ class QueueListener:
             else:
                 what = "stop() ran out of time"
             _stderr(
-                f"{what}; still being delivered by the handlers' threads (before exit, "
-                f"while they make progress): " + ", ".join(background)
+                f"{what}; still being delivered by the handlers' threads (at exit, aioqlog "
+                f"waits for them while they make progress, unless the process is killed "
+                f"by a signal): " + ", ".join(background)
             )
         if cut_off:
             if self._cancelled:
@@ -636,7 +637,9 @@ class QueueListener:
         try:
             await bounded(handler.aclose(), bound, "aclose()")
         except Exception as exc:  # noqa: BLE001
-            _stderr(f"{lane.stats_name()}.aclose() raised {exc!r}")
+            held = _held(handler)
+            still = f"; it still holds {held} records undelivered" if held else ""
+            _stderr(f"{lane.stats_name()}.aclose() raised {exc!r}{still}")
 
     def _report_drops(self, *, force: bool) -> None:
         """Tell the handlers, once room returns, how many records were dropped.
@@ -709,7 +712,7 @@ class QueueListener:
                     name=lane.stats_name(),
                     handled=lane.handled,
                     errors=lane.errors,
-                    dropped=lane.dropped,
+                    dropped=lane.dropped + _own_drops(lane.handler),
                     pending=lane.pending + _held(lane.handler),
                 )
                 for lane in self._lanes
@@ -751,7 +754,7 @@ class QueueListener:
             self._wait_for_threads()
         except KeyboardInterrupt:
             _stderr("interrupted while delivering the last records at exit")
-            self._give_up_on_threads()
+            self._give_up_on_threads(None)
             return
         if self.queue.qsize() and not self.queue._attached:
             # Logged behind a handler that has caught up meanwhile.
@@ -797,18 +800,18 @@ class QueueListener:
         for lane in self._lanes:
             if isinstance(lane, ThreadLane) and lane.state == RUNNING:
                 lane.stop_serving()  # a loop that ended under us: drain and exit
+        bound = self.shutdown_timeout
         draining = [
             lane for lane in self._lanes if isinstance(lane, ThreadLane) and lane.state == DRAINING
         ]
         if (
             draining
-            and all(lane.gave_up_at == lane.done_count for lane in draining)
+            and all(lane.gave_up_at is not None for lane in draining)
             and not any(t.is_alive() for t in self._drainers)
         ):
-            # A stop() already waited for each of them, and none has moved since.
-            self._give_up_on_threads()
-            return
-        bound = self.shutdown_timeout
+            # A stop() already waited shutdown_timeout for each of them: a short
+            # look tells a slow handler (it moves) from a stuck one.
+            bound = _EXIT_NOTICE_AFTER if bound is None else min(bound, _EXIT_NOTICE_AFTER)
         began = last_move = time.monotonic()
         noticed = False
         progress = self._progress()
@@ -818,8 +821,9 @@ class QueueListener:
             moved = self._progress()
             if moved != progress:
                 progress, last_move = moved, now
+                bound = self.shutdown_timeout
             elif bound is not None and now - last_move >= bound:
-                self._give_up_on_threads()
+                self._give_up_on_threads(bound)
                 return
             if not noticed and now - began >= _EXIT_NOTICE_AFTER:
                 noticed = True
@@ -828,17 +832,22 @@ class QueueListener:
                     f"(press Ctrl-C to skip)"
                 )
 
-    def _give_up_on_threads(self) -> None:
-        """Report what the listener's busy threads still hold; exit without them."""
+    def _give_up_on_threads(self, waited: float | None) -> None:
+        """Report what the listener's busy threads still hold; exit without them.
+
+        *waited* is how long they made no progress at exit (None: interrupted).
+        """
+        if waited is None:
+            why = "exit was interrupted"
+        else:
+            why = f"it handled nothing for {waited:g}s at exit"
         for lane in self._lanes:
             if isinstance(lane, ThreadLane):
                 thread = lane.thread
                 if thread is not None and thread.is_alive() and lane.pending:
                     _stderr(
-                        f"{lane.stats_name()} made no progress for "
-                        f"shutdown_timeout={self.shutdown_timeout}s (or exit was "
-                        f"interrupted); exiting without flushing or closing it "
-                        f"({lane.pending} records undelivered)"
+                        f"{lane.stats_name()} is still busy ({why}); exiting without "
+                        f"flushing or closing it ({lane.pending} records undelivered)"
                     )
                     _lifecycle.skip_at_shutdown(lane.handler)
         if any(t.is_alive() for t in self._drainers) and self.queue.qsize():
@@ -855,6 +864,11 @@ def _under_trio() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+def _own_drops(handler: logging.Handler) -> int:
+    """Return what an async handler dropped itself (``AsyncHandler.dropped``)."""
+    return handler.dropped if isinstance(handler, AsyncHandler) else 0
 
 
 def _held(handler: logging.Handler) -> int:

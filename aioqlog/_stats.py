@@ -14,11 +14,15 @@ class HandlerStats:
     Attributes:
         name: The handler's name, or its repr when it has none.
         handled: Records passed to the handler that it finished without raising
-            (its own filters may have rejected some of them).
+            (its own filters may have rejected some of them). For an async
+            handler that buffers records (the network handlers), "finished"
+            means taken into its buffer: they count in ``pending`` too until
+            sent, and in ``dropped`` if it drops them.
         errors: Records whose handling raised; each went to ``handleError``.
-        dropped: Records this handler missed because its lane was full
-            (the queue's overflow policy applied per handler), or because it was
-            stuck after a ``stop()`` that ran out of time.
+        dropped: Records this handler missed because its lane was full (the
+            queue's overflow policy applied per handler, also while it catches
+            up after a ``stop()`` that ran out of time), plus those an async
+            handler dropped itself (``AsyncHandler.dropped``).
         pending: Records waiting in the handler's lane or being handled now,
             plus those an async handler still holds in a buffer of its own
             (``AsyncHandler.pending``: a network handler's unsent records).

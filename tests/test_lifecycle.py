@@ -86,10 +86,22 @@ async def test_install_is_bounded_by_its_shutdown_timeout() -> None:
             logging.getLogger("app").warning("stuck")
             await in_thread(lambda: hung.entered.wait(STALL))
     assert time.monotonic() - started < STALL / 2
-    assert root.handlers == [hung]
     assert "1 for hung" in stderr.getvalue()
     assert listener.stats.undelivered == 1
+    # The stuck handler stays behind the queue until it catches up: a log call
+    # now neither waits for the lock its emit holds nor overtakes "stuck".
+    started = time.monotonic()
+    logging.getLogger("app").warning("after the block")
+    assert time.monotonic() - started < 1.0
+    assert hung.messages() == []
+    worker = listener._lanes[0].thread  # type: ignore[attr-defined]
     hung.opened.set()
+    await in_thread(lambda: worker.join(STALL))
+    assert root.handlers == [hung]
+    assert hung.messages() == ["stuck", "after the block"]
+    logging.getLogger("app").warning("direct again")
+    assert hung.messages()[-1] == "direct again"
+    assert hung.threads >= {threading.current_thread().name}
 
 
 @pytest.mark.asyncio
@@ -741,3 +753,93 @@ def test_trio_is_refused_with_a_clear_error_and_nothing_half_done() -> None:
 
     asyncio.run(again())
     assert rec.messages()[-1] == "works"
+
+
+# --------------------------------------- exit right after a bounded stop gave up
+
+
+_SLOW_EXIT = """
+    import asyncio, logging, time
+    import aioqlog
+
+    class Slow(logging.FileHandler):
+        def emit(self, record):
+            time.sleep(0.005)
+            super().emit(record)
+
+    logging.getLogger().handlers[:] = [Slow("app.log")]
+    logging.getLogger().setLevel(logging.INFO)
+
+    async def main():
+        async with aioqlog.install(shutdown_timeout=0.3):
+            for i in range(300):
+                logging.getLogger("app").info("r%d", i)
+
+    asyncio.run(main())
+"""
+
+
+def test_exit_right_after_a_bounded_stop_waits_for_a_slow_handler(tmp_path: Path) -> None:
+    """A stop() gave up on a slow (not stuck) handler, and the script returns at once.
+
+    At exit the handler is still making progress, so every record is written.
+    """
+    result = _script(_SLOW_EXIT, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert _lines(tmp_path / "app.log") == [f"r{i}" for i in range(300)], result.stderr
+    assert "still busy" not in result.stderr
+
+
+# ------------------------------------- what an async handler holds and drops
+
+
+class _Buffering(aioqlog.AsyncHandler):
+    """Keeps records in a buffer of its own and drops beyond 3, like a network handler."""
+
+    def __init__(self, hang_on_close: bool = False) -> None:
+        super().__init__()
+        self.buffer: list[logging.LogRecord] = []
+        self.hang_on_close = hang_on_close
+        self.taken = 0
+        self.five = asyncio.Event()
+
+    async def aemit(self, record: logging.LogRecord) -> None:
+        self.taken += 1
+        if self.taken == 5:
+            self.five.set()
+        if len(self.buffer) >= 3:
+            self.dropped += 1
+        else:
+            self.buffer.append(record)
+
+    @property
+    def pending(self) -> int:
+        return len(self.buffer)
+
+    async def aclose(self) -> None:
+        if self.hang_on_close:
+            await asyncio.Event().wait()
+
+
+@pytest.mark.asyncio
+async def test_an_async_handlers_own_drops_and_holdings_are_in_the_stats(
+    logger: logging.Logger,
+) -> None:
+    """HandlerStats counts what an async handler dropped and holds; aclose cut off says so."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    handler = _Buffering(hang_on_close=True)
+    handler.set_name("shipper")
+    listener = aioqlog.QueueListener(q, handler)
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        async with listener:
+            for i in range(5):
+                logger.info("r%d", i)
+            await bounded(handler.five.wait())
+            listener.shutdown_timeout = 0.2
+    stats = listener.stats.handlers[0]
+    assert (stats.dropped, stats.pending) == (2, 3)
+    assert listener.stats.undelivered == 3
+    assert "shipper.aclose() raised TimeoutError" in stderr.getvalue()
+    assert "it still holds 3 records undelivered" in stderr.getvalue()
