@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from benchmarks import (
     burst,
@@ -32,6 +30,7 @@ from benchmarks import (
     throughput,
 )
 from benchmarks._harness import FAILURES, LOOPS, Table, describe_machine, median, run_on
+from benchmarks.provenance import describe_code
 from benchmarks.targets import check_targets
 
 
@@ -101,8 +100,6 @@ SCENARIOS = (
     "http",
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def run_scenario(name: str, loop: str, sizes: Sizes) -> list[Table]:
     """Run scenario *name* on a fresh event loop of kind *loop*; return its tables."""
@@ -128,34 +125,6 @@ def run_scenario(name: str, loop: str, sizes: Sizes) -> list[Table]:
     if name == "memory":
         return [memory.measure(s.memory_rounds, s.bursts, s.maxsize)]
     raise ValueError(f"unknown scenario {name!r}; expected one of {', '.join(SCENARIOS)}")
-
-
-def _git(*args: str) -> str | None:
-    """Return the output of ``git *args`` in the repository, or None without git or a repo."""
-    try:
-        out = subprocess.run(
-            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip()
-
-
-def describe_code() -> dict[str, Any]:
-    """Return the commit measured and whether the tree (and aioqlog/) had uncommitted changes.
-
-    The staleness test in tests/test_benchmarks.py compares this commit's
-    aioqlog/ with HEAD's, so the published figures cannot silently describe
-    older code.
-    """
-    commit = _git("rev-parse", "HEAD")
-    tree = _git("status", "--porcelain")
-    package = _git("status", "--porcelain", "--", "aioqlog")
-    return {
-        "commit": commit,
-        "dirty": None if tree is None else bool(tree),
-        "aioqlog_dirty": None if package is None else bool(package),
-    }
 
 
 def print_table(table: Table) -> None:
@@ -191,9 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     tables: list[Table] = []
     for name in names:
         for loop in loops if name != "memory" else ["asyncio"]:
+            began = time.perf_counter()
             for table in run_scenario(name, loop, sizes):
                 print_table(table)
                 tables.append(table)
+            print(f"  ({name} on {loop}: {time.perf_counter() - began:.1f} s)")
     targets = check_targets(tables)
     print("\nTargets:")
     for t in targets:

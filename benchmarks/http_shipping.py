@@ -9,8 +9,8 @@ ticker on the loop measures how late its 1 ms sleeps wake up. The ticker also
 runs during the throughput runs: the loop's lag while shipping at full speed.
 
 * no logging: the same producer into a handler that does nothing (the loop's
-  own floor for the lag tables; for full speed, the ticker runs on for at least
-  ``NO_LOGGING_WINDOW`` seconds).
+  own floor for the lag tables; at full speed, where it would end at once, the
+  ticker runs on for the paced runs' window).
 
 * stdlib: ``logging.handlers.HTTPHandler`` (a request per record) behind the
   stdlib ``QueueHandler`` and ``QueueListener`` thread.
@@ -44,9 +44,6 @@ BURST = 100
 PACED_RATE = 400
 #: Seconds between two paced bursts.
 PACE = 0.02
-#: The shortest window of the "no logging" run at full speed (it logs nothing, so
-#: it would otherwise end at once).
-NO_LOGGING_WINDOW = 0.5
 #: The variant that logs nothing: the floor of the lag tables, no row of the rate table.
 NO_LOGGING = "no logging"
 
@@ -226,33 +223,40 @@ async def with_aioqlog(server: Collector, n: int, lags: list[float], produce: Pr
     return await _timed(server, n, lags, body)
 
 
-async def no_logging(server: Collector, n: int, lags: list[float], produce: Producer) -> float:
-    logger = fresh_logger("bench.http.none", NoOp())
+Shipper = Callable[[Collector, int, list[float], Producer], Awaitable[float]]
 
-    async def body() -> None:
-        loop = asyncio.get_running_loop()
-        end = loop.time() + NO_LOGGING_WINDOW
-        await produce(logger, n)
-        await asyncio.sleep(max(0.0, end - loop.time()))
-
-    return await _timed(server, n, lags, body)
-
-
-VARIANTS: dict[str, Callable[[Collector, int, list[float], Producer], Awaitable[float]]] = {
-    NO_LOGGING: no_logging,
+VARIANTS: dict[str, Shipper] = {
     "stdlib HTTPHandler + QueueListener": with_stdlib,
     "aioqlog + stdlib HTTPHandler": with_aioqlog_stdlib_handler,
     "aioqlog AsyncHTTPHandler": with_aioqlog,
 }
 
 
+def no_logging(window: float) -> Shipper:
+    """Return the variant that logs into a handler doing nothing, for at least *window* s."""
+
+    async def run(server: Collector, n: int, lags: list[float], produce: Producer) -> float:
+        logger = fresh_logger("bench.http.none", NoOp())
+
+        async def body() -> None:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + window
+            await produce(logger, n)
+            await asyncio.sleep(max(0.0, end - loop.time()))
+
+        return await _timed(server, n, lags, body)
+
+    return run
+
+
 async def measure(loop: str, rounds: int, n: int, lag_seconds: float) -> list[Table]:
     """Return records/s shipped, and the loop's p99 lag at full speed and at a steady rate."""
-    shippers = [name for name in VARIANTS if name != NO_LOGGING]
+    variants = {NO_LOGGING: no_logging(lag_seconds), **VARIANTS}
+    shippers = list(VARIANTS)
     received: dict[str, list[int]] = {name: [] for name in shippers}
     paced_n = max(1, int(PACED_RATE * lag_seconds))
     paced_received: dict[str, list[int]] = {name: [] for name in shippers}
-    full_lag: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    full_lag: dict[str, list[float]] = {name: [] for name in variants}
     with collector() as server:
 
         async def once(name: str, paced: bool) -> float:
@@ -261,7 +265,7 @@ async def measure(loop: str, rounds: int, n: int, lag_seconds: float) -> list[Ta
             count = paced_n if paced else n
             produce = _produce_paced if paced else _produce
             try:
-                rate = await VARIANTS[name](server, count, lags, produce)
+                rate = await variants[name](server, count, lags, produce)
             finally:
                 if not paced:
                     full_lag[name].append(percentile(lags, 99) if lags else float("nan"))
@@ -272,10 +276,10 @@ async def measure(loop: str, rounds: int, n: int, lag_seconds: float) -> list[Ta
             return percentile(lags, 99) if paced else rate
 
         samples = await paired(
-            {name: partial(once, name, False) for name in VARIANTS}, rounds, f"http/{loop}/"
+            {name: partial(once, name, False) for name in variants}, rounds, f"http/{loop}/"
         )
         lag_samples = await paired(
-            {name: partial(once, name, True) for name in VARIANTS}, rounds, f"http_lag/{loop}/"
+            {name: partial(once, name, True) for name in variants}, rounds, f"http_lag/{loop}/"
         )
     del samples[NO_LOGGING]  # it shipped nothing: no rate to show
     notes = [
@@ -305,7 +309,7 @@ async def measure(loop: str, rounds: int, n: int, lag_seconds: float) -> list[Ta
         notes=[
             f"the runs of the table above: {n:,} records in bursts of {BURST}; p99 of how late "
             f"a 1 ms sleep on the loop woke up, per run; no logging: the same producer into a "
-            f"handler that does nothing, the ticker running at least {NO_LOGGING_WINDOW:g} s",
+            f"handler that does nothing, the ticker running at least {lag_seconds:g} s",
         ],
         extra={"records": n},
     )

@@ -246,7 +246,8 @@ async def measure(loop: str, rounds: int, n: int, scenario: str = "throughput") 
         )
     notes = [
         f"{producer}; garbage collector on; timed until the file holds every line",
-        f'formatter "{FORMAT}" on a real file (loguru: its equivalent format string)',
+        f'formatter "{FORMAT}" on a real file'
+        + (" (loguru: its equivalent format string)" if "loguru enqueue" in names else ""),
         "CPU: the process's CPU time (every thread, user + system) per record; "
         "ratios to direct handling, within each round",
     ]
