@@ -74,11 +74,12 @@ def _lost_by(stats: aioqlog.ListenerStats) -> int:
 
 @asynccontextmanager
 async def with_install(path: Path, counted: Counted) -> AsyncIterator[Log]:
-    _basic_config(path)
+    handler = _basic_config(path)
     listener = aioqlog.install()
     async with listener:
         yield _stdlib_log()
     counted["dropped"] = _lost_by(listener.stats)
+    handler.close()
 
 
 @asynccontextmanager
@@ -91,6 +92,7 @@ async def with_aioqlog_pair(path: Path, counted: Counted) -> AsyncIterator[Log]:
     async with listener:
         yield _stdlib_log()
     counted["dropped"] = _lost_by(listener.stats)
+    handler.close()
 
 
 @asynccontextmanager
@@ -118,6 +120,8 @@ async def with_dictconfig_queue(path: Path, counted: Counted) -> AsyncIterator[L
         yield _stdlib_log()
     finally:
         listener.stop()
+    for handler in listener.handlers:
+        handler.close()
     counted["dropped"] = 0
 
 
@@ -132,6 +136,7 @@ async def with_stdlib_pair(path: Path, counted: Counted) -> AsyncIterator[Log]:
         yield _stdlib_log()
     finally:
         listener.stop()
+    handler.close()
     counted["dropped"] = 0
 
 
