@@ -4,6 +4,7 @@
     python -m benchmarks --quick              # a smoke run: tiny sizes, same code
     python -m benchmarks --json results.json  # where to save the figures
     python -m benchmarks --only caller_cost,throughput
+    python -m benchmarks --only throughput,burst --loops asyncio
 
 ``python -m benchmarks.report results.json`` turns the saved figures into
 docs/benchmarks.md and its plots.
@@ -18,8 +19,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import caller_cost, drain, http_shipping, loop_lag, memory, threads, throughput
-from benchmarks._harness import FAILURES, LOOPS, Table, describe_machine, run_on
+from benchmarks import (
+    burst,
+    caller_cost,
+    drain,
+    http_shipping,
+    loop_lag,
+    memory,
+    threads,
+    throughput,
+)
+from benchmarks._harness import FAILURES, LOOPS, Table, describe_machine, median, run_on
+from benchmarks.provenance import describe_code
 from benchmarks.targets import check_targets
 
 
@@ -31,6 +42,7 @@ class Sizes:
     calls: int
     batch: int
     e2e_records: int
+    tight_records: int
     thread_records: int
     lag_seconds: float
     memory_rounds: int
@@ -38,6 +50,8 @@ class Sizes:
     maxsize: int
     drain_records: int
     http_records: int
+    burst_rounds: int
+    burst_sizes: tuple[int, ...]
 
 
 FULL = Sizes(
@@ -45,6 +59,7 @@ FULL = Sizes(
     calls=10_000,
     batch=1_000,
     e2e_records=20_000,
+    tight_records=50_000,
     thread_records=20_000,
     lag_seconds=2.0,
     memory_rounds=3,
@@ -52,12 +67,15 @@ FULL = Sizes(
     maxsize=10_000,
     drain_records=100_000,
     http_records=5_000,
+    burst_rounds=3,
+    burst_sizes=(5_000, 20_000),
 )
 QUICK = Sizes(
     rounds=2,
     calls=400,
     batch=100,
     e2e_records=500,
+    tight_records=500,
     thread_records=480,
     lag_seconds=0.2,
     memory_rounds=1,
@@ -65,9 +83,22 @@ QUICK = Sizes(
     maxsize=500,
     drain_records=1_000,
     http_records=200,
+    burst_rounds=1,
+    burst_sizes=(300,),
 )
 
-SCENARIOS = ("caller_cost", "throughput", "threads", "loop_lag", "memory", "drain", "http")
+SCENARIOS = (
+    "caller_cost",
+    "throughput",
+    "throughput_tight",
+    "throughput_busy",
+    "threads",
+    "loop_lag",
+    "burst",
+    "memory",
+    "drain",
+    "http",
+)
 
 
 def run_scenario(name: str, loop: str, sizes: Sizes) -> list[Table]:
@@ -75,8 +106,12 @@ def run_scenario(name: str, loop: str, sizes: Sizes) -> list[Table]:
     s = sizes
     if name == "caller_cost":
         return [run_on(loop, lambda: caller_cost.measure(loop, s.rounds, s.calls, s.batch))]
-    if name == "throughput":
-        return [run_on(loop, lambda: throughput.measure(loop, s.rounds, s.e2e_records))]
+    if name in {"throughput", "throughput_busy"}:
+        return [run_on(loop, lambda: throughput.measure(loop, s.rounds, s.e2e_records, name))]
+    if name == "throughput_tight":
+        return [run_on(loop, lambda: throughput.measure(loop, s.rounds, s.tight_records, name))]
+    if name == "burst":
+        return burst.measure(loop, s.burst_rounds, s.burst_sizes)
     if name == "threads":
         return run_on(loop, lambda: threads.measure(loop, s.rounds, s.thread_records))
     if name == "loop_lag":
@@ -95,8 +130,13 @@ def run_scenario(name: str, loop: str, sizes: Sizes) -> list[Table]:
 def print_table(table: Table) -> None:
     """Print *table* the way the report shows it."""
     print(f"\n{table.title} [{table.loop}] ({table.unit}, ratio to {table.baseline})")
+    cpu = table.extra.get("cpu_us")
     for row in table.to_json()["rows"]:
-        print(f"  {row['variant']:<28} {row['median']:>14,.2f}  {row['ratio']:>7.2f}x")
+        line = f"  {row['variant']:<34} {row['median']:>14,.2f}  {row['ratio']:>7.2f}x"
+        if cpu is not None:
+            name = row["variant"]
+            line += f"  CPU {median(cpu[name]):>7.2f} us/record {table.cpu_ratio(name):>6.2f}x"
+        print(line)
     for note in table.notes:
         print(f"  - {note}")
 
@@ -115,23 +155,28 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         if name not in SCENARIOS:
             parser.error(f"unknown scenario {name!r}; expected one of {', '.join(SCENARIOS)}")
+    code = describe_code()
     started = time.time()
     tables: list[Table] = []
     for name in names:
         for loop in loops if name != "memory" else ["asyncio"]:
+            began = time.perf_counter()
             for table in run_scenario(name, loop, sizes):
                 print_table(table)
                 tables.append(table)
+            print(f"  ({name} on {loop}: {time.perf_counter() - began:.1f} s)")
     targets = check_targets(tables)
     print("\nTargets:")
     for t in targets:
         print(f"  [{'met' if t['met'] else 'MISSED'}] {t['target']} [{t['loop']}]: {t['measured']}")
+    print("(a missed target is reported, not an error: the run still succeeds)")
     for key, error in FAILURES.items():
         print(f"  failed: {key}: {error}")
     result = {
         "command": "python -m benchmarks" + (" --quick" if args.quick else ""),
         "quick": args.quick,
         "machine": describe_machine(),
+        "code": code,
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
         "duration_s": round(time.time() - started, 1),
         "sizes": sizes.__dict__,

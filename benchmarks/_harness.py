@@ -17,6 +17,7 @@ import os
 import platform
 import statistics
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -61,16 +62,28 @@ def run_on(kind: str, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
             loop.close()
 
 
+@dataclass
+class Clock:
+    """Wall time and process CPU time (every thread of the process) of a timed section."""
+
+    wall: float = 0.0
+    cpu: float = 0.0
+
+
 @contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector, as ``timeit`` does, for a timed section."""
-    enabled = gc.isenabled()
-    gc.disable()
+def clocked() -> Iterator[Clock]:
+    """Time the block: wall clock and the whole process's CPU time, user and system.
+
+    The garbage collector stays as the application has it (on): no scenario
+    pauses it, since no service does.
+    """
+    clock = Clock()
+    w0, c0 = time.perf_counter(), time.process_time()
     try:
-        yield
+        yield clock
     finally:
-        if enabled:
-            gc.enable()
+        clock.cpu = time.process_time() - c0
+        clock.wall = time.perf_counter() - w0
 
 
 def rotations(names: list[str], rounds: int) -> Iterator[list[str]]:
@@ -91,6 +104,8 @@ async def paired(
 
     A variant that raises gets ``nan`` for that round and its error is kept in
     ``FAILURES`` (a peer that breaks is reported, not allowed to end the run).
+    A collection runs before each variant (untimed), so that none inherits the
+    garbage of the one before it; the collector stays on while it runs.
     """
     samples: dict[str, list[float]] = {name: [] for name in variants}
     for order in rotations(list(variants), rounds):
@@ -103,6 +118,11 @@ async def paired(
                 sample = float("nan")
             samples[name].append(sample)
     return samples
+
+
+def paired_ratio(mine: list[float], base: list[float]) -> float:
+    """Return the median of the per-round ratios ``mine[r] / base[r]``, skipping failed rounds."""
+    return median([a / b for a, b in zip(mine, base, strict=True) if b and not math.isnan(a / b)])
 
 
 def median(values: list[float]) -> float:
@@ -140,11 +160,16 @@ class Table:
 
     def ratio(self, variant: str, against: str | None = None) -> float:
         """Return the median over rounds of ``variant / against`` (the baseline by default)."""
-        base = self.samples[against or self.baseline]
-        mine = self.samples[variant]
-        return median(
-            [a / b for a, b in zip(mine, base, strict=True) if b and not math.isnan(a / b)]
-        )
+        return paired_ratio(self.samples[variant], self.samples[against or self.baseline])
+
+    def cpu_ratio(self, variant: str, against: str | None = None) -> float:
+        """Return the median over rounds of the CPU per record of *variant* / *against*.
+
+        *against* is the table's ``cpu_baseline`` (or its baseline) by default.
+        """
+        cpu = self.extra["cpu_us"]
+        base = against or self.extra.get("cpu_baseline", self.baseline)
+        return paired_ratio(cpu[variant], cpu[base])
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Table:

@@ -23,7 +23,7 @@ matplotlib.use("Agg")  # files only: no display needed
 
 import matplotlib.pyplot as plt
 
-from benchmarks._harness import Table
+from benchmarks._harness import Table, median, paired_ratio
 from benchmarks.targets import check_targets
 
 README_START = "<!-- benchmarks:start -->"
@@ -39,20 +39,44 @@ SECTIONS = {
     ),
     "throughput": (
         "End-to-end throughput",
-        "From the first log call until a `FileHandler` (with a typical formatter) has "
-        "written every line, the producer yielding to the loop every 100 records. Under the "
-        "GIL, formatting and writing in a worker thread take turns with the producer rather "
-        "than running beside it, so calling the handler directly is the ceiling for any "
-        "queue here; what a queue buys is that the loop never waits on the handler (see the "
-        "loop lag below). aioqlog is compared with both.",
+        "From the first log call until a `FileHandler` (with a typical formatter, "
+        "`%(asctime)s` included) has written every line to a real file, the producer "
+        "logging in bursts of 50 records and yielding to the loop after each, as a service "
+        "does between requests, with the garbage collector on. Beside the wall clock: the "
+        "process's CPU time per record, every thread counted, since a queue that only moves "
+        "the work to another thread saves the loop time but not the machine's. Ratios are "
+        "to the same handler attached directly, within each round.",
     ),
-    "threads_1": ("Producer threads", "Threads logging at once into one `FileHandler`."),
+    "throughput_tight": (
+        "A tight burst that never yields",
+        "The same, but the coroutine logs every record in one go without yielding: a "
+        "listener that needs the loop cannot run until the burst is over.",
+    ),
+    "throughput_busy": (
+        "End-to-end throughput on a busy machine",
+        "The service-like producer again, with a CPU-bound process (a Python busy loop) "
+        "spinning for the whole measurement, so the worker threads compete for the cores.",
+    ),
+    "threads_1": (
+        "Producer threads",
+        "Threads logging at once into one `FileHandler`: behind aioqlog, behind the stdlib's "
+        "`QueueHandler` + `QueueListener`, and attached directly (each thread writing under "
+        "the handler's lock), with the process's CPU time per record beside the wall clock.",
+    ),
     "threads_4": ("", ""),
     "threads_16": ("", ""),
     "loop_lag": (
         "Loop lag",
         "How late a coroutine that sleeps 1 ms at a time wakes up, while 400 records/s go "
         "to a handler that blocks 10 ms per record (4x more than it can take).",
+    ),
+    "burst": (
+        "A burst with the defaults",
+        "What a user checks on the first day: the loop logs N records without yielding, "
+        "then two threads (`asyncio.to_thread`) log N each, into `logging.basicConfig`'s "
+        "`FileHandler`, every setting at its default; then the set-up is stopped and the "
+        "lines in the file are counted. Peak RSS is the process's own (`VmHWM`, a fresh "
+        "process per run).",
     ),
     "memory": (
         "Memory under a burst",
@@ -65,6 +89,11 @@ SECTIONS = {
         "stdlib's `HTTPHandler` makes a request per record, behind the stdlib's "
         "`QueueListener` thread or in an aioqlog lane; `AsyncHTTPHandler` sends batches of "
         "up to 500 records from the loop.",
+    ),
+    "http_full_lag": (
+        "",
+        "The loop's lag during those runs, shipping as fast as each can, beside the same "
+        "producer logging into a handler that does nothing.",
     ),
     "http_lag": (
         "",
@@ -104,6 +133,18 @@ def ratio_cell(row: dict[str, Any]) -> str:
     return "failed" if math.isnan(r) else f"{r:.2f}x"
 
 
+def ratio_of(mine: list[float], base: list[float]) -> str:
+    """Return the cell of a per-round ratio (as the tables compute them)."""
+    r = paired_ratio(mine, base)
+    return "failed" if math.isnan(r) else f"{r:.2f}x"
+
+
+def above_floor(mine: list[float], base: list[float]) -> str:
+    """Return the cell of the median per-round difference to the floor, in ms."""
+    d = median([a - b for a, b in zip(mine, base, strict=True) if not math.isnan(a - b)])
+    return "failed" if math.isnan(d) else f"{d:+.2f}"
+
+
 def scenario_tables(tables: list[dict[str, Any]]) -> str:
     """Return the Markdown for one scenario's tables (one per loop)."""
     out = []
@@ -112,21 +153,54 @@ def scenario_tables(tables: list[dict[str, Any]]) -> str:
             f"**{t['title']}** — {t['loop']} loop (unit: {t['unit']}; ratio to *{t['baseline']}*, "
             f"{'lower' if t['better'] == 'lower' else 'higher'} is better)\n"
         )
+        samples = {r["variant"]: r["samples"] for r in t["rows"]}
+        base = samples[t["baseline"]]
+        extra = t["extra"]
         if t["scenario"] == "loop_lag":
-            header = ["variant", "p50 ms", "p99 ms", "max ms", "p99 ratio"]
+            header = ["variant", "p50 ms", "p99 ms", "max ms", "p99 above no logging", "p99 ratio"]
             rows = [
                 [
                     r["variant"],
-                    fmt(t["extra"]["p50"][r["variant"]], "ms"),
+                    fmt(extra["p50"][r["variant"]], "ms"),
                     fmt(r["median"], "ms"),
-                    fmt(t["extra"]["max"][r["variant"]], "ms"),
+                    fmt(extra["max"][r["variant"]], "ms"),
+                    above_floor(r["samples"], base),
+                    ratio_cell(r),
+                ]
+                for r in t["rows"]
+            ]
+        elif t["baseline"] == "no logging":
+            header = ["variant", f"median {t['unit']}", "above no logging, ms", "ratio"]
+            rows = [
+                [
+                    r["variant"],
+                    fmt(r["median"], t["unit"]),
+                    above_floor(r["samples"], base),
+                    ratio_cell(r),
+                ]
+                for r in t["rows"]
+            ]
+        elif t["scenario"] == "burst":
+            header = [
+                "variant",
+                "lines written (worst run)",
+                "dropped (counted)",
+                "peak RSS MiB",
+                "ratio",
+            ]
+            rows = [
+                [
+                    r["variant"],
+                    f"{min(extra['written'][r['variant']]):,} of {extra['logged']:,}",
+                    f"{median([float(d) for d in extra['dropped'][r['variant']]]):,.0f}",
+                    fmt(r["median"], "MiB"),
                     ratio_cell(r),
                 ]
                 for r in t["rows"]
             ]
         elif t["scenario"] == "memory":
             header = ["variant / burst", "growth MiB", "dropped (counted)", "delivered", "ratio"]
-            acc = t["extra"]["accounting"]
+            acc = extra["accounting"]
             rows = [
                 [
                     r["variant"],
@@ -139,7 +213,24 @@ def scenario_tables(tables: list[dict[str, Any]]) -> str:
             ]
         else:
             header = ["variant", f"median {t['unit']}", "ratio"]
-            rows = [[r["variant"], fmt(r["median"], t["unit"]), ratio_cell(r)] for r in t["rows"]]
+            also = extra.get("also_against")
+            if also and also != t["baseline"]:
+                header.append(f"ratio to {also}")
+            cpu = extra.get("cpu_us")
+            if cpu is not None:
+                cpu_base = extra.get("cpu_baseline", t["baseline"])
+                header += ["CPU µs/record", f"CPU ratio to {cpu_base}"]
+            rows = []
+            for r in t["rows"]:
+                row = [r["variant"], fmt(r["median"], t["unit"]), ratio_cell(r)]
+                if also and also != t["baseline"]:
+                    row.append(ratio_of(r["samples"], samples[also]))
+                if cpu is not None:
+                    row += [
+                        fmt(median(cpu[r["variant"]]), "µs"),
+                        ratio_of(cpu[r["variant"]], cpu[cpu_base]),
+                    ]
+                rows.append(row)
         out.append(md_table(header, rows))
         out.append("")
         out += [f"- {note}" for note in t["notes"]]
@@ -237,6 +328,16 @@ def render(data: dict[str, Any], docs: Path, readme: Path | None) -> list[Path]:
     written += [p for _, p in plots]
 
     m = data["machine"]
+    code = data.get("code") or {}
+    commit = code.get("commit")
+    if commit is None:
+        measured = "not recorded"
+    else:
+        measured = f"`{commit[:12]}`"
+        if code.get("aioqlog_dirty"):
+            measured += " with uncommitted changes in aioqlog/"
+        elif code.get("dirty"):
+            measured += " (uncommitted changes outside aioqlog/)"
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
     lines = [
         "# Benchmarks",
@@ -260,6 +361,7 @@ def render(data: dict[str, Any], docs: Path, readme: Path | None) -> list[Path]:
             ["", ""],
             [
                 ["command", f"`{data['command']}`"],
+                ["code measured", measured],
                 ["date", data["started"]],
                 ["duration", f"{data['duration_s']:.0f} s"],
                 ["CPU", f"{m['cpu']}, {m['cores']} cores"],
@@ -271,6 +373,10 @@ def render(data: dict[str, Any], docs: Path, readme: Path | None) -> list[Path]:
         ),
         "",
         "## Targets",
+        "",
+        "Each target is a ratio within one run (or a figure) of the tables below, checked "
+        "on every loop it was measured on. A missed target is reported here; it does not "
+        "fail the run.",
         "",
         md_table(
             ["target", "loop", "measured", ""],

@@ -3,8 +3,10 @@
 The threads wait on one event, log their share of N records as fast as they
 can, and the clock stops when the file holds every line: aioqlog's listener
 runs on the event loop of the main thread, the stdlib's ``QueueListener`` in
-its own thread. Both queues hold every record (no drops), so the figure is the
-speed of the whole path, producers and consumer together.
+its own thread; ``direct`` attaches the handler to the logger, so each thread
+writes under the handler's lock. Both queues hold every record (no drops), so
+the figure is the speed of the whole path, producers and consumer together.
+Beside it, the process's CPU time (every thread) per record.
 """
 
 from __future__ import annotations
@@ -15,13 +17,12 @@ import logging.handlers
 import queue
 import tempfile
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 
 import aioqlog
-from benchmarks._harness import Table, lost_lines, paired
+from benchmarks._harness import Clock, Table, clocked, lost_lines, paired
 from benchmarks.caller_cost import ARG, MESSAGE, fresh_logger
 from benchmarks.throughput import count_lines, file_handler
 
@@ -56,35 +57,45 @@ async def _race(logger: logging.Logger, threads: int, each: int) -> None:
         w.join()
 
 
-async def with_aioqlog(path: Path, threads: int, n: int) -> float:
+async def direct(path: Path, threads: int, n: int) -> Clock:
+    handler = file_handler(path)
+    logger = fresh_logger("bench.threads.direct", handler)
+    with clocked() as clock:
+        await _race(logger, threads, n // threads)
+        handler.close()
+    return clock
+
+
+async def with_aioqlog(path: Path, threads: int, n: int) -> Clock:
     handler = file_handler(path)
     q = aioqlog.LogQueue(maxsize=n + 1)
     logger = fresh_logger("bench.threads.aioqlog", aioqlog.QueueHandler(q))
     listener = aioqlog.QueueListener(q, handler, shutdown_timeout=None)
     listener.start()
     await asyncio.sleep(0)  # the listener parks, as in a running service
-    t0 = time.perf_counter()
-    await _race(logger, threads, n // threads)
-    await listener.stop()
-    handler.close()
-    return time.perf_counter() - t0
+    with clocked() as clock:
+        await _race(logger, threads, n // threads)
+        await listener.stop()
+        handler.close()
+    return clock
 
 
-async def with_stdlib(path: Path, threads: int, n: int) -> float:
+async def with_stdlib(path: Path, threads: int, n: int) -> Clock:
     handler = file_handler(path)
     q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     logger = fresh_logger("bench.threads.stdlib", logging.handlers.QueueHandler(q))
     listener = logging.handlers.QueueListener(q, handler)
     listener.start()
-    t0 = time.perf_counter()
-    await _race(logger, threads, n // threads)
-    listener.stop()
-    handler.close()
-    return time.perf_counter() - t0
+    with clocked() as clock:
+        await _race(logger, threads, n // threads)
+        listener.stop()
+        handler.close()
+    return clock
 
 
-VARIANTS: dict[str, Callable[[Path, int, int], Awaitable[float]]] = {
+VARIANTS: dict[str, Callable[[Path, int, int], Awaitable[Clock]]] = {
     "stdlib queue": with_stdlib,
+    "direct": direct,
     "aioqlog": with_aioqlog,
 }
 
@@ -97,31 +108,45 @@ async def measure(loop: str, rounds: int, n: int) -> list[Table]:
         for threads in THREADS:
             total = n // threads * threads
             written: dict[str, list[int]] = {name: [] for name in VARIANTS}
+            cpu_us: dict[str, list[float]] = {name: [] for name in VARIANTS}
 
             async def once(
                 name: str,
-                run: Callable[[Path, int, int], Awaitable[float]],
+                run: Callable[[Path, int, int], Awaitable[Clock]],
                 threads: int,
                 total: int,
+                *,
                 written: dict[str, list[int]],
+                cpu_us: dict[str, list[float]],
             ) -> float:
                 nonlocal runs
                 runs += 1
                 path = Path(tmp) / f"run-{runs}.log"
-                elapsed = await run(path, threads, n)
-                written[name].append(count_lines(path))
-                path.unlink(missing_ok=True)
-                return total / elapsed
+                try:
+                    clock = await run(path, threads, n)
+                except BaseException:
+                    cpu_us[name].append(float("nan"))
+                    raise
+                finally:
+                    written[name].append(count_lines(path))
+                    path.unlink(missing_ok=True)
+                cpu_us[name].append(clock.cpu / total * 1e6)
+                return total / clock.wall
 
             samples = await paired(
                 {
-                    name: partial(once, name, run, threads, total, written)
+                    name: partial(once, name, run, threads, total, written=written, cpu_us=cpu_us)
                     for name, run in VARIANTS.items()
                 },
                 rounds,
                 f"threads_{threads}/{loop}/",
             )
-            notes = [f"{threads} thread(s) x {total // threads} records, FileHandler"]
+            notes = [
+                f"{threads} thread(s) x {total // threads:,} records, FileHandler; "
+                "garbage collector on",
+                "CPU: the process's CPU time (every thread, user + system) per record; "
+                "ratios to direct handling, within each round",
+            ]
             notes += lost_lines(written, total)
             tables.append(
                 Table(
@@ -133,7 +158,14 @@ async def measure(loop: str, rounds: int, n: int) -> list[Table]:
                     samples=samples,
                     better="higher",
                     notes=notes,
-                    extra={"threads": threads, "records": total, "lines_written": written},
+                    extra={
+                        "threads": threads,
+                        "records": total,
+                        "lines_written": written,
+                        "cpu_us": cpu_us,
+                        "cpu_baseline": "direct",
+                        "also_against": "direct",
+                    },
                 )
             )
     return tables
