@@ -54,9 +54,10 @@ Overflow = Literal["drop_new", "drop_old", "block"]
 #: A queued record with the context of its log call.
 Entry = tuple[logging.LogRecord, contextvars.Context]
 
-#: 10,000 records absorb a burst of a second or more from a busy service while
-#: keeping the worst case to tens of megabytes (a record with its dict is 1-2 KB).
-DEFAULT_MAXSIZE = 10_000
+#: 50,000 records absorb a burst of tens of thousands of records logged while
+#: the loop does not yield (a queued record with its context takes about 0.7 KB,
+#: so a full queue holds about 36 MB; each lane holds at most as many again).
+DEFAULT_MAXSIZE = 50_000
 
 #: Seconds a non-loop thread waits for room under ``overflow="block"``.
 DEFAULT_BLOCK_TIMEOUT = 1.0

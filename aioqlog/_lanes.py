@@ -90,6 +90,9 @@ class Lane:
         self.done_count = 0
         self.handled = 0
         self.errors = 0
+        # done_count when the listener found this lane full and not moving for
+        # block_timeout (under "block"); it is passed over until it moves.
+        self.stalled_at: int | None = None
         # A one-slot deque: the listener parks here waiting for progress.
         self._watch: deque[_Watch] = deque()
         self._loop_thread = 0

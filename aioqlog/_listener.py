@@ -407,24 +407,40 @@ class QueueListener:
         return max(0.0, deadline - asyncio.get_running_loop().time())
 
     async def _room_for_batch(self) -> int:
-        """Under "block", wait until every running lane has room; return how much."""
+        """Under "block", wait until every running lane has room; return how much.
+
+        A lane whose handler handles nothing for ``block_timeout`` seconds
+        while full is passed over until it moves again: its records are
+        dropped and counted meanwhile, so one stuck handler cannot hold back
+        the others (nor keep logging threads waiting on a full queue).
+        """
+        patience = self.queue.block_timeout
         while True:
             room = BATCH_LIMIT
             full: Lane | None = None
             for lane in self._lanes:
-                if lane.state == RUNNING:
-                    free = lane.room()
-                    if free < room:
-                        room = free
-                        if free <= 0:
-                            full = lane
-                            break
+                if lane.state != RUNNING:
+                    continue
+                if lane.stalled_at is not None:
+                    if lane.done_count == lane.stalled_at:
+                        continue  # still stuck: passed over
+                    lane.stalled_at = None
+                free = lane.room()
+                if free < room:
+                    room = free
+                    if free <= 0:
+                        full = lane
+                        break
             if full is None:
                 return room
             left = self._time_left()
             if left == 0.0:
                 return 0
-            await full.wait_progress(full.has_room, left)
+            done = full.done_count
+            wait = patience if left is None else min(left, patience)
+            await full.wait_progress(full.has_room, wait)
+            if full.done_count == done and not full.has_room() and wait == patience:
+                full.stalled_at = done
 
     async def _settle(self) -> bool:
         """Wait until every lane has handled what it was given; False if out of time.

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from aioqlog._bridge import DEFAULT_MAXSIZE
 from benchmarks import (
     burst,
     caller_cost,
@@ -64,7 +65,7 @@ FULL = Sizes(
     lag_seconds=2.0,
     memory_rounds=3,
     bursts=(20_000, 100_000, 400_000),
-    maxsize=10_000,
+    maxsize=DEFAULT_MAXSIZE,  # what users get
     drain_records=100_000,
     http_records=5_000,
     burst_rounds=3,

@@ -7,7 +7,7 @@ over). The process's peak RSS growth over its level before the burst is the
 figure (the peak during the burst, less the resident size just before it).
 Then the handler is released and every queue is drained.
 
-* ``aioqlog``: ``LogQueue(maxsize=10_000)`` (the default, ``drop_new``): the
+* ``aioqlog``: ``LogQueue()`` (the default maxsize, ``drop_new``): the
   queue and the handler's lane each hold at most maxsize records; the rest
   are dropped, counted and reported.
 * ``stdlib queue``: ``logging.handlers.QueueHandler(SimpleQueue())``, which is

@@ -79,7 +79,7 @@ def test_signatures_match_the_contract() -> None:
 def test_queue_is_bounded_by_default() -> None:
     """The default queue is bounded, with the documented size and policy."""
     q = aioqlog.LogQueue()
-    assert q.maxsize == 10_000
+    assert q.maxsize == 50_000
     assert q.overflow == "drop_new"
     assert q.dropped == 0
     assert q.qsize() == 0
