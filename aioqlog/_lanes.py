@@ -44,8 +44,8 @@ from typing import Final, Literal
 from ._async_handler import AsyncHandler, overrides_batch
 from ._bridge import Entry, Overflow
 from ._context import DEPTH, SUMMARY_DEPTH, bounded, resolve, run_in_context, uncancel
-from ._handler import _copy
-from ._records import own_record, summary_context
+from ._diagnostics import report_error
+from ._records import copy_record, own_record, summary_context
 
 __all__ = [
     "DRAINING",
@@ -55,7 +55,6 @@ __all__ = [
     "TaskLane",
     "ThreadLane",
     "make_lane",
-    "report_error",
 ]
 
 State = Literal["idle", "running", "draining"]
@@ -64,14 +63,6 @@ RUNNING: Final = "running"
 DRAINING: Final = "draining"
 
 _Watch = tuple[asyncio.AbstractEventLoop, int, "asyncio.Future[None]"]
-
-
-def report_error(handler: logging.Handler, record: logging.LogRecord) -> None:
-    """Pass the exception being handled to *handler*'s handleError; never raise."""
-    try:
-        handler.handleError(record)
-    except Exception:  # noqa: BLE001 - a broken handleError must not kill the lane
-        pass
 
 
 class Lane:
@@ -320,7 +311,7 @@ class ThreadLane(Lane):
         # In the caller while IDLE: errors are the handler's, as if attached
         # to the logger; KeyboardInterrupt and friends propagate as they would.
         if self.shared:
-            record = _copy(record)
+            record = copy_record(record)
         try:
             ctx.run(self.handler.handle, record)
         except Exception:  # noqa: BLE001
@@ -368,7 +359,7 @@ class ThreadLane(Lane):
             if batch:
                 for record, ctx in batch:
                     if shared:
-                        record = _copy(record)
+                        record = copy_record(record)
                     try:
                         ctx.run(handler.handle, record)
                     except BaseException:  # noqa: BLE001 - the lane must outlive any handler
@@ -526,7 +517,7 @@ class TaskLane(Lane):
         for entry in entries:
             record, record_ctx = entry
             if self.shared:
-                record = _copy(record)
+                record = copy_record(record)
             try:
                 passed = record_ctx.run(handler.filter, record)
             except BaseException:  # noqa: BLE001 - KeyboardInterrupt/SystemExit too
