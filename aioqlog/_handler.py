@@ -41,7 +41,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._bridge import LogQueue
-from ._dictconfig import adopt, from_config, is_placeholder, made_by_dictconfig
+from ._dictconfig import PendingListener, adopt, from_config, is_placeholder, made_by_dictconfig
 from ._records import copy_record
 
 if TYPE_CHECKING:
@@ -316,7 +316,7 @@ class QueueHandler(logging.handlers.QueueHandler):
     ) -> None:
         self._listener: QueueListener | None = None
         # Handler names dictConfig had not configured yet (see aioqlog._dictconfig).
-        self._pending: tuple[Any, Any, bool] | None = None
+        self._pending: PendingListener | None = None
         connect = None
         if config:
             queue, connect = from_config(queue, config)
