@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# Branch coverage of the package, one line per module not fully covered, and the total.
+COVERAGE ?= --cov=aioqlog --cov-branch --cov-report=term:skip-covered
 
 # The interpreters `make test-all` runs the suite on (pyenv installs, or python3.X on PATH).
 PY_VERSIONS ?= 3.10 3.11 3.12 3.13
@@ -11,6 +13,7 @@ PY_VERSIONS ?= 3.10 3.11 3.12 3.13
 
 help:
 	@echo "make test      - create $(VENV), install aioqlog with its test extras, run lint and the suite"
+	@echo "                 (and report branch coverage; COVERAGE= turns it off)"
 	@echo "                 (the syslog tests need rsyslogd, Debian package rsyslog; skipped without it)"
 	@echo "make demo      - show the loop lag a slow handler causes, directly and behind aioqlog"
 	@echo "make test-all  - run the suite on Python $(PY_VERSIONS)"
@@ -36,7 +39,7 @@ test: $(BIN)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(COVERAGE) $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed-test
 	$(BIN)/ruff check .

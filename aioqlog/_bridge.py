@@ -482,3 +482,7 @@ class LogQueue:
     def _enqueued(self) -> int:
         """Records accepted so far (including any evicted later)."""
         return self._taken + self._evicted + len(self._items)
+
+    def _has_listener(self) -> bool:
+        """Return whether a listener was created for this queue (see ``_lifecycle.ExitQueue``)."""
+        return self._sink is not None

@@ -1,18 +1,26 @@
-"""Checks on arguments, shared by every public constructor and method.
+"""What aioqlog says about arguments and about itself, one way everywhere.
 
-A bad argument fails at once, with a sentence that names it and says what
-it must be, rather than later, inside a thread or at exit, where nobody sees
-it (an infinite timeout passes every "positive" check and then overflows the
-lock it is handed to).
+Argument checks, shared by every public constructor and method: a bad
+argument fails at once, with a sentence that names it and says what it must
+be, rather than later, inside a thread or at exit, where nobody sees it (an
+infinite timeout passes every "positive" check and then overflows the lock it
+is handed to).
+
+Reports: a handler's error goes to its own ``handleError`` (``report_error``);
+what concerns aioqlog itself, when no handler is left to tell, is one line on
+stderr (``write_stderr``). Neither ever raises.
+
+A leaf: it imports nothing from aioqlog, so every module may use it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import sys
 import threading
 
-__all__ = ["check_seconds", "report_error"]
+__all__ = ["check_positive", "check_seconds", "report_error", "write_stderr"]
 
 #: The longest wait any lock, condition or join accepts (about 49 days on Linux).
 MAX_SECONDS = float(threading.TIMEOUT_MAX)
@@ -44,9 +52,32 @@ def check_seconds(
     )
 
 
+def check_positive(owner: str, name: str, value: object, *, integer: bool = False) -> None:
+    """Raise ``ValueError`` naming *owner* and *name* unless *value* is a positive number.
+
+    With *integer*, only an ``int`` passes; ``bool`` never does.
+    """
+    kinds: tuple[type, ...] = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:  # type: ignore[operator]
+        what = "a positive integer" if integer else "a positive number"
+        raise ValueError(f"{owner} {name} must be {what}, got {value!r}")
+
+
 def report_error(handler: logging.Handler, record: logging.LogRecord) -> None:
     """Pass the exception being handled to *handler*'s handleError; never raise."""
     try:
         handler.handleError(record)
     except Exception:  # noqa: BLE001 - a broken handleError must not kill the lane
+        pass
+
+
+def write_stderr(message: str) -> None:
+    """Write one line about aioqlog itself to stderr; never raise."""
+    stream = sys.stderr
+    if stream is None:
+        return
+    try:
+        stream.write(f"aioqlog: {message}\n")
+        stream.flush()
+    except Exception:  # noqa: BLE001 - nowhere left to report to
         pass

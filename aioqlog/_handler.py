@@ -41,6 +41,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._bridge import LogQueue
+from ._dictconfig import PendingListener, adopt, from_config, is_placeholder, made_by_dictconfig
+from ._records import copy_record
 
 if TYPE_CHECKING:
     from ._listener import QueueListener
@@ -142,13 +144,6 @@ def _event_dict(msg: dict[Any, Any]) -> dict[Any, Any]:
     return frozen
 
 
-def _copy(record: logging.LogRecord) -> logging.LogRecord:
-    """Return a shallow copy of *record* (its attributes, not their values)."""
-    clone: logging.LogRecord = object.__new__(type(record))
-    clone.__dict__ = record.__dict__.copy()
-    return clone
-
-
 def snapshot(record: logging.LogRecord) -> logging.LogRecord:
     """Return *record*, or a copy of it that formats later exactly as it would now.
 
@@ -185,7 +180,7 @@ def _snapshot_slow(record: logging.LogRecord) -> logging.LogRecord:
                 changes[key] = _copy_data(value)
     if not changes and not record.exc_info:
         return record
-    clone = _copy(record)
+    clone = copy_record(record)
     clone.__dict__.update(changes)
     return clone
 
@@ -320,18 +315,14 @@ class QueueHandler(logging.handlers.QueueHandler):
         self, queue: LogQueue | stdlib_queue.Queue[Any] | None = None, **config: Any
     ) -> None:
         self._listener: QueueListener | None = None
-        # Handler names dictConfig had not configured yet (see aioqlog._config).
-        self._pending: tuple[Any, Any, bool] | None = None
+        # Handler names dictConfig had not configured yet (see aioqlog._dictconfig).
+        self._pending: PendingListener | None = None
         connect = None
         if config:
-            from ._config import from_config  # noqa: PLC0415 - _config imports this module
-
             queue, connect = from_config(queue, config)
         elif queue is None:
             queue = LogQueue()
         elif not isinstance(queue, LogQueue):
-            from ._config import is_placeholder, made_by_dictconfig  # noqa: PLC0415 - see above
-
             if not (is_placeholder(queue) and made_by_dictconfig()):
                 raise TypeError(
                     f"aioqlog.QueueHandler needs an aioqlog.LogQueue, got "
@@ -359,8 +350,6 @@ class QueueHandler(logging.handlers.QueueHandler):
 
     @listener.setter
     def listener(self, value: object) -> None:
-        from ._config import adopt  # noqa: PLC0415 - _config imports this module
-
         self._listener = adopt(self, value)
 
     def handle(self, record: logging.LogRecord) -> Any:

@@ -10,8 +10,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from ._bridge import LogQueue
-from ._config import configured_listeners
 from ._diagnostics import check_seconds
+from ._dictconfig import configured_listeners
 from ._handler import QueueHandler
 from ._lanes import DRAINING, ThreadLane
 from ._listener import DEFAULT_SHUTDOWN_TIMEOUT, QueueListener

@@ -46,8 +46,7 @@ from ._batch import batch_emitter
 from ._bridge import Entry, Overflow
 from ._context import DEPTH, SUMMARY_DEPTH, bounded, resolve, run_in_context, uncancel
 from ._diagnostics import report_error
-from ._handler import _copy
-from ._records import own_record, summary_context
+from ._records import copy_record, own_record, summary_context
 
 __all__ = [
     "DRAINING",
@@ -322,7 +321,7 @@ class ThreadLane(Lane):
         # In the caller while IDLE: errors are the handler's, as if attached
         # to the logger; KeyboardInterrupt and friends propagate as they would.
         if self.shared:
-            record = _copy(record)
+            record = copy_record(record)
         try:
             ctx.run(self.handler.handle, record)
         except Exception:  # noqa: BLE001
@@ -371,7 +370,7 @@ class ThreadLane(Lane):
             batch = self._take(WORKER_BATCH)
             if batch:
                 if shared:
-                    batch = [(_copy(record), ctx) for record, ctx in batch]
+                    batch = [(copy_record(record), ctx) for record, ctx in batch]
                 if emit_batch is not None:
                     try:
                         handled, errors = emit_batch(batch)
@@ -543,7 +542,7 @@ class TaskLane(Lane):
         for entry in entries:
             record, record_ctx = entry
             if self.shared:
-                record = _copy(record)
+                record = copy_record(record)
             try:
                 passed = record_ctx.run(handler.filter, record)
             except BaseException:  # noqa: BLE001 - KeyboardInterrupt/SystemExit too

@@ -14,6 +14,10 @@ In a child made by ``os.fork()``, every queue and listener forgets the
 parent's records, wake-up tokens, locks, task and threads, so the child
 neither duplicates the parent's records nor waits on a lock a vanished thread
 held, and it can start listeners of its own.
+
+This module reaches queues and listeners only through the two Protocols
+below, ``ExitQueue`` and ``ExitListener``, so it imports neither the bridge nor
+the listener: both import it, to register themselves.
 """
 
 from __future__ import annotations
@@ -21,26 +25,60 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import sys
 import weakref
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from ._bridge import LogQueue
-    from ._listener import QueueListener
+from ._diagnostics import write_stderr
 
-__all__ = ["skip_at_shutdown", "track", "track_queue", "write_stderr"]
-
-_listeners: weakref.WeakSet[QueueListener] = weakref.WeakSet()
-_queues: weakref.WeakSet[LogQueue] = weakref.WeakSet()
+__all__ = ["ExitListener", "ExitQueue", "skip_at_shutdown", "track", "track_queue"]
 
 
-def track(listener: QueueListener) -> None:
+class ExitQueue(Protocol):
+    """What exit and fork handling call on a queue (``LogQueue`` provides it).
+
+    The underscored methods belong to aioqlog, not to its users: they are
+    shared across the package's modules and listed here so that a reader
+    sees the whole contract, and mypy checks that the queue keeps it.
+    """
+
+    def qsize(self) -> int:
+        """Return the number of records waiting in the queue."""
+        ...
+
+    def _has_listener(self) -> bool:
+        """Return whether a listener was created for the queue (its records have a home)."""
+        ...
+
+    def _after_fork_in_child(self) -> None:
+        """Forget, in a forked child, the parent's records and hand-offs."""
+        ...
+
+
+class ExitListener(Protocol):
+    """What exit and fork handling call on a listener (``QueueListener`` provides it).
+
+    The underscored methods are aioqlog's own, as on ``ExitQueue``.
+    """
+
+    def _at_exit(self) -> None:
+        """Deliver what an unfinished run left behind, as the interpreter exits."""
+        ...
+
+    def _after_fork_in_child(self) -> None:
+        """Forget, in a forked child, the parent's run: its task, threads and records."""
+        ...
+
+
+_listeners: weakref.WeakSet[ExitListener] = weakref.WeakSet()
+_queues: weakref.WeakSet[ExitQueue] = weakref.WeakSet()
+
+
+def track(listener: ExitListener) -> None:
     """Have *listener* finish its work at interpreter exit."""
     _listeners.add(listener)
 
 
-def track_queue(queue: LogQueue) -> None:
+def track_queue(queue: ExitQueue) -> None:
     """Have *queue* report records that no listener ever served, at exit."""
     _queues.add(queue)
 
@@ -52,7 +90,7 @@ def _at_exit() -> None:
         except Exception as exc:  # noqa: BLE001 - exit must go on
             write_stderr(f"could not finish {listener!r} at exit: {exc!r}")
     for queue in list(_queues):
-        if queue._sink is None and queue.qsize():
+        if not queue._has_listener() and queue.qsize():
             write_stderr(
                 f"{queue.qsize()} records were logged to a LogQueue that no "
                 f"QueueListener served; they were not delivered"
@@ -80,18 +118,6 @@ def skip_at_shutdown(handler: logging.Handler) -> None:
         return  # another logging implementation: nothing to take it off
     with lock:
         handlers[:] = [ref for ref in handlers if ref() is not handler]
-
-
-def write_stderr(message: str) -> None:
-    """Write one line about aioqlog itself to stderr; never raise."""
-    stream = sys.stderr
-    if stream is None:
-        return
-    try:
-        stream.write(f"aioqlog: {message}\n")
-        stream.flush()
-    except Exception:  # noqa: BLE001 - nowhere left to report to
-        pass
 
 
 atexit.register(_at_exit)

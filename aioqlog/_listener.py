@@ -28,8 +28,8 @@ from ._async_handler import AsyncHandler
 from ._bridge import BATCH_LIMIT, Entry, LogQueue
 from ._context import DEPTH, MAX_DEPTH, SUMMARY_DEPTH, bounded, resolve, uncancel
 from ._diagnostics import check_seconds
+from ._diagnostics import write_stderr as _stderr
 from ._lanes import DRAINING, IDLE, RUNNING, Lane, TaskLane, ThreadLane, make_lane
-from ._lifecycle import write_stderr as _stderr
 from ._records import own_record, summary_context
 from ._stats import HandlerStats, ListenerStats
 

@@ -1,4 +1,4 @@
-"""aioqlog's own records: drop summaries and reports, made one way everywhere."""
+"""Records as aioqlog makes them: copies for each lane, and its own summaries and reports."""
 
 from __future__ import annotations
 
@@ -7,7 +7,20 @@ import logging
 
 from ._context import DEPTH, SUMMARY_DEPTH
 
-__all__ = ["own_record", "summary_context"]
+__all__ = ["copy_record", "own_record", "summary_context"]
+
+
+def copy_record(record: logging.LogRecord) -> logging.LogRecord:
+    """Return a shallow copy of *record* (its attributes, not their values).
+
+    The copy keeps the record's class, and copying runs no user code. Lanes
+    give each handler its own copy, since formatting writes ``message``,
+    ``asctime`` and ``exc_text`` on the record; the ``QueueHandler`` copies a
+    record before freezing its arguments.
+    """
+    clone: logging.LogRecord = object.__new__(type(record))
+    clone.__dict__ = record.__dict__.copy()
+    return clone
 
 
 def own_record(

@@ -89,7 +89,7 @@ def _bounded_memory(t: Table) -> Verdict:
     return f"{growth:.2f}x", growth <= 1.25 and lossless
 
 
-#: The targets of issue 14 (ratios within one run; service-like producer; GC on; a real file).
+#: The published targets (ratios within one run; service-like producer; GC on; a real file).
 TARGETS = (
     Target(
         "end to end: aioqlog >= 1.2x direct handling",

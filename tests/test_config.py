@@ -73,7 +73,7 @@ def test_dictconfig_builds_an_aioqlog_pair(form: dict[str, Any], name: str) -> N
     handler = _root_handler()
     listener = handler.listener if handler._pending is None else None
     if listener is None:  # names resolved on first use: the configuration is complete now
-        (listener,) = aioqlog._config.configured_listeners()
+        (listener,) = aioqlog._dictconfig.configured_listeners()
     assert isinstance(listener, aioqlog.QueueListener)
     assert listener.queue is handler.queue
     assert isinstance(handler.queue, aioqlog.LogQueue)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import io
 import logging
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -342,3 +345,163 @@ async def test_async_batches_gather_what_piled_up(logger: logging.Logger) -> Non
         await asyncio.sleep(0)
         handler.resume.set()
     assert handler.batches == [["first"], [f"r{i}" for i in range(50)]]
+
+
+# -------------------------------- the batch path: filters and cancellations
+
+
+class Runs(aioqlog.AsyncHandler):
+    """An async handler with aemit_batch: keeps each call's messages, holds calls on demand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.set_name("runs")
+        self.calls: list[list[str]] = []  # every call, as it began
+        self.delivered: list[list[str]] = []  # the calls that returned
+        self.cancelled = 0
+        self.entered = asyncio.Event()
+        self.hold = False  # while true, calls wait for proceed
+        self.proceed = asyncio.Event()
+        self.cancel_itself = False
+        self.reported: list[str] = []
+
+    async def aemit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        messages = [r.getMessage() for r in records]
+        self.calls.append(messages)
+        self.entered.set()
+        try:
+            if self.hold:
+                await self.proceed.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        if self.cancel_itself:
+            raise asyncio.CancelledError  # nobody asked: the handler's own error
+        self.delivered.append(messages)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.reported.append(record.getMessage())
+
+
+class Screening(logging.Filter):
+    """Keep back "noise" records; raise on "boom"."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message == "boom":
+            raise ValueError("cannot screen this record")
+        return not message.startswith("noise")
+
+
+def _lane_task(handler: logging.Handler) -> asyncio.Task[Any]:
+    """Return the task of *handler*'s lane, as a blanket cancel of every task would see it."""
+    name = f"aioqlog-{handler.get_name()}"
+    return next(t for t in asyncio.all_tasks() if t.get_name() == name)
+
+
+@pytest.mark.asyncio
+async def test_a_batch_leaves_out_what_its_filters_reject_or_fail_on(
+    logger: logging.Logger,
+) -> None:
+    """Rejected records are handled without a call (a run of them makes none); a bad filter errs."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    handler = Runs()
+    handler.addFilter(Screening())
+    listener = aioqlog.QueueListener(q, handler)
+    listener.start()
+    for message in ("a", "noise 1", "boom", "b"):
+        logger.info(message)  # one run: logged in one context before the task runs
+    await bounded(handler.entered.wait())
+    assert handler.calls == [["a", "b"]]
+    for message in ("noise 2", "noise 3"):
+        logger.info(message)
+    stats = await bounded(listener.stop())
+    assert handler.calls == [["a", "b"]]
+    assert handler.reported == ["boom"]
+    assert (stats.handlers[0].handled, stats.handlers[0].errors) == (5, 1)
+    assert stats.handlers[0].pending == 0
+
+
+@pytest.mark.asyncio
+async def test_a_batch_cancelled_from_outside_is_redelivered_once(
+    logger: logging.Logger,
+) -> None:
+    """A cancelled aemit_batch gets the same run again; a second cancel counts it as errors."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    handler = Runs()
+    handler.hold = True
+    listener = aioqlog.QueueListener(q, handler)
+    listener.start()
+    for message in ("a", "b", "c"):
+        logger.info(message)
+    await bounded(handler.entered.wait())
+    handler.entered.clear()
+    _lane_task(handler).cancel()  # a blanket cancel (asyncio.run ending, a supervisor)
+    await bounded(handler.entered.wait())
+    assert handler.calls == [["a", "b", "c"], ["a", "b", "c"]]
+    handler.entered.clear()
+    _lane_task(handler).cancel()  # cancelled again: "now", the run is given up
+    handler.hold = False
+    logger.info("d")
+    await bounded(handler.entered.wait())
+    stats = await bounded(listener.stop())
+    assert handler.cancelled == 2
+    assert handler.calls == [["a", "b", "c"], ["a", "b", "c"], ["d"]]
+    assert handler.delivered == [["d"]]
+    assert (stats.handlers[0].handled, stats.handlers[0].errors) == (1, 3)
+    assert stats.handlers[0].pending == 0
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="Python 3.10 cannot tell who cancelled a task"
+)
+@pytest.mark.asyncio
+async def test_a_batch_that_cancels_itself_is_the_handlers_error(logger: logging.Logger) -> None:
+    """A CancelledError nobody asked for fails that run only: reported once, the lane goes on."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    handler = Runs()
+    handler.cancel_itself = True
+    listener = aioqlog.QueueListener(q, handler)
+    listener.start()
+    for message in ("a", "b"):
+        logger.info(message)
+    await bounded(handler.entered.wait())
+    handler.cancel_itself = False
+    logger.info("c")
+    stats = await bounded(listener.stop())
+    assert handler.calls == [["a", "b"], ["c"]]
+    assert handler.delivered == [["c"]]
+    assert handler.reported == ["a"]
+    assert (stats.handlers[0].handled, stats.handlers[0].errors) == (1, 2)
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+@pytest.mark.asyncio
+async def test_a_batch_cut_off_by_stop_waits_whole_for_the_next_start(
+    logger: logging.Logger,
+) -> None:
+    """stop(timeout) cancels an aemit_batch in flight: its run goes back in front, in order."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    handler = Runs()
+    handler.hold = True
+    listener = aioqlog.QueueListener(q, handler)
+    listener.start()
+    for message in ("a", "b", "c"):
+        logger.info(message)
+    await bounded(handler.entered.wait())
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        stats = await bounded(listener.stop(timeout=0))
+    assert "kept for the next start: 3 for runs" in stderr.getvalue()
+    assert (stats.handlers[0].pending, stats.handlers[0].errors) == (3, 0)
+    handler.hold = False
+    async with listener:
+        logger.info("d")
+    assert handler.cancelled == 1
+    assert handler.delivered == [["a", "b", "c", "d"]]  # one context: one run
+    stats = listener.stats
+    assert (stats.handlers[0].handled, stats.handlers[0].errors) == (4, 0)

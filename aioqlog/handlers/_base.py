@@ -42,8 +42,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from .._async_handler import AsyncHandler
-from .._diagnostics import report_error
-from .._lifecycle import write_stderr
+from .._diagnostics import check_positive, report_error, write_stderr
 
 __all__ = [
     "YIELD_EVERY",
@@ -51,7 +50,6 @@ __all__ = [
     "BatchSender",
     "BufferedSender",
     "Rejected",
-    "check_positive",
     "own_record",
 ]
 
@@ -60,14 +58,6 @@ E = TypeVar("E")  # what the buffer holds
 
 #: Records encoded between two yields to the loop (a fraction of a millisecond).
 YIELD_EVERY = 16
-
-
-def check_positive(owner: str, name: str, value: object, *, integer: bool = False) -> None:
-    """Raise ValueError naming *name* unless *value* is a positive number (or integer)."""
-    kinds: tuple[type, ...] = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:  # type: ignore[operator]
-        what = "a positive integer" if integer else "a positive number"
-        raise ValueError(f"{owner} {name} must be {what}, got {value!r}")
 
 
 def own_record(level: int, message: str, args: tuple[object, ...]) -> logging.LogRecord:

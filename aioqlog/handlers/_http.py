@@ -19,7 +19,8 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import SplitResult, unquote, urlsplit
 
-from ._base import BatchSender, Rejected, check_positive
+from .._diagnostics import check_positive
+from ._base import BatchSender, Rejected
 
 if TYPE_CHECKING:
     import ssl as _ssl

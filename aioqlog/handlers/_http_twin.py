@@ -15,7 +15,8 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._base import BatchSender, check_positive
+from .._diagnostics import check_positive
+from ._base import BatchSender
 from ._http import Session, _aiohttp, basic_auth, request, retryable_errors
 
 if TYPE_CHECKING:

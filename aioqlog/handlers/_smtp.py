@@ -17,7 +17,8 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ._base import BatchSender, Rejected, check_positive
+from .._diagnostics import check_positive
+from ._base import BatchSender, Rejected
 
 if TYPE_CHECKING:
     import ssl as _ssl

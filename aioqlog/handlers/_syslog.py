@@ -22,8 +22,8 @@ import sys
 from datetime import datetime, timezone
 from typing import Literal
 
-from .._diagnostics import report_error
-from ._base import YIELD_EVERY, BufferedSender, check_positive, own_record
+from .._diagnostics import check_positive, report_error
+from ._base import YIELD_EVERY, BufferedSender, own_record
 
 __all__ = ["AsyncSyslogHandler"]
 

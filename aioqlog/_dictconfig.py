@@ -29,7 +29,7 @@ import queue as stdlib_queue
 import sys
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._bridge import LogQueue
 from ._listener import QueueListener
@@ -37,7 +37,14 @@ from ._listener import QueueListener
 if TYPE_CHECKING:
     from ._handler import QueueHandler
 
-__all__ = ["adopt", "configured_listeners", "from_config", "is_placeholder", "made_by_dictconfig"]
+__all__ = [
+    "PendingListener",
+    "adopt",
+    "configured_listeners",
+    "from_config",
+    "is_placeholder",
+    "made_by_dictconfig",
+]
 
 # QueueHandlers that configuration gave a listener (or will, once their
 # handler names resolve), for aioqlog.listening() to start.
@@ -45,6 +52,17 @@ _configured: weakref.WeakSet[QueueHandler] = weakref.WeakSet()
 
 _QUEUE_OPTIONS = ("maxsize", "overflow", "block_timeout")
 _KEYS = ("queue", "handlers", "respect_handler_level")
+
+
+class PendingListener(NamedTuple):
+    """The listener a QueueHandler gets once every handler its configuration names exists."""
+
+    #: The handlers to deliver to: ``logging.Handler`` objects, or names in *table*.
+    names: Sequence[object]
+    #: dictConfig's handler table, where the names resolve (``None`` when all are handlers).
+    table: Mapping[str, object] | None
+    #: The listener's ``respect_handler_level``.
+    respect_handler_level: bool
 
 
 def is_placeholder(q: object) -> bool:
@@ -160,7 +178,7 @@ def from_config(
     def connect(handler: QueueHandler) -> None:
         _configured.add(handler)
         if not _connect(handler, names, configured, respect):
-            handler._pending = (names, configured, respect)
+            handler._pending = PendingListener(names, configured, respect)
             q._binder = lambda: _resolve(handler)
 
     return q, connect
