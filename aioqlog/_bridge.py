@@ -9,12 +9,22 @@ Who may call what
 * A producer that finds no consumer attached borrows the delivery right and
   delivers queued records itself, in its own thread (``_drain_in_caller``).
 
+The consumer protocol, by name. The listener (a ``Consumer``, bound once with
+``_bind``) calls, on its loop thread: ``_attach`` then ``_acquire`` (take the
+delivery right), ``_add_nonblocking`` (its lanes' workers), ``_take`` and
+``_wait`` (serve), ``_mark_stop``, ``_left_before_stop`` and ``_kick`` (stop),
+``_release`` (hand the right back), and ``_abandon_attach`` (cancelled before
+it got the right). The queue calls back ``Consumer._dispatch_idle`` to deliver
+in a producer's thread while no consumer is attached, and
+``Consumer._on_consumer_lost`` when the consumer's loop closed under it.
+
 Why nothing is lost
 -------------------
 The put path takes no lock: ``deque.append``/``popleft``/``pop`` and ``len``
 are atomic under the GIL. Two one-slot deques carry the hand-offs:
 
-* ``_parked`` holds a wake-up token while the consumer sleeps. The consumer
+* ``_parked`` (the slot of a ``Parking``, the one park/wake hand-off that the
+  lanes use too) holds a wake-up token while the consumer sleeps. The consumer
   appends its token, *then* re-checks the buffer before sleeping; a producer
   appends its record, *then* pops the token. Whatever the interleaving, either
   the consumer's re-check sees the record or the producer's pop sees the token.
@@ -40,7 +50,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Literal, get_args
+from typing import Literal, Protocol, get_args
 
 from . import _lifecycle
 from ._context import resolve
@@ -74,7 +84,113 @@ _TOKEN = True
 _copy_context = contextvars.copy_context
 
 _Parked = tuple[asyncio.AbstractEventLoop, int, "asyncio.Future[None]"]
-Sink = Callable[[list[Entry]], None]
+
+
+class Consumer(Protocol):
+    """What a ``LogQueue`` needs of the listener that serves it.
+
+    * ``running``: whether its task is serving the queue now.
+    * ``handlers`` and ``respect_handler_level``: who gets the records (the
+      ``QueueHandler`` reads them to render an exception at the call).
+    * ``_dispatch_idle(batch)``: deliver *batch* in the calling thread, while
+      no consumer is attached (before ``start()``, after ``stop()``).
+    * ``_on_consumer_lost()``: the loop closed under the attached consumer.
+
+    While attached, the consumer calls the queue's consumer methods (the
+    ``_``-prefixed methods under "consumer" below) from its loop thread.
+    """
+
+    @property
+    def running(self) -> bool: ...
+
+    handlers: tuple[logging.Handler, ...]
+    respect_handler_level: bool
+
+    def _dispatch_idle(self, batch: list[Entry]) -> None: ...
+
+    def _on_consumer_lost(self) -> None: ...
+
+
+class Parking:
+    """One waiter on an event loop, woken by any thread: the park/wake hand-off.
+
+    The waiter appends a token to a one-slot deque, *then* re-checks its
+    condition before sleeping; a waker changes the state, *then* pops the
+    token. Whatever the interleaving, either the re-check sees the change or
+    the pop sees the token, and exactly one popper wins it, so a burst of
+    changes costs one wake-up (see the module docstring). The queue parks its
+    consumer here, and each lane parks the listener waiting for its progress.
+
+    Hot paths check ``slot`` (a plain deque) for a waiter before calling
+    ``wake``: an emptiness check on a deque costs next to nothing.
+    """
+
+    __slots__ = ("slot",)
+
+    def __init__(self) -> None:
+        self.slot: deque[_Parked] = deque()
+
+    def wake(self) -> bool:
+        """Wake the waiter if this caller wins its token; False if its loop has closed."""
+        try:
+            loop, loop_thread, waiter = self.slot.pop()
+        except IndexError:
+            return True  # nobody waits, or another waker claimed the token
+        if threading.get_ident() == loop_thread:
+            if loop.is_closed():
+                return False
+            resolve(waiter)  # on the loop thread: no self-pipe write needed
+            return True
+        try:
+            loop.call_soon_threadsafe(resolve, waiter)
+        except RuntimeError:
+            return False  # the loop is closed: the waiter will never run again
+        return True
+
+    async def wait(self, ready: Callable[[], bool], timeout: float | None) -> bool:
+        """Sleep until woken, or *ready()* holds, or *timeout* passes.
+
+        Returns False when the timeout ended the wait, True otherwise. It may
+        return spuriously: callers re-check their condition in a loop.
+        """
+        # Precondition: one waiter at a time, on its loop's thread.
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        token: _Parked = (loop, threading.get_ident(), waiter)
+        slot = self.slot
+        slot.append(token)
+        if ready():  # re-check after announcing the park
+            try:
+                slot.pop()
+            except IndexError:
+                pass  # a waker claimed the token: its wake-up is on the way
+            else:
+                return True
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            try:
+                slot.remove(token)
+            except ValueError:
+                return  # a waker claimed it just now: its wake-up is on the way
+            expired = True
+            resolve(waiter)
+
+        timer = None if timeout is None else loop.call_later(max(timeout, 0.0), expire)
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            # Cancelled while parked (the task cancels the waiter it awaits):
+            # withdraw the token, or the next waker would "wake" a dead waiter.
+            if not waiter.done() or waiter.cancelled():
+                try:
+                    slot.remove(token)
+                except ValueError:
+                    pass
+        return not expired
 
 
 class LogQueue:
@@ -130,12 +246,11 @@ class LogQueue:
         self._maxsize = maxsize
         self._overflow: Overflow = overflow
         self._block_timeout = seconds
-        self._owner: object | None = None
-        self._sink: Sink | None = None
-        self._on_lost: Callable[[], None] | None = None
+        # The listener that serves this queue (set when it is created).
+        self._consumer: Consumer | None = None
         # Creates the listener on first need (handler names that dictConfig
         # had not configured yet when the QueueHandler was built).
-        self._binder: Callable[[], bool] | None = None
+        self._make_consumer: Callable[[], bool] | None = None
         self._tick = _SAFETY_TICK
         self._start_afresh()
         _lifecycle.track_queue(self)
@@ -155,11 +270,15 @@ class LogQueue:
         self._taken = 0
         self._high_water = 0
 
-        # Hand-offs (see the module docstring).
-        self._parked: deque[_Parked] = deque()
+        # Hand-offs (see the module docstring). _parked is the parking's slot,
+        # kept as an attribute for the hot path's emptiness check.
+        self._parking = Parking()
+        self._parked = self._parking.slot
         self._right: deque[bool] = deque([_TOKEN])
         self._attached = False
         self._kicked = False
+        # _enqueued when the consumer began to stop (see _mark_stop).
+        self._stop_mark = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         # Threads that must never wait under "block": the loop's and the lanes'.
@@ -247,7 +366,7 @@ class LogQueue:
         me = threading.get_ident()
         if me in self._nonblocking or me == self._holder:
             return False  # a lane's worker, or the thread that would make the room
-        return self._attached or self._sink is not None  # someone will make room
+        return self._attached or self._consumer is not None  # someone will make room
 
     def _wait_for_room(self) -> bool:
         """Wait up to block_timeout for room; return whether room came."""
@@ -268,22 +387,9 @@ class LogQueue:
 
     def _wake(self) -> None:
         """Wake the parked consumer, if this caller wins its token."""
-        try:
-            loop, loop_thread, waiter = self._parked.pop()
-        except IndexError:
-            return  # another producer claimed it: one wake-up per park
-        if threading.get_ident() == loop_thread:
-            if loop.is_closed():
-                # Logging on the thread of a loop closed under the consumer:
-                # take the queue back and deliver here, as before a loop ran.
-                self._consumer_lost()
-                return
-            resolve(waiter)  # on the loop thread: no self-pipe write needed
-            return
-        try:
-            loop.call_soon_threadsafe(resolve, waiter)
-        except RuntimeError:
-            # The loop is closed: the consumer parked on it will never run again.
+        if not self._parking.wake():
+            # The loop closed under the consumer parked on it: take the queue
+            # back and deliver in the caller, as before a loop ran.
             self._consumer_lost()
 
     def _drain_in_caller(self, delivered: Callable[[int], None] | None = None) -> None:
@@ -292,14 +398,15 @@ class LogQueue:
         *delivered*, if given, is told how many records each batch held, once
         the batch has been delivered.
         """
-        sink = self._sink
-        if sink is None:
-            binder = self._binder
-            if binder is None or not binder():
+        consumer = self._consumer
+        if consumer is None:
+            make = self._make_consumer
+            if make is None or not make():
                 return  # nobody serves this queue yet: records wait (bounded)
-            sink = self._sink
-            if sink is None:
+            consumer = self._consumer
+            if consumer is None:
                 return
+        sink = consumer._dispatch_idle
         right = self._right
         while True:
             try:
@@ -334,19 +441,17 @@ class LogQueue:
             self._nonblocking = frozenset()
             self._room.notify_all()
             self._right.append(_TOKEN)
-        on_lost = self._on_lost
-        if on_lost is not None:
-            on_lost()
+        consumer = self._consumer
+        if consumer is not None:
+            consumer._on_consumer_lost()
         self._drain_in_caller()
 
     # ---------------------------------------------------------------- consumer
     # All of these run on the loop thread of the attached listener.
 
-    def _bind(self, owner: object, sink: Sink, on_lost: Callable[[], None]) -> None:
-        """Make *owner* the queue's listener: *sink* delivers while no consumer runs."""
-        self._owner = owner
-        self._sink = sink
-        self._on_lost = on_lost
+    def _bind(self, consumer: Consumer) -> None:
+        """Make *consumer* the queue's listener (it delivers while not running, too)."""
+        self._consumer = consumer
 
     def _attach(self, nonblocking: Iterable[int] = ()) -> None:
         """Mark a consumer as attached to the running loop (it still needs the right)."""
@@ -387,6 +492,17 @@ class LogQueue:
         """Sleep until a record arrives or ``_kick`` is called."""
         await self._park(self._items, wake_on_kick=True)
 
+    def _mark_stop(self) -> None:
+        """Remember how many records were accepted when the consumer began to stop."""
+        self._stop_mark = self._enqueued
+
+    def _left_before_stop(self) -> int:
+        """Return how many records accepted before ``_mark_stop`` are still queued.
+
+        Evictions count as taken: under ``"drop_old"`` they left the queue too.
+        """
+        return self._stop_mark - self._taken - self._evicted
+
     def _kick(self) -> None:
         """Wake the consumer so it re-reads its state (stop was requested)."""
         self._kicked = True
@@ -395,42 +511,11 @@ class LogQueue:
     async def _park(self, ready: deque[Entry] | deque[bool], *, wake_on_kick: bool) -> None:
         # Precondition: on the loop thread; only the consumer parks. Returns
         # once *ready* is non-empty (or was kicked), or spuriously: callers loop.
-        loop = self._loop
-        assert loop is not None
-        waiter: asyncio.Future[None] = loop.create_future()
-        token: _Parked = (loop, self._loop_thread, waiter)
-        self._parked.append(token)
-        # Re-check after announcing the park (see the module docstring).
-        if ready or (wake_on_kick and self._kicked):
-            try:
-                self._parked.pop()
-            except IndexError:
-                pass  # a producer claimed the token: its wake-up is on the way
-            else:
-                return
-        tick = None if self._tick is None else loop.call_later(self._tick, self._on_tick, waiter)
-        try:
-            await waiter
-        finally:
-            if tick is not None:
-                tick.cancel()
-            # Cancelled while parked (the task cancels the waiter it awaits):
-            # withdraw the token, or the next producer would "wake" a dead
-            # waiter instead of delivering its record.
-            if not waiter.done() or waiter.cancelled():
-                try:
-                    self._parked.pop()
-                except IndexError:
-                    pass
-
-    def _on_tick(self, waiter: asyncio.Future[None]) -> None:
-        try:
-            self._parked.pop()
-        except IndexError:
-            return  # a producer claimed it just now
-        if self._items:
-            self._rescues += 1
-        resolve(waiter)
+        woken = await self._parking.wait(
+            lambda: bool(ready) or (wake_on_kick and self._kicked), self._tick
+        )
+        if not woken and self._items:
+            self._rescues += 1  # the safety tick found records a wake-up missed
 
     def _take(self, limit: int) -> list[Entry]:
         """Pop up to *limit* queued records, oldest first."""
@@ -475,7 +560,7 @@ class LogQueue:
         the caller until it starts a listener of its own.
         """
         # Precondition: only the forking thread exists, so nothing races us.
-        # Its listener (_owner/_sink) stays: the child delivers through it.
+        # Its listener (_consumer) stays: the child delivers through it.
         self._start_afresh()
 
     @property
@@ -485,4 +570,4 @@ class LogQueue:
 
     def _has_listener(self) -> bool:
         """Return whether a listener was created for this queue (see ``_lifecycle.ExitQueue``)."""
-        return self._sink is not None
+        return self._consumer is not None

@@ -240,7 +240,7 @@ def _exception_text(record: logging.LogRecord, queue: LogQueue) -> str | None:
     exception when it handles the record) when no listener serves the queue,
     when the handlers' formatters disagree, or when one fails.
     """
-    listener = queue._owner
+    listener = queue._consumer
     handlers = getattr(listener, "handlers", None)
     if not handlers:
         return None

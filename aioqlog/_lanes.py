@@ -43,7 +43,7 @@ from typing import Final, Literal
 
 from ._async_handler import AsyncHandler, overrides_batch
 from ._batch import batch_emitter
-from ._bridge import Entry, Overflow
+from ._bridge import Entry, Overflow, Parking
 from ._context import DEPTH, SUMMARY_DEPTH, bounded, resolve, run_in_context, uncancel
 from ._diagnostics import report_error
 from ._records import copy_record, own_record, summary_context
@@ -63,8 +63,6 @@ IDLE: Final = "idle"
 RUNNING: Final = "running"
 DRAINING: Final = "draining"
 
-_Watch = tuple[asyncio.AbstractEventLoop, int, "asyncio.Future[None]"]
-
 #: Most records a worker takes at once: a batch is written in one go, and
 #: progress (what stop() and the exit hook watch) is counted per batch.
 WORKER_BATCH = 1024
@@ -73,13 +71,15 @@ WORKER_BATCH = 1024
 class Lane:
     """What both kinds of lane share: the buffer, its bound and the counters."""
 
-    def __init__(self, handler: logging.Handler, capacity: int, overflow: Overflow, shared: bool):
+    def __init__(
+        self, handler: logging.Handler, capacity: int, overflow: Overflow, *, copy_records: bool
+    ):
         self.handler = handler
         self.capacity = capacity
         self.overflow: Overflow = overflow
         # With several lanes, each formats its own copy of a record: formatting
         # writes record.message/asctime/exc_text, and lanes run concurrently.
-        self.shared = shared
+        self.copy_records = copy_records
         self.state: State = IDLE
         self.buffer: deque[Entry] = deque()
         self.put_count = 0
@@ -93,7 +93,7 @@ class Lane:
         # block_timeout (under "block"); it is passed over until it moves.
         self.stalled_at: int | None = None
         # A one-slot deque: the listener parks here waiting for progress.
-        self._watch: deque[_Watch] = deque()
+        self._watch = Parking()
         self._loop_thread = 0
 
     @property
@@ -117,14 +117,14 @@ class Lane:
         """Return whether everything put in the lane has been handled."""
         return not self.pending
 
-    def _accept(self, entry: Entry, force: bool = False) -> bool:
+    def _accept(self, entry: Entry, *, past_bound: bool = False) -> bool:
         """Append *entry* under the overflow policy; return whether it was kept.
 
-        *force* skips the bound: for aioqlog's own summary records, at most a
+        *past_bound* skips the bound: for aioqlog's own summary records, at most a
         few per batch, which must not be lost to the overflow they report.
         """
         buffer = self.buffer
-        if self.pending >= self.capacity and not force:
+        if self.pending >= self.capacity and not past_bound:
             # "block" never gets here while the listener runs (it waits for
             # room before taking records); when it does, dropping is the only
             # choice that blocks nobody. "drop_old" evicts the oldest record
@@ -190,40 +190,11 @@ class Lane:
     # Progress notification: the worker tells the listener it finished a batch.
 
     def _notify(self) -> None:
-        try:
-            loop, loop_thread, waiter = self._watch.pop()
-        except IndexError:
-            return
-        if threading.get_ident() == loop_thread:
-            resolve(waiter)
-            return
-        try:
-            loop.call_soon_threadsafe(resolve, waiter)
-        except RuntimeError:  # the loop closed: nobody is waiting any more
-            pass
+        self._watch.wake()
 
     async def wait_progress(self, ready: Callable[[], bool], timeout: float | None) -> None:
         """Return once *ready()* holds, the worker made progress, or *timeout* passed."""
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        token: _Watch = (loop, threading.get_ident(), waiter)
-        self._watch.append(token)
-        if ready():  # re-check after announcing, as in the bridge
-            try:
-                self._watch.pop()
-            except IndexError:
-                pass
-            return
-        timer = None if timeout is None else loop.call_later(max(timeout, 0.0), resolve, waiter)
-        try:
-            await waiter
-        finally:
-            if timer is not None:
-                timer.cancel()
-            try:  # withdraw the token if nobody claimed it
-                self._watch.remove(token)
-            except ValueError:
-                pass
+        await self._watch.wait(ready, timeout)
 
     def stats_name(self) -> str:
         """Return how the handler is named in stats and reports."""
@@ -232,7 +203,9 @@ class Lane:
 
     # Interface of the concrete lanes.
 
-    def put(self, record: logging.LogRecord, ctx: contextvars.Context, force: bool = False) -> None:
+    def put(
+        self, record: logging.LogRecord, ctx: contextvars.Context, *, past_bound: bool = False
+    ) -> None:
         """Take *record* for the handler: buffer it, handle it now, or drop it (by state)."""
         raise NotImplementedError
 
@@ -274,8 +247,10 @@ class Lane:
 class ThreadLane(Lane):
     """Feed a sync handler from a worker thread, a batch at a time."""
 
-    def __init__(self, handler: logging.Handler, capacity: int, overflow: Overflow, shared: bool):
-        super().__init__(handler, capacity, overflow, shared)
+    def __init__(
+        self, handler: logging.Handler, capacity: int, overflow: Overflow, *, copy_records: bool
+    ):
+        super().__init__(handler, capacity, overflow, copy_records=copy_records)
         self._parked: deque[bool] = deque()
         # A lock used as a binary semaphore: released once per claimed park.
         self._bell = threading.Lock()
@@ -290,16 +265,18 @@ class ThreadLane(Lane):
         # Called (from the worker) once a draining lane has caught up and is idle.
         self.on_idle: Callable[[ThreadLane], None] | None = None
 
-    def put(self, record: logging.LogRecord, ctx: contextvars.Context, force: bool = False) -> None:
+    def put(
+        self, record: logging.LogRecord, ctx: contextvars.Context, *, past_bound: bool = False
+    ) -> None:
         state = self.state
         if state == RUNNING:
-            if self._accept((record, ctx), force) and self._parked:
+            if self._accept((record, ctx), past_bound=past_bound) and self._parked:
                 self._ring()
             return
         if state == DRAINING:
             with self._lock:
                 if self.state == DRAINING:  # the worker may have caught up meanwhile
-                    if self._accept((record, ctx), force) and self._parked:
+                    if self._accept((record, ctx), past_bound=past_bound) and self._parked:
                         self._ring()
                     return
         self.put_count += 1
@@ -320,7 +297,7 @@ class ThreadLane(Lane):
     def _deliver_one(self, record: logging.LogRecord, ctx: contextvars.Context) -> None:
         # In the caller while IDLE: errors are the handler's, as if attached
         # to the logger; KeyboardInterrupt and friends propagate as they would.
-        if self.shared:
+        if self.copy_records:
             record = copy_record(record)
         try:
             ctx.run(self.handler.handle, record)
@@ -363,13 +340,13 @@ class ThreadLane(Lane):
         # The worker thread: take what is buffered, handle it, park when empty,
         # exit once closing with nothing left.
         handler = self.handler
-        shared = self.shared
+        copying = self.copy_records
         buffer = self.buffer
         emit_batch = batch_emitter(handler)
         while True:
             batch = self._take(WORKER_BATCH)
             if batch:
-                if shared:
+                if copying:
                     batch = [(copy_record(record), ctx) for record, ctx in batch]
                 if emit_batch is not None:
                     try:
@@ -390,7 +367,7 @@ class ThreadLane(Lane):
                         else:
                             self.handled += 1
                         self.done_count += 1
-                if self._watch:
+                if self._watch.slot:
                     self._notify()
                 continue
             if self._closing and self._caught_up():
@@ -407,7 +384,7 @@ class ThreadLane(Lane):
                     self._bell.acquire()  # claimed: consume the ring
                 continue
             self._bell.acquire()
-        if self._watch:
+        if self._watch.slot:
             self._notify()
 
     def _caught_up(self) -> bool:
@@ -437,8 +414,10 @@ class TaskLane(Lane):
 
     handler: AsyncHandler
 
-    def __init__(self, handler: AsyncHandler, capacity: int, overflow: Overflow, shared: bool):
-        super().__init__(handler, capacity, overflow, shared)
+    def __init__(
+        self, handler: AsyncHandler, capacity: int, overflow: Overflow, *, copy_records: bool
+    ):
+        super().__init__(handler, capacity, overflow, copy_records=copy_records)
         self.batching = overrides_batch(handler)
         self.task: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -447,9 +426,11 @@ class TaskLane(Lane):
         # Entries put back once after a cancellation from outside (by id).
         self._redelivered: set[int] = set()
 
-    def put(self, record: logging.LogRecord, ctx: contextvars.Context, force: bool = False) -> None:
+    def put(
+        self, record: logging.LogRecord, ctx: contextvars.Context, *, past_bound: bool = False
+    ) -> None:
         # While IDLE the buffer keeps records for the next start.
-        if self._accept((record, ctx), force) and self.state == RUNNING:
+        if self._accept((record, ctx), past_bound=past_bound) and self.state == RUNNING:
             waiter = self._waiter
             if waiter is not None:
                 self._waiter = None
@@ -511,7 +492,7 @@ class TaskLane(Lane):
         while True:
             if self.buffer:
                 await self._deliver()
-                if self._watch:
+                if self._watch.slot:
                     self._notify()
                 continue
             if self._closing:
@@ -541,7 +522,7 @@ class TaskLane(Lane):
         records: list[logging.LogRecord] = []
         for entry in entries:
             record, record_ctx = entry
-            if self.shared:
+            if self.copy_records:
                 record = copy_record(record)
             try:
                 passed = record_ctx.run(handler.filter, record)
@@ -632,8 +613,15 @@ def _cancel_requested() -> bool:
     return True  # Python 3.10 cannot tell: assume it was
 
 
-def make_lane(handler: logging.Handler, capacity: int, overflow: Overflow, shared: bool) -> Lane:
-    """Return the lane that suits *handler*: a task for async ones, else a thread."""
+def make_lane(
+    handler: logging.Handler, capacity: int, overflow: Overflow, *, copy_records: bool
+) -> Lane:
+    """Return the lane that suits *handler*: a task for async ones, else a thread.
+
+    With *copy_records* (several handlers share the records), the lane's handler
+    formats a shallow copy of each: formatting writes ``message``, ``asctime``
+    and ``exc_text`` on the record, and lanes run concurrently.
+    """
     if isinstance(handler, AsyncHandler):
-        return TaskLane(handler, capacity, overflow, shared)
-    return ThreadLane(handler, capacity, overflow, shared)
+        return TaskLane(handler, capacity, overflow, copy_records=copy_records)
+    return ThreadLane(handler, capacity, overflow, copy_records=copy_records)

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 
 from . import _lifecycle
@@ -50,6 +51,29 @@ SUMMARY_INTERVAL = 5.0
 _EXIT_NOTICE_AFTER = 1.0
 
 _copy_context = contextvars.copy_context
+
+
+@dataclass
+class _Run:
+    """One run of a listener, from ``start()`` to the end of its task.
+
+    Everything here is forgotten at the next ``start()``; what survives a
+    restart (the lanes, their workers and counts, the drop reports) lives on
+    the listener itself.
+    """
+
+    #: The listener's task.
+    task: asyncio.Task[None] | None = None
+    #: Whether the task reached ``_run`` (one cancelled before its first step never does).
+    entered: bool = False
+    #: ``stop()`` was called, or the task was cancelled from outside.
+    stopping: bool = False
+    #: The task was cancelled from outside: the loop is ending.
+    cancelled: bool = False
+    #: ...once, with no stop under way: wait as long as the handlers make progress.
+    patient: bool = False
+    #: Loop time by which to wind down, or None for no bound.
+    deadline: float | None = None
 
 
 def _summary(message: str, *args: object) -> logging.LogRecord:
@@ -101,8 +125,7 @@ class QueueListener:
 
     # Set by _start_afresh (at creation, and again in a forked child).
     _lanes: list[Lane]
-    _task: asyncio.Task[None] | None
-    _deadline: float | None
+    _run_state: _Run
 
     def __init__(
         self,
@@ -126,7 +149,7 @@ class QueueListener:
         shutdown_timeout = check_seconds(
             shutdown_timeout, "QueueListener shutdown_timeout", allow_none=True
         )
-        owner = queue._owner
+        owner = queue._consumer
         if isinstance(owner, QueueListener) and owner.running:
             raise RuntimeError(
                 f"{queue!r} is already served by a running QueueListener; "
@@ -156,7 +179,7 @@ class QueueListener:
     @property
     def running(self) -> bool:
         """Whether the listener's task is serving its queue."""
-        task = self._task
+        task = self._run_state.task
         return task is not None and not task.done() and not task.get_loop().is_closed()
 
     def start(self) -> None:
@@ -187,21 +210,17 @@ class QueueListener:
             ) from None
         if self.running:
             raise RuntimeError("QueueListener is already running; call stop() before start() again")
-        owner = self.queue._owner
+        owner = self.queue._consumer
         if owner is not self and isinstance(owner, QueueListener) and owner.running:
             raise RuntimeError(
                 f"{self.queue!r} is already served by another running QueueListener; "
                 f"stop it before starting this one"
             )
         self._bind()
-        self._stopping = False
-        self._cancelled = self._patient = False
-        self._deadline = None
         self.queue._attach()
-        self._began = False
-        task = loop.create_task(self._run(), name="aioqlog-listener")
-        task.add_done_callback(self._on_task_done)
-        self._task = task
+        run = self._run_state = _Run()
+        run.task = loop.create_task(self._run(), name="aioqlog-listener")
+        run.task.add_done_callback(self._on_task_done)
 
     async def stop(self, timeout: float | None = None) -> ListenerStats:
         """Deliver every record logged before this call, then stop.
@@ -214,15 +233,15 @@ class QueueListener:
             timeout: At most this many seconds to wait, or ``None`` for as long
                 as it takes. When time runs out, records still waiting for a
                 handler are reported (on stderr, and as ``pending`` in the
-                returned stats); a handler that never returns is left behind
-                in its thread, and records for it are dropped and counted
-                until it catches up.
+                returned stats); a sync handler still busy goes on in its
+                thread, and records for it wait behind it (bounded by
+                ``maxsize``, counted when dropped) until it catches up.
 
         Returns:
             A ``ListenerStats`` snapshot taken once stopped.
         """
         timeout = check_seconds(timeout, "stop() timeout", allow_none=True, allow_zero=True)
-        task = self._task
+        task = self._run_state.task
         if task is None or task.done() or task.get_loop().is_closed():
             return self.stats
         loop = asyncio.get_running_loop()
@@ -230,14 +249,7 @@ class QueueListener:
             raise RuntimeError(
                 "QueueListener.stop() must be awaited on the event loop the listener runs on"
             )
-        if not self._stopping:
-            self._stopping = True
-            self._stop_mark = self.queue._enqueued
-            self.queue._kick()
-        if timeout is not None:
-            deadline = loop.time() + timeout
-            if self._deadline is None or deadline < self._deadline:
-                self._deadline = deadline
+        self._begin_stop(None if timeout is None else loop.time() + timeout)
         for lane in self._lanes:
             lane._notify()  # re-evaluate any wait against the new deadline
         await asyncio.wait({task})
@@ -270,14 +282,15 @@ class QueueListener:
             limit = BATCH_LIMIT
             if q.overflow == "block":
                 limit = await self._room_for_batch()
-            if self._stopping:
+            stopping = self._run_state.stopping
+            if stopping:
                 # Take what was logged before stop(); later records are
                 # delivered after the lanes go idle, keeping each thread's order.
-                limit = min(limit, self._stop_mark - q._taken - q._evicted)
+                limit = min(limit, q._left_before_stop())
                 if limit <= 0 or self._time_left() == 0.0:
                     return []
             batch = q._take(limit)
-            if batch or self._stopping:
+            if batch or stopping:
                 return batch
             await q._wait()
 
@@ -307,17 +320,13 @@ class QueueListener:
     def _start_afresh(self) -> None:
         """Set the lanes, the run's state and the counters to those of a new listener."""
         q = self.queue
-        shared = len(self.handlers) > 1
-        self._lanes = [make_lane(h, q.maxsize, q.overflow, shared) for h in self.handlers]
-        self._task = None
-        self._stopping = False
-        self._cancelled = False  # the task was cancelled from outside (the loop is ending)
-        self._patient = False  # ... once, with no stop() under way: wait while progress
-        self._deadline = None
-        self._stop_mark = 0
+        copying = len(self.handlers) > 1
+        self._lanes = [
+            make_lane(h, q.maxsize, q.overflow, copy_records=copying) for h in self.handlers
+        ]
+        self._run_state = _Run()
         self._recursion_dropped = 0
         self._recursion_quiet = 0  # dropped while handling a summary: not announced
-        self._began = False
         # Threads delivering what a stopping listener left queued (joined at exit).
         self._drainers: list[threading.Thread] = []
         self._drops_reported = 0
@@ -325,7 +334,7 @@ class QueueListener:
         self._summary_due = 0.0  # time.monotonic() before which no summary goes out
 
     def _bind(self) -> None:
-        self.queue._bind(self, self._dispatch_idle, self._on_consumer_lost)
+        self.queue._bind(self)
 
     def _dispatch(self, batch: list[Entry]) -> None:
         """Hand each record of *batch* to ``handle``, inside its log call's context."""
@@ -400,8 +409,22 @@ class QueueListener:
             else:
                 lane.stop_serving()
 
+    def _begin_stop(self, deadline: float | None) -> None:
+        """Start winding down (once), and bring the deadline forward to *deadline*.
+
+        From here on the listener takes only what was logged before this call
+        (the queue keeps the mark), then lets the lanes settle and stops.
+        """
+        run = self._run_state
+        if not run.stopping:
+            run.stopping = True
+            self.queue._mark_stop()
+            self.queue._kick()
+        if deadline is not None and (run.deadline is None or deadline < run.deadline):
+            run.deadline = deadline
+
     def _time_left(self) -> float | None:
-        deadline = self._deadline
+        deadline = self._run_state.deadline
         if deadline is None:
             return None
         return max(0.0, deadline - asyncio.get_running_loop().time())
@@ -459,14 +482,15 @@ class QueueListener:
                 if left == 0.0:
                     return False
                 done = lane.done_count
-                if self._patient and not noticed:
+                run = self._run_state
+                if run.patient and not noticed:
                     left = min(left if left is not None else _EXIT_NOTICE_AFTER, _EXIT_NOTICE_AFTER)
                 await lane.wait_progress(lane.settled, left)
-                if not self._patient:
+                if not run.patient:
                     continue
                 now = loop.time()
                 if lane.done_count != done and self.shutdown_timeout is not None:
-                    self._deadline = now + self.shutdown_timeout
+                    run.deadline = now + self.shutdown_timeout
                 if not noticed and now - began >= _EXIT_NOTICE_AFTER:
                     noticed = True
                     _stderr(
@@ -478,7 +502,8 @@ class QueueListener:
 
     async def _run(self) -> None:
         """The listener's task: serve, then wind down, however it ends."""
-        self._began = True
+        run = self._run_state
+        run.entered = True
         q = self.queue
         loop = asyncio.get_running_loop()
         try:
@@ -498,21 +523,19 @@ class QueueListener:
             except asyncio.CancelledError:
                 uncancel()
                 now = loop.time()
-                if cancelled or self._stopping:
+                if cancelled or run.stopping:
                     # Cancelled again, or while a stop() was already under way
                     # (a second Ctrl-C): wind down at once; the lanes' threads
                     # go on off the loop, and the exit hook waits for them.
-                    self._deadline = now
-                    self._cancelled = cancelled = True
-                    self._patient = False
+                    run.patient = False
+                    self._begin_stop(now)
                 else:
                     # The loop is ending without stop(): deliver what was
                     # queued, as long as the handlers make progress.
-                    cancelled = self._cancelled = self._patient = True
-                    self._stopping = True
-                    self._stop_mark = q._enqueued
-                    if self.shutdown_timeout is not None:
-                        self._deadline = now + self.shutdown_timeout
+                    run.patient = True
+                    bound = self.shutdown_timeout
+                    self._begin_stop(None if bound is None else now + bound)
+                run.cancelled = cancelled = True
             except Exception as exc:  # noqa: BLE001 - wind down cleanly even on a bug
                 _stderr(f"the listener failed ({exc!r}); delivering in the caller from now on")
                 break
@@ -528,7 +551,7 @@ class QueueListener:
         back to in-caller delivery, and what is queued is delivered from a
         helper thread (never on the loop), joined at interpreter exit.
         """
-        if self._began or task is not self._task:
+        if task is not self._run_state.task or self._run_state.entered:
             return
         q = self.queue
         q._abandon_attach(drain=False)
@@ -559,7 +582,7 @@ class QueueListener:
             self._report_drops(force=True)
             if not await self._settle():
                 return
-            if self._time_left() == 0.0 or q._taken + q._evicted >= self._stop_mark:
+            if self._time_left() == 0.0 or q._left_before_stop() <= 0:
                 return
 
     async def _wind_down(self) -> None:
@@ -583,7 +606,7 @@ class QueueListener:
             lane.stop_serving()
         q._release()
         if background:
-            if self._cancelled:
+            if self._run_state.cancelled:
                 what = "the event loop ended before the handlers caught up"
             else:
                 what = "stop() ran out of time"
@@ -593,7 +616,7 @@ class QueueListener:
                 f"by a signal): " + ", ".join(background)
             )
         if cut_off:
-            if self._cancelled:
+            if self._run_state.cancelled:
                 _stderr(
                     "the event loop ended before QueueListener.stop() (its task was "
                     "cancelled), and async handlers need the loop; kept for a next "
@@ -641,7 +664,7 @@ class QueueListener:
                 signal()
 
         self._start_drainer(drain)
-        if not self._cancelled:
+        if not self._run_state.cancelled:
             await asyncio.wait({done}, timeout=self._time_left())
 
     async def _aclose(self, lane: TaskLane) -> None:
@@ -707,7 +730,7 @@ class QueueListener:
         """Put one of aioqlog's own records straight into *lanes* (past their bound)."""
         for lane in lanes:
             if not self.respect_handler_level or record.levelno >= lane.handler.level:
-                lane.put(record, summary_context(), force=True)
+                lane.put(record, summary_context(), past_bound=True)
 
     # --------------------------------------------------------------- stats
 
@@ -755,7 +778,7 @@ class QueueListener:
         since), or at Ctrl-C: what it still holds is reported on stderr, and
         ``logging.shutdown`` is kept away from its handler.
         """
-        task = self._task
+        task = self._run_state.task
         if task is not None and not task.done():
             loop = task.get_loop()
             if loop.is_running():

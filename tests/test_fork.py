@@ -112,7 +112,7 @@ async def test_a_lock_held_by_another_thread_at_fork_does_not_deadlock_the_child
 
     def child() -> int:
         rec.records.clear()
-        q._sink = None  # no delivery in the caller: let the queue fill and drop
+        q._consumer = None  # no delivery in the caller: let the queue fill and drop
         for i in range(5):
             logger.info("child %d", i)
         return CHILD_OK if (q.qsize(), q.dropped) == (2, 3) else 1

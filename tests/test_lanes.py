@@ -297,7 +297,7 @@ def test_a_batch_put_at_once_keeps_what_one_by_one_would(
     """put_many over a lane's bound keeps, evicts and counts exactly as put() one by one."""
 
     def fill(at_once: bool) -> tuple[list[object], int, int]:
-        lane = make_lane(handler(), 4, overflow, shared=False)
+        lane = make_lane(handler(), 4, overflow, copy_records=False)
         lane.state = RUNNING  # no worker: nothing leaves the buffer
         entries = [
             (logging.makeLogRecord({"msg": f"r{i}"}), contextvars.Context()) for i in range(7)

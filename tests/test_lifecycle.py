@@ -494,7 +494,6 @@ def test_a_record_after_the_loop_closed_is_handled_in_the_caller(
         await rec.arrived(1)
 
     loop.run_until_complete(main())
-    task = listener._task
     loop.close()
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):
@@ -504,7 +503,6 @@ def test_a_record_after_the_loop_closed_is_handled_in_the_caller(
     assert rec.records[-1].threadName == threading.current_thread().name
     assert q.qsize() == 0
     assert not listener.running
-    del task
 
 
 # ----------------------------------------------------- a loop in a daemon thread
