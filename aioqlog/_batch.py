@@ -31,8 +31,10 @@ Anything else is handled record by record, as before.
 from __future__ import annotations
 
 import contextvars
+import copy
 import logging
 import logging.handlers
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -124,22 +126,72 @@ def _protocol(handler: logging.Handler) -> BatchEmit:
     return deliver
 
 
+class _Clock:
+    """``Formatter.formatTime`` with its ``strftime`` done once per second.
+
+    Records of one batch mostly share their second, and ``strftime`` with
+    ``localtime`` is the costliest step of formatting a plain record. The text
+    is the stdlib's: the same calls, on the same whole second (``localtime``
+    and ``gmtime`` floor the timestamp), with the milliseconds added per record.
+    """
+
+    __slots__ = ("key", "text")
+
+    def __init__(self) -> None:
+        self.key: object = None
+        self.text = ""
+
+    def formatter(self, handler: logging.Handler) -> logging.Formatter | None:
+        """Return a copy of *handler*'s formatter that uses this clock, if it can."""
+        fmt = handler.formatter or logging._defaultFormatter  # type: ignore[attr-defined]
+        converter = fmt.converter
+        if (
+            type(fmt).formatTime is not logging.Formatter.formatTime
+            or "formatTime" in vars(fmt)
+            or converter not in (time.localtime, time.gmtime)
+        ):
+            return None
+        default_time = fmt.default_time_format
+        default_msec = fmt.default_msec_format
+
+        def format_time(record: _LogRecord, datefmt: str | None = None) -> str:
+            created = record.created
+            key = (int(created), datefmt, default_time, converter)
+            if key != self.key:
+                self.text = time.strftime(datefmt or default_time, converter(created))
+                self.key = key
+            if datefmt or not default_msec:
+                return self.text
+            return default_msec % (self.text, record.msecs)
+
+        # A copy per batch: the handler's formatter itself is never changed,
+        # and a formatter swapped or changed since the last batch is honoured.
+        fast = copy.copy(fmt)
+        fast.formatTime = format_time  # type: ignore[method-assign]
+        return fast
+
+
 def _format_all(
-    handler: logging.StreamHandler[Any], entries: list[Entry]
+    handler: logging.StreamHandler[Any], entries: list[Entry], clock: _Clock
 ) -> tuple[list[str], list[_LogRecord], int, int]:
     """Filter and format each record in its own context; return texts, records, counts."""
     terminator = handler.terminator
     texts: list[str] = []
     kept: list[_LogRecord] = []
     handled = errors = 0
-    fmt = handler.format
+    fast = clock.formatter(handler)
+    fmt = handler.format if fast is None else fast.format
+    # With no filters (the common case), filtering passes every record: skip
+    # the call and the switch into the record's context.
+    unfiltered = not handler.filters and type(handler).filter is logging.Filterer.filter
     for record, ctx in entries:
         try:
-            passed = _passed(handler, record, ctx)
-            if passed is None:
-                handled += 1
-                continue
-            record = passed
+            if not unfiltered:
+                passed = _passed(handler, record, ctx)
+                if passed is None:
+                    handled += 1
+                    continue
+                record = passed
             texts.append(ctx.run(fmt, record) + terminator)
         except BaseException:  # noqa: BLE001 - as StreamHandler.emit: handleError, go on
             errors += 1
@@ -152,9 +204,10 @@ def _format_all(
 def _stream(handler: logging.StreamHandler[Any]) -> BatchEmit:
     is_file = isinstance(handler, logging.FileHandler)
     watched = isinstance(handler, logging.handlers.WatchedFileHandler)
+    clock = _Clock()
 
     def deliver(entries: list[Entry]) -> tuple[int, int]:
-        texts, kept, handled, errors = _format_all(handler, entries)
+        texts, kept, handled, errors = _format_all(handler, entries, clock)
         if not texts:
             return handled, errors
         handler.acquire()
@@ -207,9 +260,10 @@ def _one_by_one(
 
 def _rotating(handler: logging.handlers.BaseRotatingHandler) -> BatchEmit:
     rotating: Any = handler  # shouldRollover/doRollover: on each concrete class
+    clock = _Clock()
 
     def deliver(entries: list[Entry]) -> tuple[int, int]:
-        texts, kept, handled, errors = _format_all(handler, entries)
+        texts, kept, handled, errors = _format_all(handler, entries, clock)
         if not texts:
             return handled, errors
         handler.acquire()
