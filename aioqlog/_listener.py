@@ -20,6 +20,7 @@ import logging
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -739,6 +740,7 @@ class QueueListener:
         """A snapshot: enqueued, dropped, queue depth and high-water mark, per-handler counts."""
         q = self.queue
         depth = q.qsize()
+        now = time.time()
         return ListenerStats(
             running=self.running,
             enqueued=q._enqueued,
@@ -753,9 +755,11 @@ class QueueListener:
                     errors=lane.errors,
                     dropped=lane.dropped + _own_drops(lane.handler),
                     pending=lane.pending + _held(lane.handler),
+                    oldest_pending_age=_age(lane.buffer, now),
                 )
                 for lane in self._lanes
             ),
+            oldest_queued_age=_age(q._items, now),
         )
 
     # -------------------------------------------------------------- at exit
@@ -903,6 +907,15 @@ def _under_trio() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+def _age(entries: deque[Entry], now: float) -> float | None:
+    """Return how long ago the oldest of *entries* was logged; None if there are none."""
+    try:
+        oldest = entries[0][0].created
+    except IndexError:  # empty, or emptied by another thread just now
+        return None
+    return max(0.0, now - oldest)
 
 
 def _own_drops(handler: logging.Handler) -> int:

@@ -26,6 +26,9 @@ class HandlerStats:
         pending: Records waiting in the handler's lane or being handled now,
             plus those an async handler still holds in a buffer of its own
             (``AsyncHandler.pending``: a network handler's unsent records).
+        oldest_pending_age: Seconds since the oldest record still waiting in the
+            handler's lane was logged (``record.created``), or ``None`` when
+            none waits: how far behind the handler is.
 
     Added in version 0.1.0.
     """
@@ -35,6 +38,7 @@ class HandlerStats:
     errors: int
     dropped: int
     pending: int
+    oldest_pending_age: float | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,8 @@ class ListenerStats:
         recursion_dropped: Records logged by a handler while handling a record
             that a handler had logged: dropped to stop a handler feeding itself.
         handlers: One ``HandlerStats`` per handler, in the listener's order.
+        oldest_queued_age: Seconds since the oldest record still in the queue
+            was logged, or ``None`` when the queue is empty.
 
     Example:
         >>> stats = listener.stats  # doctest: +SKIP
@@ -66,6 +72,7 @@ class ListenerStats:
     high_water: int
     recursion_dropped: int
     handlers: tuple[HandlerStats, ...]
+    oldest_queued_age: float | None = None
 
     @property
     def undelivered(self) -> int:

@@ -50,13 +50,18 @@ class Echo(logging.Handler):
         self.logger.warning("echo of %r", record.getMessage())
 
 
-def scrape(registry: CollectorRegistry) -> dict[Key, float]:
-    """Return every sample of the registry's text exposition, parsed back."""
+def scrape(registry: CollectorRegistry, *, ages: bool = False) -> dict[Key, float]:
+    """Return every sample of the registry's text exposition, parsed back.
+
+    The ages (``*_age_seconds``) move with the clock, so they are left out
+    unless *ages* asks for them.
+    """
     text = generate_latest(registry).decode()
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
+        if ages or not sample.name.endswith("_age_seconds")
     }
 
 
@@ -310,3 +315,41 @@ def test_the_docs_sample_runs_as_written() -> None:
     )
     assert 'aioqlog_records_enqueued_total{listener="root"} 3.0' in result.stdout
     assert 'aioqlog_handler_handled_total{handler="console",listener="root"}' in result.stdout
+
+
+@pytest.mark.asyncio
+async def test_the_oldest_waiting_record_shows_how_far_behind_a_handler_is(
+    logger: logging.Logger,
+) -> None:
+    """A stuck handler's oldest waiting record ages; once it catches up, the age is 0."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    stuck = Gate(name="stuck")
+    registry = CollectorRegistry()
+    listener = aioqlog.QueueListener(q, stuck)
+    ListenerCollector(registry=registry).add(listener, name="app")
+    key = (
+        "aioqlog_handler_oldest_pending_age_seconds",
+        frozenset({("listener", "app"), ("handler", "stuck")}),
+    )
+    async with listener:
+        logger.info("held in emit")
+        await in_thread(lambda: stuck.entered.wait(STALL))
+        logger.info("waits behind it")
+        record = await in_thread(lambda: _waiting(listener))
+        age = scrape(registry, ages=True)[key]
+        assert age >= time.time() - record.created - 1.0
+        assert listener.stats.handlers[0].oldest_pending_age is not None
+        stuck.opened.set()
+    assert scrape(registry, ages=True)[key] == 0.0
+    assert listener.stats.handlers[0].oldest_pending_age is None
+    assert listener.stats.oldest_queued_age is None
+
+
+def _waiting(listener: aioqlog.QueueListener) -> logging.LogRecord:
+    """Return the record waiting in the first lane, once it is there."""
+    lane = listener._lanes[0]
+    deadline = time.monotonic() + STALL
+    while not lane.buffer and time.monotonic() < deadline:
+        time.sleep(0.001)  # the listener moves it on the loop; this thread cannot await that
+    return lane.buffer[0][0]

@@ -221,6 +221,17 @@ class ListenerCollector:
                 "Records waiting for the handler or being handled now.",
                 labels=handler,
             ),
+            "queue_age": GaugeMetricFamily(
+                f"{ns}_queue_oldest_age_seconds",
+                "Seconds since the oldest record still in the queue was logged (0: empty).",
+                labels=listener,
+            ),
+            "pending_age": GaugeMetricFamily(
+                f"{ns}_handler_oldest_pending_age_seconds",
+                "Seconds since the oldest record waiting for the handler was logged "
+                "(0: none waits): how far behind the handler is.",
+                labels=handler,
+            ),
         }
 
 
@@ -232,6 +243,7 @@ def _add(families: dict[str, Family], name: str, stats: ListenerStats, maxsize: 
     families["maxsize"].add_metric(labels, maxsize)
     families["high_water"].add_metric(labels, stats.high_water)
     families["enqueued"].add_metric(labels, stats.enqueued)
+    families["queue_age"].add_metric(labels, stats.oldest_queued_age or 0.0)
     families["dropped"].add_metric([name, QUEUE_OVERFLOW], stats.dropped)
     families["dropped"].add_metric([name, RECURSION], stats.recursion_dropped)
     seen: dict[str, int] = {}
@@ -244,3 +256,4 @@ def _add(families: dict[str, Family], name: str, stats: ListenerStats, maxsize: 
         families["errors"].add_metric(labels, handler.errors)
         families["handler_dropped"].add_metric(labels, handler.dropped)
         families["pending"].add_metric(labels, handler.pending)
+        families["pending_age"].add_metric(labels, handler.oldest_pending_age or 0.0)
