@@ -192,9 +192,12 @@ class Lane:
     def _notify(self) -> None:
         self._watch.wake()
 
-    async def wait_progress(self, ready: Callable[[], bool], timeout: float | None) -> None:
-        """Return once *ready()* holds, the worker made progress, or *timeout* passed."""
-        await self._watch.wait(ready, timeout)
+    async def wait_progress(self, ready: Callable[[], bool], timeout: float | None) -> bool:
+        """Return once *ready()* holds, the worker made progress, or *timeout* passed.
+
+        Returns False when the timeout ended the wait.
+        """
+        return await self._watch.wait(ready, timeout)
 
     def stats_name(self) -> str:
         """Return how the handler is named in stats and reports."""

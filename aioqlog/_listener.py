@@ -462,9 +462,9 @@ class QueueListener:
                 return 0
             done = full.done_count
             wait = patience if left is None else min(left, patience)
-            await full.wait_progress(full.has_room, wait)
-            if full.done_count == done and not full.has_room() and wait == patience:
-                full.stalled_at = done
+            in_time = await full.wait_progress(full.has_room, wait)
+            if not in_time and wait == patience and full.done_count == done:
+                full.stalled_at = done  # full, and not a record handled for block_timeout
 
     async def _settle(self) -> bool:
         """Wait until every lane has handled what it was given; False if out of time.
