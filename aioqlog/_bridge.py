@@ -95,6 +95,8 @@ class Consumer(Protocol):
     * ``_dispatch_idle(batch)``: deliver *batch* in the calling thread, while
       no consumer is attached (before ``start()``, after ``stop()``).
     * ``_on_consumer_lost()``: the loop closed under the attached consumer.
+    * ``_finish(when)``: deliver everything still on its way, now (the
+      ``QueueHandler`` is being closed, as by ``logging.shutdown()``).
 
     While attached, the consumer calls the queue's consumer methods (the
     ``_``-prefixed methods under "consumer" below) from its loop thread.
@@ -109,6 +111,8 @@ class Consumer(Protocol):
     def _dispatch_idle(self, batch: list[Entry]) -> None: ...
 
     def _on_consumer_lost(self) -> None: ...
+
+    def _finish(self, when: str) -> None: ...
 
 
 class Parking:

@@ -41,6 +41,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._bridge import LogQueue
+from ._diagnostics import write_stderr
 from ._dictconfig import PendingListener, adopt, from_config, is_placeholder, made_by_dictconfig
 from ._records import copy_record
 
@@ -369,6 +370,26 @@ class QueueHandler(logging.handlers.QueueHandler):
             rv = record if _FILTER_RETURNS_RECORD else True
         self.emit(record)
         return rv
+
+    def close(self) -> None:
+        """Close the handler, once its listener has delivered what is on its way.
+
+        ``logging.shutdown()`` (at exit, or called by the application) flushes
+        and closes every handler, the ones behind the listener included, right
+        after this one: records still queued or in a lane would reach closed
+        handlers (and a ``FileHandler`` opened with ``mode="w"`` would drop them
+        silently). So the listener finishes first: stopped on its loop if that
+        loop runs in another thread, its threads waited for while they make
+        progress. Called from a coroutine on the listener's own loop, nothing
+        can be waited for: what is undelivered is reported on stderr.
+        """
+        consumer = self.queue._consumer
+        if consumer is not None:
+            try:
+                consumer._finish("at close")
+            except Exception as exc:  # noqa: BLE001 - closing must go on
+                write_stderr(f"could not finish the listener of {self!r} at close: {exc!r}")
+        super().close()
 
     def emit(self, record: logging.LogRecord) -> None:
         """Enqueue a prepared copy of *record*; errors go to ``handleError``."""

@@ -44,6 +44,9 @@ class InstalledListener(QueueListener):
         self.queue_handler = QueueHandler(queue)
         self._originals = handlers
         self._moved = False
+        # Stopped, but a busy handler has not caught up yet: the handlers go
+        # back to the logger once it has (see stop()).
+        self.restore_pending = False
         self._move()
 
     def _move(self) -> None:
@@ -67,6 +70,7 @@ class InstalledListener(QueueListener):
 
     def _restore(self) -> None:
         """Give the logger its handlers back, keeping any added since."""
+        self.restore_pending = False
         if not self._moved:
             return
         current = self.logger.handlers
@@ -110,6 +114,7 @@ class InstalledListener(QueueListener):
         if not draining:
             self._restore()
             return
+        self.restore_pending = True
         waiting = {id(lane) for lane in draining}
         lock = threading.Lock()
         fired = [False]
@@ -184,8 +189,24 @@ def install(
     """
     queue = LogQueue(**queue_options)  # bad options fail first, with LogQueue's message
     target = logger if isinstance(logger, logging.Logger) else logging.getLogger(logger)
-    if target in _installed:
-        raise RuntimeError(_twice(target))
+    earlier = _installed.get(target)
+    if earlier is not None:
+        if earlier.running or not earlier.restore_pending:
+            raise RuntimeError(_twice(target))
+        # Stopped, still handing its last records to a busy handler: serve
+        # the logger with it again, so that handler keeps one worker and its
+        # records their order.
+        if (earlier.queue.maxsize, earlier.queue.overflow, earlier.queue.block_timeout) != (
+            queue.maxsize,
+            queue.overflow,
+            queue.block_timeout,
+        ) or earlier.shutdown_timeout != shutdown_timeout:
+            raise RuntimeError(
+                f"aioqlog.install() on {_name(target)} stopped earlier, and a handler is "
+                f"still catching up with its last records; install again with the same "
+                f"options to go on with it, or wait until the handler has caught up"
+            )
+        return earlier
     handlers = list(target.handlers)
     if any(isinstance(h, QueueHandler) for h in handlers):
         raise RuntimeError(

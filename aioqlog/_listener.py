@@ -777,14 +777,33 @@ class QueueListener:
         """Deliver what an unfinished run left behind, as the interpreter exits.
 
         Waits for the listener's threads as long as they make progress, and
-        gives up on one that makes none for ``shutdown_timeout`` seconds (or
-        at once, if a ``stop()`` already gave up on it and it has not moved
-        since), or at Ctrl-C: what it still holds is reported on stderr, and
-        ``logging.shutdown`` is kept away from its handler.
+        gives up on one that makes none for ``shutdown_timeout`` seconds (a
+        second, if a ``stop()`` already gave up on it), or at Ctrl-C: what it
+        still holds is reported on stderr, and ``logging.shutdown`` is kept
+        away from its handler.
+        """
+        self._finish("at exit")
+
+    def _finish(self, when: str) -> None:
+        """Deliver everything still on its way, here and now (at exit, or at close).
+
+        Also what ``QueueHandler.close()`` runs, so that ``logging.shutdown()``
+        finds the records delivered before it flushes and closes the handlers.
         """
         task = self._run_state.task
         if task is not None and not task.done():
             loop = task.get_loop()
+            if loop.is_running() and asyncio._get_running_loop() is loop:
+                # Called from a coroutine of the listener's own loop: the listener
+                # cannot run until we return, so nothing can be waited for here.
+                if self.stats.undelivered:
+                    _stderr(
+                        f"logging was shut down {when} on the listener's own event loop "
+                        f"with {self.stats.undelivered} records not yet delivered; they "
+                        f"reach handlers that may be closed by then (await "
+                        f"listener.stop() first)"
+                    )
+                return
             if loop.is_running():
                 # The loop runs in another thread (a daemon thread's loop, still
                 # alive at exit): ask it to stop the listener, and wait.
@@ -794,10 +813,13 @@ class QueueListener:
                 # the queue back and let the lanes' threads finish what they hold.
                 self.queue._consumer_lost()
         try:
-            self._wait_for_threads()
+            self._wait_for_threads(when)
         except KeyboardInterrupt:
-            _stderr("interrupted while delivering the last records at exit")
-            self._give_up_on_threads(None)
+            _stderr(
+                f"interrupted while delivering the last records {when}; "
+                f"{self.stats.undelivered} records were not delivered"
+            )
+            self._give_up_on_threads(None, when)
             return
         if self.queue.qsize() and not self.queue._attached:
             # Logged behind a handler that has caught up meanwhile.
@@ -827,18 +849,19 @@ class QueueListener:
             )
 
     def _threads(self) -> list[threading.Thread]:
-        threads = [t for t in self._drainers if t.is_alive()]
+        me = threading.current_thread()
+        threads = [t for t in self._drainers if t.is_alive() and t is not me]
         for lane in self._lanes:
             if isinstance(lane, ThreadLane):
                 thread = lane.thread
-                if thread is not None and thread.is_alive():
+                if thread is not None and thread.is_alive() and thread is not me:
                     threads.append(thread)
         return threads
 
     def _progress(self) -> int:
         return self.queue._taken + sum(lane.done_count for lane in self._lanes)
 
-    def _wait_for_threads(self) -> None:
+    def _wait_for_threads(self, when: str) -> None:
         """Join the drainers and lane workers while they make progress."""
         for lane in self._lanes:
             if isinstance(lane, ThreadLane) and lane.state == RUNNING:
@@ -866,24 +889,23 @@ class QueueListener:
                 progress, last_move = moved, now
                 bound = self.shutdown_timeout
             elif bound is not None and now - last_move >= bound:
-                self._give_up_on_threads(bound)
+                self._give_up_on_threads(bound, when)
                 return
             if not noticed and now - began >= _EXIT_NOTICE_AFTER:
                 noticed = True
                 _stderr(
-                    f"delivering {self.stats.undelivered} records before exit "
-                    f"(press Ctrl-C to skip)"
+                    f"delivering {self.stats.undelivered} records {when} (press Ctrl-C to skip)"
                 )
 
-    def _give_up_on_threads(self, waited: float | None) -> None:
-        """Report what the listener's busy threads still hold; exit without them.
+    def _give_up_on_threads(self, waited: float | None, when: str) -> None:
+        """Report what the listener's busy threads still hold; go on without them.
 
-        *waited* is how long they made no progress at exit (None: interrupted).
+        *waited* is how long they made no progress (None: interrupted).
         """
         if waited is None:
-            why = "exit was interrupted"
+            why = f"interrupted {when}"
         else:
-            why = f"it handled nothing for {waited:g}s at exit"
+            why = f"it handled nothing for {waited:g}s {when}"
         for lane in self._lanes:
             if isinstance(lane, ThreadLane):
                 thread = lane.thread

@@ -841,3 +841,86 @@ async def test_an_async_handlers_own_drops_and_holdings_are_in_the_stats(
     assert listener.stats.undelivered == 3
     assert "shipper.aclose() raised TimeoutError" in stderr.getvalue()
     assert "it still holds 3 records undelivered" in stderr.getvalue()
+
+
+# ----------------------------------------- logging.shutdown() with records on the way
+
+
+_SHUTDOWN_AFTER_RUN = """
+    import asyncio, logging, time
+    import aioqlog
+
+    class Slow(logging.FileHandler):
+        def emit(self, record):
+            time.sleep(0.005)
+            super().emit(record)
+
+    logging.basicConfig(level=logging.INFO, handlers=[Slow("app.log", "w")])
+
+    async def main():
+        async with aioqlog.install(shutdown_timeout=0.3):
+            for i in range(300):
+                logging.getLogger("app").info("r%d", i)
+
+    try:
+        asyncio.run(main())
+    finally:
+        logging.shutdown()
+"""
+
+
+def test_logging_shutdown_after_a_bounded_stop_waits_for_the_records(tmp_path: Path) -> None:
+    """`finally: logging.shutdown()` right after a stop gave up: every record is written first.
+
+    Without it, shutdown closed the file handler (mode "w") under its worker,
+    and the records still on their way were dropped without a word.
+    """
+    result = _script(_SHUTDOWN_AFTER_RUN, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert _lines(tmp_path / "app.log") == [f"INFO:app:r{i}" for i in range(300)], result.stderr
+
+
+@pytest.mark.asyncio
+async def test_logging_shutdown_on_the_listeners_loop_says_what_is_undelivered(
+    logger: logging.Logger,
+) -> None:
+    """Closing the QueueHandler inside the listener's loop cannot wait: stderr says so."""
+    q = aioqlog.LogQueue()
+    queue_handler = aioqlog.QueueHandler(q)
+    logger.addHandler(queue_handler)
+    gate = Gate(name="gate")
+    async with aioqlog.QueueListener(q, gate, shutdown_timeout=0.2):
+        logger.info("held")
+        await in_thread(lambda: gate.entered.wait(STALL))
+        logger.info("behind it")
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            queue_handler.close()
+        assert "logging was shut down at close on the listener's own event loop" in (
+            stderr.getvalue()
+        )
+        gate.opened.set()
+
+
+# ------------------------------------ install() again while a handler catches up
+
+
+@pytest.mark.asyncio
+async def test_install_again_while_a_handler_catches_up_goes_on_with_it() -> None:
+    """A second install() after a bounded stop gave up: the same listener, records in order."""
+    root = logging.getLogger()
+    gate = Gate(name="gate")
+    root.handlers[:] = [gate]
+    with contextlib.redirect_stderr(io.StringIO()):
+        async with aioqlog.install(shutdown_timeout=0.1) as first:
+            logging.getLogger("app").warning("first run")
+            await in_thread(lambda: gate.entered.wait(STALL))
+        with pytest.raises(RuntimeError, match="install again with the same options"):
+            aioqlog.install(maxsize=10)
+        async with aioqlog.install(shutdown_timeout=0.1) as second:
+            assert second is first
+            logging.getLogger("app").warning("second run")
+            gate.opened.set()
+    assert gate.messages() == ["first run", "second run"]
+    assert len(gate.threads) == 1
+    assert root.handlers == [gate]
