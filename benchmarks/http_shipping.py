@@ -5,7 +5,10 @@ it receives. Throughput: each variant logs N records from the loop, in bursts
 of 100 with a yield between bursts, then stops its listener; the clock runs
 until the collector has every record. Loop lag: each variant logs at a steady
 PACED_RATE records/s (what all of them can ship) for a few seconds, while a
-ticker on the loop measures how late its 1 ms sleeps wake up.
+ticker on the loop measures how late its 1 ms sleeps wake up. Loop lag at full
+speed: ``AsyncHTTPHandler`` ships FULL_RATE records/s (logged a millisecond's
+worth at a time) beside the same producer with logging off, the same ticker
+measuring the loop.
 
 * stdlib: ``logging.handlers.HTTPHandler`` (a request per record) behind the
   stdlib ``QueueHandler`` and ``QueueListener`` thread.
@@ -39,6 +42,10 @@ BURST = 100
 PACED_RATE = 400
 #: Seconds between two paced bursts.
 PACE = 0.02
+#: Records per second in the full-speed loop-lag runs (what a busy service ships).
+FULL_RATE = 20_000
+#: Seconds between two bursts of the full-speed producer.
+FULL_PACE = 0.001
 
 _COLLECTOR = """
 import sys
@@ -152,6 +159,18 @@ async def _produce_paced(logger: logging.Logger, n: int) -> None:
         await asyncio.sleep(PACE)
 
 
+async def _produce_full(logger: logging.Logger, n: int) -> None:
+    # On a schedule, not a sleep per burst: a late burst is caught up at once.
+    loop = asyncio.get_running_loop()
+    per_burst = max(1, int(FULL_RATE * FULL_PACE))
+    next_at = loop.time()
+    for start in range(0, n, per_burst):
+        for i in range(start, min(n, start + per_burst)):
+            logger.info(MESSAGE, ARG, i)
+        next_at += FULL_PACE
+        await asyncio.sleep(max(0.0, next_at - loop.time()))
+
+
 async def _timed(
     server: Collector,
     n: int,
@@ -214,6 +233,12 @@ async def with_aioqlog(server: Collector, n: int, lags: list[float], produce: Pr
         await listener.stop()
 
     return await _timed(server, n, lags, body)
+
+
+async def without_logging(server: Collector, n: int, lags: list[float], produce: Producer) -> float:
+    logger = fresh_logger("bench.http.off", logging.NullHandler())
+    logger.setLevel(logging.WARNING)  # the same calls, each returning at once
+    return await _timed(server, n, lags, partial(produce, logger, n))
 
 
 VARIANTS: dict[str, Callable[[Collector, int, list[float], Producer], Awaitable[float]]] = {
@@ -279,7 +304,40 @@ async def measure(loop: str, rounds: int, n: int, lag_seconds: float) -> list[Ta
         notes=lag_notes,
         extra={"records": paced_n, "received": paced_received},
     )
-    return [rate, lag]
+    full_n = max(1, int(FULL_RATE * lag_seconds))
+    full_received: dict[str, list[int]] = {"aioqlog AsyncHTTPHandler": []}
+    full_variants = {"no logging": without_logging, "aioqlog AsyncHTTPHandler": with_aioqlog}
+    with collector() as server:
+
+        async def full(name: str) -> float:
+            await asyncio.to_thread(server.reset)
+            lags: list[float] = []
+            await full_variants[name](server, full_n, lags, _produce_full)
+            if name in full_received:
+                full_received[name].append(await asyncio.to_thread(server.count))
+            return percentile(lags, 99)
+
+        full_samples = await paired(
+            {name: partial(full, name) for name in full_variants}, rounds, f"http_lag_full/{loop}/"
+        )
+    full_notes = [
+        f"{FULL_RATE:,} records/s for {lag_seconds:g} s, logged from the loop "
+        f"{int(FULL_RATE * FULL_PACE)} at a time; p99 of how late a 1 ms sleep on the loop "
+        f"woke up, per run, until stop() returned"
+    ]
+    full_notes += lost_lines(full_received, full_n)
+    full_lag = Table(
+        scenario="http_lag_full",
+        loop=loop,
+        title=f"Loop lag while shipping {FULL_RATE:,} records/s over HTTP (p99)",
+        unit="ms",
+        baseline="no logging",
+        samples=full_samples,
+        better="lower",
+        notes=full_notes,
+        extra={"records": full_n, "received": full_received},
+    )
+    return [rate, lag, full_lag]
 
 
 def main() -> None:
