@@ -476,3 +476,44 @@ async def test_smtp_handler_retries_a_temporary_refusal(
     assert smtp.mailbox.bodies() == ["first\n", "second\n"]
     assert smtp.mailbox.envelopes == [("app@example.com", ["oncall@example.com"])] * 2
     assert (handler.sent, handler.dropped, handler.retries) == (2, 0, 1)
+
+
+@pytest.mark.asyncio
+async def test_smtp_handler_secure_upgrades_with_starttls_before_the_login(
+    logger: logging.Logger,
+) -> None:
+    """secure=() with credentials: STARTTLS (the server's certificate checked), then login."""
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    server = Server(login=("app", "s3cret"))
+    mailbox = server.mailbox
+    controller = Controller(
+        mailbox,
+        hostname="127.0.0.1",
+        port=server.port,
+        ready_timeout=STALL,
+        tls_context=server_ctx,
+        require_starttls=True,
+        authenticator=server._authenticate,
+        auth_required=True,
+    )
+    controller.start()
+    try:
+        handler = aioqlog.handlers.SMTPHandler(
+            ("127.0.0.1", server.port),
+            "app@example.com",
+            ["oncall@example.com"],
+            "Over TLS",
+            credentials=("app", "s3cret"),
+            secure=(),
+            tls_context=client_ctx,
+        )
+        async with _serve(logger, handler):
+            logger.error("secret")
+    finally:
+        controller.stop()
+    assert mailbox.bodies() == ["secret\n"]
+    assert (handler.sent, handler.dropped) == (1, 0)

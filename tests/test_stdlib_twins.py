@@ -23,6 +23,7 @@ import sys
 import threading
 import urllib.parse
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,7 +40,7 @@ from aioqlog.handlers import SocketHandler
 class _RecordStream(socketserver.StreamRequestHandler):
     """The cookbook's handler: length-prefixed pickles, each made back into a record."""
 
-    server: CookbookServer
+    server: _Receiving
 
     def handle(self) -> None:
         self.server.connections.add(self.connection)
@@ -57,17 +58,17 @@ class _RecordStream(socketserver.StreamRequestHandler):
             self.server.keep(logging.makeLogRecord(pickle.loads(chunk)))  # the test's own receiver
 
 
-class CookbookServer(socketserver.ThreadingTCPServer):
-    """The cookbook's socket server on 127.0.0.1; it can be stopped and started on its port."""
+class _Receiving(socketserver.BaseServer):
+    """What the cookbook's servers keep: the records, and the connections to drop."""
 
-    allow_reuse_address = True
-    daemon_threads = False  # server_close() joins the connection threads
+    connections: set[socket.socket]
+    records: list[logging.LogRecord]
+    changed: threading.Condition
+    thread: threading.Thread
 
-    def __init__(self, port: int = 0) -> None:
-        super().__init__(("127.0.0.1", port), _RecordStream)
-        self.port: int = self.server_address[1]
-        self.connections: set[socket.socket] = set()
-        self.records: list[logging.LogRecord] = []
+    def _serve_in_a_thread(self) -> None:
+        self.connections = set()
+        self.records = []
         self.changed = threading.Condition()
         self.thread = threading.Thread(target=self.serve_forever, name="cookbook-server")
         self.thread.start()
@@ -91,6 +92,18 @@ class CookbookServer(socketserver.ThreadingTCPServer):
                 pass
         self.server_close()
         self.thread.join(STALL)
+
+
+class CookbookServer(_Receiving, socketserver.ThreadingTCPServer):
+    """The cookbook's socket server on 127.0.0.1; it can be stopped and started on its port."""
+
+    allow_reuse_address = True
+    daemon_threads = False  # server_close() joins the connection threads
+
+    def __init__(self, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _RecordStream)
+        self.port: int = self.server_address[1]
+        self._serve_in_a_thread()
 
 
 @pytest.fixture
@@ -234,6 +247,35 @@ async def test_socket_handler_resolves_the_host_off_the_loop(
     assert waited == [True]
     assert await in_thread(lambda: cookbook.wait_for(1))
     assert [r.getMessage() for r in cookbook.records] == ["resolved"]
+
+
+class UnixCookbookServer(_Receiving, socketserver.ThreadingUnixStreamServer):
+    """The cookbook's server on a unix socket."""
+
+    daemon_threads = False
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, _RecordStream)
+        self._serve_in_a_thread()
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no unix sockets here")
+@pytest.mark.asyncio
+async def test_socket_handler_over_a_unix_socket(logger: logging.Logger, tmp_path: Path) -> None:
+    """port=None: host is a unix socket path, as for the stdlib handler."""
+    path = str(tmp_path / "log.sock")
+    server = UnixCookbookServer(path)
+    handler = SocketHandler(path, None)
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    try:
+        async with aioqlog.QueueListener(q, handler):
+            logger.warning("over %s", "unix")
+        assert await in_thread(lambda: server.wait_for(1))
+    finally:
+        await in_thread(server.stop)
+    assert [r.getMessage() for r in server.records] == ["over unix"]
+    assert (handler.sent, handler.dropped) == (1, 0)
 
 
 def test_socket_handler_takes_the_stdlib_constructor() -> None:
