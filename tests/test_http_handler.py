@@ -616,7 +616,7 @@ async def test_a_cancelled_aemit_batch_buffers_nothing(server: Server) -> None:
     handler = AsyncHTTPHandler(server.url, batch_age=60)
     records = [logging.makeLogRecord({"msg": f"r{i}"}) for i in range(40)]
     task = asyncio.ensure_future(handler.aemit_batch(records))
-    await asyncio.sleep(0)  # it encodes 15 records, then yields to the loop
+    await asyncio.sleep(0)  # it hands the records to its encoding thread and waits
     task.cancel()
     await asyncio.wait({task})
     assert task.cancelled()

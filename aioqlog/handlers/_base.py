@@ -1,10 +1,11 @@
 """What every network handler shares: a bounded buffer, a sender task and one backoff.
 
-``BufferedSender`` is the base of all three handlers. ``aemit_batch`` encodes
-each record (in its log call's context, yielding to the loop every few
-records) and appends it to a bounded buffer; what does not fit is dropped and
-counted. A sender task, started on the loop at the first record and again on
-a new loop after a restart, empties the buffer its own way (``_run``).
+``BufferedSender`` is the base of every network handler. ``aemit_batch``
+encodes each record (in its log call's context: on the loop, yielding every
+few records, or in the handler's own thread) and appends it to a bounded
+buffer; what does not fit is dropped and counted. A sender task, started on
+the loop at the first record and again on a new loop after a restart,
+empties the buffer its own way (``_run``).
 ``aclose()`` lets it finish what is buffered, then releases the client.
 Records enter the buffer all at once, after the last of a call is encoded: a
 call cancelled midway (``asyncio.run`` ending) buffers nothing, so the lane's

@@ -99,7 +99,7 @@ class SMTPHandler(BatchSender[EmailMessage]):
         subject: str,
         credentials: tuple[str, str] | None = None,
         secure: tuple[()] | tuple[str] | tuple[str, str] | None = None,
-        timeout: float = 5.0,
+        timeout: float | None = 5.0,
         *,
         level: int = logging.NOTSET,
         retry_budget: float = 300.0,
@@ -125,7 +125,8 @@ class SMTPHandler(BatchSender[EmailMessage]):
             smtp = _aiosmtplib()
         except ImportError:
             raise ImportError(f"{owner} needs aiosmtplib: pip install 'aioqlog[smtp]'") from None
-        check_positive(owner, "timeout", timeout)
+        if timeout is not None:  # None: no limit, as smtplib takes it
+            check_positive(owner, "timeout", timeout)
         # The stdlib's attributes, as it sets them.
         self.mailhost: str
         self.mailport: int | None

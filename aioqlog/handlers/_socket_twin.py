@@ -198,8 +198,8 @@ class SocketHandler(BufferedSender[bytes, bytes]):
                 count = len(chunks) - (summary is not None)
                 writer.write(b"".join(chunks))
                 await writer.drain()
-            except (OSError, EOFError, asyncio.TimeoutError, ValueError):
-                # (ValueError: a loop refusing the address.)
+            except (OSError, EOFError, asyncio.TimeoutError, ValueError, TypeError):
+                # (ValueError/TypeError: a loop or socket refusing the address.)
                 await self._disconnect()
                 self._failures += 1
                 if self._failures == 1:
