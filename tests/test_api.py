@@ -38,6 +38,8 @@ def test_the_handlers_module_is_pinned() -> None:
         "AsyncSMTPHandler",
         "AsyncSyslogHandler",
         "HTTPHandler",
+        "SMTPHandler",
+        "SocketHandler",
     ]
     for name in aioqlog.handlers.__all__:
         assert issubclass(getattr(aioqlog.handlers, name), aioqlog.AsyncHandler)

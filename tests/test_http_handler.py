@@ -8,6 +8,7 @@ every request it accepted, decoded line by line.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import http.client
 import json
 import logging
@@ -615,7 +616,7 @@ async def test_a_cancelled_aemit_batch_buffers_nothing(server: Server) -> None:
     handler = AsyncHTTPHandler(server.url, batch_age=60)
     records = [logging.makeLogRecord({"msg": f"r{i}"}) for i in range(40)]
     task = asyncio.ensure_future(handler.aemit_batch(records))
-    await asyncio.sleep(0)  # it encodes 15 records, then yields to the loop
+    await asyncio.sleep(0)  # it hands the records to its encoding thread and waits
     task.cancel()
     await asyncio.wait({task})
     assert task.cancelled()
@@ -839,3 +840,77 @@ async def test_http_handler_fields_survive_the_round_trip(logger: logging.Logger
     assert fields["user"] == ["ålice & bob"]
     assert handler.retries >= 1
     assert (handler.sent, handler.dropped) == (1, 0)
+
+
+@pytest.mark.asyncio
+async def test_the_loop_runs_while_a_large_batch_is_encoded(server: Server) -> None:
+    """5,000 records with a slow formatter: the loop keeps running while they are encoded."""
+    loop = asyncio.get_running_loop()
+    midway = asyncio.Event()
+    ticked = threading.Event()
+    waited: list[bool] = []
+
+    class Slow(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            busy_until = time.perf_counter() + 20e-6  # a formatter with much to do
+            while time.perf_counter() < busy_until:
+                pass
+            if record.args == (2_500,):
+                # Halfway through, hold the encoding until the loop has ticked:
+                # encoding on the loop, it would never tick, and this would time out.
+                loop.call_soon_threadsafe(midway.set)
+                waited.append(ticked.wait(5.0))
+            return super().format(record)
+
+    async def ticker() -> None:
+        await bounded(midway.wait())
+        for _ in range(100):  # a task that needs the loop, again and again
+            await asyncio.sleep(0)
+        ticked.set()
+
+    handler = AsyncHTTPHandler(server.url, batch_size=5_000, batch_age=60)
+    handler.setFormatter(Slow())
+    records = [logging.makeLogRecord({"msg": "r%d", "args": (i,)}) for i in range(5_000)]
+    ticking = asyncio.ensure_future(ticker())
+    await bounded(handler.aemit_batch(records))
+    await bounded(ticking)
+    await bounded(handler.aclose())
+    assert waited == [True]
+    assert server.messages() == [f"r{i}" for i in range(5_000)]
+
+
+@pytest.mark.asyncio
+async def test_formatters_see_the_log_calls_context(server: Server, logger: logging.Logger) -> None:
+    """Encoded off the loop, each record still sees the context variables of its log call."""
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+    class WithRequest(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return f"{request_id.get()} {super().format(record)}"
+
+    handler = AsyncHTTPHandler(server.url, batch_age=60)
+    handler.setFormatter(WithRequest())
+
+    async def serve_request(name: str) -> None:
+        request_id.set(name)
+        logger.info("handled")
+
+    async with _serve(logger, handler):
+        for name in ("a", "b", "c"):
+            await asyncio.ensure_future(serve_request(name))
+        logger.info("outside")
+    assert sorted(server.messages()) == ["- outside", "a handled", "b handled", "c handled"]
+
+
+@pytest.mark.asyncio
+async def test_the_encoding_thread_ends_at_aclose(server: Server) -> None:
+    """The handler's own encoding thread starts with the first record and ends at aclose()."""
+    handler = AsyncHTTPHandler(server.url, batch_age=60)
+    before = set(threading.enumerate())
+    await bounded(handler.aemit_batch([logging.makeLogRecord({"msg": "one"})]))
+    (encoder,) = set(threading.enumerate()) - before
+    assert encoder.name == "aioqlog-encode-AsyncHTTPHandler"
+    await bounded(handler.aclose())
+    await in_thread(lambda: encoder.join(STALL))
+    assert not encoder.is_alive()
+    assert server.messages() == ["one"]

@@ -12,8 +12,11 @@ import email
 import email.message
 import email.policy
 import logging
+import logging.handlers
+import re
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -136,7 +139,7 @@ def _handler(server: Server, **kwargs: Any) -> Reported:
     return Reported("127.0.0.1", server.port, **arguments)
 
 
-def _serve(logger: logging.Logger, handler: AsyncSMTPHandler) -> aioqlog.QueueListener:
+def _serve(logger: logging.Logger, handler: aioqlog.AsyncHandler) -> aioqlog.QueueListener:
     q = aioqlog.LogQueue()
     logger.addHandler(aioqlog.QueueHandler(q))
     return aioqlog.QueueListener(q, handler)
@@ -371,3 +374,146 @@ async def test_a_slow_fqdn_lookup_does_not_stall_the_loop(
     # Once for the handler, never on the loop (aiosmtplib asks too, from an executor).
     assert calls.count("aioqlog-getfqdn") == 1
     assert threading.current_thread().name not in calls
+
+
+class Subject:
+    """A getSubject override, the same for the stdlib handler and its twin."""
+
+    def getSubject(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname} in {record.name}: {record.getMessage()}"
+
+
+class StdlibSMTPHandler(Subject, logging.handlers.SMTPHandler):
+    pass
+
+
+class TwinSMTPHandler(Subject, aioqlog.handlers.SMTPHandler):
+    pass
+
+
+#: RFC 5322's date-time, as email.utils.localtime() renders it in a header.
+DATE = re.compile(
+    r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} "
+    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} [+-]\d{4}$"
+)
+
+
+def _twin_records(logger: logging.Logger) -> list[logging.LogRecord]:
+    try:
+        raise KeyError("missing")
+    except KeyError:
+        exc_info = sys.exc_info()
+    return [
+        logger.makeRecord(logger.name, logging.ERROR, "shop.py", 12, "paid %s", ("42",), None),
+        logger.makeRecord(logger.name, logging.CRITICAL, "shop.py", 13, "café ✓", (), exc_info),
+    ]
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
+@pytest.mark.parametrize("login", [None, ("app", "s3cret")])
+@pytest.mark.asyncio
+async def test_smtp_handler_sends_the_stdlib_mails(
+    logger: logging.Logger, login: tuple[str, str] | None
+) -> None:
+    """aioqlog.handlers.SMTPHandler mails what logging.handlers.SMTPHandler mails."""
+    server = Server(login=login)
+    server.start()
+    mailbox = server.mailbox
+    records = _twin_records(logger)
+    arguments: tuple[Any, ...] = (
+        ("127.0.0.1", server.port),
+        "app@example.com",
+        ["oncall@example.com", "ops@example.com"],
+        "unused",
+        login,
+    )
+    try:
+        stdlib = StdlibSMTPHandler(*arguments)
+        stdlib.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        await in_thread(lambda: [stdlib.handle(record) for record in records])
+        assert await in_thread(lambda: mailbox.wait_for(2))
+        expected, expected_envelopes = list(mailbox.mails), list(mailbox.envelopes)
+        mailbox.mails.clear()
+        mailbox.envelopes.clear()
+        twin = TwinSMTPHandler(*arguments)
+        twin.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        await bounded(twin.aemit_batch(records))
+        await bounded(twin.aclose())
+    finally:
+        await in_thread(server.stop)
+    assert len(mailbox.mails) == 2
+    assert mailbox.envelopes == expected_envelopes
+    for theirs, ours in zip(expected, mailbox.mails, strict=True):
+        for header in ("From", "To", "Subject", "Content-Type", "MIME-Version"):
+            assert ours[header] == theirs[header], header
+        assert sorted(ours.keys()) == sorted(theirs.keys())
+        assert ours.get_content() == theirs.get_content()
+        assert DATE.match(theirs["Date"]), theirs["Date"]
+        assert DATE.match(ours["Date"]), ours["Date"]
+    assert ours["Subject"] == f"CRITICAL in {logger.name}: café ✓"
+    assert "KeyError: 'missing'" in ours.get_content()
+    assert (twin.sent, twin.dropped) == (2, 0)
+
+
+@pytest.mark.asyncio
+async def test_smtp_handler_retries_a_temporary_refusal(
+    smtp: Server, logger: logging.Logger
+) -> None:
+    """Behind a listener, a 451 answer is retried: one mail per record, nothing lost."""
+    smtp.mailbox.answers = ["451 try again later"]
+    handler = aioqlog.handlers.SMTPHandler(
+        ("127.0.0.1", smtp.port),
+        "app@example.com",
+        "oncall@example.com",
+        "Trouble",
+        backoff=0.02,
+        backoff_max=0.05,
+    )
+    async with _serve(logger, handler):
+        logger.error("first")
+        logger.error("second")
+    assert [mail["Subject"] for mail in smtp.mailbox.mails] == ["Trouble", "Trouble"]
+    assert smtp.mailbox.bodies() == ["first\n", "second\n"]
+    assert smtp.mailbox.envelopes == [("app@example.com", ["oncall@example.com"])] * 2
+    assert (handler.sent, handler.dropped, handler.retries) == (2, 0, 1)
+
+
+@pytest.mark.asyncio
+async def test_smtp_handler_secure_upgrades_with_starttls_before_the_login(
+    logger: logging.Logger,
+) -> None:
+    """secure=() with credentials: STARTTLS (the server's certificate checked), then login."""
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    server = Server(login=("app", "s3cret"))
+    mailbox = server.mailbox
+    controller = Controller(
+        mailbox,
+        hostname="127.0.0.1",
+        port=server.port,
+        ready_timeout=STALL,
+        tls_context=server_ctx,
+        require_starttls=True,
+        authenticator=server._authenticate,
+        auth_required=True,
+    )
+    controller.start()
+    try:
+        handler = aioqlog.handlers.SMTPHandler(
+            ("127.0.0.1", server.port),
+            "app@example.com",
+            ["oncall@example.com"],
+            "Over TLS",
+            credentials=("app", "s3cret"),
+            secure=(),
+            tls_context=client_ctx,
+        )
+        async with _serve(logger, handler):
+            logger.error("secret")
+    finally:
+        controller.stop()
+    assert mailbox.bodies() == ["secret\n"]
+    assert (handler.sent, handler.dropped) == (1, 0)

@@ -8,14 +8,26 @@ handler is created, so ``import aioqlog`` stays dependency-free:
 * ``AsyncSMTPHandler``: digest mails, so an error storm is one mail (``aioqlog[smtp]``).
 * ``AsyncSyslogHandler``: RFC 5424 over UDP, TCP or a unix socket (no extra).
 
-And a drop-in twin of a stdlib handler, sending what it sends:
+And drop-in twins of the stdlib's network handlers, each taking its
+original's constructor and sending what it sends:
 
 * ``HTTPHandler``: ``logging.handlers.HTTPHandler``'s requests (``aioqlog[http]``).
+* ``SMTPHandler``: ``logging.handlers.SMTPHandler``'s mails (``aioqlog[smtp]``).
+* ``SocketHandler``: ``logging.handlers.SocketHandler``'s pickles (no extra).
 """
 
 from ._http import AsyncHTTPHandler as AsyncHTTPHandler
 from ._http_twin import HTTPHandler as HTTPHandler
 from ._smtp import AsyncSMTPHandler as AsyncSMTPHandler
+from ._smtp_twin import SMTPHandler as SMTPHandler
+from ._socket_twin import SocketHandler as SocketHandler
 from ._syslog import AsyncSyslogHandler as AsyncSyslogHandler
 
-__all__ = ["AsyncHTTPHandler", "AsyncSMTPHandler", "AsyncSyslogHandler", "HTTPHandler"]
+__all__ = [
+    "AsyncHTTPHandler",
+    "AsyncSMTPHandler",
+    "AsyncSyslogHandler",
+    "HTTPHandler",
+    "SMTPHandler",
+    "SocketHandler",
+]

@@ -1,10 +1,11 @@
 """What every network handler shares: a bounded buffer, a sender task and one backoff.
 
-``BufferedSender`` is the base of all three handlers. ``aemit_batch`` encodes
-each record (in its log call's context, yielding to the loop every few
-records) and appends it to a bounded buffer; what does not fit is dropped and
-counted. A sender task, started on the loop at the first record and again on
-a new loop after a restart, empties the buffer its own way (``_run``).
+``BufferedSender`` is the base of every network handler. ``aemit_batch``
+encodes each record (in its log call's context: on the loop, yielding every
+few records, or in the handler's own thread) and appends it to a bounded
+buffer; what does not fit is dropped and counted. A sender task, started on
+the loop at the first record and again on a new loop after a restart,
+empties the buffer its own way (``_run``).
 ``aclose()`` lets it finish what is buffered, then releases the client.
 Records enter the buffer all at once, after the last of a call is encoded: a
 call cancelled midway (``asyncio.run`` ending) buffers nothing, so the lane's
@@ -27,47 +28,148 @@ it leaves the buffer: every retry, including the one after a send cut off by
 a receiver can drop a batch it already has (the HTTP handler sends it as an
 ``Idempotency-Key`` header).
 
+A handler may set ``encode_in_thread``: its records are then encoded in a
+thread of its own (``EncodeThread``), not on the loop, under a copy of the
+context ``aemit_batch`` runs in (the records' log call's), so a formatter
+still sees the call's context variables. The loop only waits for the result.
+
 Only the loop thread touches the buffer and the counters.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import queue
 import random
+import threading
+import time
 import uuid
+import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .._async_handler import AsyncHandler
 from .._diagnostics import check_positive, report_error, write_stderr
+from .._records import own_record
 
 __all__ = [
     "YIELD_EVERY",
     "Batch",
     "BatchSender",
     "BufferedSender",
+    "EncodeThread",
     "Rejected",
-    "own_record",
 ]
 
 T = TypeVar("T")  # what encode() makes of a record
 E = TypeVar("E")  # what the buffer holds
+R = TypeVar("R")  # what a job in the encoding thread returns
 
 #: Records encoded between two yields to the loop (a fraction of a millisecond).
 YIELD_EVERY = 16
 
-
-def own_record(level: int, message: str, args: tuple[object, ...]) -> logging.LogRecord:
-    """Make one of aioqlog's own records (a drop summary, an error report)."""
-    factory = logging.getLogRecordFactory()
-    return factory("aioqlog", level, __file__, 0, message, args, None, "BufferedSender")
+#: Seconds the encoding thread works before it lets the loop's thread run.
+SLICE = 0.0005
+#: Seconds it then sleeps without the GIL. A bare ``sleep(0)`` is not enough:
+#: it drops the GIL and takes it back before the waiting loop thread wakes,
+#: and that waiter then waits out a whole switch interval (5 ms) again.
+PAUSE = 0.0002
 
 
 class Rejected(Exception):
     """The destination refused a batch for good: drop it, do not retry."""
+
+
+class EncodeThread:
+    """A thread of a handler's own that runs its encoding jobs, one at a time.
+
+    Started at the first job and stopped by ``stop()`` (the handler's
+    ``aclose()``), or when the handler is collected; the next job starts a
+    new one, on whichever loop runs it. Not the loop's default executor: the
+    application may keep that busy. A job works in slices of ``SLICE``
+    seconds (``pause()`` between records), so that the loop's thread never
+    waits long for the GIL.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._jobs: _Jobs | None = None
+        self._thread: threading.Thread | None = None
+
+    async def run(self, job: Callable[[], R]) -> R:
+        """Return ``job()``, run in the thread; the loop goes on meanwhile.
+
+        Cancelled, the call returns at once; the job finishes in the thread
+        and its result is dropped.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[R] = loop.create_future()
+        jobs = self._jobs
+        thread = self._thread
+        if jobs is None or thread is None or not thread.is_alive():  # (dead after a fork)
+            jobs = self._jobs = queue.SimpleQueue()
+            # The thread holds the queue, not this object: collected, it says stop.
+            thread = self._thread = threading.Thread(
+                target=_work, args=(jobs,), name=self.name, daemon=True
+            )
+            weakref.finalize(self, jobs.put, None)
+            thread.start()
+        jobs.put((job, loop, done))
+        return await done
+
+    def stop(self) -> None:
+        """Let the thread end once the jobs it was given are done; never wait for it."""
+        jobs, self._jobs, self._thread = self._jobs, None, None
+        if jobs is not None:
+            jobs.put(None)
+
+    @staticmethod
+    def pause() -> None:
+        """Sleep a moment without the GIL once the current slice is spent (in the thread)."""
+        now = time.perf_counter()
+        end = getattr(_slice, "end", 0.0)
+        if now >= end:
+            if end:
+                time.sleep(PAUSE)
+            _slice.end = time.perf_counter() + SLICE
+
+
+_Jobs = queue.SimpleQueue[tuple[Callable[[], Any], asyncio.AbstractEventLoop, Any] | None]
+_slice = threading.local()  # when the running slice of an encoding thread ends
+
+
+def _work(jobs: _Jobs) -> None:
+    """Run *jobs* until told to stop, settling each one's future on its loop."""
+    while True:
+        item = jobs.get()
+        if item is None:
+            return
+        job, loop, done = item
+        _slice.end = 0.0
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            result = job()
+        except BaseException as exc:  # noqa: BLE001 - relayed to the waiting coroutine
+            error = exc
+        try:
+            loop.call_soon_threadsafe(_settle, done, result, error)
+        except RuntimeError:  # the loop closed meanwhile: nobody waits
+            pass
+        del item, job, done, result, error  # hold nothing while idle
+
+
+def _settle(done: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if done.done():  # the waiter was cancelled meanwhile
+        return
+    if error is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(result)
 
 
 class BufferedSender(AsyncHandler, Generic[T, E]):
@@ -77,8 +179,11 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
     buffer keeps of an encoded record), ``async _run()`` (the sender: return
     once ``_closing`` is set and nothing more can be sent, waiting between
     attempts with ``_backoff``), and may override ``aclose_client()`` and
-    ``_on_new_loop()``.
+    ``_on_new_loop()``, and set ``encode_in_thread``.
     """
+
+    #: Encode in a thread of the handler's own (``EncodeThread``), not on the loop.
+    encode_in_thread = False
 
     def __init__(
         self,
@@ -116,6 +221,7 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
         self._closed = asyncio.Event()  # set by aclose(): cuts a backoff short
         self._closing = False
         self._close_by = 0.0  # loop time at which closing gives up on a failing peer
+        self._encoder = EncodeThread(f"aioqlog-encode-{type(self).__name__}")
 
     @property
     def pending(self) -> int:
@@ -153,13 +259,25 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
         loop = asyncio.get_running_loop()
         now = loop.time()
         items: list[T] = []
-        for n, record in enumerate(records, 1):
-            if not n % YIELD_EVERY:
-                await asyncio.sleep(0)  # encoding runs on the loop: let it breathe
-            try:
-                items.append(self.encode(record))
-            except Exception:  # noqa: BLE001 - one bad record must not cost the others
-                report_error(self, record)
+        if self.encode_in_thread:
+            # The thread runs the formatters in the log call's context, as here.
+            ctx = contextvars.copy_context()
+            encoded, failed = await self._encoder.run(lambda: ctx.run(self._encode_all, records))
+            items = encoded
+            for record, error in failed:
+                try:  # handleError reports the exception being handled, here on the loop
+                    raise error
+                except Exception:  # noqa: BLE001 - reported, not raised
+                    report_error(self, record)
+            del failed
+        else:
+            for n, record in enumerate(records, 1):
+                if not n % YIELD_EVERY:
+                    await asyncio.sleep(0)  # encoding runs on the loop: let it breathe
+                try:
+                    items.append(self.encode(record))
+                except Exception:  # noqa: BLE001 - one bad record must not cost the others
+                    report_error(self, record)
         # No await from here on: cancelled above, the call buffered nothing,
         # and the lane hands the same records over again.
         buffer = self._buffer
@@ -170,6 +288,25 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
         buffer.extend(self._entry(item, now) for item in items)
         self._ensure_sender(loop)
         self._wake.set()
+
+    def _encode_all(
+        self, records: Sequence[logging.LogRecord]
+    ) -> tuple[list[T], list[tuple[logging.LogRecord, Exception]]]:
+        """Encode *records* in the encoding thread; return the items and the failures."""
+        items: list[T] = []
+        failed: list[tuple[logging.LogRecord, Exception]] = []
+        pause = self._encoder.pause
+        for record in records:
+            pause()
+            try:
+                items.append(self.encode(record))
+            except Exception as exc:  # noqa: BLE001 - reported on the loop, alone
+                failed.append((record, exc))
+        return items, failed
+
+    async def off_loop(self, job: Callable[[], R]) -> R:
+        """Return ``job()``, run in the encoding thread (rendering a batch, say)."""
+        return await self._encoder.run(job)
 
     async def aclose(self) -> None:
         """Send what is buffered, then release the client.
@@ -198,7 +335,10 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
                     await asyncio.wait({sender})
                 self._closing = False
         self._sender = None
-        await self.aclose_client()
+        try:
+            await self.aclose_client()
+        finally:
+            self._encoder.stop()
         if self._buffer:
             # Nothing here knows whether the process is about to exit: say both.
             write_stderr(
@@ -213,14 +353,14 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
     async def _backoff(self, attempt: int) -> bool:
         """Wait before retry *attempt* (0 for the first); return False to give up.
 
-        The delay doubles from *backoff* up to *backoff_max*, with jitter (half
-        of it to all of it). ``aclose()`` cuts a wait under way short, so the
+        The delay (``_delay``) doubles from *backoff* up to *backoff_max*, with
+        jitter (half of it to all of it). ``aclose()`` cuts a wait under way short, so the
         closing sender tries once more at once; while closing, each wait is cut
         to what is left of *close_budget*, and once that is spent this returns
         False: the sender stops, leaving the rest buffered.
         """
         loop = asyncio.get_running_loop()
-        delay = min(self.backoff_max, self.backoff * 2**attempt) * random.uniform(0.5, 1.0)
+        delay = self._delay(attempt)
         if not self._closing:
             try:
                 await asyncio.wait_for(self._closed.wait(), delay)
@@ -232,6 +372,10 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
             return False
         await asyncio.sleep(min(delay, left))
         return True
+
+    def _delay(self, attempt: int) -> float:
+        """Return the wait before retry *attempt*: doubling from *backoff*, with jitter."""
+        return float(min(self.backoff_max, self.backoff * 2**attempt) * random.uniform(0.5, 1.0))
 
     def _drop_causes(self) -> str:
         """Say what makes this handler drop records, for the drop summary."""
@@ -250,6 +394,7 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
             logging.WARNING,
             "aioqlog dropped %d records for %r: %s",
             (unreported, self, self._drop_causes()),
+            "BufferedSender",
         )
         try:
             return self.encode(record)
@@ -327,6 +472,7 @@ class BatchSender(BufferedSender[T, tuple[float, T]], Generic[T]):
         # The batch being sent: kept until its records leave the buffer, so
         # that a send cut off by a cancellation goes again as it was.
         self._in_hand: Batch[T] | None = None
+        self._done_of_batch = ("", 0)  # (batch id, items of it sent, for send_each)
 
     # ------------------------------------------------------------ to implement
 
@@ -337,6 +483,20 @@ class BatchSender(BufferedSender[T, tuple[float, T]], Generic[T]):
         on where the receiver can drop a batch it already has.
         """
         raise NotImplementedError
+
+    async def send_each(
+        self, items: list[T], batch_id: str, send_one: Callable[[T], Awaitable[None]]
+    ) -> None:
+        """Send *items* one at a time with *send_one* (a request or a mail each).
+
+        For the twins of the stdlib handlers, which send a record at a time: a
+        retry of the same batch skips the items already sent.
+        """
+        done_id, done = self._done_of_batch
+        start = done if done_id == batch_id else 0
+        for n in range(start, len(items)):
+            await send_one(items[n])
+            self._done_of_batch = (batch_id, n + 1)
 
     def _entry(self, item: T, now: float) -> tuple[float, T]:
         return (now, item)  # the arrival time decides when a batch is old enough
@@ -435,4 +595,6 @@ class BatchSender(BufferedSender[T, tuple[float, T]], Generic[T]):
     def _report(self, count: int, why: str) -> None:
         """Report the exception being handled through handleError, naming the batch."""
         message = "%s: a batch of %d records %s"
-        report_error(self, own_record(logging.ERROR, message, (repr(self), count, why)))
+        report_error(
+            self, own_record(logging.ERROR, message, (repr(self), count, why), "BufferedSender")
+        )

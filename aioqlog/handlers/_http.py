@@ -36,6 +36,8 @@ _CONTENT_TYPES = {
     "loki": "application/json",
     "elasticsearch": "application/x-ndjson",
 }
+#: One encoder for every record: json.dumps with options builds a new one per call.
+_JSON = json.JSONEncoder(default=str, ensure_ascii=False)
 #: Statuses worth retrying: the server may answer differently later.
 _RETRY_STATUSES = frozenset({408, 425, 429})
 
@@ -107,8 +109,15 @@ class AsyncHTTPHandler(BatchSender[_Line]):
         ... )
         >>> listener = QueueListener(queue, handler)  # doctest: +SKIP
 
+    Records are encoded, and batches rendered, in a thread of the handler's
+    own (started at the first record, stopped by ``aclose()``), not on the
+    loop: the formatter, *mapping* and ``encode`` run there, in the log
+    call's context; filters run on the loop, as for every ``AsyncHandler``.
+
     Added in version 0.1.0.
     """
+
+    encode_in_thread = True
 
     def __init__(
         self,
@@ -205,7 +214,7 @@ class AsyncHTTPHandler(BatchSender[_Line]):
                 "logger": record.name,
                 "message": self.format(record),
             }
-        return int(record.created * 1e9), json.dumps(fields, default=str, ensure_ascii=False)
+        return int(record.created * 1e9), _JSON.encode(fields)
 
     def render(self, lines: Sequence[tuple[int, str]]) -> bytes:
         """Return the request body for *lines* (each ``(created_ns, json_line)``)."""

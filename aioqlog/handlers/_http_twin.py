@@ -74,8 +74,13 @@ class HTTPHandler(BatchSender[str]):
     Example:
         >>> handler = HTTPHandler("logs.example.com", "/log", method="POST")  # doctest: +SKIP
 
+    ``mapLogRecord`` and the URL encoding run in a thread of the handler's
+    own, not on the loop, in the log call's context.
+
     Added in version 0.1.0.
     """
+
+    encode_in_thread = True
 
     def __init__(  # noqa: PLR0917 - the stdlib's positional parameters
         self,
@@ -128,7 +133,6 @@ class HTTPHandler(BatchSender[str]):
         self.request_timeout = request_timeout
         self.retryable = retryable_errors(client_lib)
         self._session = Session()
-        self._done_of_batch = ("", 0)  # (batch id, requests of it the server answered)
 
     def __repr__(self) -> str:
         scheme = "https" if self.secure else "http"
@@ -149,11 +153,7 @@ class HTTPHandler(BatchSender[str]):
 
     async def send(self, items: list[str], batch_id: str) -> None:
         """Send each of *items* (a record, after any drop summary) in a request of its own."""
-        done_id, done = self._done_of_batch
-        start = done if done_id == batch_id else 0  # a retry skips what was answered
-        for n in range(start, len(items)):
-            await self._send_one(items[n])
-            self._done_of_batch = (batch_id, n + 1)
+        await self.send_each(items, batch_id, self._send_one)
 
     async def _send_one(self, data: str) -> None:
         """Send one URL-encoded record as the stdlib's ``HTTPHandler.emit`` does."""

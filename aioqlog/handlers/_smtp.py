@@ -23,7 +23,7 @@ from ._base import BatchSender, Rejected
 if TYPE_CHECKING:
     import ssl as _ssl
 
-__all__ = ["AsyncSMTPHandler"]
+__all__ = ["AsyncSMTPHandler", "deliver"]
 
 
 class _Entry(NamedTuple):
@@ -205,25 +205,35 @@ class AsyncSMTPHandler(BatchSender[_Entry]):
         if self._fqdn is None:
             self._fqdn = await _off_loop(socket.getfqdn) or "localhost"
         message = self.compose(items, batch_id)
-        try:
-            await smtp.send(
-                message,
-                hostname=self.host,
-                port=self.port,
-                username=self.username,
-                password=self.password,
-                start_tls=self.starttls,
-                use_tls=self.use_tls,
-                tls_context=self.tls_context,
-                timeout=self.request_timeout,
-            )
-        except smtp.SMTPResponseException as exc:
-            if 500 <= exc.code < 600:
-                raise Rejected(f"{self.host} answered {exc.code} {exc.message}") from exc
-            raise
-        except smtp.SMTPRecipientsRefused as exc:
-            raise Rejected(f"{self.host} refused every recipient: {exc}") from exc
+        await deliver(
+            smtp,
+            message,
+            hostname=self.host,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            start_tls=self.starttls,
+            use_tls=self.use_tls,
+            tls_context=self.tls_context,
+            timeout=self.request_timeout,
+        )
         self.mails += 1
+
+
+async def deliver(smtp: Any, message: EmailMessage, *, hostname: str, **options: Any) -> None:
+    """Send *message* with aiosmtplib (*smtp*); raise ``Rejected`` on a final refusal.
+
+    A 5xx answer, or every recipient refused, is the server's final word;
+    anything else it raises is left for the caller to retry.
+    """
+    try:
+        await smtp.send(message, hostname=hostname, **options)
+    except smtp.SMTPResponseException as exc:
+        if 500 <= exc.code < 600:
+            raise Rejected(f"{hostname} answered {exc.code} {exc.message}") from exc
+        raise
+    except smtp.SMTPRecipientsRefused as exc:
+        raise Rejected(f"{hostname} refused every recipient: {exc}") from exc
 
 
 def _aiosmtplib() -> Any:

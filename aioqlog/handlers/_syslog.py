@@ -23,7 +23,8 @@ from datetime import datetime, timezone
 from typing import Literal
 
 from .._diagnostics import check_positive, report_error
-from ._base import YIELD_EVERY, BufferedSender, own_record
+from .._records import own_record
+from ._base import YIELD_EVERY, BufferedSender
 
 __all__ = ["AsyncSyslogHandler"]
 
@@ -309,4 +310,9 @@ class AsyncSyslogHandler(BufferedSender[bytes, bytes]):
     def _report(self, why: str) -> None:
         """Report the exception being handled through handleError."""
         message = "%s: %d buffered messages %s"
-        report_error(self, own_record(logging.ERROR, message, (repr(self), len(self._buffer), why)))
+        report_error(
+            self,
+            own_record(
+                logging.ERROR, message, (repr(self), len(self._buffer), why), "BufferedSender"
+            ),
+        )
