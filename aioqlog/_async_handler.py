@@ -21,8 +21,8 @@ class AsyncHandler(logging.Handler):
 
     Optional hooks:
 
-    * ``aemit_batch(records)``: override it to receive every record that is
-      ready at once (a list of one or more, in order); the listener then calls
+    * ``aemit_batch(records)``: override it to receive the records that are
+      ready at once (a list of one to 256, in order); the listener then calls
       it instead of ``aemit``. Records whose log calls ran in different
       ``contextvars`` contexts come in separate calls, each awaited inside
       its records' context.

@@ -43,7 +43,7 @@ from typing import Final, Literal
 
 from ._async_handler import AsyncHandler, overrides_batch
 from ._batch import batch_emitter
-from ._bridge import Entry, Overflow, Parking
+from ._bridge import BATCH_LIMIT, Entry, Overflow, Parking
 from ._context import DEPTH, SUMMARY_DEPTH, bounded, resolve, run_in_context, uncancel
 from ._diagnostics import report_error
 from ._records import copy_record, own_record, summary_context
@@ -519,7 +519,8 @@ class TaskLane(Lane):
         ctx = first[1]
         entries = [first]
         if self.batching:
-            while buffer and buffer[0][1] == ctx:
+            # At most BATCH_LIMIT per call: filtering a run happens on the loop.
+            while buffer and len(entries) < BATCH_LIMIT and buffer[0][1] == ctx:
                 entries.append(buffer.popleft())
         passed_entries: list[Entry] = []
         records: list[logging.LogRecord] = []
