@@ -14,6 +14,8 @@ import gzip as _gzip
 import io
 import json
 import logging
+import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,12 +31,13 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncHTTPHandler", "Session", "basic_auth", "request", "retryable_errors"]
 
-Body = Literal["ndjson", "loki", "elasticsearch"]
-_BODIES = ("ndjson", "loki", "elasticsearch")
+Body = Literal["ndjson", "loki", "elasticsearch", "otlp"]
+_BODIES = ("ndjson", "loki", "elasticsearch", "otlp")
 _CONTENT_TYPES = {
     "ndjson": "application/x-ndjson",
     "loki": "application/json",
     "elasticsearch": "application/x-ndjson",
+    "otlp": "application/json",
 }
 #: One encoder for every record: json.dumps with options builds a new one per call.
 _JSON = json.JSONEncoder(default=str, ensure_ascii=False)
@@ -75,11 +78,17 @@ class AsyncHTTPHandler(BatchSender[_Line]):
             certificates), or ``False`` to skip certificate checks.
         body: ``"ndjson"`` (one JSON object per line), ``"loki"`` (a Loki
             push: one stream with *labels*, each line a JSON object) or
-            ``"elasticsearch"`` (a bulk body of ``index`` actions).
+            ``"elasticsearch"`` (a bulk body of ``index`` actions), or
+            ``"otlp"`` (an OpenTelemetry ``ExportLogsServiceRequest`` in OTLP's
+            JSON encoding, for an OTLP/HTTP receiver's ``/v1/logs``: see
+            ``encode_otlp``).
         mapping: ``mapping(record) -> dict`` of the fields to send; it must
             return something ``json.dumps`` accepts (``default=str`` is used).
         labels: The Loki stream labels (``body="loki"``); default
             ``{"source": "aioqlog"}``.
+        resource: The OTLP resource attributes (``body="otlp"``), such as
+            ``{"service.name": "checkout"}``; default
+            ``{"service.name": "unknown_service"}``.
         gzip: Compress request bodies (``Content-Encoding: gzip``).
         batch_size: Send once this many records wait.
         batch_age: Send once the oldest waiting record is this many seconds old.
@@ -131,6 +140,7 @@ class AsyncHTTPHandler(BatchSender[_Line]):
         body: Body = "ndjson",
         mapping: Callable[[logging.LogRecord], Mapping[str, Any]] | None = None,
         labels: Mapping[str, str] | None = None,
+        resource: Mapping[str, object] | None = None,
         gzip: bool = False,
         batch_size: int = 500,
         batch_age: float = 1.0,
@@ -190,6 +200,7 @@ class AsyncHTTPHandler(BatchSender[_Line]):
         self.body: Body = body
         self.mapping = mapping
         self.labels = dict(labels or {"source": "aioqlog"})
+        self.resource = dict(resource or {"service.name": "unknown_service"})
         self.gzip = gzip
         self.request_timeout = request_timeout
         self._session = Session()
@@ -205,6 +216,8 @@ class AsyncHTTPHandler(BatchSender[_Line]):
 
     def encode(self, record: logging.LogRecord) -> _Line:
         """Return *record* as ``(created_ns, json_line)`` (override to change the encoding)."""
+        if self.body == "otlp":
+            return self.encode_otlp(record)
         if self.mapping is not None:
             fields = self.mapping(record)
         else:
@@ -216,8 +229,55 @@ class AsyncHTTPHandler(BatchSender[_Line]):
             }
         return int(record.created * 1e9), _JSON.encode(fields)
 
+    def encode_otlp(self, record: logging.LogRecord) -> _Line:
+        """Return *record* as one OTLP ``LogRecord`` (JSON encoding), with its scope.
+
+        The fields: ``timeUnixNano`` (the log call's time),
+        ``observedTimeUnixNano`` (now), ``severityNumber`` and
+        ``severityText``, ``body`` (the handler's formatter output),
+        ``attributes`` (``code.filepath``, ``code.function``, ``code.lineno``,
+        ``thread.id``, ``thread.name``, and for an exception
+        ``exception.type``, ``exception.message`` and
+        ``exception.stacktrace``, plus *mapping*'s fields when given), and the
+        ``traceId`` and ``spanId`` of the span active at the log call (read
+        with ``opentelemetry-api``, when installed: records are encoded in
+        their log call's context). The scope is the logger's name.
+        """
+        created = int(record.created * 1e9)
+        attributes: dict[str, object] = {
+            "code.filepath": record.pathname,
+            "code.function": record.funcName,
+            "code.lineno": record.lineno,
+            "thread.id": record.thread,
+            "thread.name": record.threadName,
+        }
+        if record.exc_info and record.exc_info[0] is not None:
+            attributes["exception.type"] = record.exc_info[0].__name__
+            attributes["exception.message"] = str(record.exc_info[1])
+            attributes["exception.stacktrace"] = logging.Formatter().formatException(
+                record.exc_info
+            )
+        if self.mapping is not None:
+            attributes.update(self.mapping(record))
+        entry: dict[str, object] = {
+            "timeUnixNano": str(created),
+            "observedTimeUnixNano": str(time.time_ns()),
+            "severityNumber": otlp_severity(record.levelno),
+            "severityText": record.levelname,
+            "body": {"stringValue": self.format(record)},
+            "attributes": otlp_attributes(attributes),
+        }
+        span = _current_span_ids()
+        if span is not None:
+            entry["traceId"], entry["spanId"], entry["flags"] = span
+        # The scope (the logger's name) rides before a tab, which JSON never
+        # holds unescaped: render() groups records by it.
+        return created, f"{_JSON.encode(record.name)}\t{_JSON.encode(entry)}"
+
     def render(self, lines: Sequence[tuple[int, str]]) -> bytes:
         """Return the request body for *lines* (each ``(created_ns, json_line)``)."""
+        if self.body == "otlp":
+            return self._finish(self._render_otlp(lines))
         if self.body == "loki":
             payload = {
                 "streams": [
@@ -232,8 +292,23 @@ class AsyncHTTPHandler(BatchSender[_Line]):
             data = "".join(f'{{"index":{{}}}}\n{line}\n' for _, line in lines)
         else:
             data = "".join(f"{line}\n" for _, line in lines)
+        return self._finish(data)
+
+    def _finish(self, data: str) -> bytes:
         raw = data.encode("utf-8", "surrogatepass")
         return _gzip.compress(raw) if self.gzip else raw
+
+    def _render_otlp(self, lines: Sequence[tuple[int, str]]) -> str:
+        scopes: dict[str, list[str]] = {}
+        for _, line in lines:
+            scope, entry = line.split("\t", 1)
+            scopes.setdefault(scope, []).append(entry)
+        scope_logs = ",".join(
+            f'{{"scope":{{"name":{scope}}},"logRecords":[{",".join(entries)}]}}'
+            for scope, entries in scopes.items()
+        )
+        resource = _JSON.encode({"attributes": otlp_attributes(self.resource)})
+        return f'{{"resourceLogs":[{{"resource":{resource},"scopeLogs":[{scope_logs}]}}]}}'
 
     # ------------------------------------------------------------------ sending
 
@@ -361,3 +436,47 @@ def _redact(url: str) -> str:
         return _redact_parts(urlsplit(url))
     except ValueError:  # not even a URL: say nothing of it
         return "<a malformed URL>"
+
+
+def otlp_severity(levelno: int) -> int:
+    """Return the OTLP ``SeverityNumber`` for a ``logging`` level.
+
+    DEBUG is 5, INFO 9, WARNING 13, ERROR 17, CRITICAL 21; levels in between
+    take the next numbers of their band (up to 3 more), below DEBUG is TRACE (1).
+    """
+    if levelno <= logging.NOTSET:
+        return 0
+    if levelno < logging.DEBUG:
+        return 1
+    band = min(levelno, logging.CRITICAL + 9) // 10  # 1 (DEBUG) .. 5 (CRITICAL)
+    return (band - 1) * 4 + 5 + min(3, levelno % 10)
+
+
+def otlp_attributes(values: Mapping[str, object]) -> list[dict[str, object]]:
+    """Return *values* as OTLP ``KeyValue`` objects (JSON encoding)."""
+    return [{"key": str(key), "value": _any_value(value)} for key, value in values.items()]
+
+
+def _any_value(value: object) -> dict[str, object]:
+    if isinstance(value, bool):
+        return {"boolValue": value}
+    if isinstance(value, int):
+        return {"intValue": str(value)}  # a 64-bit integer: a string in JSON
+    if isinstance(value, float):
+        return {"doubleValue": value}
+    if isinstance(value, (list, tuple)):
+        return {"arrayValue": {"values": [_any_value(v) for v in value]}}
+    if isinstance(value, Mapping):
+        return {"kvlistValue": {"values": otlp_attributes(value)}}
+    return {"stringValue": str(value)}
+
+
+def _current_span_ids() -> tuple[str, str, int] | None:
+    """Return the hex trace id, span id and flags of the current span, if any."""
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is None:
+        return None  # nothing imported OpenTelemetry: no span can be active
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return f"{context.trace_id:032x}", f"{context.span_id:016x}", int(context.trace_flags)
