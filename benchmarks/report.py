@@ -88,7 +88,9 @@ SECTIONS = {
         "Records sent to a log collector (aiohttp, in another process on 127.0.0.1): the "
         "stdlib's `HTTPHandler` makes a request per record, behind the stdlib's "
         "`QueueListener` thread or in an aioqlog lane; `AsyncHTTPHandler` sends batches of "
-        "up to 500 records from the loop.",
+        "up to 500 records from the loop. The stdlib's network handlers beside their "
+        "`aioqlog.handlers` twins are measured by `python -m benchmarks.twins`, with the "
+        "figures in [Moving from the stdlib handlers](handlers/from-stdlib.md).",
     ),
     "http_full_lag": (
         "",
