@@ -178,21 +178,36 @@ def test_a_stuck_handler_cannot_keep_uvicorn_from_exiting_on_sigterm(tmp_path: P
     Every line logged before the stuck one is in the file; stderr says what was
     left undelivered.
     """
-    import httpx
-
     (tmp_path / "stuckapp.py").write_text("import logging.config\n" + textwrap.dedent(_STUCK_APP))
     port = _free_port()
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+    command = [sys.executable, "-m", "uvicorn", "stuckapp:app", "--host", "127.0.0.1",
+               "--port", str(port)]  # fmt: skip
+    err = _serve_then_sigterm(command, tmp_path, port, requests=10, path=tmp_path)
+    assert [line for line in _lines(tmp_path / "app.log")] == [f"served item {i}" for i in range(6)]
+    # uvicorn re-raises SIGTERM once shut down, so no exit hook runs after this.
+    assert "stop() ran out of time; still being delivered" in err
+    assert "5 for file" in err
+
+
+def _serve_then_sigterm(
+    command: list[str], cwd: Path, port: int, *, requests: int, path: Path | None = None
+) -> str:
+    """Start a server, GET /items/0.. on it, SIGTERM it: it must exit within 15 s. Return stderr.
+
+    *path* goes on PYTHONPATH beside the project (for an app module written there).
+    """
+    import httpx
+
+    extra = f"{os.pathsep}{path}" if path is not None else ""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{extra}"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "stuckapp:app", "--host", "127.0.0.1",
-         "--port", str(port)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         _wait_until_serving(proc, base)
         with httpx.Client(base_url=base, timeout=STALL) as client:
-            for i in range(10):
+            for i in range(requests):
                 assert client.get(f"/items/{i}").status_code == 200
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -202,10 +217,7 @@ def test_a_stuck_handler_cannot_keep_uvicorn_from_exiting_on_sigterm(tmp_path: P
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert [line for line in _lines(tmp_path / "app.log")] == [f"served item {i}" for i in range(6)]
-    # uvicorn re-raises SIGTERM once shut down, so no exit hook runs after this.
-    assert "stop() ran out of time; still being delivered" in err
-    assert "5 for file" in err
+    return err
 
 
 def _free_port() -> int:
@@ -271,28 +283,9 @@ _AIOHTTP_STUCK = """
 @pytest.mark.slow
 def test_a_stuck_handler_cannot_keep_aiohttp_from_exiting_on_sigterm(tmp_path: Path) -> None:
     """aiohttp with cleanup_ctx(install=True), a handler stuck forever: SIGTERM ends it."""
-    import httpx
-
     port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(_AIOHTTP_STUCK), str(port)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        base = f"http://127.0.0.1:{port}"
-        _wait_until_serving(proc, base)
-        with httpx.Client(base_url=base, timeout=STALL) as client:
-            for i in range(5):
-                assert client.get(f"/items/{i}").status_code == 200
-        started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-        assert time.monotonic() - started < 15, err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    command = [sys.executable, "-c", textwrap.dedent(_AIOHTTP_STUCK), str(port)]
+    err = _serve_then_sigterm(command, tmp_path, port, requests=5)
     assert _lines(tmp_path / "app.log") == [f"served item {i}" for i in range(3)]
     assert "stop() ran out of time" in err
 
