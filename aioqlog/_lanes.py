@@ -267,6 +267,8 @@ class ThreadLane(Lane):
         self.gave_up_at: int | None = None
         # Called (from the worker) once a draining lane has caught up and is idle.
         self.on_idle: Callable[[ThreadLane], None] | None = None
+        # Given up on at exit: its worker is left behind, and nothing waits for it.
+        self.abandoned = False
 
     def put(
         self, record: logging.LogRecord, ctx: contextvars.Context, *, past_bound: bool = False

@@ -545,19 +545,24 @@ class QueueListener:
             raise asyncio.CancelledError
 
     def _on_task_done(self, task: asyncio.Task[None]) -> None:
-        """Hand the queue back if the task was cancelled before its first step.
+        """Hand the queue back if the task ended without winding down.
 
-        A task cancelled that early never runs ``_run`` (not even its
-        ``finally``), so the queue would stay attached to nobody. Records go
-        back to in-caller delivery, and what is queued is delivered from a
-        helper thread (never on the loop), joined at interpreter exit.
+        A task cancelled before its first step never runs ``_run`` (not even
+        its ``finally``); and on Python 3.10 a Ctrl-C raises
+        ``KeyboardInterrupt`` wherever the loop's thread is, inside the task's
+        step too, which ends it there. Either way the queue would stay attached
+        to nobody. Records go back to in-caller delivery, and what is queued is
+        delivered from a helper thread (never on the loop), joined at exit.
         """
-        if task is not self._run_state.task or self._run_state.entered:
+        if task is not self._run_state.task:
             return
         q = self.queue
-        q._abandon_attach(drain=False)
-        if q.qsize():
-            self._start_drainer(q._drain_in_caller)
+        if not self._run_state.entered:
+            q._abandon_attach(drain=False)
+            if q.qsize():
+                self._start_drainer(q._drain_in_caller)
+        elif not task.cancelled() and task.exception() is not None and q._attached:
+            self._start_drainer(q._consumer_lost)
 
     def _start_drainer(self, drain: Callable[[], None]) -> None:
         """Run *drain* in a helper thread (never on the loop), joined at exit.
@@ -812,8 +817,12 @@ class QueueListener:
                 # The loop stopped or closed with our task still inside it: take
                 # the queue back and let the lanes' threads finish what they hold.
                 self.queue._consumer_lost()
+        # The program ends on Ctrl-C (KeyboardInterrupt, printed and kept in
+        # sys.last_value before exit hooks and logging.shutdown() run): a handler
+        # that is not moving is given up on after a short look.
+        hurry = isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
         try:
-            self._wait_for_threads(when)
+            self._wait_for_threads(when, hurry=hurry)
         except KeyboardInterrupt:
             _stderr(
                 f"interrupted while delivering the last records {when}; "
@@ -852,7 +861,7 @@ class QueueListener:
         me = threading.current_thread()
         threads = [t for t in self._drainers if t.is_alive() and t is not me]
         for lane in self._lanes:
-            if isinstance(lane, ThreadLane):
+            if isinstance(lane, ThreadLane) and not lane.abandoned:
                 thread = lane.thread
                 if thread is not None and thread.is_alive() and thread is not me:
                     threads.append(thread)
@@ -861,7 +870,7 @@ class QueueListener:
     def _progress(self) -> int:
         return self.queue._taken + sum(lane.done_count for lane in self._lanes)
 
-    def _wait_for_threads(self, when: str) -> None:
+    def _wait_for_threads(self, when: str, *, hurry: bool = False) -> None:
         """Join the drainers and lane workers while they make progress."""
         for lane in self._lanes:
             if isinstance(lane, ThreadLane) and lane.state == RUNNING:
@@ -870,13 +879,14 @@ class QueueListener:
         draining = [
             lane for lane in self._lanes if isinstance(lane, ThreadLane) and lane.state == DRAINING
         ]
-        if (
+        if hurry or (
             draining
             and all(lane.gave_up_at is not None for lane in draining)
             and not any(t.is_alive() for t in self._drainers)
         ):
-            # A stop() already waited shutdown_timeout for each of them: a short
-            # look tells a slow handler (it moves) from a stuck one.
+            # A stop() already waited shutdown_timeout for each of them, or the
+            # user pressed Ctrl-C: a short look tells a slow handler (it moves)
+            # from a stuck one.
             bound = _EXIT_NOTICE_AFTER if bound is None else min(bound, _EXIT_NOTICE_AFTER)
         began = last_move = time.monotonic()
         noticed = False
@@ -907,14 +917,20 @@ class QueueListener:
         else:
             why = f"it handled nothing for {waited:g}s {when}"
         for lane in self._lanes:
-            if isinstance(lane, ThreadLane):
-                thread = lane.thread
-                if thread is not None and thread.is_alive() and lane.pending:
-                    _stderr(
-                        f"{lane.stats_name()} is still busy ({why}); exiting without "
-                        f"flushing or closing it ({lane.pending} records undelivered)"
-                    )
-                    _lifecycle.skip_at_shutdown(lane.handler)
+            # Not thread.is_alive(): on Python 3.10 a join interrupted by Ctrl-C
+            # can leave a running thread marked as stopped.
+            if (
+                isinstance(lane, ThreadLane)
+                and lane.thread is not None
+                and lane.pending
+                and not lane.abandoned
+            ):
+                _stderr(
+                    f"{lane.stats_name()} is still busy ({why}); exiting without "
+                    f"flushing or closing it ({lane.pending} records undelivered)"
+                )
+                _lifecycle.skip_at_shutdown(lane.handler)
+                lane.abandoned = True  # nothing waits for it again (at close)
         if any(t.is_alive() for t in self._drainers) and self.queue.qsize():
             _stderr(f"{self.queue.qsize()} records queued at exit were not delivered")
 

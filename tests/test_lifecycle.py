@@ -327,8 +327,11 @@ _CTRL_C_TWICE = """
     import asyncio, logging, sys, threading
     import aioqlog
 
+    entered = threading.Event()
+
     class Stuck(logging.Handler):
         def emit(self, record):
+            entered.set()
             threading.Event().wait()
 
     logging.getLogger().handlers[:] = [Stuck()]
@@ -336,6 +339,7 @@ _CTRL_C_TWICE = """
     async def main():
         async with aioqlog.install(shutdown_timeout=60):
             logging.getLogger("app").warning("stuck")
+            await asyncio.to_thread(entered.wait)
             print("ready", flush=True)
             await asyncio.Event().wait()
 
