@@ -348,6 +348,11 @@ _CTRL_C_TWICE = """
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    sys.version_info < (3, 11),
+    reason="3.10's asyncio.run does not turn Ctrl-C into a cancellation: where the "
+    "KeyboardInterrupt lands decides, and under load a second one is not always enough",
+)
 def test_a_second_ctrl_c_is_never_swallowed(tmp_path: Path) -> None:
     """Ctrl-C starts a bounded stop; a second Ctrl-C ends the process at once."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
