@@ -48,8 +48,8 @@ DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 #: losing records hears about it once per interval, not once per batch.
 SUMMARY_INTERVAL = 5.0
 
-#: Seconds of waiting at exit after which aioqlog says what it is waiting for.
-_EXIT_NOTICE_AFTER = 1.0
+#: Seconds a stop (or the exit) waits on the handlers before saying what it waits for.
+_NOTICE_AFTER = 1.0
 
 _copy_context = contextvars.copy_context
 
@@ -471,8 +471,9 @@ class QueueListener:
 
         When the loop is ending without ``stop()`` (the task was cancelled from
         outside), the wait is as long as the handlers make progress: each
-        record handled moves the deadline ``shutdown_timeout`` ahead, and a
-        notice on stderr says what the wait is for once it takes a while.
+        record handled moves the deadline ``shutdown_timeout`` ahead. Either
+        way, a notice on stderr says what the wait is for once it takes more
+        than a second, and that Ctrl-C cuts it short.
         """
         loop = asyncio.get_running_loop()
         began = loop.time()
@@ -484,16 +485,26 @@ class QueueListener:
                     return False
                 done = lane.done_count
                 run = self._run_state
-                if run.patient and not noticed:
-                    left = min(left if left is not None else _EXIT_NOTICE_AFTER, _EXIT_NOTICE_AFTER)
+                if not noticed:
+                    until_notice = max(0.0, began + _NOTICE_AFTER - loop.time())
+                    left = until_notice if left is None else min(left, until_notice)
                 await lane.wait_progress(lane.settled, left)
-                if not run.patient:
-                    continue
                 now = loop.time()
-                if lane.done_count != done and self.shutdown_timeout is not None:
+                if run.patient and lane.done_count != done and self.shutdown_timeout is not None:
                     run.deadline = now + self.shutdown_timeout
-                if not noticed and now - began >= _EXIT_NOTICE_AFTER:
-                    noticed = True
+                if noticed or now - began < _NOTICE_AFTER or not lane.pending:
+                    continue
+                noticed = True
+                if not run.patient:
+                    # A shutdown that takes a while says what it waits for, and
+                    # how to cut it short.
+                    left = self._time_left()
+                    bound = "no timeout" if left is None else f"up to {left:.0f}s more"
+                    _stderr(
+                        f"stopping: waiting for the handlers to deliver "
+                        f"{self.stats.undelivered} records ({bound}; press Ctrl-C to skip)"
+                    )
+                else:
                     _stderr(
                         f"the event loop is ending without QueueListener.stop(); "
                         f"delivering {self.stats.undelivered} records first (as long as "
@@ -887,7 +898,7 @@ class QueueListener:
             # A stop() already waited shutdown_timeout for each of them, or the
             # user pressed Ctrl-C: a short look tells a slow handler (it moves)
             # from a stuck one.
-            bound = _EXIT_NOTICE_AFTER if bound is None else min(bound, _EXIT_NOTICE_AFTER)
+            bound = _NOTICE_AFTER if bound is None else min(bound, _NOTICE_AFTER)
         began = last_move = time.monotonic()
         noticed = False
         progress = self._progress()
@@ -901,7 +912,7 @@ class QueueListener:
             elif bound is not None and now - last_move >= bound:
                 self._give_up_on_threads(bound, when)
                 return
-            if not noticed and now - began >= _EXIT_NOTICE_AFTER:
+            if not noticed and now - began >= _NOTICE_AFTER:
                 noticed = True
                 _stderr(
                     f"delivering {self.stats.undelivered} records {when} (press Ctrl-C to skip)"

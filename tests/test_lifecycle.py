@@ -7,6 +7,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -348,33 +349,56 @@ _CTRL_C_TWICE = """
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    sys.version_info < (3, 11),
-    reason="3.10's asyncio.run does not turn Ctrl-C into a cancellation: where the "
-    "KeyboardInterrupt lands decides, and under load a second one is not always enough",
-)
 def test_a_second_ctrl_c_is_never_swallowed(tmp_path: Path) -> None:
-    """Ctrl-C starts a bounded stop; a second Ctrl-C ends the process at once."""
+    """Ctrl-C starts a bounded stop, which says so; a second Ctrl-C ends the process at once.
+
+    The second is sent once the process shows it has taken the first: the
+    kernel merges a SIGINT sent before the process took the previous one. On
+    Python 3.10 the first may already end it (its ``KeyboardInterrupt`` lands
+    outside the ``async with``, and the exit gives a stuck handler a second).
+    """
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(_CTRL_C_TWICE)],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    lines: list[str] = []
+    took_it = threading.Event()
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if "stopping: waiting for the handlers" in line or "still busy" in line:
+                took_it.set()
+        took_it.set()  # the process ended
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline() == "ready\n"
+        reader.start()
         proc.send_signal(signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(0.5)  # the first one waits for the handler (up to 60 s)
-        assert proc.poll() is None
+        assert took_it.wait(30), "".join(lines)
+        if sys.version_info >= (3, 11):
+            assert proc.poll() is None, "".join(lines)
+            assert re.search(r"\(up to 5\ds more; press Ctrl-C to skip\)", "".join(lines))
         started = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-        assert time.monotonic() - started < 10, err
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+        reader.join(30)
+        assert time.monotonic() - started < 10, "".join(lines)
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.wait()
+        if reader.ident is not None:
+            reader.join(30)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+    err = "".join(lines)
     assert "KeyboardInterrupt" in err
     assert "exiting without flushing or closing it (1 records undelivered)" in err
 
