@@ -54,7 +54,7 @@ from typing import Literal, Protocol, get_args
 
 from . import _lifecycle
 from ._context import resolve
-from ._diagnostics import check_seconds
+from ._diagnostics import check_positive, check_seconds
 
 __all__ = ["DEFAULT_BLOCK_TIMEOUT", "DEFAULT_MAXSIZE", "Entry", "LogQueue", "Overflow"]
 
@@ -235,11 +235,10 @@ class LogQueue:
         *,
         block_timeout: float = DEFAULT_BLOCK_TIMEOUT,
     ) -> None:
-        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize <= 0:
-            raise ValueError(
-                f"LogQueue maxsize must be a positive int, got {maxsize!r}; "
-                f"aioqlog queues are always bounded (the default is {DEFAULT_MAXSIZE})"
-            )
+        check_positive(
+            "LogQueue", "maxsize", maxsize, integer=True,
+            hint=f"aioqlog queues are always bounded (the default is {DEFAULT_MAXSIZE})",
+        )  # fmt: skip
         if overflow not in _OVERFLOWS:
             raise ValueError(
                 f"LogQueue overflow must be one of {', '.join(map(repr, _OVERFLOWS))}, "

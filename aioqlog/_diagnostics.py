@@ -52,15 +52,19 @@ def check_seconds(
     )
 
 
-def check_positive(owner: str, name: str, value: object, *, integer: bool = False) -> None:
+def check_positive(
+    owner: str, name: str, value: object, *, integer: bool = False, hint: str = ""
+) -> None:
     """Raise ``ValueError`` naming *owner* and *name* unless *value* is a positive number.
 
-    With *integer*, only an ``int`` passes; ``bool`` never does.
+    With *integer*, only an ``int`` passes; ``bool`` never does. A *hint*
+    (why, or what to pass instead) ends the message.
     """
     kinds: tuple[type, ...] = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:  # type: ignore[operator]
         what = "a positive integer" if integer else "a positive number"
-        raise ValueError(f"{owner} {name} must be {what}, got {value!r}")
+        tail = f"; {hint}" if hint else ""
+        raise ValueError(f"{owner} {name} must be {what}, got {value!r}{tail}")
 
 
 def report_error(handler: logging.Handler, record: logging.LogRecord) -> None:

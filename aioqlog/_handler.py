@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from ._bridge import LogQueue
 from ._diagnostics import write_stderr
 from ._dictconfig import PendingListener, adopt, from_config, is_placeholder, made_by_dictconfig
-from ._records import copy_record
+from ._records import copy_record, handler_takes
 
 if TYPE_CHECKING:
     from ._listener import QueueListener
@@ -245,8 +245,8 @@ def _exception_text(record: logging.LogRecord, queue: LogQueue) -> str | None:
     handlers = getattr(listener, "handlers", None)
     if not handlers:
         return None
-    if getattr(listener, "respect_handler_level", False):
-        handlers = [h for h in handlers if record.levelno >= h.level]
+    respect = bool(getattr(listener, "respect_handler_level", False))
+    handlers = [h for h in handlers if handler_takes(h, record, respect_level=respect)]
     exc_info = record.exc_info
     texts: dict[object, str] = {}
     try:

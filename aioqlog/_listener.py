@@ -32,7 +32,7 @@ from ._context import DEPTH, MAX_DEPTH, SUMMARY_DEPTH, bounded, resolve, uncance
 from ._diagnostics import check_seconds
 from ._diagnostics import write_stderr as _stderr
 from ._lanes import DRAINING, IDLE, RUNNING, Lane, TaskLane, ThreadLane, make_lane
-from ._records import own_record, summary_context
+from ._records import handler_takes, own_record, summary_context
 from ._stats import HandlerStats, ListenerStats
 
 __all__ = ["DEFAULT_SHUTDOWN_TIMEOUT", "QueueListener"]
@@ -313,7 +313,7 @@ class QueueListener:
         record = self.prepare(record)
         respect = self.respect_handler_level
         for lane in self._lanes:
-            if not respect or record.levelno >= lane.handler.level:
+            if handler_takes(lane.handler, record, respect_level=respect):
                 lane.put(record, _copy_context())
 
     # ------------------------------------------------------------- internals
@@ -370,9 +370,9 @@ class QueueListener:
             ctx.run(DEPTH.set, depth + 1)
             if lone is None:
                 for lane in lanes:
-                    if not respect or record.levelno >= lane.handler.level:
+                    if handler_takes(lane.handler, record, respect_level=respect):
                         lane.put(record, ctx.copy())
-            elif not respect or record.levelno >= lone.handler.level:
+            elif handler_takes(lone.handler, record, respect_level=respect):
                 keep(entry)
         if lone is not None and kept:
             lone.put_many(kept)
@@ -746,7 +746,7 @@ class QueueListener:
     def _announce(self, record: logging.LogRecord, lanes: list[Lane]) -> None:
         """Put one of aioqlog's own records straight into *lanes* (past their bound)."""
         for lane in lanes:
-            if not self.respect_handler_level or record.levelno >= lane.handler.level:
+            if handler_takes(lane.handler, record, respect_level=self.respect_handler_level):
                 lane.put(record, summary_context(), past_bound=True)
 
     # --------------------------------------------------------------- stats

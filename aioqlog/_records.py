@@ -7,7 +7,7 @@ import logging
 
 from ._context import DEPTH, SUMMARY_DEPTH
 
-__all__ = ["copy_record", "own_record", "summary_context"]
+__all__ = ["copy_record", "handler_takes", "own_record", "summary_context"]
 
 
 def copy_record(record: logging.LogRecord) -> logging.LogRecord:
@@ -21,6 +21,18 @@ def copy_record(record: logging.LogRecord) -> logging.LogRecord:
     clone: logging.LogRecord = object.__new__(type(record))
     clone.__dict__ = record.__dict__.copy()
     return clone
+
+
+def handler_takes(
+    handler: logging.Handler, record: logging.LogRecord, *, respect_level: bool
+) -> bool:
+    """Return whether a listener passes *record* to *handler*.
+
+    With *respect_level* (the listener's ``respect_handler_level``), only
+    records at or above the handler's level, as the stdlib's ``QueueListener``
+    does; otherwise every record, and the handler's own ``handle`` decides.
+    """
+    return not respect_level or record.levelno >= handler.level
 
 
 def own_record(

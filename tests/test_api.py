@@ -90,10 +90,10 @@ def test_queue_is_bounded_by_default() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [
-        ({"maxsize": 0}, "maxsize must be a positive int"),
-        ({"maxsize": -5}, "maxsize must be a positive int"),
-        ({"maxsize": 1.5}, "maxsize must be a positive int"),
-        ({"maxsize": True}, "maxsize must be a positive int"),
+        ({"maxsize": 0}, "maxsize must be a positive integer"),
+        ({"maxsize": -5}, "maxsize must be a positive integer"),
+        ({"maxsize": 1.5}, "maxsize must be a positive integer"),
+        ({"maxsize": True}, "maxsize must be a positive integer"),
         ({"overflow": "drop"}, "overflow must be one of 'drop_new', 'drop_old', 'block'"),
         ({"block_timeout": 0}, "block_timeout must be a positive number"),
         ({"block_timeout": -1.0}, "block_timeout must be a positive number"),

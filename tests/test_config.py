@@ -142,7 +142,7 @@ BAD_CONFIGS = [
     ),
     pytest.param(
         {**CLASS_FORM, "queue": {"()": "aioqlog.LogQueue", "maxsize": 0}},
-        ["maxsize must be a positive int"],
+        ["maxsize must be a positive integer"],
         id="non-positive-maxsize",
     ),
     pytest.param(
