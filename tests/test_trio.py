@@ -494,3 +494,41 @@ def test_aioqlog_works_without_trio_installed() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=STALL, check=False
     )
     assert (proc.returncode, proc.stderr, proc.stdout) == (0, "", "served\n")
+
+
+# ------------------------------------------------------ hypercorn's trio worker
+
+_HYPERCORN_APP = """
+    import logging
+    from aioqlog.integrations.starlette import lifespan
+    from fastapi import FastAPI
+
+    logging.basicConfig(filename="app.log", format="%(message)s", level=logging.INFO)
+    log = logging.getLogger("app")
+    app = FastAPI(lifespan=lifespan(install=True))
+
+    @app.get("/health")
+    async def health():
+        return {}
+
+    @app.get("/items/{item}")
+    async def read_item(item: int):
+        log.info("served item %d", item)
+        return {"item": item}
+"""
+
+
+@pytest.mark.slow
+def test_the_starlette_lifespan_under_hypercorn_trio_writes_every_line(tmp_path: Path) -> None:
+    """FastAPI + lifespan(install=True) on hypercorn -k trio: every request's line, then exit."""
+    pytest.importorskip("hypercorn")
+    from test_lifecycle import _free_port, _lines, _serve_then_sigterm
+
+    (tmp_path / "trioapp.py").write_text(textwrap.dedent(_HYPERCORN_APP))
+    port = _free_port()
+    command = [sys.executable, "-m", "hypercorn", "-k", "trio", "--bind", f"127.0.0.1:{port}",
+               "trioapp:app"]  # fmt: skip
+    err = _serve_then_sigterm(command, tmp_path, port, requests=20, path=tmp_path)
+    assert "aioqlog" not in err
+    served = [line for line in _lines(tmp_path / "app.log") if line.startswith("served")]
+    assert served == [f"served item {i}" for i in range(20)]
