@@ -54,9 +54,11 @@ async def run_in_context(ctx: contextvars.Context, coro: Coroutine[Any, Any, _T]
 
     This is what ``asyncio.create_task(coro, context=ctx)`` does (Python 3.11+),
     without the cost of a task per record and on every supported Python. Each
-    step of the inner coroutine runs under ``ctx.run``; whatever it yields (a
-    future, or ``None`` for a bare yield) is relayed untouched to the task that
-    drives us, and cancellation or errors delivered to us are thrown back in.
+    step of the inner coroutine runs under ``ctx.run``; whatever it yields (an
+    asyncio future, ``None`` for a bare yield, or one of trio's traps) is relayed
+    untouched to the task that drives us, what the task sends back (trio's
+    outcome, for one) is sent in, and cancellation or errors delivered to us are
+    thrown back in. It knows no event loop.
     """
     value: Any = None
     error: BaseException | None = None

@@ -89,7 +89,7 @@ def _summary(message: str, *args: object) -> logging.LogRecord:
 
 
 class QueueListener:
-    """Serve a ``LogQueue`` from an asyncio task and deliver records to handlers.
+    """Serve a ``LogQueue`` from a task on the event loop and deliver records to handlers.
 
     Each handler gets its own ordered lane: it sees records in the order they
     were logged (per logging thread), and a slow or stuck handler does not delay
@@ -97,11 +97,12 @@ class QueueListener:
     owned by the listener, a batch at a time; ``AsyncHandler`` objects are awaited on
     the loop. Filters and formatters see the ``contextvars`` of the log call.
 
-    Start it inside a running event loop, with ``start()`` from an app's startup
-    hook or as an async context manager; ``await stop()`` delivers everything
-    logged before it. If the loop ends without ``stop()`` (``asyncio.run``
-    cancels the listener's task), it still delivers what was queued, for at most
-    *shutdown_timeout* seconds.
+    Start it inside a running event loop (asyncio, uvloop, or trio), with
+    ``start()`` from an app's startup hook or as an async context manager;
+    ``await stop()`` delivers everything logged before it. If the loop ends
+    without ``stop()`` (``asyncio.run`` cancels the listener's task; trio's main
+    task returns), it still delivers what was queued, for at most
+    *shutdown_timeout* seconds without progress.
 
     While the listener is not running (before ``start()``, after ``stop()``,
     after its loop closed), records are not lost: sync handlers handle them in
