@@ -230,7 +230,13 @@ class QueueListener:
         self._bind()
         self.queue._attach(backend)
         run = self._run_state = _Run(backend=backend)
-        task = backend.spawn(self._run, "aioqlog-listener", on_run_ending=self._run_ending)
+        try:
+            task = backend.spawn(self._run, "aioqlog-listener", on_run_ending=self._run_ending)
+        except BaseException:
+            # No task (trio refuses system tasks once its run is ending): the
+            # queue goes back to delivering in the caller.
+            self.queue._abandon_attach()
+            raise
         run.task = task
         task.add_done_callback(self._on_task_done)
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -357,6 +357,37 @@ def test_the_end_of_trio_run_without_stop_delivers_everything(
     assert capsys.readouterr().err == ""
     logger.info("after")  # handled in the caller now
     assert rec.lines[-1] == "after -"
+
+
+def test_a_start_refused_at_the_very_end_of_the_run_leaves_delivery_in_the_caller(
+    pair: tuple[logging.Logger, aioqlog.LogQueue],
+) -> None:
+    """start() once trio takes no more system tasks raises, and records go to the handler anyway."""
+    logger, q = pair
+    rec = _recorder()
+    listener = aioqlog.QueueListener(q, rec)
+    refused: list[str] = []
+    kept: list[AsyncIterator[None]] = []
+
+    async def finalized_late() -> AsyncIterator[None]:
+        try:
+            yield
+        finally:  # run by trio after the main task and the system tasks have ended
+            try:
+                listener.start()
+            except RuntimeError as exc:
+                refused.append(str(exc))
+            logger.info("logged at the very end")
+
+    async def main() -> None:
+        generator = finalized_late()
+        await generator.__anext__()
+        kept.append(generator)  # alive past the main task: trio finalizes it last
+
+    run_trio(main)
+    assert refused == ["Nursery is closed to new arrivals"]
+    assert rec.messages() == ["logged at the very end"]
+    assert not listener.running
 
 
 def test_a_stuck_handler_bounds_stop_and_is_reported(
