@@ -33,7 +33,7 @@ import concurrent.futures
 import contextvars
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from ._diagnostics import write_stderr
 
@@ -98,10 +98,10 @@ class Backend:
     resolve: Callable[[Any], None]
     #: The loop's clock, in seconds (on the loop's thread).
     time: Callable[[], float]
-
-    def is_closed(self) -> bool:
-        """Return whether the loop has ended: nothing will run on it again."""
-        raise NotImplementedError
+    #: Return whether the loop has ended: nothing will run on it again (any thread).
+    is_closed: Callable[[], bool]
+    #: Let the loop's other tasks run (a coroutine function).
+    checkpoint: Callable[[], Awaitable[None]]
 
     def runs_here(self) -> bool:
         """Return whether the calling code runs on this loop, in its thread, now."""
@@ -113,10 +113,6 @@ class Backend:
 
     async def wait(self, waiter: Waiter, limit: float | None) -> bool:
         """Wait until *waiter* is resolved or *limit* seconds pass; False when they did."""
-        raise NotImplementedError
-
-    async def checkpoint(self) -> None:
-        """Let the loop's other tasks run."""
         raise NotImplementedError
 
     async def bounded(self, coro: Coroutine[Any, Any, _T], limit: float | None, what: str) -> _T:
@@ -185,8 +181,8 @@ class AsyncioBackend(Backend):
         self.call_soon_threadsafe = loop.call_soon_threadsafe
         self.resolve = resolve
         self.time = loop.time
-        self.is_closed = loop.is_closed  # type: ignore[method-assign]
-        self.checkpoint = _sleep0  # type: ignore[method-assign]
+        self.is_closed = loop.is_closed
+        self.checkpoint = _sleep0
 
     def runs_here(self) -> bool:
         return asyncio._get_running_loop() is self.loop
@@ -233,7 +229,7 @@ class AsyncioBackend(Backend):
         return self.loop.create_task(fn(), name=name)
 
     async def join(self, task: Task) -> None:
-        await asyncio.wait({task})  # type: ignore[type-var]
+        await asyncio.wait({cast("asyncio.Future[None]", task)})  # what spawn() made
 
     def cancel_requested(self) -> bool:
         # A CancelledError that nobody requested was raised by the handler itself.
@@ -325,7 +321,7 @@ class TrioBackend(Backend):
         self.call_soon_threadsafe = token.run_sync_soon
         self.resolve = _set
         self.time = trio.current_time
-        self.checkpoint = trio.lowlevel.checkpoint  # type: ignore[method-assign]
+        self.checkpoint = trio.lowlevel.checkpoint
 
     def _current_token(self) -> trio.lowlevel.TrioToken | None:
         try:

@@ -624,7 +624,9 @@ class QueueListener:
     async def _serve(self) -> None:
         """Move records into the lanes until stopped and every lane has settled."""
         q = self.queue
-        checkpoint = self._run_state.backend.checkpoint  # type: ignore[union-attr]
+        backend = self._run_state.backend
+        assert backend is not None  # running
+        checkpoint = backend.checkpoint
         while True:
             batch = await self.dequeue()
             if batch:
