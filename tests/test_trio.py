@@ -330,6 +330,43 @@ def test_a_burst_from_the_task_and_two_threads_loses_nothing(tmp_path: Path) -> 
     assert seen == {tag: list(range(n)) for tag in ("loop", "t1", "t2")}
 
 
+def test_a_trio_thread_never_waits_for_room_under_block(logger: logging.Logger) -> None:
+    """Under "block", a full queue makes a thread running trio.run drop, never wait."""
+    q = aioqlog.LogQueue(maxsize=2, overflow="block", block_timeout=STALL)
+    logger.addHandler(aioqlog.QueueHandler(q))
+    gate = Gate()
+    listener = aioqlog.QueueListener(q, gate)
+    full, done = threading.Event(), threading.Event()
+
+    async def serve() -> None:
+        listener.start()
+        logger.info("r0")
+        await trio.to_thread.run_sync(gate.entered.wait, STALL)
+        logger.info("r1")  # the lane holds two now: full, and the listener waits for room
+        full.set()
+        await trio.to_thread.run_sync(done.wait, STALL)
+        gate.opened.set()
+        await listener.stop(STALL)
+
+    async def log_from_another_run() -> float:
+        started = trio.current_time()
+        for i in range(5):
+            logger.info("other %d", i)
+        return float(trio.current_time() - started)
+
+    server = threading.Thread(target=run_trio, args=(serve,), name="server")
+    server.start()
+    try:
+        assert full.wait(STALL)
+        elapsed = trio.run(log_from_another_run)
+    finally:
+        done.set()
+        gate.opened.set()
+        server.join(STALL)
+    assert elapsed < STALL / 2
+    assert q.dropped >= 3
+
+
 # ---------------------------------------------------------- how a run ends
 
 
