@@ -396,6 +396,31 @@ def test_the_end_of_trio_run_without_stop_delivers_everything(
     assert rec.lines[-1] == "after -"
 
 
+def test_a_cancelled_scope_ends_the_block_not_the_delivery(
+    pair: tuple[logging.Logger, aioqlog.LogQueue],
+) -> None:
+    """Cancelling the scope around async with leaves the block; the records are still delivered."""
+    logger, q = pair
+    rec = _recorder()
+    listener = aioqlog.QueueListener(q, rec)
+    left: list[bool] = []
+
+    async def main() -> None:
+        with trio.CancelScope() as scope:
+            async with listener:
+                for i in range(100):
+                    logger.info("r%d", i)
+                scope.cancel()
+                await trio.sleep_forever()
+        left.append(scope.cancelled_caught)
+        await trio.to_thread.run_sync(rec.wait_for, 100, STALL / 4)
+
+    run_trio(main)
+    assert left == [True]
+    assert rec.messages() == [f"r{i}" for i in range(100)]
+    assert not listener.running
+
+
 def test_a_start_refused_at_the_very_end_of_the_run_leaves_delivery_in_the_caller(
     pair: tuple[logging.Logger, aioqlog.LogQueue],
 ) -> None:
