@@ -1,5 +1,9 @@
 """The bridge: ``LogQueue`` carries records from any thread into the event loop.
 
+It knows no loop: the listener hands it the ``Backend`` (asyncio or trio) it
+captured at ``start()``, and a parked consumer leaves the backend's bound
+callables in its wake-up token.
+
 Who may call what
 -----------------
 * Producers (any thread, including the loop's, including a signal handler):
@@ -43,17 +47,16 @@ strand records; the stress tests run with the tick disabled.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Literal, Protocol, get_args
+from typing import Any, Literal, Protocol, get_args
 
 from . import _lifecycle
-from ._context import resolve
+from ._backend import Backend, Waiter, loop_runs_here
 from ._diagnostics import check_positive, check_seconds
 
 __all__ = ["DEFAULT_BLOCK_TIMEOUT", "DEFAULT_MAXSIZE", "Entry", "LogQueue", "Overflow"]
@@ -83,7 +86,15 @@ _TOKEN = True
 # Bound once: every log call uses it.
 _copy_context = contextvars.copy_context
 
-_Parked = tuple[asyncio.AbstractEventLoop, int, "asyncio.Future[None]"]
+#: A parked waiter's token: the loop's call-soon (from any thread), whether the
+#: loop has closed, how to resolve the waiter, the loop's thread, the waiter.
+_Parked = tuple[
+    Callable[[Callable[[Any], None], Any], object],
+    Callable[[], bool],
+    Callable[[Any], None],
+    int,
+    Waiter,
+]
 
 
 class Consumer(Protocol):
@@ -137,30 +148,37 @@ class Parking:
     def wake(self) -> bool:
         """Wake the waiter if this caller wins its token; False if its loop has closed."""
         try:
-            loop, loop_thread, waiter = self.slot.pop()
+            call_soon, is_closed, resolve, loop_thread, waiter = self.slot.pop()
         except IndexError:
             return True  # nobody waits, or another waker claimed the token
         if threading.get_ident() == loop_thread:
-            if loop.is_closed():
+            if is_closed():
                 return False
             resolve(waiter)  # on the loop thread: no self-pipe write needed
             return True
         try:
-            loop.call_soon_threadsafe(resolve, waiter)
+            call_soon(resolve, waiter)
         except RuntimeError:
             return False  # the loop is closed: the waiter will never run again
         return True
 
-    async def wait(self, ready: Callable[[], bool], timeout: float | None) -> bool:
-        """Sleep until woken, or *ready()* holds, or *timeout* passes.
+    async def wait(
+        self, ready: Callable[[], bool], timeout: float | None, backend: Backend
+    ) -> bool:
+        """Sleep on *backend*'s loop until woken, or *ready()* holds, or *timeout* passes.
 
         Returns False when the timeout ended the wait, True otherwise. It may
         return spuriously: callers re-check their condition in a loop.
         """
         # Precondition: one waiter at a time, on its loop's thread.
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        token: _Parked = (loop, threading.get_ident(), waiter)
+        waiter = backend.new_waiter()
+        token: _Parked = (
+            backend.call_soon_threadsafe,
+            backend.is_closed,
+            backend.resolve,
+            threading.get_ident(),
+            waiter,
+        )
         slot = self.slot
         slot.append(token)
         if ready():  # re-check after announcing the park
@@ -170,31 +188,23 @@ class Parking:
                 pass  # a waker claimed the token: its wake-up is on the way
             else:
                 return True
-        expired = False
-
-        def expire() -> None:
-            nonlocal expired
+        try:
+            woken = await backend.wait(waiter, timeout)
+        except BaseException:
+            # Cancelled while parked: withdraw the token, or the next waker
+            # would "wake" a dead waiter.
             try:
                 slot.remove(token)
             except ValueError:
-                return  # a waker claimed it just now: its wake-up is on the way
-            expired = True
-            resolve(waiter)
-
-        timer = None if timeout is None else loop.call_later(max(timeout, 0.0), expire)
+                pass
+            raise
+        if woken:
+            return True
         try:
-            await waiter
-        finally:
-            if timer is not None:
-                timer.cancel()
-            # Cancelled while parked (the task cancels the waiter it awaits):
-            # withdraw the token, or the next waker would "wake" a dead waiter.
-            if not waiter.done() or waiter.cancelled():
-                try:
-                    slot.remove(token)
-                except ValueError:
-                    pass
-        return not expired
+            slot.remove(token)
+        except ValueError:
+            return True  # a waker claimed it just now: its wake-up is on the way (harmless)
+        return False
 
 
 class LogQueue:
@@ -282,7 +292,8 @@ class LogQueue:
         self._kicked = False
         # _enqueued when the consumer began to stop (see _mark_stop).
         self._stop_mark = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # The attached consumer's event loop.
+        self._backend: Backend | None = None
         self._loop_thread = 0
         # Threads that must never wait under "block": the loop's and the lanes'.
         self._nonblocking: frozenset[int] = frozenset()
@@ -360,11 +371,7 @@ class LogQueue:
 
     def _may_wait(self) -> bool:
         """Return whether this thread may wait for room under "block"."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
+        if loop_runs_here():
             return False  # an event loop runs here: waiting would stall it
         me = threading.get_ident()
         if me in self._nonblocking or me == self._holder:
@@ -456,9 +463,9 @@ class LogQueue:
         """Make *consumer* the queue's listener (it delivers while not running, too)."""
         self._consumer = consumer
 
-    def _attach(self, nonblocking: Iterable[int] = ()) -> None:
-        """Mark a consumer as attached to the running loop (it still needs the right)."""
-        self._loop = asyncio.get_running_loop()
+    def _attach(self, backend: Backend, nonblocking: Iterable[int] = ()) -> None:
+        """Mark a consumer as attached to *backend*'s loop (it still needs the right)."""
+        self._backend = backend
         self._loop_thread = threading.get_ident()
         self._nonblocking = frozenset((self._loop_thread, *nonblocking))
         self._kicked = False
@@ -514,8 +521,10 @@ class LogQueue:
     async def _park(self, ready: deque[Entry] | deque[bool], *, wake_on_kick: bool) -> None:
         # Precondition: on the loop thread; only the consumer parks. Returns
         # once *ready* is non-empty (or was kicked), or spuriously: callers loop.
+        backend = self._backend
+        assert backend is not None  # attached
         woken = await self._parking.wait(
-            lambda: bool(ready) or (wake_on_kick and self._kicked), self._tick
+            lambda: bool(ready) or (wake_on_kick and self._kicked), self._tick, backend
         )
         if not woken and self._items:
             self._rescues += 1  # the safety tick found records a wake-up missed

@@ -1,4 +1,4 @@
-"""Context and task plumbing shared by the bridge, the lanes and the listener.
+"""Context plumbing shared by the bridge, the lanes and the listener.
 
 Records carry the ``contextvars.Context`` of their log call (captured by
 ``LogQueue.put_nowait``). Handlers run inside a copy of it, so filters and
@@ -7,9 +7,7 @@ formatters see a request id set by web middleware exactly as it was at the call.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
-import sys
 from collections.abc import Coroutine, Generator
 from typing import Any, TypeVar
 
@@ -17,10 +15,7 @@ __all__ = [
     "DEPTH",
     "MAX_DEPTH",
     "SUMMARY_DEPTH",
-    "bounded",
-    "resolve",
     "run_in_context",
-    "uncancel",
 ]
 
 _T = TypeVar("_T")
@@ -59,9 +54,11 @@ async def run_in_context(ctx: contextvars.Context, coro: Coroutine[Any, Any, _T]
 
     This is what ``asyncio.create_task(coro, context=ctx)`` does (Python 3.11+),
     without the cost of a task per record and on every supported Python. Each
-    step of the inner coroutine runs under ``ctx.run``; whatever it yields (a
-    future, or ``None`` for a bare yield) is relayed untouched to the task that
-    drives us, and cancellation or errors delivered to us are thrown back in.
+    step of the inner coroutine runs under ``ctx.run``; whatever it yields (an
+    asyncio future, ``None`` for a bare yield, or one of trio's traps) is relayed
+    untouched to the task that drives us, what the task sends back (trio's
+    outcome, for one) is sent in, and cancellation or errors delivered to us are
+    thrown back in. It knows no event loop.
     """
     value: Any = None
     error: BaseException | None = None
@@ -86,39 +83,3 @@ async def run_in_context(ctx: contextvars.Context, coro: Coroutine[Any, Any, _T]
         # Closing a finished coroutine is a no-op; closing one we abandon
         # (because we were closed ourselves) runs its finally blocks.
         coro.close()
-
-
-async def bounded(coro: Coroutine[Any, Any, _T], timeout: float | None, what: str) -> _T:
-    """Await *coro*, cancelling it after *timeout* seconds (``None``: no bound).
-
-    Raises:
-        TimeoutError: naming *what* and the bound, when time ran out.
-    """
-    if timeout is None:
-        return await coro
-    try:
-        if sys.version_info >= (3, 11):
-            async with asyncio.timeout(timeout):
-                return await coro
-        return await asyncio.wait_for(coro, timeout)
-    except asyncio.TimeoutError:  # the builtin TimeoutError from 3.11 on
-        raise TimeoutError(f"{what} did not finish within timeout={timeout}s") from None
-
-
-def resolve(waiter: asyncio.Future[None]) -> None:
-    """Complete *waiter*; a stale or duplicate wake-up is harmless (it may be done)."""
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-def uncancel() -> None:
-    """Withdraw the cancellation the current task just caught (Python 3.11+).
-
-    Used where a task deliberately keeps working after being cancelled from
-    outside (to deliver what is queued), so that timeouts it uses afterwards
-    count cancellations correctly.
-    """
-    if sys.version_info >= (3, 11):
-        task = asyncio.current_task()
-        if task is not None:
-            task.uncancel()

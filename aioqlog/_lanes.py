@@ -4,7 +4,8 @@ A lane owns a bounded buffer of records for one handler, so a slow or stuck
 handler only backs up its own lane. ``ThreadLane`` feeds a sync
 ``logging.Handler`` from a worker thread it owns (never the loop's default
 executor, which application code can saturate); ``TaskLane`` awaits an
-``AsyncHandler`` in a task on the loop.
+``AsyncHandler`` in a task on the loop (asyncio's or trio's: the listener's
+``Backend``).
 
 A lane is in one of three states:
 
@@ -32,19 +33,18 @@ a put made while it drains, and a restart against the worker exiting.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import logging
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Final, Literal
 
 from ._async_handler import AsyncHandler, overrides_batch
+from ._backend import Backend, Task, Waiter
 from ._batch import batch_emitter
 from ._bridge import BATCH_LIMIT, Entry, Overflow, Parking
-from ._context import DEPTH, SUMMARY_DEPTH, bounded, resolve, run_in_context, uncancel
+from ._context import DEPTH, SUMMARY_DEPTH, run_in_context
 from ._diagnostics import report_error
 from ._records import copy_record, own_record, summary_context
 
@@ -192,12 +192,14 @@ class Lane:
     def _notify(self) -> None:
         self._watch.wake()
 
-    async def wait_progress(self, ready: Callable[[], bool], timeout: float | None) -> bool:
+    async def wait_progress(
+        self, ready: Callable[[], bool], timeout: float | None, backend: Backend
+    ) -> bool:
         """Return once *ready()* holds, the worker made progress, or *timeout* passed.
 
-        Returns False when the timeout ended the wait.
+        Returns False when the timeout ended the wait. Awaited on *backend*'s loop.
         """
-        return await self._watch.wait(ready, timeout)
+        return await self._watch.wait(ready, timeout, backend)
 
     def stats_name(self) -> str:
         """Return how the handler is named in stats and reports."""
@@ -232,8 +234,8 @@ class Lane:
         """Wake the worker if it sleeps waiting for records."""
         raise NotImplementedError
 
-    def start(self) -> int | None:
-        """Begin serving on the running loop; return a worker thread id, if any."""
+    def start(self, backend: Backend) -> int | None:
+        """Begin serving on *backend*'s loop; return a worker thread id, if any."""
         raise NotImplementedError
 
     def stop_serving(self, *, gave_up: bool = False) -> None:
@@ -312,7 +314,7 @@ class ThreadLane(Lane):
         else:
             self.handled += 1
 
-    def start(self) -> int | None:
+    def start(self, backend: Backend) -> int | None:
         with self._lock:
             self._closing = False
             self.state = RUNNING
@@ -424,8 +426,10 @@ class TaskLane(Lane):
     ):
         super().__init__(handler, capacity, overflow, copy_records=copy_records)
         self.batching = overrides_batch(handler)
-        self.task: asyncio.Task[None] | None = None
-        self._waiter: asyncio.Future[None] | None = None
+        self.task: Task | None = None
+        # The loop it serves on (set by start()).
+        self._backend: Backend | None = None
+        self._waiter: Waiter | None = None
         self._closing = False
         self._abort = False
         # Entries put back once after a cancellation from outside (by id).
@@ -435,25 +439,28 @@ class TaskLane(Lane):
         self, record: logging.LogRecord, ctx: contextvars.Context, *, past_bound: bool = False
     ) -> None:
         # While IDLE the buffer keeps records for the next start.
-        if self._accept((record, ctx), past_bound=past_bound) and self.state == RUNNING:
-            waiter = self._waiter
-            if waiter is not None:
-                self._waiter = None
-                resolve(waiter)
+        if (
+            self._accept((record, ctx), past_bound=past_bound)
+            and self.state == RUNNING
+            and self._waiter is not None
+        ):
+            self._wake_worker()
 
     def _wake_worker(self) -> None:
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
-            resolve(waiter)
+            backend = self._backend
+            assert backend is not None  # a waiter exists only while serving
+            backend.resolve(waiter)
 
-    def start(self) -> int | None:
-        loop = asyncio.get_running_loop()
+    def start(self, backend: Backend) -> int | None:
+        self._backend = backend
         self._closing = False
         self._abort = False
         self.state = RUNNING
         self._loop_thread = threading.get_ident()
-        self.task = loop.create_task(self._run(), name=f"aioqlog-{self.stats_name()}")
+        self.task = backend.spawn(self._run, f"aioqlog-{self.stats_name()}")
         return None
 
     def stop_serving(self, *, gave_up: bool = False) -> None:
@@ -464,49 +471,49 @@ class TaskLane(Lane):
             # the next start (it is reported as undelivered now).
             self._abort = True
             self.task.cancel()
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            resolve(waiter)
+        self._wake_worker()
 
     async def finished(self) -> None:
         task = self.task
         if task is not None:
-            await asyncio.wait({task})
+            assert self._backend is not None  # set with the task
+            await self._backend.join(task)
             self.task = None
 
     async def _run(self) -> None:
+        backend = self._backend
+        assert backend is not None  # set by start()
         cancelled = False
         while True:
             try:
-                await self._serve()
+                await self._serve(backend)
                 break
-            except asyncio.CancelledError:
+            except backend.Cancelled:
                 if self._abort:
                     raise
                 # Cancelled from outside (asyncio.run() ending, or a blanket
                 # cancel of all tasks): keep delivering until the listener
                 # closes the lane; the listener bounds how long that takes.
+                # (On trio the task runs shielded: only _abort cancels it.)
                 cancelled = True
-                uncancel()
+                backend.uncancel()
         if cancelled:
-            raise asyncio.CancelledError
+            raise backend.Cancelled
 
-    async def _serve(self) -> None:
-        loop = asyncio.get_running_loop()
+    async def _serve(self, backend: Backend) -> None:
         while True:
             if self.buffer:
-                await self._deliver()
+                await self._deliver(backend)
                 if self._watch.slot:
                     self._notify()
                 continue
             if self._closing:
                 return
-            waiter = loop.create_future()
+            waiter = backend.new_waiter()
             self._waiter = waiter
-            await waiter
+            await backend.wait(waiter, None)
 
-    async def _deliver(self) -> None:
+    async def _deliver(self, backend: Backend) -> None:
         """Deliver the next record, or with ``aemit_batch`` the next run of records.
 
         One path for both: a run is the records logged in one context (a
@@ -557,9 +564,9 @@ class TaskLane(Lane):
             if timeout is None:
                 await run_in_context(ctx, call)
             else:
-                await bounded(run_in_context(ctx, call), timeout, what)
-        except asyncio.CancelledError:
-            if _cancel_requested():
+                await backend.bounded(run_in_context(ctx, call), timeout, what)
+        except backend.Cancelled:
+            if backend.cancel_requested():
                 if self._redeliver(passed_entries):
                     raise
                 self._forget(passed_entries)
@@ -606,17 +613,6 @@ class TaskLane(Lane):
             self._redelivered.add(id(entry))
             self.buffer.appendleft(entry)
         return True
-
-
-def _cancel_requested() -> bool:
-    """Return whether the current task is being cancelled from outside.
-
-    A ``CancelledError`` that nobody requested was raised by the handler itself.
-    """
-    if sys.version_info >= (3, 11):
-        task = asyncio.current_task()
-        return task is not None and task.cancelling() > 0
-    return True  # Python 3.10 cannot tell: assume it was
 
 
 def make_lane(

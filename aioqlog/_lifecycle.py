@@ -2,9 +2,10 @@
 
 At exit, nothing queued is dropped without a word.
 
-``asyncio.run`` cancels the listener's task, which delivers what was queued
-(see ``QueueListener``). This hook covers the rest: a loop that stopped or
-closed with the listener's task still inside it, worker threads still handling
+``asyncio.run`` cancels the listener's task, and the end of ``trio.run``'s
+main task tells it; either way it delivers what was queued (see
+``QueueListener``). This hook covers the rest: a loop that stopped or closed
+with the listener's task still inside it, worker threads still handling
 records, records for async handlers that no listener will await, and queues
 that no listener ever served. It runs before ``logging.shutdown`` closes the
 handlers (atexit hooks run last-registered first, and ``logging`` registers

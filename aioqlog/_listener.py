@@ -1,4 +1,7 @@
-"""The consumer side: ``QueueListener`` serves a ``LogQueue`` from an asyncio task.
+"""The consumer side: ``QueueListener`` serves a ``LogQueue`` from a task on the loop.
+
+The loop is asyncio's (uvloop's) or trio's: ``start()`` captures it once as a
+``Backend`` (see ``_backend``), and everything here goes through it.
 
 Data path: the listener's task takes batches of records off the queue
 (``dequeue``), and for each record, inside the context of its log call,
@@ -6,7 +9,8 @@ Data path: the listener's task takes batches of records off the queue
 handler that takes it. Lanes deliver on their own (see ``_lanes``).
 
 Lifecycle: ``start()`` attaches the task to the queue; ``stop()`` (or the task
-being cancelled, as at the end of ``asyncio.run``) delivers what was logged
+being cancelled, as at the end of ``asyncio.run``, or the end of ``trio.run``'s
+main task) delivers what was logged
 before it, lets every lane finish, switches the lanes to in-caller delivery,
 and hands the queue back to the producers. While no listener runs, records are
 handled in the thread that logs them (see ``QueueListener``).
@@ -14,7 +18,6 @@ handled in the thread that logs them (see ``QueueListener``).
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import logging
 import sys
@@ -27,8 +30,9 @@ from types import TracebackType
 
 from . import _lifecycle
 from ._async_handler import AsyncHandler
+from ._backend import Backend, Task, running_backend
 from ._bridge import BATCH_LIMIT, Entry, LogQueue
-from ._context import DEPTH, MAX_DEPTH, SUMMARY_DEPTH, bounded, resolve, uncancel
+from ._context import DEPTH, MAX_DEPTH, SUMMARY_DEPTH
 from ._diagnostics import check_seconds
 from ._diagnostics import write_stderr as _stderr
 from ._lanes import DRAINING, IDLE, RUNNING, Lane, TaskLane, ThreadLane, make_lane
@@ -63,8 +67,10 @@ class _Run:
     the listener itself.
     """
 
+    #: The event loop the task runs on.
+    backend: Backend | None = None
     #: The listener's task.
-    task: asyncio.Task[None] | None = None
+    task: Task | None = None
     #: Whether the task reached ``_run`` (one cancelled before its first step never does).
     entered: bool = False
     #: ``stop()`` was called, or the task was cancelled from outside.
@@ -83,7 +89,7 @@ def _summary(message: str, *args: object) -> logging.LogRecord:
 
 
 class QueueListener:
-    """Serve a ``LogQueue`` from an asyncio task and deliver records to handlers.
+    """Serve a ``LogQueue`` from a task on the event loop and deliver records to handlers.
 
     Each handler gets its own ordered lane: it sees records in the order they
     were logged (per logging thread), and a slow or stuck handler does not delay
@@ -91,11 +97,12 @@ class QueueListener:
     owned by the listener, a batch at a time; ``AsyncHandler`` objects are awaited on
     the loop. Filters and formatters see the ``contextvars`` of the log call.
 
-    Start it inside a running event loop, with ``start()`` from an app's startup
-    hook or as an async context manager; ``await stop()`` delivers everything
-    logged before it. If the loop ends without ``stop()`` (``asyncio.run``
-    cancels the listener's task), it still delivers what was queued, for at most
-    *shutdown_timeout* seconds.
+    Start it inside a running event loop (asyncio, uvloop, or trio), with
+    ``start()`` from an app's startup hook or as an async context manager;
+    ``await stop()`` delivers everything logged before it. If the loop ends
+    without ``stop()`` (``asyncio.run`` cancels the listener's task; trio's main
+    task returns), it still delivers what was queued, for at most
+    *shutdown_timeout* seconds without progress.
 
     While the listener is not running (before ``start()``, after ``stop()``,
     after its loop closed), records are not lost: sync handlers handle them in
@@ -180,8 +187,11 @@ class QueueListener:
     @property
     def running(self) -> bool:
         """Whether the listener's task is serving its queue."""
-        task = self._run_state.task
-        return task is not None and not task.done() and not task.get_loop().is_closed()
+        run = self._run_state
+        task, backend = run.task, run.backend
+        return (
+            task is not None and backend is not None and not task.done() and not backend.is_closed()
+        )
 
     def start(self) -> None:
         """Start serving the queue from a task on the running event loop.
@@ -189,26 +199,26 @@ class QueueListener:
         A plain call, made inside a running loop (an async function, a startup
         hook). Records already queued are delivered first.
 
+        On asyncio (and uvloop) the listener is a task of the running loop. On
+        trio, where a task needs a nursery, it is a *system task*
+        (``trio.lowlevel.spawn_system_task``) running in a copy of the caller's
+        context: ``start()`` stays a plain call, and the listener outlives the
+        task that started it. When ``trio.run``'s main task ends without
+        ``stop()``, the listener delivers what was logged before ``trio.run``
+        returns (for at most *shutdown_timeout* seconds without progress).
+
         Raises:
             RuntimeError: when no event loop runs in this thread, when the
                 listener is already running, or when another listener serves
                 the same queue.
         """
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            if _under_trio():
-                raise RuntimeError(
-                    "QueueListener.start() was called under trio, and aioqlog runs on "
-                    "asyncio (and uvloop) only for now: run the app on asyncio (for "
-                    "example hypercorn -k asyncio, or uvicorn), or attach the handlers "
-                    "to the logger directly"
-                ) from None
+        backend = running_backend()
+        if backend is None:
             raise RuntimeError(
                 "QueueListener.start() must be called inside a running event loop: "
                 "call it from an async function (such as your app's startup hook), "
                 "or use `async with QueueListener(...)`"
-            ) from None
+            )
         if self.running:
             raise RuntimeError("QueueListener is already running; call stop() before start() again")
         owner = self.queue._consumer
@@ -218,10 +228,17 @@ class QueueListener:
                 f"stop it before starting this one"
             )
         self._bind()
-        self.queue._attach()
-        run = self._run_state = _Run()
-        run.task = loop.create_task(self._run(), name="aioqlog-listener")
-        run.task.add_done_callback(self._on_task_done)
+        self.queue._attach(backend)
+        run = self._run_state = _Run(backend=backend)
+        try:
+            task = backend.spawn(self._run, "aioqlog-listener", on_run_ending=self._run_ending)
+        except BaseException:
+            # No task (trio refuses system tasks once its run is ending): the
+            # queue goes back to delivering in the caller.
+            self.queue._abandon_attach()
+            raise
+        run.task = task
+        task.add_done_callback(self._on_task_done)
 
     async def stop(self, timeout: float | None = None) -> ListenerStats:
         """Deliver every record logged before this call, then stop.
@@ -242,18 +259,17 @@ class QueueListener:
             A ``ListenerStats`` snapshot taken once stopped.
         """
         timeout = check_seconds(timeout, "stop() timeout", allow_none=True, allow_zero=True)
-        task = self._run_state.task
-        if task is None or task.done() or task.get_loop().is_closed():
+        run = self._run_state
+        task, backend = run.task, run.backend
+        if task is None or backend is None or task.done() or backend.is_closed():
             return self.stats
-        loop = asyncio.get_running_loop()
-        if task.get_loop() is not loop:
+        if not backend.runs_here():
             raise RuntimeError(
                 "QueueListener.stop() must be awaited on the event loop the listener runs on"
             )
-        self._begin_stop(None if timeout is None else loop.time() + timeout)
-        for lane in self._lanes:
-            lane._notify()  # re-evaluate any wait against the new deadline
-        await asyncio.wait({task})
+        self._begin_stop(None if timeout is None else backend.time() + timeout)
+        self._notify_lanes()
+        await backend.join(task)
         return self.stats
 
     async def __aenter__(self) -> QueueListener:
@@ -424,11 +440,49 @@ class QueueListener:
         if deadline is not None and (run.deadline is None or deadline < run.deadline):
             run.deadline = deadline
 
+    def _notify_lanes(self) -> None:
+        """Make any wait on a lane's progress re-evaluate against a new deadline."""
+        for lane in self._lanes:
+            lane._notify()
+
+    def _cancelled_from_outside(self) -> None:
+        """Wind down because the loop is ending without ``stop()``.
+
+        ``asyncio.run`` ending cancels the task, and ``trio.run``'s main task
+        ending calls ``_run_ending``. The first time, the listener delivers
+        what was queued as long as the handlers make progress; a second time,
+        or during a ``stop()`` already under way (a second Ctrl-C), it winds
+        down at once: the lanes' threads go on off the loop, and the exit hook
+        waits for them.
+        """
+        run = self._run_state
+        assert run.backend is not None  # running
+        now = run.backend.time()
+        if run.cancelled or run.stopping:
+            run.patient = False
+            self._begin_stop(now)
+        else:
+            run.patient = True
+            bound = self.shutdown_timeout
+            self._begin_stop(None if bound is None else now + bound)
+        run.cancelled = True
+
+    def _run_ending(self) -> None:
+        """On trio: the run's main task ended with the listener running; drain, then stop.
+
+        Called once, on the loop, by the backend's watcher (the listener's own
+        task runs shielded, so it never sees the cancellation itself).
+        """
+        self._cancelled_from_outside()
+        self._notify_lanes()
+
     def _time_left(self) -> float | None:
-        deadline = self._run_state.deadline
+        run = self._run_state
+        deadline = run.deadline
         if deadline is None:
             return None
-        return max(0.0, deadline - asyncio.get_running_loop().time())
+        assert run.backend is not None  # running
+        return max(0.0, deadline - run.backend.time())
 
     async def _room_for_batch(self) -> int:
         """Under "block", wait until every running lane has room; return how much.
@@ -439,6 +493,8 @@ class QueueListener:
         the others (nor keep logging threads waiting on a full queue).
         """
         patience = self.queue.block_timeout
+        backend = self._run_state.backend
+        assert backend is not None  # running
         while True:
             room = BATCH_LIMIT
             full: Lane | None = None
@@ -462,7 +518,7 @@ class QueueListener:
                 return 0
             done = full.done_count
             wait = patience if left is None else min(left, patience)
-            in_time = await full.wait_progress(full.has_room, wait)
+            in_time = await full.wait_progress(full.has_room, wait, backend)
             if not in_time and wait == patience and full.done_count == done:
                 full.stalled_at = done  # full, and not a record handled for block_timeout
 
@@ -475,8 +531,9 @@ class QueueListener:
         way, a notice on stderr says what the wait is for once it takes more
         than a second, and that Ctrl-C cuts it short.
         """
-        loop = asyncio.get_running_loop()
-        began = loop.time()
+        backend = self._run_state.backend
+        assert backend is not None  # running
+        began = backend.time()
         noticed = False
         for lane in self._lanes:
             while lane.state == RUNNING and lane.pending:
@@ -486,10 +543,10 @@ class QueueListener:
                 done = lane.done_count
                 run = self._run_state
                 if not noticed:
-                    until_notice = max(0.0, began + _NOTICE_AFTER - loop.time())
+                    until_notice = max(0.0, began + _NOTICE_AFTER - backend.time())
                     left = until_notice if left is None else min(left, until_notice)
-                await lane.wait_progress(lane.settled, left)
-                now = loop.time()
+                await lane.wait_progress(lane.settled, left, backend)
+                now = backend.time()
                 if run.patient and lane.done_count != done and self.shutdown_timeout is not None:
                     run.deadline = now + self.shutdown_timeout
                 if noticed or now - began < _NOTICE_AFTER or not lane.pending:
@@ -516,15 +573,16 @@ class QueueListener:
         """The listener's task: serve, then wind down, however it ends."""
         run = self._run_state
         run.entered = True
+        backend = run.backend
+        assert backend is not None  # set by start()
         q = self.queue
-        loop = asyncio.get_running_loop()
         try:
             await q._acquire()
-        except asyncio.CancelledError:
+        except backend.Cancelled:
             q._abandon_attach()
             raise
         for lane in self._lanes:
-            thread_id = lane.start()
+            thread_id = lane.start(backend)
             if thread_id is not None:
                 q._add_nonblocking(thread_id)
         cancelled = False
@@ -532,30 +590,18 @@ class QueueListener:
             try:
                 await self._serve()
                 break
-            except asyncio.CancelledError:
-                uncancel()
-                now = loop.time()
-                if cancelled or run.stopping:
-                    # Cancelled again, or while a stop() was already under way
-                    # (a second Ctrl-C): wind down at once; the lanes' threads
-                    # go on off the loop, and the exit hook waits for them.
-                    run.patient = False
-                    self._begin_stop(now)
-                else:
-                    # The loop is ending without stop(): deliver what was
-                    # queued, as long as the handlers make progress.
-                    run.patient = True
-                    bound = self.shutdown_timeout
-                    self._begin_stop(None if bound is None else now + bound)
-                run.cancelled = cancelled = True
+            except backend.Cancelled:  # asyncio only: on trio the task runs shielded
+                backend.uncancel()
+                self._cancelled_from_outside()
+                cancelled = True
             except Exception as exc:  # noqa: BLE001 - wind down cleanly even on a bug
                 _stderr(f"the listener failed ({exc!r}); delivering in the caller from now on")
                 break
         await self._wind_down()
         if cancelled:
-            raise asyncio.CancelledError
+            raise backend.Cancelled
 
-    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+    def _on_task_done(self, task: Task) -> None:
         """Hand the queue back if the task ended without winding down.
 
         A task cancelled before its first step never runs ``_run`` (not even
@@ -589,12 +635,15 @@ class QueueListener:
     async def _serve(self) -> None:
         """Move records into the lanes until stopped and every lane has settled."""
         q = self.queue
+        backend = self._run_state.backend
+        assert backend is not None  # running
+        checkpoint = backend.checkpoint
         while True:
             batch = await self.dequeue()
             if batch:
                 self._dispatch(batch)
                 self._report_drops(force=False)
-                await asyncio.sleep(0)  # let the loop breathe between batches
+                await checkpoint()  # let the loop breathe between batches
                 continue
             self._report_drops(force=True)
             if not await self._settle():
@@ -658,13 +707,14 @@ class QueueListener:
         The helper may go on delivering what threads keep logging, like any
         logging thread.
         """
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
+        backend = self._run_state.backend
+        assert backend is not None  # running
+        done = backend.new_waiter()
         remaining = [self.queue.qsize()]
 
         def signal() -> None:
             try:
-                loop.call_soon_threadsafe(resolve, done)
+                backend.call_soon_threadsafe(backend.resolve, done)
             except RuntimeError:  # the loop closed meanwhile
                 pass
 
@@ -682,7 +732,7 @@ class QueueListener:
 
         self._start_drainer(drain)
         if not self._run_state.cancelled:
-            await asyncio.wait({done}, timeout=self._time_left())
+            await backend.wait(done, self._time_left())
 
     async def _aclose(self, lane: TaskLane) -> None:
         handler = lane.handler
@@ -691,7 +741,9 @@ class QueueListener:
         if left is not None and (bound is None or left < bound):
             bound = left
         try:
-            await bounded(handler.aclose(), bound, "aclose()")
+            backend = self._run_state.backend
+            assert backend is not None  # running
+            await backend.bounded(handler.aclose(), bound, "aclose()")
         except Exception as exc:  # noqa: BLE001
             held = _held(handler)
             still = f"; it still holds {held} records undelivered" if held else ""
@@ -806,10 +858,10 @@ class QueueListener:
         Also what ``QueueHandler.close()`` runs, so that ``logging.shutdown()``
         finds the records delivered before it flushes and closes the handlers.
         """
-        task = self._run_state.task
-        if task is not None and not task.done():
-            loop = task.get_loop()
-            if loop.is_running() and asyncio._get_running_loop() is loop:
+        run = self._run_state
+        task, backend = run.task, run.backend
+        if task is not None and backend is not None and not task.done():
+            if backend.runs_here():
                 # Called from a coroutine of the listener's own loop: the listener
                 # cannot run until we return, so nothing can be waited for here.
                 if self.stats.undelivered:
@@ -820,13 +872,11 @@ class QueueListener:
                         f"listener.stop() first)"
                     )
                 return
-            if loop.is_running():
-                # The loop runs in another thread (a daemon thread's loop, still
-                # alive at exit): ask it to stop the listener, and wait.
-                self._stop_in(loop)
-            else:
-                # The loop stopped or closed with our task still inside it: take
-                # the queue back and let the lanes' threads finish what they hold.
+            # The loop may run in another thread (a daemon thread's loop, still
+            # alive at exit): ask it to stop the listener, and wait. If it
+            # stopped or closed with our task still inside it, take the queue
+            # back and let the lanes' threads finish what they hold.
+            if not self._stop_in(backend):
                 self.queue._consumer_lost()
         # The program ends on Ctrl-C (KeyboardInterrupt, printed and kept in
         # sys.last_value before exit hooks and logging.shutdown() run): a handler
@@ -852,13 +902,16 @@ class QueueListener:
                     f"(await listener.stop() before the event loop ends)"
                 )
 
-    def _stop_in(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Run ``stop()`` on *loop*, which runs in another thread; wait boundedly."""
+    def _stop_in(self, backend: Backend) -> bool:
+        """Run ``stop()`` on *backend*'s loop, in another thread; wait boundedly.
+
+        Returns False when that loop does not run (anymore): nothing was asked.
+        """
         bound = self.shutdown_timeout
         try:
-            future = asyncio.run_coroutine_threadsafe(self.stop(bound), loop)
+            future = backend.submit(self.stop, bound)
         except RuntimeError:
-            return  # the loop closed meanwhile
+            return False  # the loop stopped or closed
         try:
             future.result(None if bound is None else bound + 1.0)
         except Exception as exc:  # noqa: BLE001 - exit must go on
@@ -867,6 +920,7 @@ class QueueListener:
                 f"could not stop {self!r} on its event loop at exit ({exc!r}); "
                 f"{self.stats.undelivered} records were not delivered"
             )
+        return True
 
     def _threads(self) -> list[threading.Thread]:
         me = threading.current_thread()
@@ -944,18 +998,6 @@ class QueueListener:
                 lane.abandoned = True  # nothing waits for it again (at close)
         if any(t.is_alive() for t in self._drainers) and self.queue.qsize():
             _stderr(f"{self.queue.qsize()} records queued at exit were not delivered")
-
-
-def _under_trio() -> bool:
-    """Return whether this code runs inside ``trio.run``."""
-    trio = sys.modules.get("trio")
-    if trio is None:
-        return False
-    try:
-        trio.lowlevel.current_trio_token()
-    except RuntimeError:
-        return False
-    return True
 
 
 def _age(entries: deque[Entry], now: float) -> float | None:

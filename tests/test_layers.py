@@ -22,7 +22,8 @@ PACKAGE = Path(aioqlog.__file__).parent
 #: import each other (without a cycle). ``__init__`` is the package itself.
 LAYERS: list[tuple[str, ...]] = [
     ("_context", "_diagnostics", "_stats"),  # leaves: import nothing from aioqlog
-    ("_records",),  # record copies and aioqlog's own records (marked with _context)
+    # The event loop (asyncio or trio) behind one object; imports only _diagnostics.
+    ("_backend", "_records"),  # _records: record copies and aioqlog's own records
     ("_lifecycle", "_async_handler", "_batch"),  # _batch: batched emission to sync handlers
     ("_bridge",),  # the engine: bridge, lanes, listener
     ("_lanes",),
@@ -165,6 +166,14 @@ def test_the_scan_reads_the_whole_package() -> None:
     assert "aioqlog._lifecycle" in graph["aioqlog._bridge"]  # from . import _lifecycle
     assert "aioqlog._diagnostics" in graph["aioqlog.handlers._base"]  # from .. import
     assert "aioqlog._listener" not in graph["aioqlog._handler"]  # only under TYPE_CHECKING
+
+
+def test_the_event_loop_is_reached_through_one_leaf_module() -> None:
+    """_backend imports only _diagnostics of aioqlog; the engine reaches the loop through it."""
+    graph = import_graph(PACKAGE, "aioqlog")
+    assert graph["aioqlog._backend"] <= {"aioqlog._diagnostics"}
+    for module in ("_bridge", "_lanes", "_listener"):
+        assert "aioqlog._backend" in graph[f"aioqlog.{module}"]
 
 
 def _write(root: Path, files: Mapping[str, str]) -> Path:

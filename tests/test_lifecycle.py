@@ -753,22 +753,17 @@ async def test_recursion_summaries_coalesce_to_one_per_interval(logger: logging.
     assert announced + len(summaries) == listener.stats.recursion_dropped
 
 
-# ------------------------------------------------------------ trio, refused
+# ------------------------------------------------------- a failed start, undone
 
 
-def test_trio_is_refused_with_a_clear_error_and_nothing_half_done() -> None:
-    """Under trio.run, install() says trio is not supported, and leaves the root as it was."""
-    trio = pytest.importorskip("trio")
+def test_a_failed_install_start_leaves_the_logger_as_it_was() -> None:
+    """start() outside any event loop raises, and install() gives the root its handlers back."""
     root = logging.getLogger()
     rec = Recorder()
     root.handlers[:] = [rec]
-
-    async def main() -> None:
-        with pytest.raises(RuntimeError, match="under trio, and aioqlog runs on asyncio"):
-            async with aioqlog.install():
-                pass
-
-    trio.run(main)
+    listener = aioqlog.install()
+    with pytest.raises(RuntimeError, match="inside a running event loop"):
+        listener.start()
     assert root.handlers == [rec]
 
     async def again() -> None:
