@@ -86,6 +86,11 @@ class SocketHandler(BufferedSender[bytes, bytes]):
     Added in version 0.1.0.
     """
 
+    # Its connection is an asyncio stream.
+    trio_instead = (
+        "on trio, serve the stdlib's logging.handlers.SocketHandler itself with "
+        "aioqlog.QueueListener: it sends from the listener's worker thread, never from the loop"
+    )
     encode_in_thread = True
 
     def __init__(
@@ -176,14 +181,12 @@ class SocketHandler(BufferedSender[bytes, bytes]):
         self._watcher = None
 
     async def _run(self) -> None:
-        wake = self._wake
         buffer = self._buffer
         while True:
             if not buffer:
                 if self._closing:
                     return
-                wake.clear()
-                await wake.wait()
+                await self._sleep_until_woken()
                 continue
             try:
                 writer = await self._connect()
@@ -263,7 +266,7 @@ class SocketHandler(BufferedSender[bytes, bytes]):
         except asyncio.CancelledError:
             return
         writer.close()
-        if self._buffer:
+        if self._buffer and self._wake is not None:
             self._wake.set()
 
     async def _disconnect(self) -> None:
