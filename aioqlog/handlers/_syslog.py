@@ -47,6 +47,9 @@ _SEVERITIES = (
 )
 _DEBUG = 7
 
+#: Seconds a look at what a TCP server sent may take (it is there already).
+_LOOK = 0.05
+
 #: What a socket raises when the peer is gone or refuses (anyio wraps some).
 _SOCKET_ERRORS = (
     OSError,
@@ -244,7 +247,7 @@ class AsyncSyslogHandler(BufferedSender[bytes, bytes]):
         if self.transport == "tcp":
             stream = self._stream
             assert stream is not None
-            _check_open(stream)
+            await _check_open(stream)
             messages = list(buffer) if summary is None else [summary, *buffer]
             await stream.send(b"".join(b"%d %s" % (len(m), m) for m in map(self._cut, messages)))
             self._dropped_reported = max(self._dropped_reported, reported)
@@ -279,17 +282,26 @@ class AsyncSyslogHandler(BufferedSender[bytes, bytes]):
             host, port = self.address
             ssl = self.ssl
             if ssl is False:
-                self._stream = await anyio.connect_tcp(host, port)
+                stream: anyio.abc.ByteStream = await anyio.connect_tcp(host, port)
             else:
-                self._stream = await anyio.connect_tcp(
+                stream = await anyio.connect_tcp(
                     host, port, tls=True, ssl_context=None if ssl is True else ssl
                 )
+            self._stream = stream
         else:
             if self._datagram is not None:
                 return
             if self.transport == "unix":
                 assert isinstance(self.address, str)
-                self._datagram = await anyio.create_connected_unix_datagram_socket(self.address)
+                # Connected here: anyio's own connect leaks the socket when it fails.
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                try:
+                    sock.setblocking(False)
+                    sock.connect(self.address)
+                except OSError:
+                    sock.close()
+                    raise
+                self._datagram = await anyio.abc.ConnectedUNIXDatagramSocket.from_socket(sock)
             else:
                 assert isinstance(self.address, tuple)
                 host, port = self.address
@@ -321,12 +333,13 @@ class AsyncSyslogHandler(BufferedSender[bytes, bytes]):
         )
 
 
-def _check_open(stream: anyio.abc.ByteStream) -> None:
-    """Raise EOFError if the syslog server closed *stream* (or wrote to it).
+async def _check_open(stream: anyio.abc.ByteStream) -> None:
+    """Raise EOFError if the syslog server closed *stream*.
 
-    A server never writes on a syslog connection: something to read means
-    it is going away. Written to a closed connection, the next messages
-    would be accepted by the socket and lost.
+    Written to a closed connection, the next messages would be taken by the
+    socket and lost. A server sends nothing on a syslog connection: when
+    there is something to read, it is the end of the stream, or, over TLS,
+    what TLS sends after the handshake (session tickets), taken in here.
     """
     fd = stream.extra(anyio.abc.SocketAttribute.raw_socket).fileno()
     # A look through a second descriptor of the same socket: not every
@@ -337,7 +350,13 @@ def _check_open(stream: anyio.abc.ByteStream) -> None:
             peek.recv(1, socket.MSG_PEEK)
         except BlockingIOError:
             return  # nothing to read: the connection is open
-    raise EOFError("the syslog server closed the connection")
+    # Data is there: reading returns at once, unless TLS took it all in and
+    # waits for more (a ticket), which ends the look.
+    with anyio.move_on_after(_LOOK):
+        try:
+            await stream.receive()
+        except _SOCKET_ERRORS as exc:  # the end of the stream (EndOfStream), a reset
+            raise EOFError("the syslog server closed the connection") from exc
 
 
 def _is_ssl_context(value: object) -> bool:
