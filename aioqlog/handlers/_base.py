@@ -75,6 +75,7 @@ __all__ = [
     "BufferedSender",
     "EncodeThread",
     "Rejected",
+    "sending",
 ]
 
 T = TypeVar("T")  # what encode() makes of a record
@@ -477,7 +478,7 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
 
     async def _serve(self) -> None:
         """Run ``_run`` as the sender task: report what it raises, never raise it."""
-        _SENDING.set(self)  # what its client logs meanwhile is not for this handler
+        _SENDING.set(self)  # see sending()
         try:
             await self._run()
         except Exception:  # noqa: BLE001 - a broken override; on trio it would end the run
@@ -491,23 +492,17 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
                 ),
             )
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Refuse what this handler's own sender logged (its client's request lines).
-
-        An HTTP client that logs each request it makes (httpx does, at INFO)
-        would otherwise ship a line about every request in the next one, for
-        ever. Other handlers still get those records.
-        """
-        if _SENDING.get() is self:
-            return False
-        return super().filter(record)
-
 
 #: The handler whose sender task runs in this context: set there, and so in
 #: the context of every record logged from it.
 _SENDING: contextvars.ContextVar[BufferedSender[Any, Any] | None] = contextvars.ContextVar(
     "aioqlog_sending", default=None
 )
+
+
+def sending() -> bool:
+    """Return whether this runs in a network handler's sender (its client logging, say)."""
+    return _SENDING.get() is not None
 
 
 @dataclass
