@@ -399,3 +399,30 @@ async def test_dictconfig_socket_handler(
     assert await in_thread(lambda: cookbook.wait_for(2))
     assert [r.getMessage() for r in cookbook.records] == ["first error", "second"]
     assert (handler.sent, handler.dropped) == (2, 0)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("twin", ["SMTPHandler", "SocketHandler"])
+def test_the_asyncio_only_twins_refuse_trio_with_the_fix(twin: str, logger: logging.Logger) -> None:
+    """Under trio, the twins whose clients need asyncio say to serve the stdlib original instead."""
+    import trio
+
+    import aioqlog.handlers
+
+    cls = getattr(aioqlog.handlers, twin)
+    arguments: tuple[Any, ...] = (
+        ("127.0.0.1", "shop@example.com", ["ops@example.com"], "down")
+        if twin == "SMTPHandler"
+        else ("127.0.0.1", 9020)
+    )
+    fix = rf"not on trio: .*serve the stdlib's logging\.handlers\.{twin}"
+    made_before = cls(*arguments)
+    record = logger.makeRecord(logger.name, logging.ERROR, __file__, 1, "down", (), None)
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match=fix):
+            cls(*arguments)
+        with pytest.raises(RuntimeError, match=fix):
+            await made_before.aemit_batch([record])
+
+    trio.run(main)
+    assert made_before.pending == 0
