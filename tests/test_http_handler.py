@@ -536,10 +536,9 @@ class ThreadedCollector:
         self.port = _free_port()
         self.requests: list[tuple[str | None, list[str]]] = []
         self.holding = threading.Event()
-        self._loop = asyncio.new_event_loop()
         self._release: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
-        self._thread = threading.Thread(target=self._loop.run_forever, name="collector")
+        self._serving = served_in_a_thread(self._start, self._stop)
 
     @property
     def url(self) -> str:
@@ -570,15 +569,11 @@ class ThreadedCollector:
         await self._runner.cleanup()
 
     def __enter__(self) -> ThreadedCollector:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(STALL)
+        self._serving.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(STALL)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(STALL)
-        self._loop.close()
+        self._serving.__exit__(None, None, None)
 
 
 def test_a_batch_cut_off_by_asyncio_run_is_resent_under_the_same_key(
@@ -1043,3 +1038,20 @@ async def test_the_handlers_own_request_lines_are_not_shipped(
     # The application's own requests still log theirs.
     line = logging.LogRecord("httpx", logging.INFO, __file__, 1, "HTTP Request: GET", (), None)
     assert logging.getLogger("httpx").filter(line)
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_aemit_batch_buffers_nothing_on_every_backend(
+    threaded_server: Server,
+) -> None:
+    """Cancelled while its encoding thread works (the run ending), aemit_batch buffers nothing."""
+    handler = AsyncHTTPHandler(threaded_server.url, batch_age=60)
+    records = [logging.makeLogRecord({"msg": f"r{i}"}) for i in range(40)]
+    with anyio.CancelScope() as scope:
+        scope.cancel()  # at its first wait: for the encoding thread
+        await handler.aemit_batch(records)
+    assert scope.cancelled_caught
+    # The lane hands the same records over again: had some stayed, they would go twice.
+    assert handler.pending == 0
+    with anyio.fail_after(STALL):
+        await handler.aclose()
