@@ -19,13 +19,12 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import SplitResult, unquote, urlsplit
 
 import anyio
-import anyio.to_thread
 
 from .._diagnostics import check_positive
 from ._base import BatchSender, Rejected, sending
@@ -206,7 +205,7 @@ class AsyncHTTPHandler(BatchSender[_Line]):
         self.resource = dict(resource or {"service.name": "unknown_service"})
         self.gzip = gzip
         self.request_timeout = request_timeout
-        self._session = Session(True if ssl is None else ssl)
+        self._session = Session(True if ssl is None else ssl, self.off_loop)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._shown_url} ({logging.getLevelName(self.level)})>"
@@ -347,10 +346,17 @@ class Session:
     Args:
         verify: ``True`` to check servers' certificates against the system's
             CAs, an ``ssl.SSLContext`` of the caller's, or ``False``.
+        off_loop: Runs a function in a thread and returns its result (the
+            handler's ``off_loop``): loading the system's CAs takes a while.
     """
 
-    def __init__(self, verify: _ssl.SSLContext | bool) -> None:
+    def __init__(
+        self,
+        verify: _ssl.SSLContext | bool,
+        off_loop: Callable[[Callable[[], httpx.AsyncClient]], Awaitable[httpx.AsyncClient]],
+    ) -> None:
         self.verify = verify
+        self._off_loop = off_loop
         self._client: httpx.AsyncClient | None = None
         self._loop: object = None
 
@@ -360,8 +366,7 @@ class Session:
         loop = current_loop()
         if client is None or client.is_closed or self._loop is not loop:
             # (One made on an earlier loop, now gone, is left for the collector.)
-            # Made in a thread: loading the system's CAs takes the loop a while.
-            client = self._client = await anyio.to_thread.run_sync(self._make)
+            client = self._client = await self._off_loop(self._make)
             self._loop = loop
         return client
 

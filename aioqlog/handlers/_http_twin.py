@@ -126,7 +126,8 @@ class HTTPHandler(BatchSender[str]):
         self.credentials = credentials
         self.context = context
         self.request_timeout = request_timeout
-        self._session = Session((context if context is not None else True) if secure else False)
+        verify = (context if context is not None else True) if secure else False
+        self._session = Session(verify, self.off_loop)
 
     def __repr__(self) -> str:
         scheme = "https" if self.secure else "http"
