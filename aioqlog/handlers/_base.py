@@ -57,7 +57,7 @@ import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import anyio
 import anyio.lowlevel
@@ -133,12 +133,11 @@ class EncodeThread:
             thread.start()
         jobs.put((job, loop, done))
         await done.settled.wait()
-        if done.error is not None:
-            try:
-                raise done.error
-            finally:
-                done = None  # type: ignore[assignment]  # no cycle through the traceback
-        return done.value  # type: ignore[return-value]  # set along with settled
+        value, error = done.value, done.error
+        del done  # raised, the error's traceback holds this frame: no cycle through it
+        if error is not None:
+            raise error
+        return cast(R, value)  # set along with settled
 
     def stop(self) -> None:
         """Let the thread end once the jobs it was given are done; never wait for it."""
