@@ -1055,3 +1055,15 @@ async def test_a_cancelled_aemit_batch_buffers_nothing_on_every_backend(
     assert handler.pending == 0
     with anyio.fail_after(STALL):
         await handler.aclose()
+
+
+def test_without_httpx_the_handlers_name_their_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without httpx, each HTTP handler's constructor says to install aioqlog[http]."""
+    from aioqlog.handlers import HTTPHandler
+
+    monkeypatch.setitem(sys.modules, "httpx", None)  # as if not installed
+    fix = r"needs httpx: pip install 'aioqlog\[http\]'"
+    with pytest.raises(ImportError, match=f"AsyncHTTPHandler {fix}"):
+        AsyncHTTPHandler("http://127.0.0.1:9/ingest")
+    with pytest.raises(ImportError, match=f"^HTTPHandler {fix}"):
+        HTTPHandler("127.0.0.1:9", "/log")

@@ -13,6 +13,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -523,3 +524,23 @@ def test_tls_needs_tcp_and_a_context() -> None:
         AsyncSyslogHandler(("127.0.0.1", 514), ssl=True)
     with pytest.raises(TypeError, match=r"ssl must be True, False or an ssl\.SSLContext"):
         AsyncSyslogHandler(("127.0.0.1", 514), transport="tcp", ssl="yes")  # type: ignore[arg-type]
+
+
+def test_without_anyio_aioqlog_imports_and_the_handlers_name_their_extra() -> None:
+    """Without anyio, import aioqlog works; import aioqlog.handlers says which extra to install."""
+    code = (
+        "import sys\n"
+        "sys.modules['anyio'] = None  # as if not installed\n"
+        "import aioqlog\n"
+        "try:\n"
+        "    import aioqlog.handlers\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=STALL, check=True
+    )
+    assert done.stdout.strip() == (
+        "aioqlog.handlers needs anyio, which each handler's extra installs: "
+        "pip install 'aioqlog[syslog]' (or aioqlog[http], aioqlog[smtp])"
+    )
