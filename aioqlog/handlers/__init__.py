@@ -20,7 +20,7 @@ original's constructor and sending what it sends:
 * ``SMTPHandler``: ``logging.handlers.SMTPHandler``'s mails (``aioqlog[smtp]``;
   asyncio and uvloop).
 * ``SocketHandler``: ``logging.handlers.SocketHandler``'s pickles
-  (``aioqlog[syslog]``; asyncio and uvloop).
+  (``aioqlog[syslog]``; asyncio, uvloop and trio).
 """
 
 # First: without anyio, its ImportError says which extra to install.

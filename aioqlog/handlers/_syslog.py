@@ -29,6 +29,7 @@ import anyio.abc
 from .._diagnostics import check_positive, report_error
 from .._records import own_record
 from ._base import BufferedSender
+from ._sockets import SOCKET_ERRORS, close_quietly, peer_closed
 
 if TYPE_CHECKING:
     import ssl as _ssl
@@ -46,22 +47,6 @@ _SEVERITIES = (
     (logging.INFO, 6),
 )
 _DEBUG = 7
-
-#: Seconds a look at what a TCP server sent may take (it is there already).
-_LOOK = 0.05
-
-#: What a socket raises when the peer is gone or refuses (anyio wraps some).
-_SOCKET_ERRORS = (
-    OSError,
-    EOFError,
-    TimeoutError,
-    anyio.BrokenResourceError,
-    anyio.ClosedResourceError,
-    anyio.EndOfStream,
-    # A loop or socket refusing the address.
-    ValueError,
-    TypeError,
-)
 
 
 def severity(levelno: int) -> int:
@@ -229,7 +214,7 @@ class AsyncSyslogHandler(BufferedSender[bytes, bytes]):
             try:
                 await self._connect()
                 await self._write_buffered()
-            except _SOCKET_ERRORS:
+            except SOCKET_ERRORS:
                 await self._disconnect()
                 self._failures += 1
                 if self._failures == 1:
@@ -240,14 +225,15 @@ class AsyncSyslogHandler(BufferedSender[bytes, bytes]):
                 self._failures = 0
 
     async def _write_buffered(self) -> None:
-        """Write everything buffered; raise one of ``_SOCKET_ERRORS`` if the peer is gone."""
+        """Write everything buffered; raise one of ``SOCKET_ERRORS`` if the peer is gone."""
         buffer = self._buffer
         summary = self._summary()
         reported = self.dropped
         if self.transport == "tcp":
             stream = self._stream
             assert stream is not None
-            await _check_open(stream)
+            if await peer_closed(stream):
+                raise EOFError("the syslog server closed the connection")
             messages = list(buffer) if summary is None else [summary, *buffer]
             await stream.send(b"".join(b"%d %s" % (len(m), m) for m in map(self._cut, messages)))
             self._dropped_reported = max(self._dropped_reported, reported)
@@ -314,13 +300,7 @@ class AsyncSyslogHandler(BufferedSender[bytes, bytes]):
         datagram, self._datagram = self._datagram, None
         for sock in (stream, datagram):
             if sock is not None:
-                # Closing a socket whose peer is gone may fail, or wait for a
-                # TLS goodbye that never comes: it is closed either way.
-                with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
-                    try:
-                        await sock.aclose()
-                    except _SOCKET_ERRORS:
-                        pass
+                await close_quietly(sock)
 
     def _report(self, why: str) -> None:
         """Report the exception being handled through handleError."""
@@ -331,32 +311,6 @@ class AsyncSyslogHandler(BufferedSender[bytes, bytes]):
                 logging.ERROR, message, (repr(self), len(self._buffer), why), "BufferedSender"
             ),
         )
-
-
-async def _check_open(stream: anyio.abc.ByteStream) -> None:
-    """Raise EOFError if the syslog server closed *stream*.
-
-    Written to a closed connection, the next messages would be taken by the
-    socket and lost. A server sends nothing on a syslog connection: when
-    there is something to read, it is the end of the stream, or, over TLS,
-    what TLS sends after the handshake (session tickets), taken in here.
-    """
-    fd = stream.extra(anyio.abc.SocketAttribute.raw_socket).fileno()
-    # A look through a second descriptor of the same socket: not every
-    # loop's socket object can recv (asyncio's and uvloop's cannot).
-    with socket.socket(fileno=os.dup(fd)) as peek:
-        peek.setblocking(False)  # as it already is, for the loop
-        try:
-            peek.recv(1, socket.MSG_PEEK)
-        except BlockingIOError:
-            return  # nothing to read: the connection is open
-    # Data is there: reading returns at once, unless TLS took it all in and
-    # waits for more (a ticket), which ends the look.
-    with anyio.move_on_after(_LOOK):
-        try:
-            await stream.receive()
-        except _SOCKET_ERRORS as exc:  # the end of the stream (EndOfStream), a reset
-            raise EOFError("the syslog server closed the connection") from exc
 
 
 def _is_ssl_context(value: object) -> bool:
