@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 
 import anyio
@@ -39,14 +38,16 @@ async def peer_closed(stream: anyio.abc.ByteStream) -> bool:
     tickets), taken in here.
     """
     fd = stream.extra(anyio.abc.SocketAttribute.raw_socket).fileno()
-    # A look through a second descriptor of the same socket: not every
-    # loop's socket object can recv (asyncio's and uvloop's cannot).
-    with socket.socket(fileno=os.dup(fd)) as peek:
+    # A look through a socket object of our own on the same descriptor: not
+    # every loop's socket object can recv (asyncio's and uvloop's cannot).
+    peek = socket.socket(fileno=fd)
+    try:
         peek.setblocking(False)  # as it already is, for the loop
-        try:
-            peek.recv(1, socket.MSG_PEEK)
-        except BlockingIOError:
-            return False  # nothing to read: the connection is open
+        peek.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return False  # nothing to read: the connection is open
+    finally:
+        peek.detach()  # the descriptor stays open: it is the stream's
     # Data is there: reading returns at once, unless TLS took it all in and
     # waits for more (a ticket), which ends the look.
     with anyio.move_on_after(_LOOK):
