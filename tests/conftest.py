@@ -32,6 +32,18 @@ def loop_factory(request: pytest.FixtureRequest) -> LoopFactory:
     return LOOP_FACTORIES[request.param]
 
 
+#: anyio's backends, for the tests that drive a handler directly (``@pytest.mark.anyio``).
+ANYIO_BACKENDS: list[object] = ["asyncio", ("asyncio", {"use_uvloop": True}), "trio"]
+if sys.platform == "win32":
+    ANYIO_BACKENDS.remove(("asyncio", {"use_uvloop": True}))
+
+
+@pytest.fixture(params=ANYIO_BACKENDS, ids=lambda b: "uvloop" if isinstance(b, tuple) else b)
+def anyio_backend(request: pytest.FixtureRequest) -> object:
+    """Each anyio backend: asyncio, asyncio on uvloop, and trio."""
+    return request.param
+
+
 @pytest.fixture
 def frequent_thread_switches() -> Iterator[None]:
     """Switch threads every microsecond, so that narrow races actually happen."""

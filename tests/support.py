@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import aioqlog
@@ -143,3 +144,30 @@ def join_all(threads: list[threading.Thread]) -> None:
     """Join every thread in *threads*."""
     for t in threads:
         t.join()
+
+
+@contextlib.contextmanager
+def served_in_a_thread(
+    start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]
+) -> Iterator[None]:
+    """Run an asyncio server's *start* and *stop* on a loop of its own, in a thread.
+
+    It then serves a test running on any backend (trio included) in the main thread.
+    """
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="server-loop")
+    thread.start()
+
+    async def call(fn: Callable[[], Awaitable[None]]) -> None:
+        await fn()
+
+    try:
+        asyncio.run_coroutine_threadsafe(call(start), loop).result(STALL)
+        yield
+    finally:
+        try:
+            asyncio.run_coroutine_threadsafe(call(stop), loop).result(STALL)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(STALL)
+            loop.close()

@@ -21,15 +21,16 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import pytest_asyncio
 import trustme
 from aiohttp import web
-from support import STALL, bounded, in_thread, run
+from support import STALL, bounded, in_thread, run, served_in_a_thread
 
 import aioqlog
 from aioqlog.handlers import AsyncHTTPHandler
@@ -46,6 +47,8 @@ class Server:
         self.fail_next = 0  # answer 500 to this many requests
         self.reject_next = 0  # answer 400 to this many requests
         self.stall_next = 0  # never answer this many requests
+        self.keys: list[str] = []  # every request's Idempotency-Key, answered 2xx or not
+        self.ssl_context: ssl.SSLContext | None = None  # serve HTTPS with it
         self.received = asyncio.Condition()
         self.port = _free_port()
         self.runner: web.AppRunner | None = None
@@ -56,7 +59,9 @@ class Server:
         app.router.add_post("/ingest", self.ingest)
         self.runner = web.AppRunner(app, shutdown_timeout=0.1)
         await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port, reuse_address=True).start()
+        await web.TCPSite(
+            self.runner, "127.0.0.1", self.port, reuse_address=True, ssl_context=self.ssl_context
+        ).start()
 
     async def stop(self) -> None:
         if self.runner is not None:
@@ -65,9 +70,11 @@ class Server:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/ingest"
+        scheme = "http" if self.ssl_context is None else "https"
+        return f"{scheme}://127.0.0.1:{self.port}/ingest"
 
     async def ingest(self, request: web.Request) -> web.Response:
+        self.keys.append(request.headers.get("Idempotency-Key", ""))
         if self.stall_next:
             self.stall_next -= 1
             self.stalled.set()
@@ -529,10 +536,9 @@ class ThreadedCollector:
         self.port = _free_port()
         self.requests: list[tuple[str | None, list[str]]] = []
         self.holding = threading.Event()
-        self._loop = asyncio.new_event_loop()
         self._release: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
-        self._thread = threading.Thread(target=self._loop.run_forever, name="collector")
+        self._serving = served_in_a_thread(self._start, self._stop)
 
     @property
     def url(self) -> str:
@@ -563,15 +569,11 @@ class ThreadedCollector:
         await self._runner.cleanup()
 
     def __enter__(self) -> ThreadedCollector:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(STALL)
+        self._serving.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(STALL)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(STALL)
-        self._loop.close()
+        self._serving.__exit__(None, None, None)
 
 
 def test_a_batch_cut_off_by_asyncio_run_is_resent_under_the_same_key(
@@ -914,3 +916,154 @@ async def test_the_encoding_thread_ends_at_aclose(server: Server) -> None:
     await in_thread(lambda: encoder.join(STALL))
     assert not encoder.is_alive()
     assert server.messages() == ["one"]
+
+
+# ---------------------------------------------------------------- every backend
+# Driven as a lane drives it (aemit_batch, then aclose), on asyncio, uvloop and
+# trio, until the listener itself runs on trio; the server runs on a loop of
+# its own in a thread.
+
+
+@pytest.fixture
+def threaded_server() -> Iterator[Server]:
+    collector = Server()
+    with served_in_a_thread(collector.start, collector.stop):
+        yield collector
+
+
+def _made(logger: logging.Logger, texts: Sequence[str]) -> list[logging.LogRecord]:
+    return [
+        logger.makeRecord(logger.name, logging.INFO, __file__, 1, text, (), None) for text in texts
+    ]
+
+
+@pytest.mark.anyio
+async def test_batches_go_out_the_same_way_on_every_backend(
+    threaded_server: Server, logger: logging.Logger
+) -> None:
+    """On every backend: gzip, basic auth from the url, one Idempotency-Key per batch, retries."""
+    server = threaded_server
+    server.fail_next = 1
+    url = server.url.replace("http://", "http://shop:s3cret@")
+    handler = Reported(url, gzip=True, batch_size=2, batch_age=60, **FAST_RETRY)
+    with anyio.fail_after(STALL):
+        await handler.aemit_batch(_made(logger, ["a", "b", "c"]))
+        await handler.aclose()
+    assert server.messages() == ["a", "b", "c"]
+    first, retried, last = server.keys  # the 500, its retry, then the last batch
+    assert first == retried != last
+    assert {h["Content-Encoding"] for h in server.headers} == {"gzip"}
+    assert {h["Authorization"] for h in server.headers} == {"Basic c2hvcDpzM2NyZXQ="}
+    assert (handler.sent, handler.retries, handler.pending) == (3, 1, 0)
+    assert handler.reported[0].endswith("could not be sent; retrying")
+    assert not any("s3cret" in text for text in [repr(handler), *handler.reported])
+
+
+@pytest.mark.anyio
+async def test_https_with_a_private_ca_on_every_backend(
+    certificates: trustme.CA, logger: logging.Logger
+) -> None:
+    """On every backend, ssl= trusting the server's CA gets records through; without it, none."""
+    server = Server()
+    server.ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    certificates.issue_cert("127.0.0.1").configure_cert(server.ssl_context)
+    client_ctx = ssl.create_default_context()
+    certificates.configure_trust(client_ctx)
+    trusted = Reported(server.url, ssl=client_ctx, batch_age=60)
+    untrusted = Reported(server.url, batch_age=60, retry_budget=0.2, **FAST_RETRY)
+    with served_in_a_thread(server.start, server.stop), anyio.fail_after(STALL):
+        await trusted.aemit_batch(_made(logger, ["secret"]))
+        await trusted.aclose()
+        await untrusted.aemit_batch(_made(logger, ["exposed"]))
+        await untrusted.aclose()
+    assert server.messages() == ["secret"]
+    assert (trusted.sent, untrusted.sent, untrusted.dropped) == (1, 0, 1)
+
+
+@pytest.mark.anyio
+async def test_a_stalled_server_is_timed_out_on_every_backend(
+    threaded_server: Server, logger: logging.Logger
+) -> None:
+    """request_timeout bounds a request that gets no answer; the retry delivers the batch."""
+    threaded_server.stall_next = 1
+    handler = Reported(threaded_server.url, batch_age=60, **{**FAST_RETRY, "request_timeout": 0.3})
+    with anyio.fail_after(STALL):
+        await handler.aemit_batch(_made(logger, ["late"]))
+        await handler.aclose()
+    assert threaded_server.messages() == ["late"]
+    assert handler.retries == 1
+
+
+@pytest.mark.anyio
+async def test_the_stdlib_twin_posts_on_every_backend(logger: logging.Logger) -> None:
+    """aioqlog.handlers.HTTPHandler sends the stdlib's form POST on every backend."""
+    from aioqlog.handlers import HTTPHandler
+
+    raw = RawServer()
+    with served_in_a_thread(raw.start, raw.stop), anyio.fail_after(STALL):
+        handler = HTTPHandler(raw.host, "/log", method="POST", credentials=("u", "p"))
+        await handler.aemit_batch(_made(logger, ["paid"]))
+        await handler.aclose()
+    ((method, target, body, auth, content_type),) = raw.seen()
+    assert (method, target, content_type) == ("POST", "/log", "application/x-www-form-urlencoded")
+    assert urllib.parse.parse_qs(body.decode())["msg"] == ["paid"]
+    assert auth == "Basic dTpw"
+
+
+@pytest.mark.asyncio
+async def test_the_handlers_own_request_lines_are_not_shipped(
+    server: Server, logger: logging.Logger
+) -> None:
+    """httpx's line about each of the handler's own requests goes nowhere, not even next time."""
+    q = aioqlog.LogQueue()
+    queue_handler = aioqlog.QueueHandler(q)
+    logger.addHandler(queue_handler)
+    client_logger = logging.getLogger("httpx")  # its lines go to the same queue
+    client_logger.addHandler(queue_handler)
+    level = client_logger.level
+    client_logger.setLevel(logging.INFO)
+    console = logging.handlers.BufferingHandler(1000)
+    handler = Reported(server.url, batch_age=60, batch_size=1)
+    try:
+        async with aioqlog.QueueListener(q, handler, console):
+            logger.info("first")
+            await server.wait_for_lines(1)
+            logger.info("second")
+            await server.wait_for_lines(2)
+    finally:
+        client_logger.removeHandler(queue_handler)
+        client_logger.setLevel(level)
+    assert server.messages() == ["first", "second"]
+    assert [r.getMessage() for r in console.buffer] == ["first", "second"]
+    # The application's own requests still log theirs.
+    line = logging.LogRecord("httpx", logging.INFO, __file__, 1, "HTTP Request: GET", (), None)
+    assert logging.getLogger("httpx").filter(line)
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_aemit_batch_buffers_nothing_on_every_backend(
+    threaded_server: Server,
+) -> None:
+    """Cancelled while its encoding thread works (the run ending), aemit_batch buffers nothing."""
+    handler = AsyncHTTPHandler(threaded_server.url, batch_age=60)
+    records = [logging.makeLogRecord({"msg": f"r{i}"}) for i in range(40)]
+    with anyio.CancelScope() as scope:
+        scope.cancel()  # at its first wait: for the encoding thread
+        await handler.aemit_batch(records)
+    assert scope.cancelled_caught
+    # The lane hands the same records over again: had some stayed, they would go twice.
+    assert handler.pending == 0
+    with anyio.fail_after(STALL):
+        await handler.aclose()
+
+
+def test_without_httpx_the_handlers_name_their_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without httpx, each HTTP handler's constructor says to install aioqlog[http]."""
+    from aioqlog.handlers import HTTPHandler
+
+    monkeypatch.setitem(sys.modules, "httpx", None)  # as if not installed
+    fix = r"needs httpx: pip install 'aioqlog\[http\]'"
+    with pytest.raises(ImportError, match=f"AsyncHTTPHandler {fix}"):
+        AsyncHTTPHandler("http://127.0.0.1:9/ingest")
+    with pytest.raises(ImportError, match=f"^HTTPHandler {fix}"):
+        HTTPHandler("127.0.0.1:9", "/log")

@@ -10,10 +10,11 @@ import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from support import bounded
+from support import STALL, bounded, served_in_a_thread
 
 import aioqlog
 from aioqlog.handlers import AsyncHTTPHandler
@@ -199,3 +200,22 @@ async def test_nothing_is_lost_across_a_receiver_restart(
         await receiver.wait_for(30)
     assert receiver.bodies() == [f"r {i}" for i in range(30)]
     assert handler.dropped == 0
+
+
+@pytest.mark.anyio
+async def test_the_otlp_body_decodes_on_every_backend(logger: logging.Logger) -> None:
+    """On asyncio, uvloop and trio, an OTLP batch decodes with the official message types."""
+    receiver = Receiver()
+    handler = AsyncHTTPHandler(receiver.url, body="otlp", resource={"service.name": "checkout"})
+    records = [
+        logger.makeRecord(logger.name, level, __file__, 1, text, (), None)
+        for level, text in ((logging.INFO, "paid"), (logging.ERROR, "refunded"))
+    ]
+    with served_in_a_thread(receiver.start, receiver.stop), anyio.fail_after(STALL):
+        await handler.aemit_batch(records)
+        await handler.aclose()
+    assert receiver.bodies() == ["paid", "refunded"]
+    assert [r.severity_number for _, _, r in receiver.records()] == [9, 17]
+    ((resource, scope, _), _) = receiver.records()
+    assert scope.name == logger.name
+    assert resource.attributes[0].value.string_value == "checkout"

@@ -517,3 +517,25 @@ async def test_smtp_handler_secure_upgrades_with_starttls_before_the_login(
         controller.stop()
     assert mailbox.bodies() == ["secret\n"]
     assert (handler.sent, handler.dropped) == (1, 0)
+
+
+def test_on_trio_it_is_refused_with_the_fix(logger: logging.Logger) -> None:
+    """Under trio (aiosmtplib needs asyncio): refused where the backend shows, naming the fix."""
+    import trio
+
+    fix = r"runs on asyncio and uvloop, not on trio: .*logging\.handlers\.SMTPHandler"
+    arguments: dict[str, Any] = {"sender": "shop@example.com", "recipients": ["ops@example.com"]}
+    made_before = AsyncSMTPHandler("127.0.0.1", **arguments)  # no loop yet: nothing to refuse
+    record = logger.makeRecord(logger.name, logging.ERROR, __file__, 1, "down", (), None)
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match=fix):
+            AsyncSMTPHandler("127.0.0.1", **arguments)  # made in the run: refused at once
+        # Its first call raises to the lane, which reports it; the record is not taken.
+        with pytest.raises(RuntimeError, match=fix):
+            await made_before.aemit_batch([record])
+        with pytest.raises(RuntimeError, match=fix):
+            await made_before.aclose()
+
+    trio.run(main)
+    assert made_before.pending == 0

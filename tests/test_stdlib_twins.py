@@ -26,6 +26,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import pytest
 from support import STALL, bounded, in_thread
 from test_http_handler import RawServer
@@ -399,3 +401,83 @@ async def test_dictconfig_socket_handler(
     assert await in_thread(lambda: cookbook.wait_for(2))
     assert [r.getMessage() for r in cookbook.records] == ["first error", "second"]
     assert (handler.sent, handler.dropped) == (2, 0)  # type: ignore[attr-defined]
+
+
+def test_the_smtp_twin_refuses_trio_with_the_fix(logger: logging.Logger) -> None:
+    """Under trio (aiosmtplib needs asyncio), the SMTP twin says to serve the stdlib original."""
+    import trio
+
+    from aioqlog.handlers import SMTPHandler
+
+    arguments = ("127.0.0.1", "shop@example.com", ["ops@example.com"], "down")
+    fix = r"not on trio: .*serve the stdlib's logging\.handlers\.SMTPHandler"
+    made_before = SMTPHandler(*arguments)
+    record = logger.makeRecord(logger.name, logging.ERROR, __file__, 1, "down", (), None)
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match=fix):
+            SMTPHandler(*arguments)
+        with pytest.raises(RuntimeError, match=fix):
+            await made_before.aemit_batch([record])
+
+    trio.run(main)
+    assert made_before.pending == 0
+
+
+def _made(logger: logging.Logger) -> list[logging.LogRecord]:
+    """Make the records _log_calls logs, without logging them."""
+    keeper = logging.handlers.BufferingHandler(100)
+    logger.addHandler(keeper)
+    try:
+        _log_calls(logger)
+    finally:
+        logger.removeHandler(keeper)
+    return keeper.buffer
+
+
+@pytest.mark.anyio
+async def test_socket_handler_across_a_restart_on_every_backend(
+    cookbook: CookbookServer, logger: logging.Logger
+) -> None:
+    """On asyncio, uvloop and trio, the cookbook server gets the records across a restart."""
+    handler = SocketHandler("127.0.0.1", cookbook.port, retryStart=0.02, retryMax=0.05)
+    restarted: CookbookServer | None = None
+    try:
+        with anyio.fail_after(STALL):
+            await handler.aemit_batch(_made(logger))
+            assert await anyio.to_thread.run_sync(lambda: cookbook.wait_for(3))
+            await anyio.to_thread.run_sync(cookbook.stop)
+            restarted = await anyio.to_thread.run_sync(lambda: CookbookServer(cookbook.port))
+            await handler.aemit_batch(_made(logger))
+            await handler.aclose()
+        assert await anyio.to_thread.run_sync(
+            lambda: restarted is not None and restarted.wait_for(3)
+        )
+    finally:
+        if restarted is not None:
+            restarted.stop()
+    assert restarted is not None
+    assert [r.getMessage() for r in restarted.records] == [
+        "paid 42",
+        "an object {'a': 'object'}",
+        "failed",
+    ]
+    assert (handler.sent, handler.dropped, handler.reconnects) == (6, 0, 1)
+
+
+@pytest.mark.anyio
+async def test_socket_handler_over_a_unix_socket_on_every_backend(
+    logger: logging.Logger, tmp_path: Path
+) -> None:
+    """port=None (a unix socket path) on every backend."""
+    path = str(tmp_path / "log.sock")
+    server = UnixCookbookServer(path)
+    handler = SocketHandler(path, None)
+    try:
+        with anyio.fail_after(STALL):
+            await handler.aemit_batch(_made(logger)[:1])
+            await handler.aclose()
+        assert await anyio.to_thread.run_sync(lambda: server.wait_for(1))
+    finally:
+        await anyio.to_thread.run_sync(server.stop)
+    assert [r.getMessage() for r in server.records] == ["paid 42"]

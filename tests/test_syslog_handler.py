@@ -13,11 +13,15 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.abc
+import anyio.to_thread
 import pytest
 from support import STALL, bounded, in_thread
 
@@ -356,3 +360,187 @@ def test_bad_arguments_are_refused_with_the_fix(
     """Each bad argument raises an error naming it."""
     with pytest.raises(error, match=message):
         AsyncSyslogHandler(**kwargs)
+
+
+# ---------------------------------------------------------------- every backend
+# Driven as a lane drives it (aemit_batch, then aclose), on asyncio, uvloop and
+# trio, until the listener itself runs on trio.
+
+
+def _records(logger: logging.Logger, texts: list[str]) -> list[logging.LogRecord]:
+    return [
+        logger.makeRecord(logger.name, logging.INFO, __file__, 1, text, (), None) for text in texts
+    ]
+
+
+async def _blocking(fn: Any) -> Any:
+    """Run *fn* (a bounded wait on the server) in a thread, off the loop."""
+    with anyio.fail_after(STALL + 5):
+        return await anyio.to_thread.run_sync(fn)
+
+
+@needs_rsyslog
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+@pytest.mark.anyio
+async def test_rsyslog_receives_records_on_every_backend(
+    transport: str, rsyslog: Rsyslog, logger: logging.Logger
+) -> None:
+    """On asyncio, uvloop and trio, records arrive in order and aclose() sends what is left."""
+    port = rsyslog.udp_port if transport == "udp" else rsyslog.tcp_port
+    handler = Reported(("127.0.0.1", port), transport=transport, app_name="shop")
+    texts = [f"record {i}" for i in range(20)]
+    with anyio.fail_after(STALL):
+        await handler.aemit_batch(_records(logger, texts[:10]))
+        for record in _records(logger, texts[10:]):
+            await handler.aemit(record)
+        await handler.aclose()
+    msgid = logger.name[:32]
+    assert await _blocking(lambda: rsyslog.wait_for(msgid, 20)) == texts
+    assert (handler.sent, handler.pending, handler.reported) == (20, 0, [])
+
+
+@needs_rsyslog
+@pytest.mark.anyio
+async def test_tcp_reconnects_after_a_server_restart_on_every_backend(
+    rsyslog: Rsyslog, logger: logging.Logger
+) -> None:
+    """On every backend, a server that went away is noticed before writing, and nothing is lost."""
+    handler = Reported(("127.0.0.1", rsyslog.tcp_port), transport="tcp", backoff=0.05)
+    msgid = logger.name[:32]
+    with anyio.fail_after(STALL * 3):
+        await handler.aemit_batch(_records(logger, ["before"]))
+        await _blocking(lambda: rsyslog.wait_for(msgid, 1))
+        await _blocking(rsyslog.stop)
+        await handler.aemit_batch(_records(logger, [f"while down {i}" for i in range(10)]))
+        await _blocking(rsyslog.start)
+        await _blocking(lambda: rsyslog.wait_for(msgid, 11))
+        await handler.aclose()
+    assert rsyslog.messages(msgid) == ["before"] + [f"while down {i}" for i in range(10)]
+    assert handler.reconnects >= 1
+    assert handler.reported[0].endswith("could not be sent; reconnecting")
+
+
+@pytest.mark.anyio
+async def test_a_unix_datagram_socket_works_on_every_backend(
+    unix_socket: socket.socket, logger: logging.Logger
+) -> None:
+    """Over a unix datagram socket, each record is one message, on every backend."""
+    handler = Reported(unix_socket.getsockname(), transport="unix")
+    with anyio.fail_after(STALL):
+        await handler.aemit_batch(_records(logger, ["a", "b"]))
+        await handler.aclose()
+    received = [unix_socket.recv(65536).decode() for _ in range(2)]
+    assert [m.rsplit(" - ", 1)[1] for m in received] == ["a", "b"]
+
+
+@pytest.mark.anyio
+async def test_tls_sends_octet_counted_frames_on_every_backend(logger: logging.Logger) -> None:
+    """ssl= speaks TLS to a server whose certificate a private CA signed, on every backend."""
+    import ssl
+
+    import trustme
+    from anyio.streams.tls import TLSListener
+
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    received: list[bytes] = []
+    got_all = anyio.Event()
+
+    async def serve(stream: anyio.abc.ByteStream) -> None:
+        data = b""
+        try:
+            async with stream:
+                async for chunk in stream:
+                    data += chunk
+                    while b" " in data:  # octet counting: "LEN MSG"
+                        size, _, rest = data.partition(b" ")
+                        if len(rest) < int(size):
+                            break
+                        received.append(rest[: int(size)])
+                        data = rest[int(size) :]
+                    if len(received) == 3:
+                        got_all.set()
+        except (anyio.BrokenResourceError, ssl.SSLError):
+            pass
+
+    tcp = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = tcp.extra(anyio.abc.SocketAttribute.local_port)
+    listener = TLSListener(tcp, server_context, standard_compatible=False)
+    handler = Reported(("127.0.0.1", port), transport="tcp", ssl=client_context)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, serve)
+        with anyio.fail_after(STALL):
+            await handler.aemit_batch(_records(logger, ["one", "two", "three"]))
+            await got_all.wait()
+            await handler.aclose()
+        tg.cancel_scope.cancel()
+    assert [m.rsplit(b" - ", 1)[1] for m in received] == [b"one", b"two", b"three"]
+    assert (handler.sent, handler.reported) == (3, [])
+
+
+def test_a_run_ending_without_aclose_ends_and_the_next_run_sends_the_rest(
+    unix_socket: socket.socket, logger: logging.Logger
+) -> None:
+    """A trio run that ends with the sender waiting ends; a later run sends what was left."""
+    import trio
+
+    class Signalling(Reported):
+        failed: trio.Event | None = None
+
+        def handleError(self, record: logging.LogRecord) -> None:
+            super().handleError(record)
+            if self.failed is not None:
+                self.failed.set()
+
+    handler = Signalling(unix_socket.getsockname(), transport="unix", backoff=60.0)
+    away = unix_socket.getsockname() + ".away"  # nobody there: the sender backs off
+
+    async def first_run() -> None:
+        handler.address = away
+        handler.failed = trio.Event()
+        with anyio.fail_after(STALL):
+            await handler.aemit_batch(_records(logger, ["kept"]))
+            await handler.failed.wait()  # the sender failed once and now backs off
+
+    trio.run(first_run)  # returns: the sender, a system task, is cancelled with the run
+    assert handler.pending == 1
+
+    async def second_run() -> None:
+        handler.address = unix_socket.getsockname()
+        with anyio.fail_after(STALL):
+            await handler.aclose()
+
+    trio.run(second_run)
+    assert unix_socket.recv(65536).decode().rsplit(" - ", 1)[1] == "kept"
+    assert (handler.sent, handler.pending) == (1, 0)
+
+
+def test_tls_needs_tcp_and_a_context() -> None:
+    """ssl= is refused with another transport, or as something other than a context."""
+    with pytest.raises(ValueError, match="ssl needs transport='tcp'"):
+        AsyncSyslogHandler(("127.0.0.1", 514), ssl=True)
+    with pytest.raises(TypeError, match=r"ssl must be True, False or an ssl\.SSLContext"):
+        AsyncSyslogHandler(("127.0.0.1", 514), transport="tcp", ssl="yes")  # type: ignore[arg-type]
+
+
+def test_without_anyio_aioqlog_imports_and_the_handlers_name_their_extra() -> None:
+    """Without anyio, import aioqlog works; import aioqlog.handlers says which extra to install."""
+    code = (
+        "import sys\n"
+        "sys.modules['anyio'] = None  # as if not installed\n"
+        "import aioqlog\n"
+        "try:\n"
+        "    import aioqlog.handlers\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=STALL, check=True
+    )
+    assert done.stdout.strip() == (
+        "aioqlog.handlers needs anyio, which each handler's extra installs: "
+        "pip install 'aioqlog[syslog]' (or aioqlog[http], aioqlog[smtp])"
+    )

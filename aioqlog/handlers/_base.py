@@ -28,6 +28,12 @@ it leaves the buffer: every retry, including the one after a send cut off by
 a receiver can drop a batch it already has (the HTTP handler sends it as an
 ``Idempotency-Key`` header).
 
+Everything here runs alike on asyncio, uvloop and trio: waits, timeouts and
+events are anyio's; the sender task and the encoding thread's wake-up come
+from ``_loop``, the two things anyio does not offer. Times are
+``time.monotonic()``: trio's clock starts at a random offset in each run, and
+a buffer may outlive a run.
+
 A handler may set ``encode_in_thread``: its records are then encoded in a
 thread of its own (``EncodeThread``), not on the loop, under a copy of the
 context ``aemit_batch`` runs in (the records' log call's), so a formatter
@@ -38,9 +44,10 @@ Only the loop thread touches the buffer and the counters.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
+import functools
 import logging
+import math
 import queue
 import random
 import threading
@@ -50,11 +57,16 @@ import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
+
+import anyio
+import anyio.lowlevel
+from anyio import NoEventLoopError
 
 from .._async_handler import AsyncHandler
 from .._diagnostics import check_positive, report_error, write_stderr
 from .._records import own_record
+from ._loop import LoopTask, call_soon_threadsafe, current_loop, on_trio, spawn
 
 __all__ = [
     "YIELD_EVERY",
@@ -63,6 +75,7 @@ __all__ = [
     "BufferedSender",
     "EncodeThread",
     "Rejected",
+    "sending",
 ]
 
 T = TypeVar("T")  # what encode() makes of a record
@@ -106,8 +119,8 @@ class EncodeThread:
         Cancelled, the call returns at once; the job finishes in the thread
         and its result is dropped.
         """
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[R] = loop.create_future()
+        loop = current_loop()
+        done = _Result[R]()
         jobs = self._jobs
         thread = self._thread
         if jobs is None or thread is None or not thread.is_alive():  # (dead after a fork)
@@ -119,7 +132,12 @@ class EncodeThread:
             weakref.finalize(self, jobs.put, None)
             thread.start()
         jobs.put((job, loop, done))
-        return await done
+        await done.settled.wait()
+        value, error = done.value, done.error
+        del done  # raised, the error's traceback holds this frame: no cycle through it
+        if error is not None:
+            raise error
+        return cast(R, value)  # set along with settled
 
     def stop(self) -> None:
         """Let the thread end once the jobs it was given are done; never wait for it."""
@@ -138,7 +156,18 @@ class EncodeThread:
             _slice.end = time.perf_counter() + SLICE
 
 
-_Jobs = queue.SimpleQueue[tuple[Callable[[], Any], asyncio.AbstractEventLoop, Any] | None]
+class _Result(Generic[R]):
+    """A job's result, settled on the loop by the encoding thread."""
+
+    __slots__ = ("error", "settled", "value")
+
+    def __init__(self) -> None:
+        self.settled = anyio.Event()
+        self.value: R | None = None
+        self.error: BaseException | None = None
+
+
+_Jobs = queue.SimpleQueue[tuple[Callable[[], Any], Any, _Result[Any]] | None]
 _slice = threading.local()  # when the running slice of an encoding thread ends
 
 
@@ -156,20 +185,16 @@ def _work(jobs: _Jobs) -> None:
             result = job()
         except BaseException as exc:  # noqa: BLE001 - relayed to the waiting coroutine
             error = exc
-        try:
-            loop.call_soon_threadsafe(_settle, done, result, error)
-        except RuntimeError:  # the loop closed meanwhile: nobody waits
-            pass
+        # (False: the loop closed meanwhile, and nobody waits.)
+        call_soon_threadsafe(loop, functools.partial(_settle, done, result, error))
         del item, job, done, result, error  # hold nothing while idle
 
 
-def _settle(done: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if done.done():  # the waiter was cancelled meanwhile
-        return
-    if error is not None:
-        done.set_exception(error)
-    else:
-        done.set_result(result)
+def _settle(done: _Result[Any], result: Any, error: BaseException | None) -> None:
+    # On the loop. A waiter cancelled meanwhile is gone: nobody reads these.
+    done.value = result
+    done.error = error
+    done.settled.set()
 
 
 class BufferedSender(AsyncHandler, Generic[T, E]):
@@ -185,6 +210,11 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
     #: Encode in a thread of the handler's own (``EncodeThread``), not on the loop.
     encode_in_thread = False
 
+    #: For a handler whose client library runs only on asyncio (and uvloop):
+    #: a sentence saying what to use on trio instead. It is refused there, by
+    #: the constructor when a trio run is already on, else by the first call.
+    trio_instead: str | None = None
+
     def __init__(
         self,
         *,
@@ -197,6 +227,10 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
     ) -> None:
         super().__init__(level, timeout=timeout)
         owner = type(self).__qualname__
+        try:
+            self._refuse_trio()
+        except NoEventLoopError:
+            pass  # made before the loop (the usual case): the first call checks
         check_positive(owner, "buffer_size", buffer_size, integer=True)
         for name, value in (("backoff", backoff), ("backoff_max", backoff_max)):
             check_positive(owner, name, value)
@@ -216,11 +250,12 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
         self.dropped = 0
         self._dropped_reported = 0
         self._buffer: deque[E] = deque()
-        self._sender: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()  # set when records arrive, and to close
-        self._closed = asyncio.Event()  # set by aclose(): cuts a backoff short
+        self._sender: LoopTask | None = None
+        # Made with each sender, on its loop (anyio's events need one running).
+        self._wake: anyio.Event | None = None  # set when records arrive, and to close
+        self._closed: anyio.Event | None = None  # set by aclose(): cuts a backoff short
         self._closing = False
-        self._close_by = 0.0  # loop time at which closing gives up on a failing peer
+        self._close_by = 0.0  # monotonic time at which closing gives up on a failing peer
         self._encoder = EncodeThread(f"aioqlog-encode-{type(self).__name__}")
 
     @property
@@ -235,7 +270,7 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
         raise NotImplementedError
 
     def _entry(self, item: T, now: float) -> E:
-        """Return what the buffer keeps of an encoded record, arrived at loop time *now*."""
+        """Return what the buffer keeps of an encoded record, arrived at *now* (monotonic)."""
         raise NotImplementedError
 
     async def _run(self) -> None:
@@ -256,8 +291,9 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
 
     async def aemit_batch(self, records: Sequence[logging.LogRecord]) -> None:
         """Buffer *records*; a record that fails to encode is reported alone."""
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        if self.trio_instead is not None:
+            self._refuse_trio()
+        now = time.monotonic()
         items: list[T] = []
         if self.encode_in_thread:
             # The thread runs the formatters in the log call's context, as here.
@@ -273,7 +309,7 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
         else:
             for n, record in enumerate(records, 1):
                 if not n % YIELD_EVERY:
-                    await asyncio.sleep(0)  # encoding runs on the loop: let it breathe
+                    await anyio.lowlevel.checkpoint()  # encoding runs on the loop: let it breathe
                 try:
                     items.append(self.encode(record))
                 except Exception:  # noqa: BLE001 - one bad record must not cost the others
@@ -286,8 +322,7 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
             self.dropped += len(items) - max(room, 0)
             del items[max(room, 0) :]
         buffer.extend(self._entry(item, now) for item in items)
-        self._ensure_sender(loop)
-        self._wake.set()
+        self._ensure_sender().set()
 
     def _encode_all(
         self, records: Sequence[logging.LogRecord]
@@ -317,22 +352,28 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
         (counted in ``pending``, and so in the listener's ``stats``) and are
         reported on stderr.
         """
-        loop = asyncio.get_running_loop()
+        if self.trio_instead is not None:
+            self._refuse_trio()
         if self._buffer:
             # Left from an earlier run, with nothing logged since: send it now.
-            self._ensure_sender(loop)
+            self._ensure_sender()
         sender = self._sender
-        if sender is not None and not sender.done():
+        if sender is not None and not sender.done() and sender.loop is current_loop():
+            assert self._wake is not None
+            assert self._closed is not None
             self._closing = True
-            self._close_by = loop.time() + self.close_budget
+            self._close_by = time.monotonic() + self.close_budget
             self._wake.set()
             self._closed.set()
             try:
-                await asyncio.shield(sender)
+                await sender.wait()
             finally:
                 if not sender.done():
+                    # This call was cancelled (its timeout, stop() out of
+                    # time): so is the send under way, and its end is awaited.
                     sender.cancel()
-                    await asyncio.wait({sender})
+                    with anyio.CancelScope(shield=True):
+                        await sender.wait()
                 self._closing = False
         self._sender = None
         try:
@@ -348,6 +389,14 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
                 f"exits before the listener is started again"
             )
 
+    def _refuse_trio(self) -> None:
+        """Raise RuntimeError, naming what to use instead, if this handler cannot run here."""
+        if self.trio_instead is not None and on_trio():
+            raise RuntimeError(
+                f"{type(self).__qualname__} runs on asyncio and uvloop, not on trio: "
+                f"{self.trio_instead}"
+            )
+
     # ------------------------------------------------------------ for the sender
 
     async def _backoff(self, attempt: int) -> bool:
@@ -359,18 +408,17 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
         to what is left of *close_budget*, and once that is spent this returns
         False: the sender stops, leaving the rest buffered.
         """
-        loop = asyncio.get_running_loop()
         delay = self._delay(attempt)
         if not self._closing:
-            try:
-                await asyncio.wait_for(self._closed.wait(), delay)
-            except asyncio.TimeoutError:
-                pass
+            closed = self._closed
+            assert closed is not None  # made with the sender that calls this
+            with anyio.move_on_after(delay):
+                await closed.wait()
             return True
-        left = self._close_by - loop.time()
+        left = self._close_by - time.monotonic()
         if left <= 0:
             return False
-        await asyncio.sleep(min(delay, left))
+        await anyio.sleep(min(delay, left))
         return True
 
     def _delay(self, attempt: int) -> float:
@@ -401,17 +449,59 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
         except Exception:  # noqa: BLE001 - the count stays and goes with the next send
             return None
 
-    def _ensure_sender(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _ensure_sender(self) -> anyio.Event:
+        """Start the sender on the running loop unless it runs; return its wake-up event."""
+        loop = current_loop()
         sender = self._sender
-        if sender is not None and not sender.done() and sender.get_loop() is loop:
-            return
-        if sender is None or sender.get_loop() is not loop:
+        if sender is not None and not sender.done() and sender.loop is loop:
+            assert self._wake is not None  # made with the sender
+            return self._wake
+        if sender is None or sender.loop is not loop:
             self._on_new_loop()
-            # Events bind to the loop that first waits on them.
-            self._wake = asyncio.Event()
-            self._closed = asyncio.Event()
-        self._closed.clear()
-        self._sender = loop.create_task(self._run(), name=f"aioqlog-{self!r}")
+        # Fresh events for each sender: anyio's belong to the loop that makes them.
+        wake = self._wake = anyio.Event()
+        self._closed = anyio.Event()
+        self._sender = spawn(self._serve, f"aioqlog-{self!r}")
+        return wake
+
+    async def _sleep_until_woken(self, seconds: float = math.inf) -> None:
+        """Wait until records arrive or closing begins, for at most *seconds*.
+
+        For the sender, once it has seen nothing to do: with no await between
+        that look and this call, a record buffered after it sets the new event.
+        """
+        # An anyio event cannot be cleared: each wait gets a new one.
+        wake = self._wake = anyio.Event()
+        with anyio.move_on_after(seconds):
+            await wake.wait()
+
+    async def _serve(self) -> None:
+        """Run ``_run`` as the sender task: report what it raises, never raise it."""
+        _SENDING.set(self)  # see sending()
+        try:
+            await self._run()
+        except Exception:  # noqa: BLE001 - a broken override; on trio it would end the run
+            report_error(
+                self,
+                own_record(
+                    logging.ERROR,
+                    "%s: its sender failed; the next record starts a new one",
+                    (repr(self),),
+                    "BufferedSender",
+                ),
+            )
+
+
+#: The handler whose sender task runs in this context: set there, and so in
+#: the context of every record logged from it.
+_SENDING: contextvars.ContextVar[BufferedSender[Any, Any] | None] = contextvars.ContextVar(
+    "aioqlog_sending", default=None
+)
+
+
+def sending() -> bool:
+    """Return whether this runs in a network handler's sender (its client logging, say)."""
+    return _SENDING.get() is not None
 
 
 @dataclass
@@ -433,7 +523,7 @@ class BatchSender(BufferedSender[T, tuple[float, T]], Generic[T]):
     """
 
     #: Exceptions from ``send`` that mean "try again later".
-    retryable: tuple[type[BaseException], ...] = (OSError, asyncio.TimeoutError)
+    retryable: tuple[type[BaseException], ...] = (OSError, TimeoutError)
 
     def __init__(
         self,
@@ -511,24 +601,18 @@ class BatchSender(BufferedSender[T, tuple[float, T]], Generic[T]):
 
     async def _next_batch(self) -> Batch[T] | None:
         """Wait until a batch is due (full, old enough, or closing); None when done."""
-        loop = asyncio.get_running_loop()
-        wake = self._wake
         buffer = self._buffer
         while True:
-            wait: float | None = None
+            wait = math.inf
             if buffer:
                 if len(buffer) >= self.batch_size or self._closing:
                     break
-                wait = buffer[0][0] + self.batch_age - loop.time()
+                wait = buffer[0][0] + self.batch_age - time.monotonic()
                 if wait <= 0:
                     break
             elif self._closing:
                 return None
-            wake.clear()
-            try:
-                await asyncio.wait_for(wake.wait(), wait)
-            except asyncio.TimeoutError:
-                pass
+            await self._sleep_until_woken(wait)
         records = [buffer[i][1] for i in range(min(self.batch_size, len(buffer)))]
         summary = self._summary()
         items = records if summary is None else [summary, *records]
@@ -546,7 +630,6 @@ class BatchSender(BufferedSender[T, tuple[float, T]], Generic[T]):
         Return False when closing and the destination still fails after the
         close budget: the batch (still in hand) and the rest stay buffered.
         """
-        loop = asyncio.get_running_loop()
         self._in_hand = batch
         count = batch.count
         attempt = 0
@@ -556,13 +639,11 @@ class BatchSender(BufferedSender[T, tuple[float, T]], Generic[T]):
             except Rejected:
                 self._give_up(count, "were rejected")
                 return True
-            except asyncio.CancelledError:
-                raise
             except self.retryable:
                 if self._outage_since is None:
-                    self._outage_since = loop.time()
+                    self._outage_since = time.monotonic()
                     self._report(count, "could not be sent; retrying")
-                if loop.time() - self._outage_since >= self.retry_budget:
+                if time.monotonic() - self._outage_since >= self.retry_budget:
                     # The outage outlasted the budget: drop what waits for it.
                     self._outage_since = None
                     self._give_up(len(self._buffer), "were dropped: retry_budget ran out")

@@ -3,33 +3,39 @@
 Each record is encoded (in its log call's context) into one line of JSON; the
 batching, the retries and the drop accounting are ``BatchSender``'s. A batch
 is rendered as NDJSON, a Loki push or an Elasticsearch bulk body, optionally
-gzip-compressed, and POSTed with aiohttp.
+gzip-compressed, and POSTed with httpx.
+
+One client on every backend: httpx runs on anyio, so on asyncio, uvloop and
+trio alike, and this module never hands the client to the user, so nothing
+else ties the handler to one library (aiohttp, its client before, runs on
+asyncio only).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import gzip as _gzip
-import io
 import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import SplitResult, unquote, urlsplit
 
+import anyio
+
 from .._diagnostics import check_positive
-from ._base import BatchSender, Rejected
+from ._base import BatchSender, Rejected, sending
+from ._loop import current_loop
 
 if TYPE_CHECKING:
     import ssl as _ssl
 
-    import aiohttp
+    import httpx
 
-__all__ = ["AsyncHTTPHandler", "Session", "basic_auth", "request", "retryable_errors"]
+__all__ = ["AsyncHTTPHandler", "Session", "basic_auth", "client_library", "request"]
 
 Body = Literal["ndjson", "loki", "elasticsearch", "otlp"]
 _BODIES = ("ndjson", "loki", "elasticsearch", "otlp")
@@ -51,9 +57,10 @@ _Line = tuple[int, str]
 class AsyncHTTPHandler(BatchSender[_Line]):
     """Send records to an HTTP endpoint in batches, retrying through outages.
 
-    Needs ``aiohttp`` (``pip install aioqlog[http]``), imported when the
-    handler is created. Serve it with a ``QueueListener``; ``stop()`` sends what is buffered
-    (awaiting ``aclose()``) and closes the client.
+    Needs ``httpx`` (``pip install aioqlog[http]``), imported when the
+    handler is created; runs on asyncio, uvloop and trio. Serve it with a
+    ``QueueListener``; ``stop()`` sends what is buffered (awaiting
+    ``aclose()``) and closes the client.
 
     Each record becomes one JSON object: by default ``time`` (ISO 8601, UTC),
     ``level``, ``logger`` and ``message`` (the handler's formatter output,
@@ -164,11 +171,7 @@ class AsyncHTTPHandler(BatchSender[_Line]):
             close_budget=close_budget,
         )
         owner = type(self).__qualname__
-        try:
-            client_lib = _aiohttp()  # here, at set-up: importing it takes the loop a while
-        except ImportError:
-            raise ImportError(f"{owner} needs aiohttp: pip install 'aioqlog[http]'") from None
-        self.retryable = retryable_errors(client_lib)
+        self.retryable = client_library(owner, request_timeout)
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             shown = _redact(url) if isinstance(url, str) else url
             raise ValueError(f"{owner} url must be an http:// or https:// URL, got {shown!r}")
@@ -180,7 +183,6 @@ class AsyncHTTPHandler(BatchSender[_Line]):
             isinstance(auth, tuple) and len(auth) == 2 and all(isinstance(a, str) for a in auth)
         ):
             raise TypeError(f"{owner} auth must be a (user, password) tuple of str")
-        check_positive(owner, "request_timeout", request_timeout)
         parts = urlsplit(url)
         if parts.username is not None or parts.password is not None:
             if auth is not None:
@@ -203,7 +205,7 @@ class AsyncHTTPHandler(BatchSender[_Line]):
         self.resource = dict(resource or {"service.name": "unknown_service"})
         self.gzip = gzip
         self.request_timeout = request_timeout
-        self._session = Session()
+        self._session = Session(True if ssl is None else ssl, self.off_loop)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._shown_url} ({logging.getLevelName(self.level)})>"
@@ -330,35 +332,54 @@ class AsyncHTTPHandler(BatchSender[_Line]):
             await self._session.get(),
             self.method,
             self.url,
-            data=io.BytesIO(data),  # streamed: a large body must not be written in one go
+            data=data,
             headers=headers,
-            ssl=True if self.ssl is None else self.ssl,
-            timeout=self.request_timeout,
+            seconds=self.request_timeout,
         )
 
 
 class Session:
-    """An aiohttp client session, made on the running loop when first needed."""
+    """An httpx client, made on the running loop when first needed.
 
-    def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+    One per loop: its connections belong to the loop that opened them.
 
-    async def get(self) -> aiohttp.ClientSession:
-        """Return the session for the running loop, making one if needed."""
-        session = self._session
-        loop = asyncio.get_running_loop()
-        if session is None or session.closed or self._loop is not loop:
+    Args:
+        verify: ``True`` to check servers' certificates against the system's
+            CAs, an ``ssl.SSLContext`` of the caller's, or ``False``.
+        off_loop: Runs a function in a thread and returns its result (the
+            handler's ``off_loop``): loading the system's CAs takes a while.
+    """
+
+    def __init__(
+        self,
+        verify: _ssl.SSLContext | bool,
+        off_loop: Callable[[Callable[[], httpx.AsyncClient]], Awaitable[httpx.AsyncClient]],
+    ) -> None:
+        self.verify = verify
+        self._off_loop = off_loop
+        self._client: httpx.AsyncClient | None = None
+        self._loop: object = None
+
+    async def get(self) -> httpx.AsyncClient:
+        """Return the client for the running loop, making one if needed."""
+        client = self._client
+        loop = current_loop()
+        if client is None or client.is_closed or self._loop is not loop:
             # (One made on an earlier loop, now gone, is left for the collector.)
-            session = self._session = _aiohttp().ClientSession()
+            client = self._client = await self._off_loop(self._make)
             self._loop = loop
-        return session
+        return client
+
+    def _make(self) -> httpx.AsyncClient:
+        # trust_env=False: no proxy or CA file from the environment, as before.
+        client: httpx.AsyncClient = _httpx().AsyncClient(verify=self.verify, trust_env=False)
+        return client
 
     async def close(self) -> None:
-        """Close the session; a later ``get()`` makes a new one."""
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        """Close the client; a later ``get()`` makes a new one."""
+        client, self._client = self._client, None
+        if client is not None and self._loop is current_loop():
+            await client.aclose()
 
 
 def basic_auth(user: str, password: str) -> str:
@@ -367,52 +388,69 @@ def basic_auth(user: str, password: str) -> str:
     return f"Basic {token}"
 
 
-def retryable_errors(client_lib: Any) -> tuple[type[BaseException], ...]:
-    """Return the exceptions of a request worth a retry (aiohttp's included)."""
-    return (OSError, asyncio.TimeoutError, client_lib.ClientError)
+def client_library(owner: str, request_timeout: float) -> tuple[type[BaseException], ...]:
+    """Import httpx for an HTTP handler, check its *request_timeout*; return what to retry.
+
+    At set-up, not on the loop: importing httpx takes a while. The errors
+    worth a retry: a connection refused or reset, no answer in time, a peer
+    that does not speak HTTP (httpx's ``TransportError``), and ``OSError``
+    (``request`` raises it for an answer worth a retry).
+    """
+    try:
+        httpx = _httpx()
+    except ImportError:
+        raise ImportError(f"{owner} needs httpx: pip install 'aioqlog[http]'") from None
+    check_positive(owner, "request_timeout", request_timeout)
+    client_logger = logging.getLogger("httpx")
+    if _not_while_sending not in client_logger.filters:
+        client_logger.addFilter(_not_while_sending)
+    return (OSError, TimeoutError, httpx.TransportError)
 
 
 async def request(
-    session: aiohttp.ClientSession,
+    client: httpx.AsyncClient,
     method: str,
-    url: Any,
+    url: str,
     *,
-    data: Any,
+    data: bytes | None,
     headers: Mapping[str, str],
-    ssl: _ssl.SSLContext | bool,
-    timeout: float,
+    seconds: float,
     shown: str | None = None,
     accept: Callable[[int], bool] = lambda status: 200 <= status < 300,
 ) -> None:
     """Send one request; raise OSError (retry) or ``Rejected`` (drop) unless accepted.
 
+    *seconds* bound the whole request, connection included (TimeoutError).
     A 5xx, 408, 425 or 429 answer is worth a retry: the server may answer
     differently later. Errors name the URL as *shown* (without credentials).
     """
-    async with session.request(
-        method,
-        url,
-        data=data,
-        headers=headers,
-        ssl=ssl,
-        timeout=_aiohttp().ClientTimeout(total=timeout),
-    ) as response:
-        # Not response.text(): guessing a charset imports a detector on the loop.
-        text = (await response.read()).decode("utf-8", "replace")
-        status = response.status
+    with anyio.fail_after(seconds):
+        response = await client.request(method, url, content=data, headers=headers)
+    # Not response.text: guessing a charset may import a detector on the loop.
+    text = response.content.decode("utf-8", "replace")
+    status = response.status_code
     if accept(status):
         return
-    where = shown if shown is not None else str(url)
+    where = shown if shown is not None else url
     if status >= 500 or status in _RETRY_STATUSES:
         raise OSError(f"HTTP {status} from {where}: {text[:200]}")
     raise Rejected(f"HTTP {status} from {where}: {text[:200]}")
 
 
-def _aiohttp() -> Any:
-    """Import aiohttp: an optional extra, imported when a handler is created."""
-    import aiohttp  # noqa: PLC0415
+def _not_while_sending(record: logging.LogRecord) -> bool:
+    """Drop what httpx logs for a handler's own request (``HTTP Request: POST ...``).
 
-    return aiohttp
+    Shipped, each request's line would go out in the next request, for ever;
+    the application's own httpx requests still log theirs.
+    """
+    return not sending()
+
+
+def _httpx() -> Any:
+    """Import httpx: an optional extra, imported when a handler is created."""
+    import httpx  # noqa: PLC0415
+
+    return httpx
 
 
 def _with_userinfo(parts: SplitResult, userinfo: str) -> str:

@@ -15,9 +15,8 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .._diagnostics import check_positive
 from ._base import BatchSender
-from ._http import Session, _aiohttp, basic_auth, request, retryable_errors
+from ._http import Session, basic_auth, client_library, request
 
 if TYPE_CHECKING:
     import ssl as _ssl
@@ -33,8 +32,9 @@ class HTTPHandler(BatchSender[str]):
     requests. Each record is ``mapLogRecord(record)`` (by default the
     record's ``__dict__``), URL-encoded: the query string of a GET, or the
     form body (``application/x-www-form-urlencoded``) of a POST, with basic
-    authentication when *credentials* are given. Needs ``aiohttp``
-    (``pip install aioqlog[http]``), imported when the handler is created.
+    authentication when *credentials* are given. Needs ``httpx``
+    (``pip install aioqlog[http]``), imported when the handler is created;
+    runs on asyncio, uvloop and trio.
 
     Unlike the stdlib handler, which tries each record once and hands a
     failure to ``handleError``, it retries a refused or dropped connection, a
@@ -118,12 +118,7 @@ class HTTPHandler(BatchSender[str]):
             buffer_size=buffer_size,
             close_budget=close_budget,
         )
-        owner = type(self).__qualname__
-        try:
-            client_lib = _aiohttp()  # here, at set-up: importing it takes the loop a while
-        except ImportError:
-            raise ImportError(f"{owner} needs aiohttp: pip install 'aioqlog[http]'") from None
-        check_positive(owner, "request_timeout", request_timeout)
+        self.retryable = client_library(type(self).__qualname__, request_timeout)
         self.host = host
         self.url = url
         self.method = method
@@ -131,8 +126,8 @@ class HTTPHandler(BatchSender[str]):
         self.credentials = credentials
         self.context = context
         self.request_timeout = request_timeout
-        self.retryable = retryable_errors(client_lib)
-        self._session = Session()
+        verify = (context if context is not None else True) if secure else False
+        self._session = Session(verify, self.off_loop)
 
     def __repr__(self) -> str:
         scheme = "https" if self.secure else "http"
@@ -169,23 +164,13 @@ class HTTPHandler(BatchSender[str]):
         if self.credentials:
             headers["Authorization"] = basic_auth(*self.credentials)
         scheme = "https" if self.secure else "http"
-        yarl = _yarl()
         await request(
             await self._session.get(),
             self.method,
-            # encoded=True: the path and query go out byte for byte as built here.
-            yarl.URL(f"{scheme}://{self.host}{url}", encoded=True),
+            f"{scheme}://{self.host}{url}",
             data=body,
             headers=headers,
-            ssl=(self.context if self.context is not None else True) if self.secure else False,
-            timeout=self.request_timeout,
+            seconds=self.request_timeout,
             shown=f"{scheme}://{self.host}{self.url}",
             accept=lambda status: status < 400,
         )
-
-
-def _yarl() -> Any:
-    """Import yarl (aiohttp's URL type, installed with it)."""
-    import yarl  # noqa: PLC0415
-
-    return yarl

@@ -89,6 +89,12 @@ class AsyncSMTPHandler(BatchSender[_Entry]):
     Added in version 0.1.0.
     """
 
+    trio_instead = (
+        "its client, aiosmtplib, needs asyncio. On trio, serve the stdlib's "
+        "logging.handlers.SMTPHandler with aioqlog.QueueListener instead: it mails from the "
+        "listener's worker thread, never from the loop (one mail per record, no digests)"
+    )
+
     def __init__(
         self,
         host: str,

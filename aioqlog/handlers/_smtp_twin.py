@@ -90,6 +90,11 @@ class SMTPHandler(BatchSender[EmailMessage]):
     Added in version 0.1.0.
     """
 
+    trio_instead = (
+        "its client, aiosmtplib, needs asyncio. On trio, serve the stdlib's "
+        "logging.handlers.SMTPHandler itself with aioqlog.QueueListener: it mails from the "
+        "listener's worker thread, never from the loop"
+    )
     encode_in_thread = True
 
     def __init__(  # noqa: PLR0917 - the stdlib's positional parameters

@@ -16,27 +16,30 @@ runs whatever the bytes say: keep it on a trusted network.
 Data path: ``aemit_batch`` pickles each record (in its log call's context,
 in the handler's thread) into the buffer; the sender task writes what is
 buffered, up to ``WRITE_SIZE`` bytes at a time, and takes it off the buffer
-once ``drain()`` returned. A
-task per connection watches for the server closing it, so that records
-logged after that wait for the next connection instead of going into a dead
-socket.
+once the socket took it. Before each write it looks whether the server
+closed the connection, so that records logged after that wait for the next
+connection instead of going into a dead socket. The sockets are anyio's: it
+runs on asyncio, uvloop and trio alike.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import pickle
 import socket
 import struct
 
+import anyio
+import anyio.abc
+
 from .._diagnostics import check_positive, report_error
 from .._records import own_record
 from ._base import BufferedSender
+from ._sockets import SOCKET_ERRORS, close_quietly, peer_closed
 
 __all__ = ["SocketHandler"]
 
-#: Bytes written per step (then ``drain()``): a backlog goes out in bounded steps.
+#: Bytes written per step: a backlog goes out in bounded steps.
 WRITE_SIZE = 256 * 1024
 
 
@@ -124,8 +127,7 @@ class SocketHandler(BufferedSender[bytes, bytes]):
         self.retryMax = retryMax
         self.connect_timeout = connect_timeout
         self.reconnects = 0
-        self._writer: asyncio.StreamWriter | None = None
-        self._watcher: asyncio.Task[None] | None = None
+        self._stream: anyio.abc.ByteStream | None = None
         self._failures = 0
         self._connections = 0
 
@@ -172,21 +174,18 @@ class SocketHandler(BufferedSender[bytes, bytes]):
         await self._disconnect()
 
     def _on_new_loop(self) -> None:
-        self._writer = None  # made on an earlier loop, now gone
-        self._watcher = None
+        self._stream = None  # made on an earlier loop, now gone
 
     async def _run(self) -> None:
-        wake = self._wake
         buffer = self._buffer
         while True:
             if not buffer:
                 if self._closing:
                     return
-                wake.clear()
-                await wake.wait()
+                await self._sleep_until_woken()
                 continue
             try:
-                writer = await self._connect()
+                stream = await self._connect()
                 summary = self._summary()
                 reported = self.dropped
                 chunks = [] if summary is None else [summary]
@@ -197,10 +196,8 @@ class SocketHandler(BufferedSender[bytes, bytes]):
                     if size >= WRITE_SIZE:
                         break  # a bounded step on the loop; the rest goes next
                 count = len(chunks) - (summary is not None)
-                writer.write(b"".join(chunks))
-                await writer.drain()
-            except (OSError, EOFError, asyncio.TimeoutError, ValueError, TypeError):
-                # (ValueError/TypeError: a loop or socket refusing the address.)
+                await stream.send(b"".join(chunks))
+            except SOCKET_ERRORS:
                 await self._disconnect()
                 self._failures += 1
                 if self._failures == 1:
@@ -210,34 +207,29 @@ class SocketHandler(BufferedSender[bytes, bytes]):
                 continue
             self._failures = 0
             self._dropped_reported = max(self._dropped_reported, reported)
-            # Records buffered during drain() stay: only what was written leaves.
+            # Records buffered during send() stay: only what was written leaves.
             for _ in range(count):
                 buffer.popleft()
             self.sent += count
 
-    async def _connect(self) -> asyncio.StreamWriter:
-        """Return the connection, opening one if there is none (or it was closed)."""
-        current = self._writer
-        if current is not None and not current.is_closing():
+    async def _connect(self) -> anyio.abc.ByteStream:
+        """Return the connection, opening one if there is none (or the server closed it)."""
+        current = self._stream
+        if current is not None and not await peer_closed(current):
             return current
         await self._disconnect()
-        timeout = self.connect_timeout
         if self.port is None:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(self.host), timeout
-            )
+            with anyio.fail_after(self.connect_timeout):
+                stream: anyio.abc.ByteStream = await anyio.connect_unix(self.host)
         else:
-            reader, writer = await self._open_tcp(self.host, self.port, timeout)
-        self._writer = writer
-        self._watcher = asyncio.get_running_loop().create_task(self._watch(reader, writer))
+            stream = await self._open_tcp(self.host, self.port, self.connect_timeout)
+        self._stream = stream
         if self._connections:
             self.reconnects += 1
         self._connections += 1
-        return writer
+        return stream
 
-    async def _open_tcp(
-        self, host: str, port: int, timeout: float
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _open_tcp(self, host: str, port: int, seconds: float) -> anyio.abc.ByteStream:
         """Connect to *host*, resolved in the handler's thread, trying each address."""
         infos = await self.off_loop(lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
         error: OSError = OSError(f"{host!r} resolved to no address")
@@ -247,36 +239,18 @@ class SocketHandler(BufferedSender[bytes, bytes]):
                 continue
             try:
                 # A numeric address: the loop connects without resolving again.
-                return await asyncio.wait_for(asyncio.open_connection(ip, port), timeout)
-            except asyncio.TimeoutError:
+                with anyio.fail_after(seconds):
+                    return await anyio.connect_tcp(ip, port)
+            except TimeoutError:
                 error = OSError(f"connecting to {ip} port {port} timed out")
             except OSError as exc:
                 error = exc
         raise error
 
-    async def _watch(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Close *writer* once the server closes the connection (it never sends anything)."""
-        try:
-            await reader.read()  # returns at EOF
-        except (OSError, asyncio.IncompleteReadError):
-            pass
-        except asyncio.CancelledError:
-            return
-        writer.close()
-        if self._buffer:
-            self._wake.set()
-
     async def _disconnect(self) -> None:
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None and not watcher.done():
-            watcher.cancel()
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except (OSError, RuntimeError):
-                pass
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            await close_quietly(stream)
 
     def _report(self, why: str) -> None:
         """Report the exception being handled through handleError."""

@@ -3,8 +3,10 @@
 Data path: ``aemit_batch`` formats each record (in its log call's context)
 into an RFC 5424 message and appends it to a bounded buffer; a sender task
 on the loop writes what is buffered: one datagram per message over UDP or a
-unix datagram socket, octet-counted frames (RFC 6587) over TCP. A message
-leaves the buffer once written (for TCP, once ``drain()`` returned). When
+unix datagram socket, octet-counted frames (RFC 6587) over TCP, optionally
+in TLS (RFC 5425). A message leaves the buffer once written (for TCP, once
+the socket took all of it). The sockets are anyio's: the handler runs on
+asyncio, uvloop and trio alike. When
 the peer goes away the sender reconnects with exponential backoff while the
 buffer keeps accepting records; what does not fit is dropped, counted, and
 reported in a message of its own once the peer is back.
@@ -14,17 +16,23 @@ Only the loop thread touches the buffer and the counters.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
 import sys
 from datetime import datetime, timezone
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+import anyio
+import anyio.abc
 
 from .._diagnostics import check_positive, report_error
 from .._records import own_record
-from ._base import YIELD_EVERY, BufferedSender
+from ._base import BufferedSender
+from ._sockets import SOCKET_ERRORS, close_quietly, peer_closed
+
+if TYPE_CHECKING:
+    import ssl as _ssl
 
 __all__ = ["AsyncSyslogHandler"]
 
@@ -58,7 +66,8 @@ def _header_field(value: str, limit: int) -> str:
 class AsyncSyslogHandler(BufferedSender[bytes, bytes]):
     """Send records to a syslog server (rsyslog, syslog-ng) as RFC 5424 messages.
 
-    Pure asyncio: no extra dependency. Serve it with a ``QueueListener``. Each
+    Runs on asyncio, uvloop and trio (its sockets are anyio's). Serve it
+    with a ``QueueListener``. Each
     record becomes ``<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID - MSG``,
     MSG being the handler's formatter output (``%(message)s`` by default).
 
@@ -67,6 +76,10 @@ class AsyncSyslogHandler(BufferedSender[bytes, bytes]):
         transport: ``"udp"`` (a datagram per message), ``"tcp"`` (octet-counted
             frames, RFC 6587) or ``"unix"`` (a datagram socket such as
             ``/dev/log``).
+        ssl: With ``transport="tcp"``: ``True`` to speak TLS (RFC 5425,
+            usually port 6514) checking the server's certificate against the
+            system's CAs, or an ``ssl.SSLContext`` (a private CA, a client
+            certificate). ``False`` (the default): plain TCP.
         facility: A ``logging.handlers.SysLogHandler.LOG_*`` facility number.
         app_name: APP-NAME; by default the program's name.
         hostname: HOSTNAME; by default ``socket.gethostname()``.
@@ -102,6 +115,7 @@ class AsyncSyslogHandler(BufferedSender[bytes, bytes]):
         address: tuple[str, int] | str = ("127.0.0.1", 514),
         *,
         transport: Transport = "udp",
+        ssl: _ssl.SSLContext | bool = False,
         facility: int = 1,  # LOG_USER
         app_name: str | None = None,
         hostname: str | None = None,
@@ -139,11 +153,16 @@ class AsyncSyslogHandler(BufferedSender[bytes, bytes]):
                 f"{owner} with transport={transport!r} needs a (host, port) address, "
                 f"got {address!r}"
             )
+        if ssl is not False and transport != "tcp":
+            raise ValueError(f"{owner} ssl needs transport='tcp', got transport={transport!r}")
+        if not isinstance(ssl, bool) and not _is_ssl_context(ssl):
+            raise TypeError(f"{owner} ssl must be True, False or an ssl.SSLContext, got {ssl!r}")
         if isinstance(facility, bool) or not isinstance(facility, int) or not 0 <= facility < 24:
             raise ValueError(f"{owner} facility must be an int from 0 to 23, got {facility!r}")
         check_positive(owner, "max_message", max_message, integer=True)
         self.address = address
         self.transport: Transport = transport
+        self.ssl = ssl
         self.facility = facility
         program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
         self.app_name = _header_field(app_name if app_name is not None else program, 48)
@@ -153,10 +172,8 @@ class AsyncSyslogHandler(BufferedSender[bytes, bytes]):
         self.max_message = int(max_message)
         self.truncated = 0
         self.reconnects = 0
-        self._writer: asyncio.StreamWriter | None = None
-        self._reader: asyncio.StreamReader | None = None
-        self._datagram: asyncio.DatagramTransport | None = None
-        self._broken = False  # a datagram error was reported by the transport
+        self._stream: anyio.abc.ByteStream | None = None
+        self._datagram: anyio.abc.UnreliableObjectStream[bytes] | None = None
         self._failures = 0
 
     def __repr__(self) -> str:
@@ -184,23 +201,20 @@ class AsyncSyslogHandler(BufferedSender[bytes, bytes]):
         await self._disconnect()
 
     def _on_new_loop(self) -> None:
-        self._writer = self._reader = None  # made on an earlier loop, now gone
+        self._stream = None  # made on an earlier loop, now gone
         self._datagram = None
 
     async def _run(self) -> None:
-        wake = self._wake
         while True:
             if not self._buffer:
                 if self._closing:
                     return
-                wake.clear()
-                await wake.wait()
+                await self._sleep_until_woken()
                 continue
             try:
                 await self._connect()
                 await self._write_buffered()
-            except (OSError, EOFError, asyncio.TimeoutError, ValueError, TypeError):
-                # (ValueError/TypeError: a loop or socket refusing the address.)
+            except SOCKET_ERRORS:
                 await self._disconnect()
                 self._failures += 1
                 if self._failures == 1:
@@ -211,42 +225,33 @@ class AsyncSyslogHandler(BufferedSender[bytes, bytes]):
                 self._failures = 0
 
     async def _write_buffered(self) -> None:
-        """Write everything buffered; raise OSError/EOFError if the peer is gone."""
+        """Write everything buffered; raise one of ``SOCKET_ERRORS`` if the peer is gone."""
         buffer = self._buffer
         summary = self._summary()
         reported = self.dropped
         if self.transport == "tcp":
-            writer, reader = self._writer, self._reader
-            assert writer is not None
-            assert reader is not None
-            if reader.at_eof():
+            stream = self._stream
+            assert stream is not None
+            if await peer_closed(stream):
                 raise EOFError("the syslog server closed the connection")
             messages = list(buffer) if summary is None else [summary, *buffer]
-            writer.write(b"".join(b"%d %s" % (len(m), m) for m in map(self._cut, messages)))
-            await writer.drain()
+            await stream.send(b"".join(b"%d %s" % (len(m), m) for m in map(self._cut, messages)))
             self._dropped_reported = max(self._dropped_reported, reported)
-            # Records buffered during drain() stay: only what was written leaves.
+            # Records buffered during send() stay: only what was written leaves.
             for _ in range(len(messages) - (summary is not None)):
                 buffer.popleft()
                 self.sent += 1
             return
+        datagram = self._datagram
+        assert datagram is not None
         if summary is not None:
-            self._send_datagram(summary)
+            await datagram.send(self._cut(summary))
             self._dropped_reported = max(self._dropped_reported, reported)
-        sent = 0
         while buffer:
-            self._send_datagram(buffer[0])
+            # Each send lets the loop run (an anyio checkpoint) before it sends.
+            await datagram.send(self._cut(buffer[0]))
             buffer.popleft()
             self.sent += 1
-            sent += 1
-            if not sent % YIELD_EVERY:
-                await asyncio.sleep(0)
-
-    def _send_datagram(self, message: bytes) -> None:
-        datagram = self._datagram
-        if datagram is None or self._broken:
-            raise OSError("the syslog socket reported an error")
-        datagram.sendto(self._cut(message))
 
     def _cut(self, message: bytes) -> bytes:
         """Return *message* cut to max_message bytes (counted when cut)."""
@@ -256,56 +261,46 @@ class AsyncSyslogHandler(BufferedSender[bytes, bytes]):
         return message[: self.max_message]
 
     async def _connect(self) -> None:
-        loop = asyncio.get_running_loop()
         if self.transport == "tcp":
-            if self._writer is not None:
+            if self._stream is not None:
                 return
             assert isinstance(self.address, tuple)
             host, port = self.address
-            self._reader, self._writer = await asyncio.open_connection(host, port)
+            ssl = self.ssl
+            if ssl is False:
+                stream: anyio.abc.ByteStream = await anyio.connect_tcp(host, port)
+            else:
+                stream = await anyio.connect_tcp(
+                    host, port, tls=True, ssl_context=None if ssl is True else ssl
+                )
+            self._stream = stream
         else:
             if self._datagram is not None:
                 return
-            self._broken = False
-            handler = self
-
-            class Protocol(asyncio.DatagramProtocol):
-                def error_received(self, exc: Exception) -> None:
-                    handler._broken = True
-
-                def connection_lost(self, exc: Exception | None) -> None:
-                    handler._broken = True
-
             if self.transport == "unix":
-                # A connected socket of our own: not every loop (uvloop) takes a
-                # path as remote_addr.
+                assert isinstance(self.address, str)
+                # Connected here: anyio's own connect leaks the socket when it fails.
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
                 try:
                     sock.setblocking(False)
-                    sock.connect(str(self.address))
+                    sock.connect(self.address)
                 except OSError:
                     sock.close()
                     raise
-                transport, _ = await loop.create_datagram_endpoint(Protocol, sock=sock)
+                self._datagram = await anyio.abc.ConnectedUNIXDatagramSocket.from_socket(sock)
             else:
-                transport, _ = await loop.create_datagram_endpoint(
-                    Protocol, remote_addr=self.address
-                )
-            self._datagram = transport
+                assert isinstance(self.address, tuple)
+                host, port = self.address
+                self._datagram = await anyio.create_connected_udp_socket(host, port)
         if self._failures:
             self.reconnects += 1
 
     async def _disconnect(self) -> None:
-        writer, self._writer, self._reader = self._writer, None, None
-        if writer is not None:
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except (OSError, RuntimeError):
-                pass
+        stream, self._stream = self._stream, None
         datagram, self._datagram = self._datagram, None
-        if datagram is not None:
-            datagram.close()
+        for sock in (stream, datagram):
+            if sock is not None:
+                await close_quietly(sock)
 
     def _report(self, why: str) -> None:
         """Report the exception being handled through handleError."""
@@ -316,3 +311,9 @@ class AsyncSyslogHandler(BufferedSender[bytes, bytes]):
                 logging.ERROR, message, (repr(self), len(self._buffer), why), "BufferedSender"
             ),
         )
+
+
+def _is_ssl_context(value: object) -> bool:
+    import ssl  # noqa: PLC0415 - not imported by a handler without TLS
+
+    return isinstance(value, ssl.SSLContext)
