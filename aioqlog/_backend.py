@@ -45,8 +45,12 @@ __all__ = [
     "Backend",
     "Task",
     "TrioBackend",
+    "backend_of",
+    "call_soon_threadsafe",
     "loop_runs_here",
+    "on_trio",
     "running_backend",
+    "running_loop",
 ]
 
 _T = TypeVar("_T")
@@ -128,12 +132,17 @@ class Backend:
         fn: Callable[[], Coroutine[Any, Any, None]],
         name: str,
         on_run_ending: Callable[[], None] | None = None,
+        *,
+        shield: bool = True,
     ) -> Task:
         """Run ``fn()`` in a new task on the loop; the caller's context is copied.
 
-        *on_run_ending* is called (on trio) once, when the run's main task ends
+        The task outlives the call that starts it (on trio, a system task). With
+        *shield* (the engine's tasks), the end of the run does not interrupt it
+        on trio: *on_run_ending* is called once, when the run's main task ends
         with this task still running; on asyncio the task is cancelled then, and
-        sees ``Cancelled`` instead.
+        sees ``Cancelled`` instead. Without *shield* (a network handler's
+        sender), the end of the run cancels it on either loop.
         """
         raise NotImplementedError
 
@@ -225,6 +234,8 @@ class AsyncioBackend(Backend):
         fn: Callable[[], Coroutine[Any, Any, None]],
         name: str,
         on_run_ending: Callable[[], None] | None = None,
+        *,
+        shield: bool = True,
     ) -> asyncio.Task[None]:
         return self.loop.create_task(fn(), name=name)
 
@@ -366,12 +377,14 @@ class TrioBackend(Backend):
         fn: Callable[[], Coroutine[Any, Any, None]],
         name: str,
         on_run_ending: Callable[[], None] | None = None,
+        *,
+        shield: bool = True,
     ) -> _TrioTask:
         spawn = self._trio.lowlevel.spawn_system_task
         task = _TrioTask()
         # A system task: start() is a plain call, with no nursery to start a task
         # in; it gets the caller's context, as asyncio.create_task gives.
-        spawn(self._run, fn, task, name=name, context=contextvars.copy_context())
+        spawn(self._run, fn, task, shield, name=name, context=contextvars.copy_context())
         if on_run_ending is not None:
             spawn(
                 self._watch,
@@ -382,12 +395,14 @@ class TrioBackend(Backend):
             )
         return task
 
-    async def _run(self, fn: Callable[[], Coroutine[Any, Any, None]], task: _TrioTask) -> None:
+    async def _run(
+        self, fn: Callable[[], Coroutine[Any, Any, None]], task: _TrioTask, shield: bool
+    ) -> None:
         try:
             # Shielded: the end of the run does not interrupt delivery (the
             # watcher tells the listener, which bounds its drain); only the
             # task's own scope (cancel()) does.
-            with self._trio.CancelScope(shield=True), task.scope:
+            with self._trio.CancelScope(shield=shield), task.scope:
                 await fn()
         except BaseException as exc:  # noqa: BLE001 - raising would crash trio.run
             task.error = exc
@@ -464,6 +479,42 @@ def running_backend() -> Backend | None:
     if token is not None:
         return TrioBackend(token)
     return None
+
+
+def running_loop() -> object | None:
+    """Return what identifies the loop running in this thread, or None when none runs.
+
+    The asyncio loop, or the trio run's token: the same object for as long as
+    that loop runs, so that code which outlives one run can tell a new one.
+    """
+    loop = asyncio._get_running_loop()
+    if loop is not None:
+        return loop
+    return _trio_token()
+
+
+def backend_of(loop: object) -> Backend:
+    """Return the ``Backend`` of *loop*, as ``running_loop()`` returned it."""
+    if isinstance(loop, asyncio.AbstractEventLoop):
+        return AsyncioBackend(loop)
+    return TrioBackend(cast("trio.lowlevel.TrioToken", loop))
+
+
+def on_trio() -> bool:
+    """Return whether the loop running in this thread is trio's."""
+    return asyncio._get_running_loop() is None and _trio_token() is not None
+
+
+def call_soon_threadsafe(loop: object, callback: Callable[[], None]) -> bool:
+    """Run ``callback()`` on *loop* soon, from any thread; False if that loop has ended."""
+    try:
+        if isinstance(loop, asyncio.AbstractEventLoop):
+            loop.call_soon_threadsafe(callback)
+        else:
+            cast("trio.lowlevel.TrioToken", loop).run_sync_soon(callback)
+    except RuntimeError:  # closed (trio.RunFinishedError is one too): nobody waits
+        return False
+    return True
 
 
 def loop_runs_here() -> bool:

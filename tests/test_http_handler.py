@@ -1067,3 +1067,26 @@ def test_without_httpx_the_handlers_name_their_extra(monkeypatch: pytest.MonkeyP
         AsyncHTTPHandler("http://127.0.0.1:9/ingest")
     with pytest.raises(ImportError, match=f"^HTTPHandler {fix}"):
         HTTPHandler("127.0.0.1:9", "/log")
+
+
+@pytest.mark.anyio
+async def test_a_listener_ships_through_the_handler_on_every_backend(
+    threaded_server: Server, logger: logging.Logger
+) -> None:
+    """Through a QueueListener on every backend: what the task and a thread log arrives once."""
+    handler = Reported(threaded_server.url, batch_size=10, batch_age=0.05)
+    queue = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(queue))
+
+    def from_a_thread() -> None:
+        for i in range(20):
+            logger.info("thread %d", i)
+
+    with anyio.fail_after(STALL):
+        async with aioqlog.QueueListener(queue, handler):
+            for i in range(20):
+                logger.info("task %d", i)
+            await anyio.to_thread.run_sync(from_a_thread)
+    expected = [f"task {i}" for i in range(20)] + [f"thread {i}" for i in range(20)]
+    assert sorted(threaded_server.messages()) == sorted(expected)
+    assert (handler.sent, handler.pending, handler.reported) == (40, 0, [])

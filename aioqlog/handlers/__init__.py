@@ -24,7 +24,7 @@ original's constructor and sending what it sends:
 """
 
 # First: without anyio, its ImportError says which extra to install.
-from . import _loop  # noqa: F401
+from . import _base  # noqa: F401
 from ._http import AsyncHTTPHandler as AsyncHTTPHandler
 from ._http_twin import HTTPHandler as HTTPHandler
 from ._smtp import AsyncSMTPHandler as AsyncSMTPHandler

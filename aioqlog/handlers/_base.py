@@ -29,8 +29,10 @@ a receiver can drop a batch it already has (the HTTP handler sends it as an
 ``Idempotency-Key`` header).
 
 Everything here runs alike on asyncio, uvloop and trio: waits, timeouts and
-events are anyio's; the sender task and the encoding thread's wake-up come
-from ``_loop``, the two things anyio does not offer. Times are
+events are anyio's; the sender task (which outlives the ``aemit_batch`` call
+that starts it: anyio starts tasks only in a task group) and the encoding
+thread's wake-up of the loop come from the engine's ``_backend``, the two
+things anyio does not offer. Times are
 ``time.monotonic()``: trio's clock starts at a random offset in each run, and
 a buffer may outlive a run.
 
@@ -59,14 +61,19 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
-import anyio
-import anyio.lowlevel
-from anyio import NoEventLoopError
+try:
+    import anyio
+    import anyio.lowlevel
+except ImportError:
+    raise ImportError(
+        "aioqlog.handlers needs anyio, which each handler's extra installs: "
+        "pip install 'aioqlog[syslog]' (or aioqlog[http], aioqlog[smtp])"
+    ) from None
 
 from .._async_handler import AsyncHandler
+from .._backend import Backend, Task, backend_of, call_soon_threadsafe, on_trio, running_loop
 from .._diagnostics import check_positive, report_error, write_stderr
 from .._records import own_record
-from ._loop import LoopTask, call_soon_threadsafe, current_loop, on_trio, spawn
 
 __all__ = [
     "YIELD_EVERY",
@@ -119,7 +126,7 @@ class EncodeThread:
         Cancelled, the call returns at once; the job finishes in the thread
         and its result is dropped.
         """
-        loop = current_loop()
+        loop = running_loop()
         done = _Result[R]()
         jobs = self._jobs
         thread = self._thread
@@ -154,6 +161,28 @@ class EncodeThread:
             if end:
                 time.sleep(PAUSE)
             _slice.end = time.perf_counter() + SLICE
+
+
+@dataclass
+class _Sender:
+    """A handler's sender task, the loop it runs on, and how to wait for it."""
+
+    task: Task
+    #: What ``running_loop()`` returned when it started.
+    loop: object
+    backend: Backend
+
+    def done(self) -> bool:
+        """Return whether the sender has ended."""
+        return self.task.done()
+
+    def cancel(self) -> None:
+        """Interrupt the sender at its next await (on its loop)."""
+        self.task.cancel()
+
+    async def wait(self) -> None:
+        """Return once the sender has ended."""
+        await self.backend.join(self.task)
 
 
 class _Result(Generic[R]):
@@ -227,10 +256,8 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
     ) -> None:
         super().__init__(level, timeout=timeout)
         owner = type(self).__qualname__
-        try:
-            self._refuse_trio()
-        except NoEventLoopError:
-            pass  # made before the loop (the usual case): the first call checks
+        # Made before the loop (the usual case), the first call checks instead.
+        self._refuse_trio()
         check_positive(owner, "buffer_size", buffer_size, integer=True)
         for name, value in (("backoff", backoff), ("backoff_max", backoff_max)):
             check_positive(owner, name, value)
@@ -250,7 +277,7 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
         self.dropped = 0
         self._dropped_reported = 0
         self._buffer: deque[E] = deque()
-        self._sender: LoopTask | None = None
+        self._sender: _Sender | None = None
         # Made with each sender, on its loop (anyio's events need one running).
         self._wake: anyio.Event | None = None  # set when records arrive, and to close
         self._closed: anyio.Event | None = None  # set by aclose(): cuts a backoff short
@@ -358,7 +385,7 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
             # Left from an earlier run, with nothing logged since: send it now.
             self._ensure_sender()
         sender = self._sender
-        if sender is not None and not sender.done() and sender.loop is current_loop():
+        if sender is not None and not sender.done() and sender.loop is running_loop():
             assert self._wake is not None
             assert self._closed is not None
             self._closing = True
@@ -451,7 +478,7 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
 
     def _ensure_sender(self) -> anyio.Event:
         """Start the sender on the running loop unless it runs; return its wake-up event."""
-        loop = current_loop()
+        loop = running_loop()
         sender = self._sender
         if sender is not None and not sender.done() and sender.loop is loop:
             assert self._wake is not None  # made with the sender
@@ -461,7 +488,11 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
         # Fresh events for each sender: anyio's belong to the loop that makes them.
         wake = self._wake = anyio.Event()
         self._closed = anyio.Event()
-        self._sender = spawn(self._serve, f"aioqlog-{self!r}")
+        backend = backend_of(loop)
+        # Not shielded: the end of the run cancels the sender (what it could
+        # not send stays buffered, for aclose() or the next run).
+        task = backend.spawn(self._serve, f"aioqlog-{self!r}", shield=False)
+        self._sender = _Sender(task, loop, backend)
         return wake
 
     async def _sleep_until_woken(self, seconds: float = math.inf) -> None:

@@ -26,9 +26,9 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 import anyio
 
+from .._backend import running_loop
 from .._diagnostics import check_positive
 from ._base import BatchSender, Rejected, sending
-from ._loop import current_loop
 
 if TYPE_CHECKING:
     import ssl as _ssl
@@ -363,7 +363,7 @@ class Session:
     async def get(self) -> httpx.AsyncClient:
         """Return the client for the running loop, making one if needed."""
         client = self._client
-        loop = current_loop()
+        loop = running_loop()
         if client is None or client.is_closed or self._loop is not loop:
             # (One made on an earlier loop, now gone, is left for the collector.)
             client = self._client = await self._off_loop(self._make)
@@ -378,7 +378,7 @@ class Session:
     async def close(self) -> None:
         """Close the client; a later ``get()`` makes a new one."""
         client, self._client = self._client, None
-        if client is not None and self._loop is current_loop():
+        if client is not None and self._loop is running_loop():
             await client.aclose()
 
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -209,7 +208,7 @@ class AsyncSMTPHandler(BatchSender[_Entry]):
         """Mail *items* as one digest, its Message-ID made of *batch_id*."""
         smtp = self._smtp
         if self._fqdn is None:
-            self._fqdn = await _off_loop(socket.getfqdn) or "localhost"
+            self._fqdn = await self.off_loop(socket.getfqdn) or "localhost"
         message = self.compose(items, batch_id)
         await deliver(
             smtp,
@@ -247,33 +246,3 @@ def _aiosmtplib() -> Any:
     import aiosmtplib  # noqa: PLC0415
 
     return aiosmtplib
-
-
-async def _off_loop(fn: Callable[[], str]) -> str:
-    """Return ``fn()``, run in a thread of its own.
-
-    Not the loop's default executor: the application may keep it busy.
-    """
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[str] = loop.create_future()
-
-    def settle(result: str | None, error: BaseException | None) -> None:
-        if done.done():  # the waiter was cancelled meanwhile
-            return
-        if error is not None:
-            done.set_exception(error)
-        else:
-            done.set_result(result or "")
-
-    def target() -> None:
-        try:
-            result, error = fn(), None
-        except BaseException as exc:  # noqa: BLE001 - relayed to the waiting sender
-            result, error = None, exc
-        try:
-            loop.call_soon_threadsafe(settle, result, error)
-        except RuntimeError:  # the loop closed meanwhile: nobody waits
-            pass
-
-    threading.Thread(target=target, name="aioqlog-getfqdn", daemon=True).start()
-    return await done

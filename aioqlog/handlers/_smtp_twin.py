@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._diagnostics import check_positive
 from ._base import BatchSender
-from ._smtp import _aiosmtplib, _off_loop, deliver
+from ._smtp import _aiosmtplib, deliver
 
 if TYPE_CHECKING:
     import ssl
@@ -178,7 +178,7 @@ class SMTPHandler(BatchSender[EmailMessage]):
     async def send(self, items: list[EmailMessage], batch_id: str) -> None:
         """Mail each of *items* (a record, after any drop summary) on its own."""
         if self._fqdn is None:
-            self._fqdn = await _off_loop(socket.getfqdn) or "localhost"
+            self._fqdn = await self.off_loop(socket.getfqdn) or "localhost"
         await self.send_each(items, batch_id, self._send_one)
 
     async def _send_one(self, message: EmailMessage) -> None:
