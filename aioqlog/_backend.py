@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -111,6 +112,17 @@ class Backend:
         """Return whether the calling code runs on this loop, in its thread, now."""
         raise NotImplementedError
 
+    def shielded(self) -> contextlib.AbstractContextManager[object]:
+        """Return a block that the caller's cancellation does not interrupt.
+
+        For a bounded wait that must finish while its caller unwinds (leaving
+        ``async with`` because the block was cancelled). asyncio delivers a
+        cancellation once, so the unwinding code's awaits work: nothing to do.
+        trio's cancellation is level-triggered: every await inside a cancelled
+        scope fails at once, unless shielded.
+        """
+        return contextlib.nullcontext()
+
     def new_waiter(self) -> Waiter:
         """Return a fresh waiter for ``wait`` (on the loop's thread)."""
         raise NotImplementedError
@@ -132,17 +144,14 @@ class Backend:
         fn: Callable[[], Coroutine[Any, Any, None]],
         name: str,
         on_run_ending: Callable[[], None] | None = None,
-        *,
-        shield: bool = True,
     ) -> Task:
         """Run ``fn()`` in a new task on the loop; the caller's context is copied.
 
-        The task outlives the call that starts it (on trio, a system task). With
-        *shield* (the engine's tasks), the end of the run does not interrupt it
-        on trio: *on_run_ending* is called once, when the run's main task ends
-        with this task still running; on asyncio the task is cancelled then, and
-        sees ``Cancelled`` instead. Without *shield* (a network handler's
-        sender), the end of the run cancels it on either loop.
+        The task outlives the call that starts it (on trio, a system task, run
+        shielded: the end of the run does not interrupt it). *on_run_ending* is
+        called once (on trio), when the run's main task ends with this task
+        still running, or at once for a task started after that; on asyncio the
+        task is cancelled then, and sees ``Cancelled`` instead.
         """
         raise NotImplementedError
 
@@ -234,8 +243,6 @@ class AsyncioBackend(Backend):
         fn: Callable[[], Coroutine[Any, Any, None]],
         name: str,
         on_run_ending: Callable[[], None] | None = None,
-        *,
-        shield: bool = True,
     ) -> asyncio.Task[None]:
         return self.loop.create_task(fn(), name=name)
 
@@ -343,6 +350,9 @@ class TrioBackend(Backend):
     def runs_here(self) -> bool:
         return self._current_token() is self.token
 
+    def shielded(self) -> contextlib.AbstractContextManager[object]:
+        return self._trio.CancelScope(shield=True)
+
     def is_closed(self) -> bool:
         if self.runs_here():
             return False
@@ -377,14 +387,12 @@ class TrioBackend(Backend):
         fn: Callable[[], Coroutine[Any, Any, None]],
         name: str,
         on_run_ending: Callable[[], None] | None = None,
-        *,
-        shield: bool = True,
     ) -> _TrioTask:
         spawn = self._trio.lowlevel.spawn_system_task
         task = _TrioTask()
         # A system task: start() is a plain call, with no nursery to start a task
         # in; it gets the caller's context, as asyncio.create_task gives.
-        spawn(self._run, fn, task, shield, name=name, context=contextvars.copy_context())
+        spawn(self._run, fn, task, name=name, context=contextvars.copy_context())
         if on_run_ending is not None:
             spawn(
                 self._watch,
@@ -395,14 +403,12 @@ class TrioBackend(Backend):
             )
         return task
 
-    async def _run(
-        self, fn: Callable[[], Coroutine[Any, Any, None]], task: _TrioTask, shield: bool
-    ) -> None:
+    async def _run(self, fn: Callable[[], Coroutine[Any, Any, None]], task: _TrioTask) -> None:
         try:
             # Shielded: the end of the run does not interrupt delivery (the
             # watcher tells the listener, which bounds its drain); only the
             # task's own scope (cancel()) does.
-            with self._trio.CancelScope(shield=shield), task.scope:
+            with self._trio.CancelScope(shield=True), task.scope:
                 await fn()
         except BaseException as exc:  # noqa: BLE001 - raising would crash trio.run
             task.error = exc

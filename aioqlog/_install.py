@@ -269,7 +269,9 @@ async def listening(
         yield chosen
     finally:
         for listener in reversed(started):
-            await listener.stop(timeout)
+            # Shielded, as QueueListener's own `async with` exit.
+            with listener._shielded():
+                await listener.stop(timeout)
 
 
 def check_options(

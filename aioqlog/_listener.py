@@ -18,6 +18,7 @@ handled in the thread that logs them (see ``QueueListener``).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import sys
@@ -283,7 +284,15 @@ class QueueListener:
         tb: TracebackType | None,
     ) -> None:
         # Bounded: a stuck handler must not keep the block (and the app) from ending.
-        await self.stop(self.shutdown_timeout)
+        # Shielded: a cancelled block (trio: a crashed sibling task) still stops
+        # the listener and delivers what it logged, as on asyncio.
+        with self._shielded():
+            await self.stop(self.shutdown_timeout)
+
+    def _shielded(self) -> contextlib.AbstractContextManager[object]:
+        """Return a block that the caller's cancellation does not interrupt (see Backend)."""
+        backend = self._run_state.backend
+        return contextlib.nullcontext() if backend is None else backend.shielded()
 
     # ----------------------------------------------------------------- hooks
 

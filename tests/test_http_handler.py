@@ -1090,3 +1090,30 @@ async def test_a_listener_ships_through_the_handler_on_every_backend(
     expected = [f"task {i}" for i in range(20)] + [f"thread {i}" for i in range(20)]
     assert sorted(threaded_server.messages()) == sorted(expected)
     assert (handler.sent, handler.pending, handler.reported) == (40, 0, [])
+
+
+def test_on_trio_the_end_of_the_run_without_stop_sends_everything(
+    threaded_server: Server, logger: logging.Logger
+) -> None:
+    """trio.run ending without stop(): what was logged is shipped before it returns, once.
+
+    trio cancels its system tasks when the main task ends, and a task started
+    after that at once: the sender must be told, not cancelled.
+    """
+    import trio
+
+    handler = Reported(threaded_server.url, batch_size=50, batch_age=60)
+    queue = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(queue))
+    listener = aioqlog.QueueListener(queue, handler)
+
+    async def main() -> None:
+        listener.start()
+        for i in range(300):
+            logger.info("r %d", i)
+            if i % 50 == 0:
+                await trio.sleep(0.001)
+
+    trio.run(main)
+    assert sorted(threaded_server.messages()) == sorted(f"r {i}" for i in range(300))
+    assert (handler.sent, handler.pending) == (300, 0)

@@ -488,12 +488,24 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
         # Fresh events for each sender: anyio's belong to the loop that makes them.
         wake = self._wake = anyio.Event()
         self._closed = anyio.Event()
+        if sender is not None and sender.loop is not loop:
+            self._closing = False  # a run that ended without aclose() left it set
         backend = backend_of(loop)
-        # Not shielded: the end of the run cancels the sender (what it could
-        # not send stays buffered, for aclose() or the next run).
-        task = backend.spawn(self._serve, f"aioqlog-{self!r}", shield=False)
+        # On asyncio, the end of asyncio.run cancels the sender, and the
+        # listener's drain starts a new one. On trio, a task started once the
+        # run is ending would be cancelled at once: the sender is shielded, and
+        # told instead, to send what it holds within close_budget, as aclose().
+        task = backend.spawn(self._serve, f"aioqlog-{self!r}", on_run_ending=self._run_ending)
         self._sender = _Sender(task, loop, backend)
         return wake
+
+    def _run_ending(self) -> None:
+        """Begin closing (trio: the run's main task has ended): send what is held, then end."""
+        if not self._closing:
+            self._closing = True
+            self._close_by = time.monotonic() + self.close_budget
+        if self._wake is not None:
+            self._wake.set()
 
     async def _sleep_until_woken(self, seconds: float = math.inf) -> None:
         """Wait until records arrive or closing begins, for at most *seconds*.
