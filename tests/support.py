@@ -154,11 +154,16 @@ async def bounded(awaitable: Awaitable[T]) -> T:
         return await awaitable
 
 
+def backend_parts(backend: object) -> tuple[str, dict[str, Any]]:
+    """Split an ``anyio_backend`` fixture's value into anyio's name and options."""
+    if isinstance(backend, str):
+        return backend, {}
+    return cast("tuple[str, dict[str, Any]]", backend)
+
+
 def run_on(backend: object, fn: Callable[[], Awaitable[T]]) -> T:
     """Run ``fn()`` in a run of its own on *backend*, an ``anyio_backend`` fixture's value."""
-    if isinstance(backend, str):
-        return anyio.run(fn, backend=backend)
-    name, options = cast("tuple[str, dict[str, Any]]", backend)
+    name, options = backend_parts(backend)
     return anyio.run(fn, backend=name, backend_options=options)
 
 
