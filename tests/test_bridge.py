@@ -419,6 +419,7 @@ async def test_no_record_lost_while_no_listener_runs(logger: logging.Logger) -> 
         last[index] = seq
 
 
+# asyncio.run's ending, on asyncio and uvloop; trio's run ending is in tests/test_trio.py.
 def test_records_after_the_loop_closed_are_handled_in_the_caller(
     loop_factory: Callable[[], asyncio.AbstractEventLoop], logger: logging.Logger
 ) -> None:
@@ -441,6 +442,7 @@ def test_records_after_the_loop_closed_are_handled_in_the_caller(
     assert rec.messages() == ["inside", "after, main thread", "after, other thread"]
 
 
+# loop.close() under a pending task is asyncio's: a trio run has no loop to close.
 def test_a_loop_closed_under_a_parked_listener_is_noticed(
     loop_factory: Callable[[], asyncio.AbstractEventLoop], logger: logging.Logger
 ) -> None:

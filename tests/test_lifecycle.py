@@ -296,6 +296,7 @@ def test_a_stuck_handler_cannot_keep_aiohttp_from_exiting_on_sigterm(tmp_path: P
 # ------------------------------------------------------ forgetting stop()
 
 
+# asyncio.run's ending, on asyncio and uvloop; trio's run ending is in tests/test_trio.py.
 def test_forgetting_stop_delivers_everything_while_the_handler_progresses(
     loop_factory: LoopFactory, logger: logging.Logger
 ) -> None:
@@ -506,6 +507,7 @@ def test_a_record_logged_right_after_the_block_is_written_before_exit(
 # ------------------------------------------------------- after loop.close()
 
 
+# loop.close() under a pending task is asyncio's: a trio run has no loop to close.
 def test_a_record_after_the_loop_closed_is_handled_in_the_caller(
     loop_factory: LoopFactory, logger: logging.Logger
 ) -> None:

@@ -128,6 +128,7 @@ async def test_an_async_call_cut_off_by_stop_keeps_its_records(logger: logging.L
     assert (stats.handlers[0].handled, stats.handlers[0].errors) == (3, 0)
 
 
+# asyncio.run's ending, on asyncio and uvloop; trio's run ending is in tests/test_trio.py.
 def test_asyncio_run_ending_without_stop_delivers_the_queue(
     loop_factory: LoopFactory, logger: logging.Logger
 ) -> None:
@@ -149,6 +150,7 @@ def test_asyncio_run_ending_without_stop_delivers_the_queue(
     assert not listener.running
 
 
+# asyncio.run's ending, on asyncio and uvloop; trio's run ending is in tests/test_trio.py.
 def test_the_first_record_after_an_implicit_stop_is_delivered_in_the_caller(
     loop_factory: LoopFactory, logger: logging.Logger
 ) -> None:
@@ -173,6 +175,7 @@ def test_the_first_record_after_an_implicit_stop_is_delivered_in_the_caller(
     assert q.qsize() == 0
 
 
+# asyncio.run's ending, on asyncio and uvloop; trio's run ending is in tests/test_trio.py.
 def test_shutdown_timeout_bounds_an_implicit_stop(
     loop_factory: LoopFactory, logger: logging.Logger
 ) -> None:
@@ -297,8 +300,8 @@ async def test_a_cancelled_stop_still_finishes_the_shutdown(logger: logging.Logg
     assert not stats.running
 
 
-def test_stop_on_another_loop_is_refused() -> None:
-    """stop() must be awaited on the listener's own loop: the error says so."""
+def test_stop_on_another_loop_is_refused(anyio_backend: object) -> None:
+    """stop() must be awaited on the listener's own loop: the error says so (from any backend)."""
     listener = aioqlog.QueueListener(aioqlog.LogQueue())
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever)
@@ -310,7 +313,7 @@ def test_stop_on_another_loop_is_refused() -> None:
             await listener.stop()
 
         with pytest.raises(RuntimeError, match="on the event loop the listener runs on"):
-            asyncio.run(stop_here())
+            run_on(anyio_backend, stop_here)
         asyncio.run_coroutine_threadsafe(listener.stop(), loop).result(STALL)
     finally:
         loop.call_soon_threadsafe(loop.stop)
