@@ -760,7 +760,7 @@ async def test_recursion_summaries_coalesce_to_one_per_interval(logger: logging.
 # ------------------------------------------------------- a failed start, undone
 
 
-def test_a_failed_install_start_leaves_the_logger_as_it_was() -> None:
+def test_a_failed_install_start_leaves_the_logger_as_it_was(anyio_backend: object) -> None:
     """start() outside any event loop raises, and install() gives the root its handlers back."""
     root = logging.getLogger()
     rec = Recorder()
@@ -774,7 +774,7 @@ def test_a_failed_install_start_leaves_the_logger_as_it_was() -> None:
         async with aioqlog.install():
             logging.getLogger("app").warning("works")
 
-    asyncio.run(again())
+    run_on(anyio_backend, again)
     assert rec.messages()[-1] == "works"
 
 
