@@ -1,4 +1,4 @@
-"""Fixtures shared by the suite: every async test runs on asyncio and on uvloop."""
+"""Fixtures shared by the suite: every async test runs on asyncio, uvloop and trio."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ if sys.platform != "win32":
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> Mapping[str, LoopFactory]:
-    """Run every asyncio test once per event loop implementation."""
+    """Run each ``@pytest.mark.asyncio`` test (asyncio's own) on asyncio and on uvloop."""
     return LOOP_FACTORIES
 
 
@@ -32,7 +32,7 @@ def loop_factory(request: pytest.FixtureRequest) -> LoopFactory:
     return LOOP_FACTORIES[request.param]
 
 
-#: anyio's backends, for the tests that drive a handler directly (``@pytest.mark.anyio``).
+#: anyio's backends, for every ``@pytest.mark.anyio`` test and ``support.run_on``.
 ANYIO_BACKENDS: list[object] = ["asyncio", ("asyncio", {"use_uvloop": True}), "trio"]
 if sys.platform == "win32":
     ANYIO_BACKENDS.remove(("asyncio", {"use_uvloop": True}))

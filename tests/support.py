@@ -8,7 +8,11 @@ import logging
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
 
 import aioqlog
 
@@ -82,7 +86,7 @@ class AsyncRecorder(aioqlog.AsyncHandler):
         self.closed = 0
 
     async def aemit(self, record: logging.LogRecord) -> None:
-        await asyncio.sleep(0)  # a real suspension, as a network write has
+        await anyio.lowlevel.checkpoint()  # a real suspension, as a network write has
         self.records.append(record)
         self.lines.append(self.format(record))
 
@@ -118,26 +122,49 @@ def run(coro: Coroutine[Any, Any, T], loop_factory: Callable[[], asyncio.Abstrac
         loop.close()
 
 
-async def in_thread(fn: Callable[[], T], timeout: float = STALL) -> T:
-    """Run *fn* in a new thread (not an executor) and await its result (at most *timeout* s)."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[T] = loop.create_future()
+async def in_thread(fn: Callable[[], T], timeout: float = STALL) -> T:  # noqa: ASYNC109
+    """Run *fn* in a new thread (not an executor) and await its result (at most *timeout* s).
+
+    It works on every backend (asyncio, uvloop, trio).
+    """
+    token = anyio.lowlevel.current_token()
+    done = anyio.Event()
+    outcome: list[tuple[bool, Any]] = []
 
     def target() -> None:
         try:
-            result = fn()
+            outcome.append((True, fn()))
         except BaseException as exc:  # noqa: BLE001 - relayed to the awaiting test
-            loop.call_soon_threadsafe(done.set_exception, exc)
-        else:
-            loop.call_soon_threadsafe(done.set_result, result)
+            outcome.append((False, exc))
+        with contextlib.suppress(RuntimeError):  # the test gave up, and its run ended
+            anyio.from_thread.run_sync(done.set, token=token)
 
     threading.Thread(target=target, name="producer").start()
-    return await asyncio.wait_for(done, timeout)
+    with anyio.fail_after(timeout):
+        await done.wait()
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]
 
 
 async def bounded(awaitable: Awaitable[T]) -> T:
-    """Await *awaitable*, failing the test if it stalls for seconds."""
-    return await asyncio.wait_for(awaitable, STALL)
+    """Await *awaitable*, failing the test if it stalls for seconds (on every backend)."""
+    with anyio.fail_after(STALL):
+        return await awaitable
+
+
+def backend_parts(backend: object) -> tuple[str, dict[str, Any]]:
+    """Split an ``anyio_backend`` fixture's value into anyio's name and options."""
+    if isinstance(backend, str):
+        return backend, {}
+    return cast("tuple[str, dict[str, Any]]", backend)
+
+
+def run_on(backend: object, fn: Callable[[], Awaitable[T]]) -> T:
+    """Run ``fn()`` in a run of its own on *backend*, an ``anyio_backend`` fixture's value."""
+    name, options = backend_parts(backend)
+    return anyio.run(fn, backend=name, backend_options=options)
 
 
 def join_all(threads: list[threading.Thread]) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import logging.handlers
 import queue
 
+import anyio
+import anyio.lowlevel
 import pytest
 
 import aioqlog
@@ -133,7 +134,7 @@ def test_start_outside_a_loop_says_what_to_do() -> None:
         listener.start()
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_start_twice_raises_with_a_fix() -> None:
     """Calling start() on a running listener raises; the message says to stop first."""
     listener = aioqlog.QueueListener(aioqlog.LogQueue())
@@ -145,7 +146,7 @@ async def test_start_twice_raises_with_a_fix() -> None:
         await listener.stop()
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_second_listener_on_a_served_queue_is_refused() -> None:
     """Two listeners must not compete for one queue: the second is refused."""
     q = aioqlog.LogQueue()
@@ -154,7 +155,7 @@ async def test_second_listener_on_a_served_queue_is_refused() -> None:
             aioqlog.QueueListener(q)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_stop_twice_is_a_no_op() -> None:
     """A second stop() returns the stats and changes nothing."""
     listener = aioqlog.QueueListener(aioqlog.LogQueue())
@@ -165,14 +166,14 @@ async def test_stop_twice_is_a_no_op() -> None:
     assert not second.running
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_stop_before_start_is_a_no_op() -> None:
     """stop() on a listener that never ran just reports."""
     stats = await aioqlog.QueueListener(aioqlog.LogQueue()).stop()
     assert not stats.running
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_context_manager_returns_the_listener() -> None:
     """`async with` yields the running listener and stops it on exit."""
     listener = aioqlog.QueueListener(aioqlog.LogQueue())
@@ -182,7 +183,7 @@ async def test_context_manager_returns_the_listener() -> None:
     assert not listener.running
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_stop_rejects_a_negative_timeout() -> None:
     """A negative timeout is a mistake, not an instant stop."""
     listener = aioqlog.QueueListener(aioqlog.LogQueue())
@@ -190,19 +191,19 @@ async def test_stop_rejects_a_negative_timeout() -> None:
         await listener.stop(timeout=-1)
 
 
-def test_restart_on_a_new_loop(loop_factory: object) -> None:
+def test_restart_on_a_new_loop(anyio_backend: object) -> None:
     """A listener stopped on one loop can start again on another."""
-    from support import run
+    from support import run_on
 
     q = aioqlog.LogQueue()
     listener = aioqlog.QueueListener(q)
 
     async def cycle() -> bool:
         listener.start()
-        await asyncio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         running = listener.running
         await listener.stop()
         return running
 
-    assert run(cycle(), loop_factory)  # type: ignore[arg-type]
-    assert run(cycle(), loop_factory)  # type: ignore[arg-type]
+    assert run_on(anyio_backend, cycle)
+    assert run_on(anyio_backend, cycle)

@@ -157,7 +157,7 @@ async def behind_aioqlog(logger: logging.Logger, case: Case) -> Utf8Stream:
     return handler
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 @pytest.mark.parametrize("name", list(CASES))
 async def test_bad_input_is_handled_as_if_attached_directly(
     logger: logging.Logger, name: str

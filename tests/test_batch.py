@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import io
 import logging
@@ -11,6 +10,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import anyio
 import pytest
 from support import STALL, in_thread
 
@@ -98,7 +98,7 @@ def _close(handler: logging.Handler) -> None:
 
 
 @pytest.mark.parametrize("kind", sorted(HANDLERS))
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_each_stdlib_file_handler_writes_the_same_bytes_in_batches(
     kind: str, tmp_path: Path, logger: logging.Logger
 ) -> None:
@@ -163,7 +163,7 @@ class _CountingStream(io.StringIO):
         super().flush()
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_batch_is_written_and_flushed_once(logger: logging.Logger) -> None:
     """A backlog of 200 records reaches a StreamHandler in a handful of flushes, not 200."""
     stream = _CountingStream()
@@ -232,7 +232,7 @@ def _released(lock: threading.RLock) -> bool:
     return True  # an RLock: re-entrant, so held by this thread is what we check below
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_emit_batch_gets_runs_of_one_context_in_order(logger: logging.Logger) -> None:
     """emit_batch is called under the lock, per run of records from one context, in order."""
     handler = _Batches()
@@ -251,8 +251,9 @@ async def test_emit_batch_gets_runs_of_one_context_in_order(logger: logging.Logg
     async with aioqlog.QueueListener(q, handler) as listener:
         logger.info("first")
         await in_thread(lambda: gate.entered.wait(STALL))
-        await asyncio.create_task(request("a", 3))
-        await asyncio.create_task(request("b", 2))
+        for name, count in (("a", 3), ("b", 2)):
+            async with anyio.create_task_group() as tg:  # a task, in a context of its own
+                tg.start_soon(request, name, count)
         logger.info("boom")
         logger.info("filtered out")
         gate.release.set()
@@ -267,7 +268,7 @@ async def test_emit_batch_gets_runs_of_one_context_in_order(logger: logging.Logg
     assert all(handler.locked)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_batches_survive_a_handler_whose_stream_fails(logger: logging.Logger) -> None:
     """A stream that fails to write: each record goes to handleError, the lane goes on."""
 

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import pytest
 from support import STALL, Gate, Recorder, bounded, in_thread, run
 
@@ -75,7 +77,7 @@ def test_drop_old_evicts_the_oldest() -> None:
     assert q.dropped == 2
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_block_on_the_loop_thread_drops_instead_of_waiting(logger: logging.Logger) -> None:
     """Under "block", a full queue never makes the loop thread wait: it drops."""
     q = LogQueue(maxsize=2, overflow="block", block_timeout=STALL)
@@ -109,7 +111,7 @@ class _WatchedCondition(threading.Condition):
         return super().wait(timeout)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_block_makes_threads_wait_for_room(logger: logging.Logger) -> None:
     """Under "block", a producer thread waits for room instead of dropping."""
     q = LogQueue(maxsize=2, overflow="block", block_timeout=STALL)
@@ -117,17 +119,15 @@ async def test_block_makes_threads_wait_for_room(logger: logging.Logger) -> None
     q._room = _WatchedCondition(q._lock, waiting)
     logger.addHandler(aioqlog.QueueHandler(q))
     gate = Gate()
-    async with aioqlog.QueueListener(q, gate):
-        producer = asyncio.ensure_future(in_thread(lambda: _log_many(logger, 12)))
-        loop = asyncio.get_running_loop()
-        assert await loop.run_in_executor(None, waiting.wait, STALL), "the producer never blocked"
+    async with aioqlog.QueueListener(q, gate), anyio.create_task_group() as producer:
+        producer.start_soon(in_thread, lambda: _log_many(logger, 12))
+        assert await anyio.to_thread.run_sync(waiting.wait, STALL), "the producer never blocked"
         gate.opened.set()
-        await producer
     assert q.dropped == 0
     assert gate.messages() == [f"r{i}" for i in range(12)]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_block_gives_up_after_block_timeout(logger: logging.Logger) -> None:
     """A producer blocked longer than block_timeout (or the stuck lane) drops and counts."""
     q = LogQueue(maxsize=1, overflow="block", block_timeout=0.05)
@@ -168,7 +168,10 @@ def _counting_loop_factory(
 def test_a_burst_costs_one_cross_thread_wake_up(
     loop_factory: Callable[[], asyncio.AbstractEventLoop],
 ) -> None:
-    """1000 records logged from threads while the consumer sleeps wake it once."""
+    """1000 records logged from threads while the consumer sleeps wake it once.
+
+    It counts asyncio's ``call_soon_threadsafe``, so it runs on asyncio and uvloop only.
+    """
     factory, calls = _counting_loop_factory(loop_factory)
     log = logging.getLogger("aioqlog.tests.burst")
     log.propagate = False
@@ -230,13 +233,13 @@ class _RacingQueue(LogQueue):
         return batch
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_consumer_rechecks_after_announcing_its_park() -> None:
     """A record put between the consumer's empty take and its park is still delivered."""
     q = _RacingQueue()
     rec = Recorder()
     async with aioqlog.QueueListener(q, rec):
-        await asyncio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         q.inject = _record(1)
         q.put_nowait(_record(0))  # wakes the consumer; its next empty take injects r1
         await rec.arrived(2)
@@ -259,7 +262,7 @@ def test_idle_delivery_rechecks_after_releasing_the_right() -> None:
 
 @pytest.mark.usefixtures("frequent_thread_switches")
 @pytest.mark.parametrize("served", [True, False], ids=["served", "idle"])
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_no_wake_up_is_lost_between_bursts(logger: logging.Logger, served: bool) -> None:
     """Lock-step rounds of tiny bursts; each round must arrive before the next begins.
 
@@ -318,7 +321,7 @@ def _run_all(target: Callable[[int], None], count: int) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("overflow", ["drop_new", "drop_old", "block"])
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_no_wake_up_is_lost_under_tiny_bursts(logger: logging.Logger, overflow: str) -> None:
     """Many threads in lock-step tiny bursts: every record arrives with no safety net.
 
@@ -354,7 +357,7 @@ async def test_no_wake_up_is_lost_under_tiny_bursts(logger: logging.Logger, over
         for _ in range(3):
             logger.info("%d %d", threads, loop_seq)
             loop_seq += 1
-        await asyncio.sleep(0.001)
+        await anyio.sleep(0.001)
     total = sum(produced) + loop_seq
 
     def dropped() -> int:  # by the queue, or by the handler's lane when it fell behind
@@ -368,8 +371,7 @@ async def test_no_wake_up_is_lost_under_tiny_bursts(logger: logging.Logger, over
             return rec._changed.wait_for(lambda: len(delivered()) + dropped() == total, STALL)
 
     # Every record is delivered or counted as dropped, before any stop() sweeps up.
-    loop = asyncio.get_running_loop()
-    if not await loop.run_in_executor(None, all_accounted):
+    if not await anyio.to_thread.run_sync(all_accounted):
         seen = [_origin(r) for r in delivered()]
         dupes = len(seen) - len(set(seen))
         raise AssertionError(
@@ -390,7 +392,7 @@ async def test_no_wake_up_is_lost_under_tiny_bursts(logger: logging.Logger, over
         last[index] = seq
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_no_record_lost_while_no_listener_runs(logger: logging.Logger) -> None:
     """Idle queue: 8 threads log at once; each record is handled once, in thread order."""
     q = LogQueue()
@@ -417,6 +419,7 @@ async def test_no_record_lost_while_no_listener_runs(logger: logging.Logger) -> 
         last[index] = seq
 
 
+# asyncio.run's ending, on asyncio and uvloop; trio's run ending is in tests/test_trio.py.
 def test_records_after_the_loop_closed_are_handled_in_the_caller(
     loop_factory: Callable[[], asyncio.AbstractEventLoop], logger: logging.Logger
 ) -> None:
@@ -439,6 +442,7 @@ def test_records_after_the_loop_closed_are_handled_in_the_caller(
     assert rec.messages() == ["inside", "after, main thread", "after, other thread"]
 
 
+# loop.close() under a pending task is asyncio's: a trio run has no loop to close.
 def test_a_loop_closed_under_a_parked_listener_is_noticed(
     loop_factory: Callable[[], asyncio.AbstractEventLoop], logger: logging.Logger
 ) -> None:

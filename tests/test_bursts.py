@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 from support import STALL, Gate, Recorder, in_thread
 
@@ -42,20 +42,22 @@ def _lines_by_tag(path: Path) -> dict[str, list[int]]:
 
 
 @pytest.mark.parametrize("n", [5_000, 20_000])
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_burst_from_the_loop_and_two_threads_loses_nothing_with_install(
     basic_config: Path, n: int
 ) -> None:
     """The loop logs N without yielding, then two threads log N each: all 3N lines written."""
     async with aioqlog.install() as listener:
         _burst("loop", n)
-        await asyncio.gather(asyncio.to_thread(_burst, "t1", n), asyncio.to_thread(_burst, "t2", n))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.to_thread.run_sync, _burst, "t1", n)
+            tg.start_soon(anyio.to_thread.run_sync, _burst, "t2", n)
     stats = listener.stats
     assert (stats.dropped, stats.handlers[0].dropped) == (0, 0)
     assert _lines_by_tag(basic_config) == {tag: list(range(n)) for tag in ("loop", "t1", "t2")}
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_burst_loses_nothing_through_a_plain_pair(basic_config: Path) -> None:
     """The same burst through a QueueHandler + QueueListener made by hand, with defaults."""
     n = 20_000
@@ -65,12 +67,14 @@ async def test_a_burst_loses_nothing_through_a_plain_pair(basic_config: Path) ->
     root.handlers[:] = [aioqlog.QueueHandler(q)]
     async with aioqlog.QueueListener(q, handler) as listener:
         _burst("loop", n)
-        await asyncio.gather(asyncio.to_thread(_burst, "t1", n), asyncio.to_thread(_burst, "t2", n))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.to_thread.run_sync, _burst, "t1", n)
+            tg.start_soon(anyio.to_thread.run_sync, _burst, "t2", n)
     assert listener.stats.dropped == 0
     assert _lines_by_tag(basic_config) == {tag: list(range(n)) for tag in ("loop", "t1", "t2")}
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_stuck_handler_does_not_hold_back_the_others_under_backpressure(
     logger: logging.Logger,
 ) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from support import Recorder, run
+from support import Recorder, run_on
 
 import aioqlog
 import aioqlog.config
@@ -86,7 +86,7 @@ def test_dictconfig_builds_an_aioqlog_pair(form: dict[str, Any], name: str) -> N
 @pytest.mark.usefixtures("configured")
 @pytest.mark.parametrize("form", [CLASS_FORM, FACTORY_FORM], ids=["class", "factory"])
 def test_records_before_the_loop_are_handled_and_then_served(
-    form: dict[str, Any], loop_factory: Any
+    form: dict[str, Any], anyio_backend: object
 ) -> None:
     """Before listening() they are handled in the caller; then in the listener's thread.
 
@@ -108,7 +108,7 @@ def test_records_before_the_loop_are_handled_and_then_served(
         assert isinstance(recorder, Recorder)
         return recorder
 
-    recorder = run(main(), loop_factory)
+    recorder = run_on(anyio_backend, main)
     # Only this test's logger: root also gets whatever else logs meanwhile (asyncio, say).
     lines = [line for line in recorder.lines if " app.config " in line]
     assert lines == ["INFO app.config before the loop", "INFO app.config served"]
@@ -235,7 +235,7 @@ def test_a_stdlib_queue_passed_by_hand_is_refused(maxsize: int) -> None:
         aioqlog.QueueHandler(queue.Queue(maxsize))
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_listening_without_configuration_says_what_to_do() -> None:
     """No configured aioqlog handler: a RuntimeError that names both fixes."""
     with pytest.raises(RuntimeError, match=r"dictConfig.*aioqlog.install\(\)"):
@@ -243,7 +243,7 @@ async def test_listening_without_configuration_says_what_to_do() -> None:
             pass
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_listening_runs_the_given_listeners_and_drains_them(
     logger: logging.Logger,
 ) -> None:
@@ -262,7 +262,7 @@ async def test_listening_runs_the_given_listeners_and_drains_them(
 
 
 @pytest.mark.usefixtures("configured")
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_replaced_configuration_is_not_started() -> None:
     """Only handlers attached to a logger now count: a second dictConfig wins."""
     logging.config.dictConfig(_config(dict(CLASS_FORM), name="first"))

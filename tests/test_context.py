@@ -7,6 +7,8 @@ import contextvars
 import logging
 from collections.abc import Sequence
 
+import anyio
+import anyio.lowlevel
 import pytest
 from support import AsyncRecorder, Recorder, bounded, in_thread
 
@@ -36,7 +38,7 @@ class ContextAwareAsync(AsyncRecorder):
 
     async def aemit(self, record: logging.LogRecord) -> None:
         before = request_id.get()
-        await asyncio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         self.lines.append(f"{before}/{request_id.get()} {record.getMessage()}")
 
 
@@ -44,18 +46,20 @@ async def _serve_requests(logger: logging.Logger) -> None:
     async def request(n: int) -> None:
         request_id.set(f"req-{n}")
         logger.info("start %d", n)
-        await asyncio.sleep(0)  # interleave with the other requests
+        await anyio.lowlevel.checkpoint()  # interleave with the other requests
         logger.info("end %d", n)
         request_id.set("changed after logging")
 
-    await asyncio.gather(*(request(n) for n in range(20)))
+    async with anyio.create_task_group() as tg:  # tasks, each in a copy of the context
+        for n in range(20):
+            tg.start_soon(request, n)
 
 
 def _expected() -> list[str]:
     return sorted(f"req-{n} {what} {n}" for n in range(20) for what in ("start", "end"))
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_sync_handlers_see_the_context_of_the_call(logger: logging.Logger) -> None:
     """Filters and formatters in worker threads read request ids as they were at the call."""
     q = aioqlog.LogQueue()
@@ -71,7 +75,7 @@ async def test_sync_handlers_see_the_context_of_the_call(logger: logging.Logger)
     assert all(h.errors == 0 for h in listener.stats.handlers)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_async_handlers_see_the_context_of_the_call(logger: logging.Logger) -> None:
     """aemit runs in the call's context, across its own awaits."""
     q = aioqlog.LogQueue()
@@ -84,7 +88,7 @@ async def test_async_handlers_see_the_context_of_the_call(logger: logging.Logger
     )
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_many_lanes_never_enter_one_context_at_once(logger: logging.Logger) -> None:
     """Several thread lanes and an async lane handle each record: no context is shared."""
     q = aioqlog.LogQueue()
@@ -111,7 +115,7 @@ class EnrichingListener(aioqlog.QueueListener):
         return record
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_an_overridden_prepare_runs_in_the_context_of_the_call(
     logger: logging.Logger,
 ) -> None:
@@ -133,7 +137,7 @@ class SettingRecorder(Recorder):
         request_id.set("set by the handler")
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_what_a_handler_sets_in_its_context_stays_with_that_record(
     logger: logging.Logger,
 ) -> None:
@@ -148,7 +152,7 @@ async def test_what_a_handler_sets_in_its_context_stays_with_that_record(
     assert request_id.get() == "-"
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_records_from_threads_carry_the_threads_context(logger: logging.Logger) -> None:
     """A thread's own context is the one seen: copied by to_thread, empty in a new thread."""
     q = aioqlog.LogQueue()
@@ -157,7 +161,7 @@ async def test_records_from_threads_carry_the_threads_context(logger: logging.Lo
     rec.setFormatter(ContextFormatter())
     async with aioqlog.QueueListener(q, rec):
         request_id.set("from-loop")
-        await asyncio.to_thread(logger.info, "to_thread")  # copies the caller's context
+        await anyio.to_thread.run_sync(logger.info, "to_thread")  # copies the caller's context
         await in_thread(lambda: logger.info("new thread"))  # starts with an empty one
         logger.info("loop")
     assert rec.lines == ["from-loop to_thread", "- new thread", "from-loop loop"]
@@ -171,11 +175,11 @@ class BatchByContext(aioqlog.AsyncHandler):
         self.batches: list[tuple[str, list[str]]] = []
 
     async def aemit_batch(self, records: Sequence[logging.LogRecord]) -> None:
-        await asyncio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         self.batches.append((request_id.get(), [r.getMessage() for r in records]))
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_batches_are_awaited_in_their_records_context(logger: logging.Logger) -> None:
     """aemit_batch gets records of one context per call, and runs inside it."""
     q = aioqlog.LogQueue()
@@ -197,7 +201,7 @@ async def test_batches_are_awaited_in_their_records_context(logger: logging.Logg
 marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="outer")
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_run_in_context_runs_every_step_inside() -> None:
     """Each step of the coroutine sees the given context; changes stay inside it."""
     ctx = contextvars.copy_context()
@@ -206,11 +210,11 @@ async def test_run_in_context_runs_every_step_inside() -> None:
 
     async def body() -> str:
         seen.append(marker.get())
-        await asyncio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         seen.append(marker.get())
-        await asyncio.sleep(0.001)
+        await anyio.sleep(0.001)
         marker.set("set inside")
-        await asyncio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         seen.append(marker.get())
         return "result"
 
@@ -220,42 +224,51 @@ async def test_run_in_context_runs_every_step_inside() -> None:
     assert marker.get() == "outer"
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_run_in_context_propagates_errors() -> None:
     """An exception inside comes out of the await, as it would from the coroutine."""
 
     async def body() -> None:
-        await asyncio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         raise LookupError("inside")
 
     with pytest.raises(LookupError, match="inside"):
         await run_in_context(contextvars.copy_context(), body())
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_run_in_context_delivers_cancellation_inside() -> None:
     """Cancelling the awaiting task cancels the coroutine at its own await."""
-    started = asyncio.Event()
+    started = anyio.Event()
     cleaned_up: list[str] = []
 
     async def body() -> None:
         started.set()
         try:
-            await asyncio.Event().wait()
+            await anyio.Event().wait()
         finally:
             cleaned_up.append(marker.get())
 
     ctx = contextvars.copy_context()
     ctx.run(marker.set, "inner")
-    task = asyncio.ensure_future(run_in_context(ctx, body()))
-    await bounded(started.wait())
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    cancelled: list[bool] = []
+
+    async def awaiting() -> None:
+        try:
+            await run_in_context(ctx, body())
+        except anyio.get_cancelled_exc_class():
+            cancelled.append(True)
+            raise
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(awaiting)
+        await bounded(started.wait())
+        tg.cancel_scope.cancel()
+    assert cancelled == [True]
     assert cleaned_up == ["inner"]
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio  # asyncio futures; trio's traps are relayed in every other test here
 async def test_run_in_context_relays_futures_and_results() -> None:
     """Awaiting a future inside gets its result, set later from the outside."""
     loop = asyncio.get_running_loop()

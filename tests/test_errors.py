@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import io
 import logging
 import sys
 
+import anyio
+import anyio.lowlevel
 import pytest
 from support import AsyncRecorder, Recorder, in_thread
 
@@ -38,7 +39,7 @@ class AsyncRaising(AsyncRecorder):
         self.reported: list[tuple[str, type[BaseException] | None]] = []
 
     async def aemit(self, record: logging.LogRecord) -> None:
-        await asyncio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         if "bad" in record.getMessage():
             raise ConnectionResetError("peer went away")
         await super().aemit(record)
@@ -47,7 +48,7 @@ class AsyncRaising(AsyncRecorder):
         self.reported.append((record.getMessage(), sys.exc_info()[0]))
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_an_exception_out_of_emit_goes_to_handle_error(logger: logging.Logger) -> None:
     """A sync handler raising from emit: handleError gets it, it is counted, the lane goes on."""
     q = aioqlog.LogQueue()
@@ -64,7 +65,7 @@ async def test_an_exception_out_of_emit_goes_to_handle_error(logger: logging.Log
     assert (stats[1].handled, stats[1].errors) == (5, 0)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_an_async_handler_error_goes_to_handle_error(logger: logging.Logger) -> None:
     """An exception from aemit: handleError gets it, it is counted, the lane goes on."""
     q = aioqlog.LogQueue()
@@ -78,7 +79,7 @@ async def test_an_async_handler_error_goes_to_handle_error(logger: logging.Logge
     assert (listener.stats.handlers[0].handled, listener.stats.handlers[0].errors) == (2, 1)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_broken_formatting_is_reported_once_per_handler(logger: logging.Logger) -> None:
     """A %-format mismatch reaches handleError as it would attached directly."""
     q = aioqlog.LogQueue()
@@ -92,7 +93,7 @@ async def test_broken_formatting_is_reported_once_per_handler(logger: logging.Lo
     assert handler.messages() == ["fine"]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_broken_handle_error_does_not_stop_the_lane(logger: logging.Logger) -> None:
     """Even a handleError that raises leaves the lane delivering."""
     q = aioqlog.LogQueue()
@@ -122,7 +123,7 @@ class Chatty(Recorder):
         self.logger.warning("handled %r", record.getMessage())
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_handler_logging_from_emit_neither_deadlocks_nor_loops(
     logger: logging.Logger,
 ) -> None:
@@ -161,7 +162,7 @@ def test_a_handler_logging_from_emit_terminates_while_idle(logger: logging.Logge
     ]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_an_async_handler_logging_from_aemit_terminates(logger: logging.Logger) -> None:
     """Recursion from an async handler is bounded the same way."""
     q = aioqlog.LogQueue()
@@ -208,7 +209,7 @@ def test_an_async_handler_attached_directly_says_how_to_serve_it(
     assert handler.records == []
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_an_overridden_hook_that_raises_does_not_stop_delivery(
     logger: logging.Logger,
 ) -> None:

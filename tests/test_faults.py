@@ -16,10 +16,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
+import anyio
+import anyio.lowlevel
 import pytest
-from support import STALL, AsyncRecorder, Recorder, bounded, run
+from support import STALL, AsyncRecorder, Recorder, bounded, run_on
 
 import aioqlog
 
@@ -48,14 +50,14 @@ class Hanging(Reporting):
     async def aemit(self, record: logging.LogRecord) -> None:
         if record.getMessage() == "hang":
             try:
-                await asyncio.get_running_loop().create_future()
-            except asyncio.CancelledError:
+                await anyio.sleep_forever()
+            except anyio.get_cancelled_exc_class():
                 self.cut_off += 1
                 raise
         await super().aemit(record)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_an_async_handler_that_hangs_is_cut_off_by_its_timeout(
     logger: logging.Logger,
 ) -> None:
@@ -79,17 +81,17 @@ class HangingBatch(Reporting):
 
     def __init__(self, timeout: float | None = None) -> None:
         super().__init__(timeout)
-        self.entered = asyncio.Event()
+        self.entered = anyio.Event()
 
     async def aemit_batch(self, records: Sequence[logging.LogRecord]) -> None:
         if not self.entered.is_set():
             self.entered.set()
-            await asyncio.get_running_loop().create_future()
+            await anyio.sleep_forever()
         for record in records:
             await self.aemit(record)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_the_timeout_bounds_each_batch_call(logger: logging.Logger) -> None:
     """A hung aemit_batch is cut off and reported once; the next batch arrives."""
     q = aioqlog.LogQueue()
@@ -106,7 +108,7 @@ async def test_the_timeout_bounds_each_batch_call(logger: logging.Logger) -> Non
     assert (stats.handlers[0].handled, stats.handlers[0].errors) == (1, 1)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_hanging_aclose_is_cut_off_by_the_timeout(
     logger: logging.Logger, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -114,7 +116,7 @@ async def test_a_hanging_aclose_is_cut_off_by_the_timeout(
 
     class NeverCloses(Reporting):
         async def aclose(self) -> None:
-            await asyncio.get_running_loop().create_future()
+            await anyio.sleep_forever()
 
     q = aioqlog.LogQueue()
     logger.addHandler(aioqlog.QueueHandler(q))
@@ -138,7 +140,7 @@ def test_a_bad_timeout_is_refused(timeout: object) -> None:
     sys.version_info < (3, 11),
     reason="Python 3.10 cannot tell a handler's own CancelledError from a cancellation",
 )
-@pytest.mark.asyncio
+@pytest.mark.asyncio  # a task raising CancelledError unasked, told apart by asyncio's cancelling()
 async def test_an_async_handler_that_cancels_itself_is_its_own_error(
     logger: logging.Logger,
 ) -> None:
@@ -189,7 +191,7 @@ class AsyncRaiser(Reporting):
         self.exc = exc
 
     async def aemit(self, record: logging.LogRecord) -> None:
-        await asyncio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         if record.getMessage() == "boom":
             raise self.exc
         await super().aemit(record)
@@ -201,7 +203,7 @@ def test_keyboard_interrupt_or_system_exit_in_a_handler_is_its_error(
     kind: str,
     exc: type[BaseException],
     logger: logging.Logger,
-    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+    anyio_backend: object,
 ) -> None:
     """The app's loop runs to its end; the handler's exit request is reported, not obeyed."""
     handler: SyncRaiser | AsyncRaiser = SyncRaiser(exc()) if kind == "sync" else AsyncRaiser(exc())
@@ -218,7 +220,7 @@ def test_keyboard_interrupt_or_system_exit_in_a_handler_is_its_error(
         reached_the_end.append(True)
         return stats
 
-    stats = run(main(), loop_factory)
+    stats = run_on(anyio_backend, main)
     assert reached_the_end == [True]
     assert handler.messages() == ["a", "b"]
     assert handler.reported == [("boom", exc)]
@@ -238,7 +240,7 @@ class FailingStream(io.StringIO):
             raise BrokenPipeError("reader went away")
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_stream_whose_flush_fails_reports_and_goes_on(logger: logging.Logger) -> None:
     """StreamHandler's flush raising inside emit: handleError once, every other line written."""
     stream = FailingStream()
@@ -263,7 +265,7 @@ async def test_a_stream_whose_flush_fails_reports_and_goes_on(logger: logging.Lo
 
 
 @pytest.mark.parametrize("when", ["before its first step", "while serving"])
-@pytest.mark.asyncio
+@pytest.mark.asyncio  # a blanket cancel of every task is asyncio's; trio has no such thing
 async def test_the_listener_cancelled_from_outside_delivers_then_hands_back(
     when: str, logger: logging.Logger
 ) -> None:
@@ -339,7 +341,7 @@ def test_a_sync_handler_that_hangs_forever_lets_the_app_exit() -> None:
     assert time.monotonic() - started < STALL
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_an_async_handler_that_raises_from_aclose_does_not_stop_a_restart(
     logger: logging.Logger, capfd: pytest.CaptureFixture[str]
 ) -> None:

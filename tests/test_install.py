@@ -16,7 +16,7 @@ class OnlyEven(logging.Filter):
         return int(record.getMessage().split()[-1]) % 2 == 0
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_install_moves_the_handlers_and_leaving_restores_them(
     logger: logging.Logger,
 ) -> None:
@@ -35,7 +35,7 @@ async def test_install_moves_the_handlers_and_leaving_restores_them(
         assert all(name.startswith("aioqlog-") for name in recorder.threads)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_levels_filters_and_formatters_keep_working(logger: logging.Logger) -> None:
     """Existing config stays the source of truth: a handler's level, filter and formatter."""
     warnings, evens = Recorder(level=logging.WARNING), Recorder()
@@ -51,7 +51,7 @@ async def test_levels_filters_and_formatters_keep_working(logger: logging.Logger
     assert evens.lines == ["INFO|info 0", "INFO|info 2"]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_records_before_start_are_handled_in_the_caller(logger: logging.Logger) -> None:
     """Between install() and start(), records are not lost: handled as before."""
     recorder = Recorder()
@@ -64,7 +64,7 @@ async def test_records_before_start_are_handled_in_the_caller(logger: logging.Lo
     assert recorder.messages() == ["before start", "served"]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_installing_twice_is_an_error_until_stopped(logger: logging.Logger) -> None:
     """A second install would queue the queue: refused, with the fix; fine after stop()."""
     logger.addHandler(Recorder())
@@ -100,7 +100,7 @@ def test_queue_options_reach_the_queue(logger: logging.Logger) -> None:
         aioqlog.install(logging.getLogger("aioqlog.tests.other"), overflow="sometimes")
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_the_root_logger_by_default_and_handlers_added_meanwhile_stay(
     logger: logging.Logger,
 ) -> None:
@@ -116,7 +116,7 @@ async def test_the_root_logger_by_default_and_handlers_added_meanwhile_stay(
     assert [r.getMessage() for r in original.records if r.name == logger.name] == ["through root"]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_restart_moves_the_handlers_again(logger: logging.Logger) -> None:
     """start() after stop() puts the handlers behind the queue again; stop() restores."""
     recorder = Recorder()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import io
 import logging
 import sys
@@ -12,7 +13,10 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import pytest
+import sniffio
 from support import STALL, AsyncRecorder, Gate, Recorder, bounded, in_thread, join_all
 
 import aioqlog
@@ -20,7 +24,7 @@ from aioqlog._bridge import Overflow
 from aioqlog._lanes import RUNNING, ThreadLane, make_lane
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_stuck_handler_does_not_delay_the_others(logger: logging.Logger) -> None:
     """While one handler hangs in emit, another receives every record."""
     q = aioqlog.LogQueue()
@@ -36,12 +40,12 @@ async def test_a_stuck_handler_does_not_delay_the_others(logger: logging.Logger)
     assert stuck.messages() == fast.messages() == [f"r{i}" for i in range(100)]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_slow_async_handler_does_not_delay_a_sync_one(logger: logging.Logger) -> None:
     """An async handler awaiting forever does not hold up the sync handler, nor the loop."""
     q = aioqlog.LogQueue()
     logger.addHandler(aioqlog.QueueHandler(q))
-    release = asyncio.Event()
+    release = anyio.Event()
 
     class Waiting(AsyncRecorder):
         async def aemit(self, record: logging.LogRecord) -> None:
@@ -58,7 +62,7 @@ async def test_a_slow_async_handler_does_not_delay_a_sync_one(logger: logging.Lo
     assert slow.messages() == [f"r{i}" for i in range(50)]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_each_handler_sees_each_threads_records_in_order(logger: logging.Logger) -> None:
     """Records from several threads and the loop reach every handler in per-thread order."""
     q = aioqlog.LogQueue()
@@ -78,7 +82,7 @@ async def test_each_handler_sees_each_threads_records_in_order(logger: logging.L
         for seq in range(300):
             logger.info("%d %d", 4, seq)
             if seq % 50 == 0:
-                await asyncio.sleep(0)
+                await anyio.lowlevel.checkpoint()
         await in_thread(lambda: join_all(threads))
     for handler in handlers:
         assert len(handler.records) == 1500
@@ -91,27 +95,36 @@ async def test_each_handler_sees_each_threads_records_in_order(logger: logging.L
             last[index] = number
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_sync_handlers_run_in_threads_the_listener_owns(logger: logging.Logger) -> None:
     """Handlers run in the listener's named threads, even with the default executor busy."""
     q = aioqlog.LogQueue()
     logger.addHandler(aioqlog.QueueHandler(q))
     rec = Recorder(name="audit")
-    loop = asyncio.get_running_loop()
     blocked = threading.Event()
-    # Saturate the loop's default executor, as busy application code can.
-    jammed = [loop.run_in_executor(None, blocked.wait, STALL) for _ in range(64)]
-    try:
-        async with aioqlog.QueueListener(q, rec):
-            logger.info("delivered regardless")
-            await rec.arrived(1)
-    finally:
-        blocked.set()
-        await asyncio.gather(*jammed)
+    limiter = anyio.to_thread.current_default_thread_limiter()
+
+    async def jam_executor() -> None:  # asyncio's default executor
+        await asyncio.get_running_loop().run_in_executor(None, blocked.wait, STALL)
+
+    async with anyio.create_task_group() as jam:
+        # Saturate the shared worker threads, as busy application code can:
+        # anyio's (trio's on trio) and, on asyncio, the loop's default executor.
+        for _ in range(int(limiter.total_tokens)):
+            jam.start_soon(functools.partial(anyio.to_thread.run_sync, blocked.wait, STALL))
+        if sniffio.current_async_library() == "asyncio":
+            for _ in range(64):
+                jam.start_soon(jam_executor)
+        try:
+            async with aioqlog.QueueListener(q, rec):
+                logger.info("delivered regardless")
+                await rec.arrived(1)
+        finally:
+            blocked.set()
     assert rec.threads == {"aioqlog-audit"}
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_async_handlers_are_awaited_on_the_loop(logger: logging.Logger) -> None:
     """An AsyncHandler runs in the loop's thread: no thread hop at all."""
     q = aioqlog.LogQueue()
@@ -134,7 +147,7 @@ class _CountingListener(aioqlog.QueueListener):
         super().__init__(*args)
         self.handled_count = 0
         self.expect = expect
-        self.moved = asyncio.Event()
+        self.moved = anyio.Event()
 
     def handle(self, record: logging.LogRecord) -> None:
         super().handle(record)
@@ -143,7 +156,7 @@ class _CountingListener(aioqlog.QueueListener):
             self.moved.set()
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_backlog_is_handed_over_in_batches(logger: logging.Logger) -> None:
     """Records that pile up while a handler is busy reach its thread a batch per hop."""
     q = aioqlog.LogQueue()
@@ -174,7 +187,7 @@ async def test_a_backlog_is_handed_over_in_batches(logger: logging.Logger) -> No
 
 
 @pytest.mark.parametrize("respect", [True, False])
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_respect_handler_level_as_in_the_stdlib(
     logger: logging.Logger, respect: bool
 ) -> None:
@@ -191,7 +204,7 @@ async def test_respect_handler_level_as_in_the_stdlib(
     assert async_handler.messages() == expected
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_full_lane_drops_for_its_handler_only(logger: logging.Logger) -> None:
     """Under drop_new, a handler that falls behind misses records: counted and reported.
 
@@ -244,11 +257,11 @@ async def _dispatched(q: aioqlog.LogQueue) -> None:
     for _ in range(10_000):
         if not q.qsize():
             return
-        await asyncio.sleep(0)
+        await anyio.lowlevel.checkpoint()
     raise AssertionError("the listener did not take the queued records")
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_drop_old_in_a_lane_never_evicts_a_drop_summary(logger: logging.Logger) -> None:
     """A full lane under drop_old evicts the user's oldest record, not aioqlog's report.
 
@@ -322,8 +335,8 @@ class Batching(aioqlog.AsyncHandler):
     def __init__(self) -> None:
         super().__init__()
         self.batches: list[list[str]] = []
-        self.busy = asyncio.Event()
-        self.resume = asyncio.Event()
+        self.busy = anyio.Event()
+        self.resume = anyio.Event()
 
     async def aemit_batch(self, records: Sequence[logging.LogRecord]) -> None:
         self.busy.set()
@@ -331,7 +344,7 @@ class Batching(aioqlog.AsyncHandler):
         self.batches.append([r.getMessage() for r in records])
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_async_batches_gather_what_piled_up(logger: logging.Logger) -> None:
     """While aemit_batch is busy, records pile up and come in the next call together."""
     q = aioqlog.LogQueue()
@@ -342,7 +355,7 @@ async def test_async_batches_gather_what_piled_up(logger: logging.Logger) -> Non
         await bounded(handler.busy.wait())
         for i in range(50):
             logger.info("r%d", i)
-        await asyncio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         handler.resume.set()
     assert handler.batches == [["first"], [f"r{i}" for i in range(50)]]
 
@@ -359,9 +372,9 @@ class Runs(aioqlog.AsyncHandler):
         self.calls: list[list[str]] = []  # every call, as it began
         self.delivered: list[list[str]] = []  # the calls that returned
         self.cancelled = 0
-        self.entered = asyncio.Event()
+        self.entered = anyio.Event()
         self.hold = False  # while true, calls wait for proceed
-        self.proceed = asyncio.Event()
+        self.proceed = anyio.Event()
         self.cancel_itself = False
         self.reported: list[str] = []
 
@@ -372,7 +385,7 @@ class Runs(aioqlog.AsyncHandler):
         try:
             if self.hold:
                 await self.proceed.wait()
-        except asyncio.CancelledError:
+        except anyio.get_cancelled_exc_class():
             self.cancelled += 1
             raise
         if self.cancel_itself:
@@ -399,7 +412,7 @@ def _lane_task(handler: logging.Handler) -> asyncio.Task[Any]:
     return next(t for t in asyncio.all_tasks() if t.get_name() == name)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_batch_leaves_out_what_its_filters_reject_or_fail_on(
     logger: logging.Logger,
 ) -> None:
@@ -423,7 +436,7 @@ async def test_a_batch_leaves_out_what_its_filters_reject_or_fail_on(
     assert stats.handlers[0].pending == 0
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio  # a blanket cancel of every task is asyncio's; trio has none
 async def test_a_batch_cancelled_from_outside_is_redelivered_once(
     logger: logging.Logger,
 ) -> None:
@@ -437,11 +450,11 @@ async def test_a_batch_cancelled_from_outside_is_redelivered_once(
     for message in ("a", "b", "c"):
         logger.info(message)
     await bounded(handler.entered.wait())
-    handler.entered.clear()
+    handler.entered = anyio.Event()
     _lane_task(handler).cancel()  # a blanket cancel (asyncio.run ending, a supervisor)
     await bounded(handler.entered.wait())
     assert handler.calls == [["a", "b", "c"], ["a", "b", "c"]]
-    handler.entered.clear()
+    handler.entered = anyio.Event()
     _lane_task(handler).cancel()  # cancelled again: "now", the run is given up
     handler.hold = False
     logger.info("d")
@@ -457,7 +470,7 @@ async def test_a_batch_cancelled_from_outside_is_redelivered_once(
 @pytest.mark.skipif(
     sys.version_info < (3, 11), reason="Python 3.10 cannot tell who cancelled a task"
 )
-@pytest.mark.asyncio
+@pytest.mark.asyncio  # a task raising CancelledError unasked, told apart by asyncio's cancelling()
 async def test_a_batch_that_cancels_itself_is_the_handlers_error(logger: logging.Logger) -> None:
     """A CancelledError nobody asked for fails that run only: reported once, the lane goes on."""
     q = aioqlog.LogQueue()
@@ -479,7 +492,7 @@ async def test_a_batch_that_cancels_itself_is_the_handlers_error(logger: logging
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_batch_cut_off_by_stop_waits_whole_for_the_next_start(
     logger: logging.Logger,
 ) -> None:

@@ -17,8 +17,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import anyio
+import anyio.lowlevel
 import pytest
-from support import STALL, AsyncRecorder, Gate, Recorder, bounded, in_thread, run
+from support import STALL, AsyncRecorder, Gate, Recorder, bounded, in_thread, run, run_on
 
 import aioqlog
 
@@ -54,7 +56,7 @@ def _lines(path: Path) -> list[str]:
 # ------------------------------------------------------- bounded by default
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_async_with_a_listener_is_bounded_by_shutdown_timeout(
     logger: logging.Logger,
 ) -> None:
@@ -74,7 +76,7 @@ async def test_async_with_a_listener_is_bounded_by_shutdown_timeout(
     hung.opened.set()
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_install_is_bounded_by_its_shutdown_timeout() -> None:
     """Leaving `async with install(shutdown_timeout=...)` cannot hang on a stuck handler."""
     root = logging.getLogger()
@@ -105,7 +107,7 @@ async def test_install_is_bounded_by_its_shutdown_timeout() -> None:
     assert hung.threads >= {threading.current_thread().name}
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_listening_is_bounded_by_its_timeout(logger: logging.Logger) -> None:
     """Leaving `async with listening(timeout=...)` cannot hang on a stuck handler."""
     hung = Gate(name="hung")
@@ -294,6 +296,7 @@ def test_a_stuck_handler_cannot_keep_aiohttp_from_exiting_on_sigterm(tmp_path: P
 # ------------------------------------------------------ forgetting stop()
 
 
+# asyncio.run's ending, on asyncio and uvloop; trio's run ending is in tests/test_trio.py.
 def test_forgetting_stop_delivers_everything_while_the_handler_progresses(
     loop_factory: LoopFactory, logger: logging.Logger
 ) -> None:
@@ -504,6 +507,7 @@ def test_a_record_logged_right_after_the_block_is_written_before_exit(
 # ------------------------------------------------------- after loop.close()
 
 
+# loop.close() under a pending task is asyncio's: a trio run has no loop to close.
 def test_a_record_after_the_loop_closed_is_handled_in_the_caller(
     loop_factory: LoopFactory, logger: logging.Logger
 ) -> None:
@@ -569,7 +573,7 @@ def test_a_loop_in_a_daemon_thread_delivers_everything_at_exit(tmp_path: Path) -
 # ------------------------------------------------ restart after a timed-out stop
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_restart_after_a_timed_out_stop_keeps_one_worker_and_the_order(
     logger: logging.Logger,
 ) -> None:
@@ -634,7 +638,7 @@ def test_a_restart_after_a_timed_out_stop_with_a_stuck_handler_still_exits() -> 
 # ------------------------------------------------- drops while stuck, reported
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_drops_while_a_handler_was_stuck_are_reported_once_it_recovers(
     logger: logging.Logger,
 ) -> None:
@@ -703,7 +707,7 @@ class _Batching(AsyncRecorder):
 
 @pytest.mark.parametrize("handler_type", [AsyncRecorder, _Batching])
 def test_a_filter_raising_system_exit_is_the_handlers_error_on_both_paths(
-    loop_factory: LoopFactory, logger: logging.Logger, handler_type: type[AsyncRecorder]
+    anyio_backend: object, logger: logging.Logger, handler_type: type[AsyncRecorder]
 ) -> None:
     """SystemExit from a filter counts as one error, single-record or batch, and nothing escapes."""
     q = aioqlog.LogQueue()
@@ -720,7 +724,7 @@ def test_a_filter_raising_system_exit_is_the_handlers_error_on_both_paths(
                 logger.info(message)
         return listener.stats
 
-    stats = run(main(), loop_factory)
+    stats = run_on(anyio_backend, main)
     assert handler.messages() == ["a", "b", "c"]
     assert errors == ["exit"]
     assert (stats.handlers[0].handled, stats.handlers[0].errors) == (3, 1)
@@ -729,7 +733,7 @@ def test_a_filter_raising_system_exit_is_the_handlers_error_on_both_paths(
 # ------------------------------------------------------ summaries coalesce
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_recursion_summaries_coalesce_to_one_per_interval(logger: logging.Logger) -> None:
     """A handler that logs on every record hears of the dropped lines once, not per batch."""
 
@@ -744,7 +748,7 @@ async def test_recursion_summaries_coalesce_to_one_per_interval(logger: logging.
     async with aioqlog.QueueListener(q, chatty) as listener:
         for i in range(100):
             logger.info("r%d", i)
-            await asyncio.sleep(0)  # one record per batch, as a service logs
+            await anyio.lowlevel.checkpoint()  # one record per batch, as a service logs
         await chatty.arrived(200)
     summaries = [m for m in chatty.messages() if m.startswith("aioqlog dropped")]
     assert len(summaries) <= 2
@@ -756,7 +760,7 @@ async def test_recursion_summaries_coalesce_to_one_per_interval(logger: logging.
 # ------------------------------------------------------- a failed start, undone
 
 
-def test_a_failed_install_start_leaves_the_logger_as_it_was() -> None:
+def test_a_failed_install_start_leaves_the_logger_as_it_was(anyio_backend: object) -> None:
     """start() outside any event loop raises, and install() gives the root its handlers back."""
     root = logging.getLogger()
     rec = Recorder()
@@ -770,7 +774,7 @@ def test_a_failed_install_start_leaves_the_logger_as_it_was() -> None:
         async with aioqlog.install():
             logging.getLogger("app").warning("works")
 
-    asyncio.run(again())
+    run_on(anyio_backend, again)
     assert rec.messages()[-1] == "works"
 
 
@@ -820,7 +824,7 @@ class _Buffering(aioqlog.AsyncHandler):
         self.buffer: list[logging.LogRecord] = []
         self.hang_on_close = hang_on_close
         self.taken = 0
-        self.five = asyncio.Event()
+        self.five = anyio.Event()
 
     async def aemit(self, record: logging.LogRecord) -> None:
         self.taken += 1
@@ -837,10 +841,10 @@ class _Buffering(aioqlog.AsyncHandler):
 
     async def aclose(self) -> None:
         if self.hang_on_close:
-            await asyncio.Event().wait()
+            await anyio.sleep_forever()
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_an_async_handlers_own_drops_and_holdings_are_in_the_stats(
     logger: logging.Logger,
 ) -> None:
@@ -901,7 +905,7 @@ def test_logging_shutdown_after_a_bounded_stop_waits_for_the_records(tmp_path: P
     assert _lines(tmp_path / "app.log") == [f"INFO:app:r{i}" for i in range(300)], result.stderr
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_logging_shutdown_on_the_listeners_loop_says_what_is_undelivered(
     logger: logging.Logger,
 ) -> None:
@@ -926,7 +930,7 @@ async def test_logging_shutdown_on_the_listeners_loop_says_what_is_undelivered(
 # ------------------------------------ install() again while a handler catches up
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_install_again_while_a_handler_catches_up_goes_on_with_it() -> None:
     """A second install() after a bounded stop gave up: the same listener, records in order."""
     root = logging.getLogger()

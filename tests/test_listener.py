@@ -34,7 +34,7 @@ class Reversing(aioqlog.QueueListener):
         return batch[::-1]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_dequeue_override_reorders_every_batch_through_stop(
     logger: logging.Logger,
 ) -> None:
@@ -75,7 +75,7 @@ class Redacting(aioqlog.QueueListener):
         return record
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_prepare_override_redacts_for_every_handler_through_stop(
     logger: logging.Logger,
 ) -> None:
@@ -115,7 +115,7 @@ class Quiet(aioqlog.QueueListener):
         super().handle(record)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_handle_override_filters_for_every_handler_through_stop(
     logger: logging.Logger,
 ) -> None:

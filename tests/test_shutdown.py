@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import logging
 import subprocess
@@ -13,8 +14,10 @@ import threading
 import time
 from collections.abc import Callable
 
+import anyio
+import anyio.abc
 import pytest
-from support import STALL, AsyncRecorder, Gate, Recorder, bounded, in_thread, join_all, run
+from support import STALL, AsyncRecorder, Gate, Recorder, bounded, in_thread, join_all, run, run_on
 
 import aioqlog
 
@@ -34,7 +37,7 @@ def _produce(logger: logging.Logger, tag: str, count: int) -> None:
         logger.info("%s %d", tag, i)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_stop_delivers_everything_logged_before_it(logger: logging.Logger) -> None:
     """Records from the loop and from threads, queued or backed up in lanes: all arrive."""
     q = aioqlog.LogQueue()
@@ -54,7 +57,7 @@ async def test_stop_delivers_everything_logged_before_it(logger: logging.Logger)
     assert not stats.running
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_stop_with_a_timeout_returns_and_reports(logger: logging.Logger) -> None:
     """A handler hangs: stop(timeout) returns and says what is undelivered.
 
@@ -92,15 +95,15 @@ async def test_stop_with_a_timeout_returns_and_reports(logger: logging.Logger) -
     assert hung.threads >= {threading.current_thread().name}
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_an_async_call_cut_off_by_stop_keeps_its_records(logger: logging.Logger) -> None:
     """stop(timeout) cancels an aemit in flight: its record stays for the next start."""
 
     class Stalled(AsyncRecorder):
         def __init__(self) -> None:
             super().__init__()
-            self.entered = asyncio.Event()
-            self.proceed = asyncio.Event()
+            self.entered = anyio.Event()
+            self.proceed = anyio.Event()
 
         async def aemit(self, record: logging.LogRecord) -> None:
             self.entered.set()
@@ -125,6 +128,7 @@ async def test_an_async_call_cut_off_by_stop_keeps_its_records(logger: logging.L
     assert (stats.handlers[0].handled, stats.handlers[0].errors) == (3, 0)
 
 
+# asyncio.run's ending, on asyncio and uvloop; trio's run ending is in tests/test_trio.py.
 def test_asyncio_run_ending_without_stop_delivers_the_queue(
     loop_factory: LoopFactory, logger: logging.Logger
 ) -> None:
@@ -146,6 +150,7 @@ def test_asyncio_run_ending_without_stop_delivers_the_queue(
     assert not listener.running
 
 
+# asyncio.run's ending, on asyncio and uvloop; trio's run ending is in tests/test_trio.py.
 def test_the_first_record_after_an_implicit_stop_is_delivered_in_the_caller(
     loop_factory: LoopFactory, logger: logging.Logger
 ) -> None:
@@ -170,6 +175,7 @@ def test_the_first_record_after_an_implicit_stop_is_delivered_in_the_caller(
     assert q.qsize() == 0
 
 
+# asyncio.run's ending, on asyncio and uvloop; trio's run ending is in tests/test_trio.py.
 def test_shutdown_timeout_bounds_an_implicit_stop(
     loop_factory: LoopFactory, logger: logging.Logger
 ) -> None:
@@ -194,9 +200,7 @@ def test_shutdown_timeout_bounds_an_implicit_stop(
     hung.opened.set()
 
 
-def test_records_before_start_are_not_lost(
-    loop_factory: LoopFactory, logger: logging.Logger
-) -> None:
+def test_records_before_start_are_not_lost(anyio_backend: object, logger: logging.Logger) -> None:
     """Before start: sync handlers handle in the caller; async ones get them on start."""
     q = aioqlog.LogQueue()
     logger.addHandler(aioqlog.QueueHandler(q))
@@ -211,12 +215,12 @@ def test_records_before_start_are_not_lost(
         async with listener:
             logger.info("served")
 
-    run(main(), loop_factory)
+    run_on(anyio_backend, main)
     assert awaited.messages() == ["at import time", "served"]
 
 
 def test_records_after_stop_wait_for_the_next_start(
-    loop_factory: LoopFactory, logger: logging.Logger
+    anyio_backend: object, logger: logging.Logger
 ) -> None:
     """After stop: sync handlers handle in the caller; async ones on the next start."""
     q = aioqlog.LogQueue()
@@ -228,16 +232,16 @@ def test_records_after_stop_wait_for_the_next_start(
         async with listener:
             logger.info(message)
 
-    run(serve("first run"), loop_factory)
+    run_on(anyio_backend, functools.partial(serve, "first run"))
     logger.info("between runs")
     assert rec.messages() == ["first run", "between runs"]
     assert awaited.messages() == ["first run"]
-    run(serve("second run"), loop_factory)
+    run_on(anyio_backend, functools.partial(serve, "second run"))
     assert awaited.messages() == ["first run", "between runs", "second run"]
     assert awaited.closed == 2
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_logging_while_stopping_loses_nothing(logger: logging.Logger) -> None:
     """A thread logs through the whole stop: stop returns; every record arrives in order.
 
@@ -267,7 +271,7 @@ async def test_logging_while_stopping_loses_nothing(logger: logging.Logger) -> N
     assert [r.args for r in rec.records] == [(i,) for i in range(sent[0])]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_cancelled_stop_still_finishes_the_shutdown(logger: logging.Logger) -> None:
     """Cancelling the task awaiting stop() does not abandon delivery."""
     q = aioqlog.LogQueue()
@@ -277,11 +281,18 @@ async def test_a_cancelled_stop_still_finishes_the_shutdown(logger: logging.Logg
     listener.start()
     logger.info("in flight")
     await in_thread(lambda: gate.entered.wait(STALL))
-    stopping = asyncio.ensure_future(listener.stop())
-    await asyncio.sleep(0)
-    stopping.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await stopping
+    stopping = anyio.CancelScope()
+
+    async def stop(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+        with stopping:
+            task_status.started()  # then stop() runs on, up to its first wait
+            await listener.stop()
+            raise AssertionError("stop() returned though its task was cancelled")
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(stop)
+        stopping.cancel()
+    assert stopping.cancelled_caught
     assert listener.running
     gate.opened.set()
     stats = await bounded(listener.stop())
@@ -289,8 +300,8 @@ async def test_a_cancelled_stop_still_finishes_the_shutdown(logger: logging.Logg
     assert not stats.running
 
 
-def test_stop_on_another_loop_is_refused() -> None:
-    """stop() must be awaited on the listener's own loop: the error says so."""
+def test_stop_on_another_loop_is_refused(anyio_backend: object) -> None:
+    """stop() must be awaited on the listener's own loop: the error says so (from any backend)."""
     listener = aioqlog.QueueListener(aioqlog.LogQueue())
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever)
@@ -302,7 +313,7 @@ def test_stop_on_another_loop_is_refused() -> None:
             await listener.stop()
 
         with pytest.raises(RuntimeError, match="on the event loop the listener runs on"):
-            asyncio.run(stop_here())
+            run_on(anyio_backend, stop_here)
         asyncio.run_coroutine_threadsafe(listener.stop(), loop).result(STALL)
     finally:
         loop.call_soon_threadsafe(loop.stop)

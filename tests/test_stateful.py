@@ -4,8 +4,10 @@ Hypothesis drives one queue and one listener (with a sync and an async
 handler) through random sequences of: start, stop, stop with a timeout, a
 cancel of every task on the loop, logging on the loop, logging from threads,
 bursts past the queue's size, a handler that hangs until released, and records
-that make both handlers fail. The loop runs in a thread of its own; every step
-is bounded, so a deadlock fails the test instead of hanging it.
+that make both handlers fail. The loop (asyncio, uvloop or trio) runs in a
+thread of its own, behind an anyio blocking portal; every step is bounded, so
+a deadlock fails the test instead of hanging it. The cancel of every task is
+asyncio's (trio cannot cancel another's task), so it is tried there only.
 
 Invariants:
 
@@ -24,18 +26,22 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from conftest import LOOP_FACTORIES
+import anyio.from_thread
+import anyio.lowlevel
+from conftest import ANYIO_BACKENDS
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-from support import STALL
+from support import STALL, backend_parts
 
 import aioqlog
 
@@ -94,7 +100,7 @@ class AsyncHandler(aioqlog.AsyncHandler):
         self.ledger = Ledger()
 
     async def aemit(self, record: logging.LogRecord) -> None:
-        await asyncio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         self.ledger.deliver(record)
 
     def handleError(self, record: logging.LogRecord) -> None:
@@ -106,18 +112,25 @@ class ListenerMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.thread: threading.Thread | None = None
+        self.portal: anyio.from_thread.BlockingPortal | None = None
+        self.exits = contextlib.ExitStack()
+        self.on_asyncio = False
+        self.portals_tasks: set[asyncio.Task[Any]] = set()
 
     @initialize(
-        loop=st.sampled_from(sorted(LOOP_FACTORIES)),
+        backend=st.sampled_from(ANYIO_BACKENDS),
         overflow=st.sampled_from(["drop_new", "drop_old", "block"]),
         maxsize=st.sampled_from([8, 64, 512]),
     )
-    def set_up(self, loop: str, overflow: str, maxsize: int) -> None:
-        self.loop = LOOP_FACTORIES[loop]()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="machine-loop")
-        self.thread.start()
+    def set_up(self, backend: object, overflow: str, maxsize: int) -> None:
+        name, options = backend_parts(backend)
+        self.portal = self.exits.enter_context(
+            anyio.from_thread.start_blocking_portal(name, options)
+        )
+        self.on_asyncio = name == "asyncio"
+        if self.on_asyncio:
+            # The portal's own tasks: the cancel of "every task" spares them.
+            self.portals_tasks = self.on_loop(_all_tasks)
         self.logger = logging.getLogger(f"aioqlog.tests.stateful.{id(self)}")
         self.logger.propagate = False
         self.logger.setLevel(logging.DEBUG)
@@ -134,9 +147,10 @@ class ListenerMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------- helpers
 
-    def on_loop(self, coro: Coroutine[Any, Any, T], bound: float = STALL) -> T:
-        assert self.loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(bound)
+    def on_loop(self, fn: Callable[[], Awaitable[T]], bound: float = STALL) -> T:
+        """Run ``fn()`` in a task on the machine's loop; wait at most *bound* s."""
+        assert self.portal is not None
+        return self.portal.start_task_soon(fn).result(bound)
 
     def log(self, producer: int, count: int, fail_every: int) -> None:
         seq = self.next_seq.get(producer, 0)
@@ -165,18 +179,18 @@ class ListenerMachine(RuleBasedStateMachine):
             if not self.listener.running:
                 self.listener.start()
 
-        self.on_loop(start())
+        self.on_loop(start)
 
     @precondition(lambda self: self.sync.open.is_set())
     @rule()
     def stop(self) -> None:
-        self.on_loop(self.listener.stop())
+        self.on_loop(self.listener.stop)
         assert not self.listener.running
 
     @rule(timeout=st.sampled_from([0.0, 0.01, 0.1]))
     def stop_with_timeout(self, timeout: float) -> None:
         started = time.monotonic()
-        self.on_loop(self.listener.stop(timeout=timeout))
+        self.on_loop(functools.partial(self.listener.stop, timeout=timeout))
         assert time.monotonic() - started < timeout + MARGIN
         assert not self.listener.running
 
@@ -188,7 +202,7 @@ class ListenerMachine(RuleBasedStateMachine):
         async def log() -> None:
             self.log(producer, count, fail_every)
 
-        self.on_loop(log())
+        self.on_loop(log)
         self.produced += count
 
     @precondition(lambda self: self.safe_to_log_in_caller)
@@ -216,19 +230,19 @@ class ListenerMachine(RuleBasedStateMachine):
         assert not worker.is_alive()
         self.produced += count
 
-    @precondition(lambda self: self.listener.running)
+    @precondition(lambda self: self.listener.running and self.on_asyncio)
     @rule()
     def cancel_every_task(self) -> None:
         # A supervisor or task group cancelling everything on the loop.
         async def cancel() -> None:
             me = asyncio.current_task()
-            others = [t for t in asyncio.all_tasks() if t is not me]
+            others = [t for t in asyncio.all_tasks() - self.portals_tasks if t is not me]
             for task in others:
                 task.cancel()
             if others:
                 await asyncio.wait(others)
 
-        self.on_loop(cancel())
+        self.on_loop(cancel)
         assert not self.listener.running
 
     @rule()
@@ -243,19 +257,19 @@ class ListenerMachine(RuleBasedStateMachine):
 
     @invariant()
     def the_loop_is_responsive(self) -> None:
-        if self.loop is None:
+        if self.portal is None:
             return
 
         async def ping() -> bool:
             return True
 
-        assert self.on_loop(ping(), bound=STALL)
+        assert self.on_loop(ping, bound=STALL)
 
     @invariant()
     def nothing_waits_in_the_queue_while_stopped(self) -> None:
         # With no listener running, the logging threads deliver: a record left
         # in the queue would wait for a listener that may never come.
-        if self.loop is None or self.listener.running or not self.sync.open.is_set():
+        if self.portal is None or self.listener.running or not self.sync.open.is_set():
             return
         deadline = time.monotonic() + STALL
         while self.queue.qsize() and time.monotonic() < deadline:
@@ -263,13 +277,13 @@ class ListenerMachine(RuleBasedStateMachine):
         assert self.queue.qsize() == 0, f"{self.queue.qsize()} records stranded in the queue"
 
     def teardown(self) -> None:
-        if self.loop is None:
+        if self.portal is None:
             return
         try:
             self.sync.open.set()
             # One more run delivers what the async handler kept while stopped.
             self.start()
-            self.on_loop(self.listener.stop())
+            self.on_loop(self.listener.stop)
             stats = self.listener.stats
             ledgers = (self.sync.ledger, self.async_.ledger)
             for ledger, handler_stats in zip(ledgers, stats.handlers, strict=True):
@@ -277,10 +291,7 @@ class ListenerMachine(RuleBasedStateMachine):
         finally:
             self.logger.handlers.clear()
             logging.Logger.manager.loggerDict.pop(self.logger.name, None)
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            assert self.thread is not None
-            self.thread.join(STALL)
-            self.loop.close()
+            self.exits.close()  # ends the portal's run and joins its thread
 
     def check(self, ledger: Ledger, lane_dropped: int) -> None:
         queue_dropped = self.queue.dropped
@@ -302,6 +313,10 @@ class ListenerMachine(RuleBasedStateMachine):
         for producer, seq in ledger.delivered:
             assert seq > last.get(producer, -1), f"producer {producer} out of order"
             last[producer] = seq
+
+
+async def _all_tasks() -> set[asyncio.Task[Any]]:
+    return asyncio.all_tasks()
 
 
 def _run_machine() -> None:

@@ -22,7 +22,7 @@ class Failing(Recorder):
         pass
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_stats_count_what_happened(logger: logging.Logger) -> None:
     """Enqueued, depth, high-water mark and per-handler counts add up."""
     q = aioqlog.LogQueue()
@@ -46,7 +46,7 @@ async def test_stats_count_what_happened(logger: logging.Logger) -> None:
     assert stats.recursion_dropped == 0
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_full_queue_reports_one_summary_and_no_tracebacks(logger: logging.Logger) -> None:
     """A thousand drops: counted exactly, one summary record, nothing on stderr."""
     q = aioqlog.LogQueue(maxsize=10)
