@@ -32,6 +32,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
+import math
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
@@ -155,8 +156,11 @@ class Backend:
         """
         raise NotImplementedError
 
-    async def join(self, task: Task) -> None:
-        """Wait until *task* has ended, without cancelling it when cancelled ourselves."""
+    async def join(self, task: Task, limit: float | None = None) -> bool:
+        """Wait until *task* has ended, without cancelling it when cancelled ourselves.
+
+        Returns False if it still runs after *limit* seconds (``None``: no bound).
+        """
         raise NotImplementedError
 
     def cancel_requested(self) -> bool:
@@ -246,8 +250,10 @@ class AsyncioBackend(Backend):
     ) -> asyncio.Task[None]:
         return self.loop.create_task(fn(), name=name)
 
-    async def join(self, task: Task) -> None:
-        await asyncio.wait({cast("asyncio.Future[None]", task)})  # what spawn() made
+    async def join(self, task: Task, limit: float | None = None) -> bool:
+        future = cast("asyncio.Future[None]", task)  # what spawn() made
+        await asyncio.wait({future}, timeout=limit)
+        return future.done()
 
     def cancel_requested(self) -> bool:
         # A CancelledError that nobody requested was raised by the handler itself.
@@ -428,9 +434,11 @@ class TrioBackend(Backend):
                 except Exception as exc:  # noqa: BLE001 - raising would crash trio.run
                     write_stderr(f"aioqlog could not begin to stop at the end of trio.run: {exc!r}")
 
-    async def join(self, task: Task) -> None:
+    async def join(self, task: Task, limit: float | None = None) -> bool:
         assert isinstance(task, _TrioTask)
-        await task.ended.wait()
+        with self._trio.move_on_after(math.inf if limit is None else limit):
+            await task.ended.wait()
+        return task.done()
 
     def cancel_requested(self) -> bool:
         # The tasks run shielded: a Cancelled reaching the engine is its own.

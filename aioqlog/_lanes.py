@@ -245,8 +245,9 @@ class Lane:
         """
         raise NotImplementedError
 
-    async def finished(self) -> None:
-        """Wait until the worker task (if any) has exited."""
+    async def finished(self, limit: float | None = None) -> bool:
+        """Wait until the worker task (if any) has exited; False if not within *limit* s."""
+        return True
 
 
 class ThreadLane(Lane):
@@ -426,6 +427,8 @@ class TaskLane(Lane):
     ):
         super().__init__(handler, capacity, overflow, copy_records=copy_records)
         self.batching = overrides_batch(handler)
+        # How many unawaited records the exit has already reported.
+        self.reported_left = 0
         self.task: Task | None = None
         # The loop it serves on (set by start()).
         self._backend: Backend | None = None
@@ -473,12 +476,14 @@ class TaskLane(Lane):
             self.task.cancel()
         self._wake_worker()
 
-    async def finished(self) -> None:
+    async def finished(self, limit: float | None = None) -> bool:
         task = self.task
         if task is not None:
             assert self._backend is not None  # set with the task
-            await self._backend.join(task)
+            if not await self._backend.join(task, limit):
+                return False
             self.task = None
+        return True
 
     async def _run(self) -> None:
         backend = self._backend

@@ -53,6 +53,9 @@ DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 #: losing records hears about it once per interval, not once per batch.
 SUMMARY_INTERVAL = 5.0
 
+#: Seconds a cancelled async handler gets to end once a stop's deadline has passed.
+_CANCEL_GRACE = 1.0
+
 #: Seconds a stop (or the exit) waits on the handlers before saying what it waits for.
 _NOTICE_AFTER = 1.0
 
@@ -563,8 +566,10 @@ class QueueListener:
                 noticed = True
                 if not run.patient:
                     # A shutdown that takes a while says what it waits for, and
-                    # how to cut it short.
+                    # how to cut it short (unless it is about to end anyway).
                     left = self._time_left()
+                    if left is not None and left < 1.0:
+                        continue
                     bound = "no timeout" if left is None else f"up to {left:.0f}s more"
                     _stderr(
                         f"stopping: waiting for the handlers to deliver "
@@ -703,9 +708,17 @@ class QueueListener:
             # Logged while stopping: deliver them off the loop, in order.
             await self._drain_off_loop()
         for lane in self._lanes:
-            await lane.finished()
+            # A handler cut off at the deadline was cancelled: it gets a moment
+            # to end. One that ignores that (its await shielded on trio, or
+            # CancelledError swallowed) is left running: the stop still ends.
+            left = self._time_left()
+            if not await lane.finished(None if left is None else left + _CANCEL_GRACE):
+                _stderr(
+                    f"{lane.stats_name()} did not end within {_CANCEL_GRACE:.0f}s of being "
+                    f"cancelled (its aemit ignores cancellation); left running"
+                )
         for lane in self._lanes:
-            if isinstance(lane, TaskLane):
+            if isinstance(lane, TaskLane) and lane.task is None:
                 await self._aclose(lane)
 
     async def _drain_off_loop(self) -> None:
@@ -904,11 +917,13 @@ class QueueListener:
             # Logged behind a handler that has caught up meanwhile.
             self.queue._drain_in_caller()
         for lane in self._lanes:
-            if isinstance(lane, TaskLane) and lane.buffer:
+            # Said once (this runs at close and at exit), and only what is new.
+            if isinstance(lane, TaskLane) and len(lane.buffer) > lane.reported_left:
+                lane.reported_left = len(lane.buffer)
                 _stderr(
                     f"{len(lane.buffer)} records for {lane.stats_name()} were never "
-                    f"delivered: no listener was running to await the async handler "
-                    f"(await listener.stop() before the event loop ends)"
+                    f"delivered: an async handler needs a running listener to await it, "
+                    f"and none ran after they were logged"
                 )
 
     def _stop_in(self, backend: Backend) -> bool:

@@ -487,6 +487,36 @@ def test_a_stuck_handler_bounds_stop_and_is_reported(
     assert gate.messages() == [f"r{i}" for i in range(10)]
 
 
+def test_stop_returns_when_an_aemit_ignores_cancellation(
+    pair: tuple[logging.Logger, aioqlog.LogQueue], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An aemit shielded from cancellation: stop(timeout) still returns, and says so."""
+    logger, q = pair
+    released: list[trio.Event] = []
+
+    class Shielded(aioqlog.AsyncHandler):
+        async def aemit(self, record: logging.LogRecord) -> None:
+            with trio.CancelScope(shield=True):
+                await released[0].wait()
+
+    listener = aioqlog.QueueListener(q, Shielded())
+    took: list[float] = []
+
+    async def main() -> None:
+        released.append(trio.Event())
+        listener.start()
+        logger.info("held")
+        began = trio.current_time()
+        with trio.fail_after(STALL / 2):
+            await listener.stop(0.2)
+        took.append(trio.current_time() - began)
+        released[0].set()  # else the task, never ending, keeps trio.run from returning
+
+    run_trio(main)
+    assert took[0] < 0.2 + 1.0 + 1.0  # the deadline, the grace for the cancellation, slack
+    assert "(its aemit ignores cancellation); left running" in capsys.readouterr().err
+
+
 def _run_script(body: str) -> subprocess.CompletedProcess[str]:
     script = textwrap.dedent(
         """
