@@ -492,7 +492,7 @@ def test_stop_returns_when_an_aemit_ignores_cancellation(
 ) -> None:
     """An aemit shielded from cancellation: stop(timeout) still returns, and says so."""
     logger, q = pair
-    released: list[trio.Event] = []
+    released: list[Any] = []  # the trio.Event made inside the run
 
     class Shielded(aioqlog.AsyncHandler):
         async def aemit(self, record: logging.LogRecord) -> None:
