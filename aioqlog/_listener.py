@@ -643,8 +643,14 @@ class QueueListener:
         """
         self._drainers = [t for t in self._drainers if t.is_alive()]
         thread = threading.Thread(target=drain, name="aioqlog-drain", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:
+            # The interpreter is exiting (Python 3.12+ starts no thread then,
+            # and a daemon thread's loop can end only now): drain right here.
+            drain()
+            return
         self._drainers.append(thread)
-        thread.start()
 
     async def _serve(self) -> None:
         """Move records into the lanes until stopped and every lane has settled."""
