@@ -136,8 +136,14 @@ class EncodeThread:
             thread = self._thread = threading.Thread(
                 target=_work, args=(jobs,), name=self.name, daemon=True
             )
+            try:
+                thread.start()
+            except RuntimeError:
+                # The interpreter is exiting (Python 3.12+ starts no thread
+                # then): the last batches are encoded here, on the loop.
+                self._jobs = self._thread = None
+                return job()
             weakref.finalize(self, jobs.put, None)
-            thread.start()
         jobs.put((job, loop, done))
         await done.settled.wait()
         value, error = done.value, done.error
