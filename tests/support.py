@@ -154,6 +154,14 @@ async def bounded(awaitable: Awaitable[T]) -> T:
         return await awaitable
 
 
+async def on_its_loop(
+    loop: asyncio.AbstractEventLoop | None, fn: Callable[[], Coroutine[Any, Any, None]]
+) -> None:
+    """Await ``fn()`` on *loop*, a server's asyncio loop in another thread, from any backend."""
+    assert loop is not None, "the server never started"
+    await in_thread(lambda: asyncio.run_coroutine_threadsafe(fn(), loop).result(STALL))
+
+
 def backend_parts(backend: object) -> tuple[str, dict[str, Any]]:
     """Split an ``anyio_backend`` fixture's value into anyio's name and options."""
     if isinstance(backend, str):

@@ -1,13 +1,16 @@
 """AsyncHTTPHandler against a real aiohttp server on 127.0.0.1.
 
-The server can be told to answer 500, to reject, to stall, to answer garbage,
-to stop (connections refused) and to start again on the same port; it keeps
-every request it accepted, decoded line by line.
+The server runs on an asyncio loop of its own, in a thread (aiohttp serves on
+asyncio only), so that the tests run on asyncio, uvloop and trio. It can be
+told to answer 500, to reject, to stall, to answer garbage, to stop
+(connections refused) and to start again on the same port; it keeps every
+request it accepted, decoded line by line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import http.client
 import json
@@ -21,16 +24,19 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
+import anyio.from_thread
+import anyio.lowlevel
+import anyio.to_thread
 import pytest
-import pytest_asyncio
 import trustme
 from aiohttp import web
-from support import STALL, bounded, in_thread, run, served_in_a_thread
+from support import STALL, bounded, in_thread, on_its_loop, run, served_in_a_thread
 
 import aioqlog
 from aioqlog.handlers import AsyncHTTPHandler
@@ -49,12 +55,15 @@ class Server:
         self.stall_next = 0  # never answer this many requests
         self.keys: list[str] = []  # every request's Idempotency-Key, answered 2xx or not
         self.ssl_context: ssl.SSLContext | None = None  # serve HTTPS with it
-        self.received = asyncio.Condition()
+        self.received = threading.Condition()
         self.port = _free_port()
         self.runner: web.AppRunner | None = None
-        self.stalled = asyncio.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None  # the server's own
+        self.stalled = threading.Event()
 
-    async def start(self) -> None:
+    async def serve(self) -> None:
+        """Start serving (on the server's own loop)."""
+        self.loop = asyncio.get_running_loop()
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/ingest", self.ingest)
         self.runner = web.AppRunner(app, shutdown_timeout=0.1)
@@ -63,10 +72,19 @@ class Server:
             self.runner, "127.0.0.1", self.port, reuse_address=True, ssl_context=self.ssl_context
         ).start()
 
-    async def stop(self) -> None:
+    async def close(self) -> None:
+        """Stop serving: connections are refused (on the server's own loop)."""
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
+
+    async def start(self) -> None:
+        """Serve again, from a test on any backend."""
+        await on_its_loop(self.loop, self.serve)
+
+    async def stop(self) -> None:
+        """Go away, from a test on any backend."""
+        await on_its_loop(self.loop, self.close)
 
     @property
     def url(self) -> str:
@@ -89,7 +107,7 @@ class Server:
         self.raw.append(body)  # aiohttp has undone any Content-Encoding
         self.wire_sizes.append(request.content_length)
         lines = [json.loads(line) for line in body.decode().splitlines() if line]
-        async with self.received:
+        with self.received:
             self.headers.append(dict(request.headers))
             self.requests.append(lines)
             self.received.notify_all()
@@ -102,8 +120,13 @@ class Server:
         return [line["message"] for line in self.lines() if line["logger"] != "aioqlog"]
 
     async def wait_for_lines(self, count: int) -> None:
-        async with self.received:
-            await bounded(self.received.wait_for(lambda: len(self.lines()) >= count))
+        """Await (in a thread of its own) *count* lines received."""
+
+        def wait() -> bool:
+            with self.received:
+                return self.received.wait_for(lambda: len(self.lines()) >= count, STALL)
+
+        assert await in_thread(wait), f"only {len(self.lines())} of {count} lines arrived"
 
 
 def _free_port() -> int:
@@ -113,12 +136,12 @@ def _free_port() -> int:
         return port
 
 
-@pytest_asyncio.fixture
-async def server() -> AsyncIterator[Server]:
+@pytest.fixture
+def server() -> Iterator[Server]:
+    """A collector serving on a loop of its own, in a thread."""
     collector = Server()
-    await collector.start()
-    yield collector
-    await collector.stop()
+    with served_in_a_thread(collector.serve, collector.close):
+        yield collector
 
 
 class Reported(AsyncHTTPHandler):
@@ -127,18 +150,19 @@ class Reported(AsyncHTTPHandler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.reported: list[str] = []
-        self.news = asyncio.Event()
+        self.news: anyio.Event | None = None  # made in a run: a handler may outlive one
 
     def handleError(self, record: logging.LogRecord) -> None:
         self.reported.append(record.getMessage())
-        self.news.set()
+        if self.news is not None:
+            self.news.set()
 
     async def until(self, predicate: Callable[[], bool]) -> None:
         """Wait (bounded) until *predicate* holds, re-checked at each report."""
 
         async def wait() -> None:
             while not predicate():
-                self.news.clear()
+                self.news = anyio.Event()  # anyio's events cannot be cleared: a fresh one
                 await self.news.wait()
 
         await bounded(wait())
@@ -153,7 +177,7 @@ def _serve(logger: logging.Logger, handler: aioqlog.AsyncHandler) -> aioqlog.Que
     return aioqlog.QueueListener(q, handler)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_records_go_in_batches_by_count(server: Server, logger: logging.Logger) -> None:
     """batch_size caps each request; stop() sends the remainder; order is kept."""
     handler = Reported(server.url, batch_size=10, batch_age=60)
@@ -169,7 +193,7 @@ async def test_records_go_in_batches_by_count(server: Server, logger: logging.Lo
     assert (first["level"], first["logger"]) == ("INFO", logger.name)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_partial_batch_goes_once_it_is_old_enough(
     server: Server, logger: logging.Logger
 ) -> None:
@@ -182,7 +206,7 @@ async def test_a_partial_batch_goes_once_it_is_old_enough(
         assert server.messages() == ["record 0", "record 1", "record 2"]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_gzip_headers_and_basic_auth(server: Server, logger: logging.Logger) -> None:
     """Bodies are gzip-compressed, and custom headers and basic auth are sent."""
     handler = Reported(
@@ -203,7 +227,7 @@ async def test_gzip_headers_and_basic_auth(server: Server, logger: logging.Logge
     assert headers["Content-Type"] == "application/x-ndjson"
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_server_errors_are_retried_and_nothing_is_lost(
     server: Server, logger: logging.Logger
 ) -> None:
@@ -219,7 +243,7 @@ async def test_server_errors_are_retried_and_nothing_is_lost(
     assert (handler.sent, handler.dropped) == (5, 0)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_stalled_server_is_timed_out_and_retried(
     server: Server, logger: logging.Logger
 ) -> None:
@@ -233,7 +257,7 @@ async def test_a_stalled_server_is_timed_out_and_retried(
     assert handler.retries == 1
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_nothing_is_lost_across_a_server_restart(
     server: Server, logger: logging.Logger
 ) -> None:
@@ -254,7 +278,7 @@ async def test_nothing_is_lost_across_a_server_restart(
     assert handler.retries >= 1
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_an_outage_longer_than_the_budget_drops_counts_and_reports(
     server: Server, logger: logging.Logger
 ) -> None:
@@ -277,7 +301,7 @@ async def test_an_outage_longer_than_the_budget_drops_counts_and_reports(
     )
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_rejected_batch_is_dropped_and_reported(
     server: Server, logger: logging.Logger
 ) -> None:
@@ -293,7 +317,7 @@ async def test_a_rejected_batch_is_dropped_and_reported(
     assert server.lines()[0]["message"].startswith("aioqlog dropped 2 records")
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_full_buffer_drops_new_records_and_counts_them(
     server: Server, logger: logging.Logger
 ) -> None:
@@ -305,14 +329,14 @@ async def test_a_full_buffer_drops_new_records_and_counts_them(
     async with _serve(logger, handler):
         for i in range(5):
             logger.info("kept %d", i)
-        await bounded(server.stalled.wait())
+        assert await in_thread(lambda: server.stalled.wait(STALL))
         for i in range(3):
             logger.info("dropped %d", i)
     assert server.messages() == [f"kept {i}" for i in range(5)]
     assert handler.dropped == 3
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_record_that_fails_to_encode_is_reported_alone(
     server: Server, logger: logging.Logger
 ) -> None:
@@ -331,7 +355,7 @@ async def test_a_record_that_fails_to_encode_is_reported_alone(
     assert handler.reported == ["poison"]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_ten_megabyte_record_arrives_whole(server: Server, logger: logging.Logger) -> None:
     """A 10 MB message goes through intact, with the records around it."""
     big = "x" * (10 * 1024 * 1024)
@@ -343,33 +367,32 @@ async def test_a_ten_megabyte_record_arrives_whole(server: Server, logger: loggi
     assert server.messages() == ["before", big, "after"]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_server_answering_garbage_is_an_outage(logger: logging.Logger) -> None:
     """A peer that is not HTTP: reported, retried within the budget, then dropped; no crash."""
 
-    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read(100)
-        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\x00\xff garbage\r\n\r\n")
-        await writer.drain()
-        writer.close()
+    async def garbage(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                await stream.receive(100)
+                await stream.send(b"SSH-2.0-OpenSSH_9.6\r\n\x00\xff garbage\r\n\r\n")
 
-    peer = await asyncio.start_server(garbage, "127.0.0.1", 0)
-    port = peer.sockets[0].getsockname()[1]
+    peer = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = peer.extra(anyio.abc.SocketAttribute.local_port)
     handler = Reported(
         f"http://127.0.0.1:{port}/ingest", batch_age=60, retry_budget=0.2, **FAST_RETRY
     )
-    try:
+    async with peer, anyio.create_task_group() as tg:
+        tg.start_soon(peer.serve, garbage)
         async with _serve(logger, handler):
             logger.info("never accepted")
-    finally:
-        peer.close()
-        await peer.wait_closed()
+        tg.cancel_scope.cancel()
     assert handler.dropped == 1
     assert handler.retries >= 1
     assert handler.reported[0].endswith("could not be sent; retrying")
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_loki_and_elasticsearch_bodies(server: Server, logger: logging.Logger) -> None:
     """The presets shape the body as a Loki push and as an Elasticsearch bulk request."""
     loki = Reported(server.url, body="loki", labels={"app": "shop"}, batch_age=60)
@@ -418,7 +441,7 @@ def test_auth_and_mapping_types_are_checked() -> None:
         AsyncHTTPHandler("http://127.0.0.1:9/", mapping={"a": 1})  # type: ignore[arg-type]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_stop_does_not_wait_out_the_retry_budget(
     server: Server, logger: logging.Logger, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -449,42 +472,29 @@ def certificates() -> trustme.CA:
     return trustme.CA()
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_https_with_a_private_ca(certificates: trustme.CA, logger: logging.Logger) -> None:
     """Over TLS: with ssl= trusting the server's CA records arrive; without it, none do."""
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     certificates.issue_cert("127.0.0.1").configure_cert(server_ctx)
     client_ctx = ssl.create_default_context()
     certificates.configure_trust(client_ctx)
-    received: list[str] = []
-
-    async def ingest(request: web.Request) -> web.Response:
-        received.extend(json.loads(line)["message"] for line in (await request.text()).splitlines())
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/ingest", ingest)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    port = _free_port()
-    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_ctx).start()
-    url = f"https://127.0.0.1:{port}/ingest"
-    try:
-        trusted = Reported(url, ssl=client_ctx, batch_age=60)
+    server = Server()
+    server.ssl_context = server_ctx
+    with served_in_a_thread(server.serve, server.close):
+        trusted = Reported(server.url, ssl=client_ctx, batch_age=60)
         async with _serve(logger, trusted):
             logger.info("secret")
-        untrusted = Reported(url, batch_age=60, retry_budget=0.2, **FAST_RETRY)
+        untrusted = Reported(server.url, batch_age=60, retry_budget=0.2, **FAST_RETRY)
         logger.handlers.clear()
         async with _serve(logger, untrusted):
             logger.info("exposed")
-    finally:
-        await runner.cleanup()
-    assert received == ["secret"]
+    assert server.messages() == ["secret"]
     assert (trusted.sent, untrusted.sent, untrusted.dropped) == (1, 0, 1)
     assert untrusted.reported[0].endswith("could not be sent; retrying")
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_batch_that_fails_to_render_is_dropped_and_reported(
     server: Server, logger: logging.Logger
 ) -> None:
@@ -506,7 +516,7 @@ async def test_a_batch_that_fails_to_render_is_dropped_and_reported(
     assert server.lines()[0]["message"].startswith("aioqlog dropped 2 records")
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_stop_cuts_a_backoff_short_within_close_budget(
     server: Server, logger: logging.Logger
 ) -> None:
@@ -612,22 +622,7 @@ def test_a_batch_cut_off_by_asyncio_run_is_resent_under_the_same_key(
     assert len(received) - len(expected) <= 50
 
 
-@pytest.mark.asyncio
-async def test_a_cancelled_aemit_batch_buffers_nothing(server: Server) -> None:
-    """aemit_batch cancelled midway (asyncio.run ending) buffers none of its records."""
-    handler = AsyncHTTPHandler(server.url, batch_age=60)
-    records = [logging.makeLogRecord({"msg": f"r{i}"}) for i in range(40)]
-    task = asyncio.ensure_future(handler.aemit_batch(records))
-    await asyncio.sleep(0)  # it hands the records to its encoding thread and waits
-    task.cancel()
-    await asyncio.wait({task})
-    assert task.cancelled()
-    # The lane hands the same records over again: had some stayed, they would go twice.
-    assert handler.pending == 0
-    await handler.aclose()
-
-
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_records_the_handler_could_not_send_count_as_undelivered(
     server: Server, logger: logging.Logger, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -649,7 +644,7 @@ async def test_records_the_handler_could_not_send_count_as_undelivered(
 SECRET = "hunter2-s3cret"
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_password_in_the_url_is_redacted_everywhere(
     server: Server, logger: logging.Logger, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -713,7 +708,7 @@ class RawServer:
         self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
         self.server: asyncio.Server | None = None
         self.status = 200
-        self.arrived = asyncio.Event()
+        self.arrived = threading.Event()
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -793,16 +788,15 @@ def _records(logger: logging.Logger) -> list[logging.LogRecord]:
 
 
 @pytest.mark.parametrize(("method", "url"), [("GET", "/log?app=shop"), ("POST", "/log")])
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_http_handler_sends_the_stdlib_requests(
     logger: logging.Logger, method: str, url: str
 ) -> None:
     """aioqlog.handlers.HTTPHandler sends what logging.handlers.HTTPHandler sends, byte for byte."""
     raw = RawServer()
-    await raw.start()
     records = _records(logger)
     credentials = ("ops", "s3cret")
-    try:
+    with served_in_a_thread(raw.start, raw.stop):
         stdlib = StdlibHTTPHandler(raw.host, url, method, credentials=credentials)
         await in_thread(lambda: [stdlib.handle(record) for record in records])
         stdlib.close()
@@ -811,27 +805,22 @@ async def test_http_handler_sends_the_stdlib_requests(
         twin = aioqlog.handlers.HTTPHandler(raw.host, url, method, credentials=credentials)
         await twin.aemit_batch(records)
         await bounded(twin.aclose())
-    finally:
-        await raw.stop()
     assert len(expected) == 3
     assert raw.seen() == expected
     assert (twin.sent, twin.dropped) == (3, 0)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_http_handler_fields_survive_the_round_trip(logger: logging.Logger) -> None:
     """Behind a listener, a record's fields come back out of parse_qs; a 5xx is retried."""
     raw = RawServer()
-    await raw.start()
     raw.status = 503
-    handler = aioqlog.handlers.HTTPHandler(raw.host, "/log", backoff=0.02, backoff_max=0.05)
-    try:
+    with served_in_a_thread(raw.start, raw.stop):
+        handler = aioqlog.handlers.HTTPHandler(raw.host, "/log", backoff=0.02, backoff_max=0.05)
         async with _serve(logger, handler):
             logger.warning("paid %s", "42", extra={"user": "ålice & bob"})
-            await bounded(raw.arrived.wait())  # answered 503: to be retried
+            assert await in_thread(lambda: raw.arrived.wait(STALL))  # answered 503: retried
             raw.status = 200
-    finally:
-        await raw.stop()
     method, target, _, _ = raw.requests[-1]
     fields = urllib.parse.parse_qs(urllib.parse.urlsplit(target).query)
     assert method == "GET"
@@ -844,11 +833,11 @@ async def test_http_handler_fields_survive_the_round_trip(logger: logging.Logger
     assert (handler.sent, handler.dropped) == (1, 0)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_the_loop_runs_while_a_large_batch_is_encoded(server: Server) -> None:
     """5,000 records with a slow formatter: the loop keeps running while they are encoded."""
-    loop = asyncio.get_running_loop()
-    midway = asyncio.Event()
+    token = anyio.lowlevel.current_token()
+    midway = anyio.Event()
     ticked = threading.Event()
     waited: list[bool] = []
 
@@ -860,28 +849,28 @@ async def test_the_loop_runs_while_a_large_batch_is_encoded(server: Server) -> N
             if record.args == (2_500,):
                 # Halfway through, hold the encoding until the loop has ticked:
                 # encoding on the loop, it would never tick, and this would time out.
-                loop.call_soon_threadsafe(midway.set)
+                anyio.from_thread.run_sync(midway.set, token=token)
                 waited.append(ticked.wait(5.0))
             return super().format(record)
 
     async def ticker() -> None:
         await bounded(midway.wait())
         for _ in range(100):  # a task that needs the loop, again and again
-            await asyncio.sleep(0)
+            await anyio.lowlevel.checkpoint()
         ticked.set()
 
     handler = AsyncHTTPHandler(server.url, batch_size=5_000, batch_age=60)
     handler.setFormatter(Slow())
     records = [logging.makeLogRecord({"msg": "r%d", "args": (i,)}) for i in range(5_000)]
-    ticking = asyncio.ensure_future(ticker())
-    await bounded(handler.aemit_batch(records))
-    await bounded(ticking)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker)  # bounded itself
+        await bounded(handler.aemit_batch(records))
     await bounded(handler.aclose())
     assert waited == [True]
     assert server.messages() == [f"r{i}" for i in range(5_000)]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_formatters_see_the_log_calls_context(server: Server, logger: logging.Logger) -> None:
     """Encoded off the loop, each record still sees the context variables of its log call."""
     request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -899,12 +888,13 @@ async def test_formatters_see_the_log_calls_context(server: Server, logger: logg
 
     async with _serve(logger, handler):
         for name in ("a", "b", "c"):
-            await asyncio.ensure_future(serve_request(name))
+            async with anyio.create_task_group() as tg:  # a task: a context of its own
+                tg.start_soon(serve_request, name)
         logger.info("outside")
     assert sorted(server.messages()) == ["- outside", "a handled", "b handled", "c handled"]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_the_encoding_thread_ends_at_aclose(server: Server) -> None:
     """The handler's own encoding thread starts with the first record and ends at aclose()."""
     handler = AsyncHTTPHandler(server.url, batch_age=60)
@@ -918,17 +908,7 @@ async def test_the_encoding_thread_ends_at_aclose(server: Server) -> None:
     assert server.messages() == ["one"]
 
 
-# ---------------------------------------------------------------- every backend
-# Driven as a lane drives it (aemit_batch, then aclose), on asyncio, uvloop and
-# trio, until the listener itself runs on trio; the server runs on a loop of
-# its own in a thread.
-
-
-@pytest.fixture
-def threaded_server() -> Iterator[Server]:
-    collector = Server()
-    with served_in_a_thread(collector.start, collector.stop):
-        yield collector
+# ------------------------------------------------------- driven as a lane drives it
 
 
 def _made(logger: logging.Logger, texts: Sequence[str]) -> list[logging.LogRecord]:
@@ -938,11 +918,10 @@ def _made(logger: logging.Logger, texts: Sequence[str]) -> list[logging.LogRecor
 
 
 @pytest.mark.anyio
-async def test_batches_go_out_the_same_way_on_every_backend(
-    threaded_server: Server, logger: logging.Logger
+async def test_a_retried_batch_keeps_its_key_and_its_headers(
+    server: Server, logger: logging.Logger
 ) -> None:
-    """On every backend: gzip, basic auth from the url, one Idempotency-Key per batch, retries."""
-    server = threaded_server
+    """gzip, basic auth from the url, one Idempotency-Key per batch, kept by its retry."""
     server.fail_next = 1
     url = server.url.replace("http://", "http://shop:s3cret@")
     handler = Reported(url, gzip=True, batch_size=2, batch_age=60, **FAST_RETRY)
@@ -960,57 +939,6 @@ async def test_batches_go_out_the_same_way_on_every_backend(
 
 
 @pytest.mark.anyio
-async def test_https_with_a_private_ca_on_every_backend(
-    certificates: trustme.CA, logger: logging.Logger
-) -> None:
-    """On every backend, ssl= trusting the server's CA gets records through; without it, none."""
-    server = Server()
-    server.ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    certificates.issue_cert("127.0.0.1").configure_cert(server.ssl_context)
-    client_ctx = ssl.create_default_context()
-    certificates.configure_trust(client_ctx)
-    trusted = Reported(server.url, ssl=client_ctx, batch_age=60)
-    untrusted = Reported(server.url, batch_age=60, retry_budget=0.2, **FAST_RETRY)
-    with served_in_a_thread(server.start, server.stop), anyio.fail_after(STALL):
-        await trusted.aemit_batch(_made(logger, ["secret"]))
-        await trusted.aclose()
-        await untrusted.aemit_batch(_made(logger, ["exposed"]))
-        await untrusted.aclose()
-    assert server.messages() == ["secret"]
-    assert (trusted.sent, untrusted.sent, untrusted.dropped) == (1, 0, 1)
-
-
-@pytest.mark.anyio
-async def test_a_stalled_server_is_timed_out_on_every_backend(
-    threaded_server: Server, logger: logging.Logger
-) -> None:
-    """request_timeout bounds a request that gets no answer; the retry delivers the batch."""
-    threaded_server.stall_next = 1
-    handler = Reported(threaded_server.url, batch_age=60, **{**FAST_RETRY, "request_timeout": 0.3})
-    with anyio.fail_after(STALL):
-        await handler.aemit_batch(_made(logger, ["late"]))
-        await handler.aclose()
-    assert threaded_server.messages() == ["late"]
-    assert handler.retries == 1
-
-
-@pytest.mark.anyio
-async def test_the_stdlib_twin_posts_on_every_backend(logger: logging.Logger) -> None:
-    """aioqlog.handlers.HTTPHandler sends the stdlib's form POST on every backend."""
-    from aioqlog.handlers import HTTPHandler
-
-    raw = RawServer()
-    with served_in_a_thread(raw.start, raw.stop), anyio.fail_after(STALL):
-        handler = HTTPHandler(raw.host, "/log", method="POST", credentials=("u", "p"))
-        await handler.aemit_batch(_made(logger, ["paid"]))
-        await handler.aclose()
-    ((method, target, body, auth, content_type),) = raw.seen()
-    assert (method, target, content_type) == ("POST", "/log", "application/x-www-form-urlencoded")
-    assert urllib.parse.parse_qs(body.decode())["msg"] == ["paid"]
-    assert auth == "Basic dTpw"
-
-
-@pytest.mark.asyncio
 async def test_the_handlers_own_request_lines_are_not_shipped(
     server: Server, logger: logging.Logger
 ) -> None:
@@ -1041,11 +969,9 @@ async def test_the_handlers_own_request_lines_are_not_shipped(
 
 
 @pytest.mark.anyio
-async def test_a_cancelled_aemit_batch_buffers_nothing_on_every_backend(
-    threaded_server: Server,
-) -> None:
+async def test_a_cancelled_aemit_batch_buffers_nothing(server: Server) -> None:
     """Cancelled while its encoding thread works (the run ending), aemit_batch buffers nothing."""
-    handler = AsyncHTTPHandler(threaded_server.url, batch_age=60)
+    handler = AsyncHTTPHandler(server.url, batch_age=60)
     records = [logging.makeLogRecord({"msg": f"r{i}"}) for i in range(40)]
     with anyio.CancelScope() as scope:
         scope.cancel()  # at its first wait: for the encoding thread
@@ -1070,11 +996,11 @@ def test_without_httpx_the_handlers_name_their_extra(monkeypatch: pytest.MonkeyP
 
 
 @pytest.mark.anyio
-async def test_a_listener_ships_through_the_handler_on_every_backend(
-    threaded_server: Server, logger: logging.Logger
+async def test_a_listener_ships_what_the_task_and_a_thread_log(
+    server: Server, logger: logging.Logger
 ) -> None:
-    """Through a QueueListener on every backend: what the task and a thread log arrives once."""
-    handler = Reported(threaded_server.url, batch_size=10, batch_age=0.05)
+    """Through a QueueListener: what the task and a thread log arrives once."""
+    handler = Reported(server.url, batch_size=10, batch_age=0.05)
     queue = aioqlog.LogQueue()
     logger.addHandler(aioqlog.QueueHandler(queue))
 
@@ -1088,12 +1014,12 @@ async def test_a_listener_ships_through_the_handler_on_every_backend(
                 logger.info("task %d", i)
             await anyio.to_thread.run_sync(from_a_thread)
     expected = [f"task {i}" for i in range(20)] + [f"thread {i}" for i in range(20)]
-    assert sorted(threaded_server.messages()) == sorted(expected)
+    assert sorted(server.messages()) == sorted(expected)
     assert (handler.sent, handler.pending, handler.reported) == (40, 0, [])
 
 
 def test_on_trio_the_end_of_the_run_without_stop_sends_everything(
-    threaded_server: Server, logger: logging.Logger
+    server: Server, logger: logging.Logger
 ) -> None:
     """trio.run ending without stop(): what was logged is shipped before it returns, once.
 
@@ -1102,7 +1028,7 @@ def test_on_trio_the_end_of_the_run_without_stop_sends_everything(
     """
     import trio
 
-    handler = Reported(threaded_server.url, batch_size=50, batch_age=60)
+    handler = Reported(server.url, batch_size=50, batch_age=60)
     queue = aioqlog.LogQueue()
     logger.addHandler(aioqlog.QueueHandler(queue))
     listener = aioqlog.QueueListener(queue, handler)
@@ -1115,7 +1041,7 @@ def test_on_trio_the_end_of_the_run_without_stop_sends_everything(
                 await trio.sleep(0.001)
 
     trio.run(main)
-    assert sorted(threaded_server.messages()) == sorted(f"r {i}" for i in range(300))
+    assert sorted(server.messages()) == sorted(f"r {i}" for i in range(300))
     assert (handler.sent, handler.pending) == (300, 0)
 
 

@@ -33,7 +33,7 @@ EXAMPLES = ROOT / "examples"
 # ---------------------------------------------------------------- the lifespan
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_lifespan_wraps_the_apps_own(logger: logging.Logger) -> None:
     """Logging starts before the app's startup, stops after its shutdown; state passes on."""
     recorder = Recorder()
@@ -63,7 +63,7 @@ def _queued() -> bool:
     return any(isinstance(h, aioqlog.QueueHandler) for h in logging.getLogger().handlers)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_lifespan_alone_yields_no_state() -> None:
     """Without an app lifespan, it runs logging only."""
     logging.getLogger().handlers[:] = [Recorder()]
@@ -294,7 +294,7 @@ def _install_only_app() -> Any:
     return app
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio  # uvicorn's Server, served in this process, runs on asyncio only
 @pytest.mark.usefixtures("uvicorn_loggers")
 @pytest.mark.parametrize(
     ("recipe", "log_config", "behind_aioqlog"),
@@ -356,7 +356,7 @@ async def test_uvicorns_access_log_goes_behind_aioqlog_with_the_documented_recip
 # ------------------------------------------------------------------- aiohttp
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio  # aiohttp's web app runs on asyncio only
 async def test_aiohttp_app_logs_every_request_through_aioqlog(tmp_path: Path) -> None:
     """The example app on a real aiohttp server: every line written; handlers restored."""
     from aiohttp import ClientSession, web

@@ -11,7 +11,6 @@ no span or the wrong one (the stdlib's ``QueueListener`` does: see the last test
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import logging.handlers
@@ -25,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import pytest
 from opentelemetry.instrumentation.logging.handler import (
     LoggingHandler as InstrumentationLoggingHandler,
@@ -34,7 +34,7 @@ from opentelemetry.sdk._logs import LoggingHandler as SDKLoggingHandler
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Span, Tracer
-from support import STALL, in_thread, join_all
+from support import STALL, bounded, in_thread, join_all
 
 import aioqlog
 
@@ -117,7 +117,7 @@ def otel(request: pytest.FixtureRequest) -> Iterator[OTel]:
     provider.shutdown()
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_coroutines_record_carries_its_span_not_the_workers(
     logger: logging.Logger, otel: OTel
 ) -> None:
@@ -140,14 +140,14 @@ async def test_a_coroutines_record_carries_its_span_not_the_workers(
     ]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_two_concurrent_requests_keep_their_own_spans(
     logger: logging.Logger, otel: OTel
 ) -> None:
     """Two interleaved requests on one loop: every record has its own request's span."""
     q = aioqlog.LogQueue()
     logger.addHandler(aioqlog.QueueHandler(q))
-    turns = {name: asyncio.Event() for name in ("a", "b")}
+    turns = {name: anyio.Event() for name in ("a", "b")}
     spans: dict[str, Span] = {}
 
     async def request(name: str, other: str) -> None:
@@ -155,13 +155,18 @@ async def test_two_concurrent_requests_keep_their_own_spans(
             spans[name] = span
             for step in range(3):
                 await turns[name].wait()  # take turns: a, b, a, b, ...
-                turns[name].clear()
+                turns[name] = anyio.Event()  # anyio's events cannot be cleared: a fresh one
                 logger.info("%s step %d", name, step)
                 turns[other].set()
 
+    async def both() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(request, "a", "b")
+            tg.start_soon(request, "b", "a")
+
     async with aioqlog.QueueListener(q, otel.handler):
         turns["a"].set()
-        await asyncio.wait_for(asyncio.gather(request("a", "b"), request("b", "a")), STALL)
+        await bounded(both())
         otel.hold.released.set()
     exported = otel.wait_exported(6)
     assert [body for *_, body in exported] == [f"{n} step {s}" for s in range(3) for n in "ab"]
@@ -170,7 +175,7 @@ async def test_two_concurrent_requests_keep_their_own_spans(
     assert ids(spans["a"])[0] != ids(spans["b"])[0]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_records_from_threads_carry_their_threads_span(
     logger: logging.Logger, otel: OTel
 ) -> None:

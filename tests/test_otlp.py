@@ -1,4 +1,8 @@
-"""OTLP/HTTP logs: AsyncHTTPHandler(body="otlp") to a receiver decoding with opentelemetry-proto."""
+"""OTLP/HTTP logs: AsyncHTTPHandler(body="otlp") to a receiver decoding with opentelemetry-proto.
+
+The receiver (aiohttp, asyncio only) serves on a loop of its own in a thread,
+so that the tests run on asyncio, uvloop and trio.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,15 @@ import base64
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
-import pytest_asyncio
 from aiohttp import web
-from support import STALL, bounded, served_in_a_thread
+from support import STALL, in_thread, on_its_loop, served_in_a_thread
 
 import aioqlog
 from aioqlog.handlers import AsyncHTTPHandler
@@ -30,23 +35,35 @@ class Receiver:
     def __init__(self) -> None:
         self.requests: list[Any] = []
         self.content_types: list[str] = []
-        self.received = asyncio.Condition()
+        self.received = threading.Condition()
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port: int = sock.getsockname()[1]
         self.runner: web.AppRunner | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # the receiver's own
 
-    async def start(self) -> None:
+    async def serve(self) -> None:
+        """Start serving (on the receiver's own loop)."""
+        self.loop = asyncio.get_running_loop()
         app = web.Application()
         app.router.add_post("/v1/logs", self.export)
         self.runner = web.AppRunner(app, shutdown_timeout=0.1)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port, reuse_address=True).start()
 
-    async def stop(self) -> None:
+    async def close(self) -> None:
+        """Stop serving: connections are refused (on the receiver's own loop)."""
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
+
+    async def start(self) -> None:
+        """Serve again, from a test on any backend."""
+        await on_its_loop(self.loop, self.serve)
+
+    async def stop(self) -> None:
+        """Go away, from a test on any backend."""
+        await on_its_loop(self.loop, self.close)
 
     @property
     def url(self) -> str:
@@ -59,7 +76,7 @@ class Receiver:
             json_format.ParseDict(_hex_ids_to_base64(json.loads(await request.text())), message)
         except (json_format.ParseError, ValueError) as exc:
             return web.Response(status=400, text=str(exc))
-        async with self.received:
+        with self.received:
             self.requests.append(message)
             self.content_types.append(request.headers["Content-Type"])
             self.received.notify_all()
@@ -79,8 +96,13 @@ class Receiver:
         return [r.body.string_value for _, scope, r in self.records() if scope.name != "aioqlog"]
 
     async def wait_for(self, count: int) -> None:
-        async with self.received:
-            await bounded(self.received.wait_for(lambda: len(self.records()) >= count))
+        """Await (in a thread of its own) *count* records received."""
+
+        def wait() -> bool:
+            with self.received:
+                return self.received.wait_for(lambda: len(self.records()) >= count, STALL)
+
+        assert await in_thread(wait), f"only {len(self.records())} of {count} records arrived"
 
 
 def _hex_ids_to_base64(payload: Any) -> Any:
@@ -99,19 +121,19 @@ def _hex_ids_to_base64(payload: Any) -> Any:
     return payload
 
 
-@pytest_asyncio.fixture
-async def receiver() -> AsyncIterator[Receiver]:
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A receiver serving on a loop of its own, in a thread."""
     r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
+    with served_in_a_thread(r.serve, r.close):
+        yield r
 
 
 def _attributes(record: Any) -> dict[str, Any]:
     return {kv.key: json_format.MessageToDict(kv.value) for kv in record.attributes}
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_every_field_decodes_with_the_official_message_types(
     receiver: Receiver, logger: logging.Logger
 ) -> None:
@@ -129,11 +151,13 @@ async def test_every_field_decodes_with_the_official_message_types(
         with tracer.start_as_current_span(name) as span:
             spans[name] = span.get_span_context()
             logger.info("%s starts", name)
-            await asyncio.sleep(0)
+            await anyio.lowlevel.checkpoint()
             logger.warning("%s ends", name)
 
     async with aioqlog.QueueListener(q, handler):
-        await asyncio.gather(request("a"), request("b"))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(request, "a")
+            tg.start_soon(request, "b")
         try:
             raise ValueError("boom")
         except ValueError:
@@ -174,7 +198,7 @@ async def test_every_field_decodes_with_the_official_message_types(
     assert between.severity_number == 12  # INFO's band, as far as it goes (9 + 3)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_nothing_is_lost_across_a_receiver_restart(
     receiver: Receiver, logger: logging.Logger
 ) -> None:
@@ -200,22 +224,3 @@ async def test_nothing_is_lost_across_a_receiver_restart(
         await receiver.wait_for(30)
     assert receiver.bodies() == [f"r {i}" for i in range(30)]
     assert handler.dropped == 0
-
-
-@pytest.mark.anyio
-async def test_the_otlp_body_decodes_on_every_backend(logger: logging.Logger) -> None:
-    """On asyncio, uvloop and trio, an OTLP batch decodes with the official message types."""
-    receiver = Receiver()
-    handler = AsyncHTTPHandler(receiver.url, body="otlp", resource={"service.name": "checkout"})
-    records = [
-        logger.makeRecord(logger.name, level, __file__, 1, text, (), None)
-        for level, text in ((logging.INFO, "paid"), (logging.ERROR, "refunded"))
-    ]
-    with served_in_a_thread(receiver.start, receiver.stop), anyio.fail_after(STALL):
-        await handler.aemit_batch(records)
-        await handler.aclose()
-    assert receiver.bodies() == ["paid", "refunded"]
-    assert [r.severity_number for _, _, r in receiver.records()] == [9, 17]
-    ((resource, scope, _), _) = receiver.records()
-    assert scope.name == logger.name
-    assert resource.attributes[0].value.string_value == "checkout"

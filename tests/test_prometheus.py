@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import shutil
@@ -12,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import anyio.lowlevel
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
@@ -107,7 +107,7 @@ async def steady_scrape(
         samples = scrape(registry)
         if listener.stats == before:
             return before, samples
-        await asyncio.sleep(0)  # let the listener hand on what the lanes reported
+        await anyio.lowlevel.checkpoint()  # let the listener hand on what the lanes reported
     raise AssertionError(f"the stats never held still for a scrape: {listener.stats}")
 
 
@@ -121,7 +121,7 @@ def between(low: dict[Key, float], seen: dict[Key, float], high: dict[Key, float
     return seen.keys() == low.keys() == high.keys()
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_the_scrape_matches_the_stats_while_records_flow(logger: logging.Logger) -> None:
     """Every metric equals listener.stats, for the queue and for each handler, drops included."""
     registry = CollectorRegistry()
@@ -181,7 +181,7 @@ async def test_the_scrape_matches_the_stats_while_records_flow(logger: logging.L
     assert scrape(registry)[("aioqlog_listener_running", frozenset({("listener", "app")}))] == 0
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_recursion_drops_are_a_reason_of_their_own(logger: logging.Logger) -> None:
     """A handler logging from its own emit shows as reason="recursion", not as queue overflow."""
     registry = CollectorRegistry()
@@ -201,7 +201,7 @@ async def test_recursion_drops_are_a_reason_of_their_own(logger: logging.Logger)
     assert samples[(key, frozenset({("listener", "listener"), ("reason", "queue_overflow")}))] == 0
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_each_listener_has_its_own_series(logger: logging.Logger) -> None:
     """Listeners are told apart by name: given, the installed logger's, or numbered."""
     registry = CollectorRegistry()
@@ -317,7 +317,7 @@ def test_the_docs_sample_runs_as_written() -> None:
     assert 'aioqlog_handler_handled_total{handler="console",listener="root"}' in result.stdout
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_the_oldest_waiting_record_shows_how_far_behind_a_handler_is(
     logger: logging.Logger,
 ) -> None:

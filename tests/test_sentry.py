@@ -11,18 +11,19 @@ breadcrumbs only, and that aioqlog's handler still gets every record once.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import pytest
 import sentry_sdk
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.integrations.logging import BreadcrumbHandler, EventHandler, LoggingIntegration
 from sentry_sdk.transport import Transport
-from support import STALL, Recorder, in_thread, join_all
+from support import STALL, Recorder, bounded, in_thread, join_all
 
 import aioqlog
 
@@ -125,7 +126,7 @@ def check_delivered(recorder: Recorder, names: list[str]) -> None:
     assert len(recorder.records) == 4 * len(names)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_concurrent_requests_get_their_own_events_and_breadcrumbs(
     logger: logging.Logger, sentry: Keep
 ) -> None:
@@ -134,26 +135,31 @@ async def test_concurrent_requests_get_their_own_events_and_breadcrumbs(
     recorder.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     logger.addHandler(recorder)
     names = ["a", "b"]
-    turns = {name: asyncio.Event() for name in names}
+    turns = {name: anyio.Event() for name in names}
 
     async def request(name: str, other: str) -> None:
         with sentry_sdk.isolation_scope() as scope:
             scope.set_tag("request", name)
             for step in range(3):
                 await turns[name].wait()  # take turns: a, b, a, b, ...
-                turns[name].clear()
+                turns[name] = anyio.Event()  # anyio's events cannot be cleared: a fresh one
                 log_request(logger, name, step)
                 turns[other].set()
 
+    async def both() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(request, "a", "b")
+            tg.start_soon(request, "b", "a")
+
     async with aioqlog.install(logger):
         turns["a"].set()
-        await asyncio.wait_for(asyncio.gather(request("a", "b"), request("b", "a")), STALL)
+        await bounded(both())
     check_events(sentry.events(), names)
     check_delivered(recorder, names)
     assert all(name.startswith("aioqlog-") for name in recorder.threads)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_requests_in_threads_get_their_own_events_and_breadcrumbs(
     logger: logging.Logger, sentry: Keep
 ) -> None:
@@ -190,7 +196,7 @@ class Hold(logging.Filter):
         return self.released.wait(STALL)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_sentrys_handlers_moved_behind_aioqlog_keep_the_request_scope(
     logger: logging.Logger, sentry: Keep
 ) -> None:
@@ -216,10 +222,15 @@ async def test_sentrys_handlers_moved_behind_aioqlog_keep_the_request_scope(
             scope.set_tag("request", name)
             for step in range(3):
                 log_request(logger, name, step)
-                await asyncio.sleep(0)  # let the other request log in between
+                await anyio.lowlevel.checkpoint()  # let the other request log in between
+
+    async def every() -> None:
+        async with anyio.create_task_group() as tg:
+            for name in names:
+                tg.start_soon(request, name)
 
     async with aioqlog.install(logger):
-        await asyncio.wait_for(asyncio.gather(*(request(n) for n in names)), STALL)
+        await bounded(every())
         events = await in_thread(lambda: sentry.wait_events(len(names)))
         hold.released.set()
     assert sorted(e["tags"]["request"] for e in events) == names
@@ -249,7 +260,7 @@ def formatted_with_sentry(logger: logging.Logger, recorder: Recorder) -> str:
     return recorder.lines[0]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_handler_behind_aioqlog_writes_its_own_traceback_text(
     logger: logging.Logger, sentry: Keep
 ) -> None:

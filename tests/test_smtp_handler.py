@@ -145,7 +145,7 @@ def _serve(logger: logging.Logger, handler: aioqlog.AsyncHandler) -> aioqlog.Que
     return aioqlog.QueueListener(q, handler)
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio  # aiosmtplib is asyncio-only (its refusal of trio is tested)
 async def test_an_error_storm_is_one_digest_mail(smtp: Server, logger: logging.Logger) -> None:
     """50 errors in a burst become one mail holding all of them, in order."""
     handler = _handler(smtp, subject_prefix="[shop] ")
@@ -166,7 +166,7 @@ async def test_an_error_storm_is_one_digest_mail(smtp: Server, logger: logging.L
     assert (handler.sent, handler.mails, handler.dropped) == (50, 1, 0)
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio  # aiosmtplib is asyncio-only (its refusal of trio is tested)
 async def test_digest_size_caps_a_mail(smtp: Server, logger: logging.Logger) -> None:
     """digest_size=10 and 25 records: three mails of 10, 10 and 5."""
     handler = _handler(smtp, digest_size=10)
@@ -177,7 +177,7 @@ async def test_digest_size_caps_a_mail(smtp: Server, logger: logging.Logger) -> 
     assert counts == [10, 10, 5]
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio  # aiosmtplib is asyncio-only (its refusal of trio is tested)
 async def test_a_lone_record_goes_once_the_digest_age_passes(
     smtp: Server, logger: logging.Logger
 ) -> None:
@@ -189,7 +189,7 @@ async def test_a_lone_record_goes_once_the_digest_age_passes(
     assert smtp.mailbox.mails[0]["Subject"] == "CRITICAL: disk full"
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio  # aiosmtplib is asyncio-only (its refusal of trio is tested)
 async def test_a_temporary_refusal_is_retried(smtp: Server, logger: logging.Logger) -> None:
     """451 twice, then accepted: one mail, reported once, nothing lost."""
     smtp.mailbox.answers = ["451 try again later", "451 try again later"]
@@ -201,7 +201,7 @@ async def test_a_temporary_refusal_is_retried(smtp: Server, logger: logging.Logg
     assert handler.reported == [f"{handler!r}: a batch of 1 records could not be sent; retrying"]
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio  # aiosmtplib is asyncio-only (its refusal of trio is tested)
 async def test_a_permanent_refusal_drops_and_the_next_mail_says_so(
     smtp: Server, logger: logging.Logger
 ) -> None:
@@ -219,7 +219,7 @@ async def test_a_permanent_refusal_drops_and_the_next_mail_says_so(
     assert "record 3" in body
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio  # aiosmtplib is asyncio-only (its refusal of trio is tested)
 async def test_nothing_is_lost_while_the_server_restarts(
     smtp: Server, logger: logging.Logger
 ) -> None:
@@ -243,7 +243,7 @@ async def test_nothing_is_lost_while_the_server_restarts(
 
 # A server on 127.0.0.1 for the test: AUTH without TLS is what we mean.
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
-@pytest.mark.asyncio
+@pytest.mark.asyncio  # aiosmtplib is asyncio-only (its refusal of trio is tested)
 async def test_login(logger: logging.Logger) -> None:
     """With username and password the handler logs in where the server requires it."""
     server = Server(login=("app", "s3cret"))
@@ -281,7 +281,7 @@ def test_bad_arguments_are_refused_with_the_fix(kwargs: dict[str, Any], message:
         AsyncSMTPHandler("127.0.0.1", **arguments)
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio  # aiosmtplib is asyncio-only (its refusal of trio is tested)
 async def test_starttls_with_a_private_ca(logger: logging.Logger) -> None:
     """A server that requires STARTTLS: with starttls=True and the CA trusted, mail goes."""
     ca = trustme.CA()
@@ -318,7 +318,7 @@ async def test_starttls_with_a_private_ca(logger: logging.Logger) -> None:
     assert handler.reported == []
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio  # aiosmtplib is asyncio-only (its refusal of trio is tested)
 async def test_stop_cuts_a_backoff_short_within_close_budget(
     smtp: Server, logger: logging.Logger
 ) -> None:
@@ -338,7 +338,7 @@ async def test_stop_cuts_a_backoff_short_within_close_budget(
     assert handler.pending == 1
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio  # aiosmtplib is asyncio-only (its refusal of trio is tested)
 async def test_a_slow_fqdn_lookup_does_not_stall_the_loop(
     smtp: Server, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -411,7 +411,7 @@ def _twin_records(logger: logging.Logger) -> list[logging.LogRecord]:
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
 @pytest.mark.parametrize("login", [None, ("app", "s3cret")])
-@pytest.mark.asyncio
+@pytest.mark.asyncio  # aiosmtplib is asyncio-only (its refusal of trio is tested)
 async def test_smtp_handler_sends_the_stdlib_mails(
     logger: logging.Logger, login: tuple[str, str] | None
 ) -> None:
@@ -455,7 +455,7 @@ async def test_smtp_handler_sends_the_stdlib_mails(
     assert (twin.sent, twin.dropped) == (2, 0)
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio  # aiosmtplib is asyncio-only (its refusal of trio is tested)
 async def test_smtp_handler_retries_a_temporary_refusal(
     smtp: Server, logger: logging.Logger
 ) -> None:
@@ -478,7 +478,7 @@ async def test_smtp_handler_retries_a_temporary_refusal(
     assert (handler.sent, handler.dropped, handler.retries) == (2, 0, 1)
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio  # aiosmtplib is asyncio-only (its refusal of trio is tested)
 async def test_smtp_handler_secure_upgrades_with_starttls_before_the_login(
     logger: logging.Logger,
 ) -> None:

@@ -11,7 +11,6 @@ of the three is configured by changing ``logging.handlers.`` to
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import logging.config
 import logging.handlers
@@ -27,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.to_thread
+import anyio.from_thread
+import anyio.lowlevel
 import pytest
-from support import STALL, bounded, in_thread
+from support import STALL, bounded, in_thread, served_in_a_thread
 from test_http_handler import RawServer
 from test_smtp_handler import Server as SMTPServer
 
@@ -133,7 +133,7 @@ def _fields(records: list[logging.LogRecord]) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.__dict__.items() if k not in WHEN} for r in records]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_socket_handler_sends_the_stdlib_records_across_a_restart(
     cookbook: CookbookServer, logger: logging.Logger
 ) -> None:
@@ -174,7 +174,7 @@ class Buffering(SocketHandler):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.all_in = asyncio.Event()
+        self.all_in = anyio.Event()
         self.handed = 0
 
     async def aemit_batch(self, records: Sequence[logging.LogRecord]) -> None:
@@ -187,7 +187,7 @@ class Buffering(SocketHandler):
         pass  # "could not be sent; reconnecting": expected here
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_socket_handler_buffers_while_the_server_is_away_and_counts_drops(
     logger: logging.Logger,
 ) -> None:
@@ -218,20 +218,20 @@ async def test_socket_handler_buffers_while_the_server_is_away_and_counts_drops(
     assert (handler.sent, handler.dropped) == (2, 3)
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_socket_handler_resolves_the_host_off_the_loop(
     cookbook: CookbookServer, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A resolver that hangs does not hold the loop: it keeps running until the name resolves."""
-    loop = asyncio.get_running_loop()
-    resolving = asyncio.Event()
+    token = anyio.lowlevel.current_token()
+    resolving = anyio.Event()
     resolved = threading.Event()
     waited: list[bool] = []
     real = socket.getaddrinfo
 
     def slow_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
         if host == "logs.test":
-            loop.call_soon_threadsafe(resolving.set)
+            anyio.from_thread.run_sync(resolving.set, token=token)
             waited.append(resolved.wait(5.0))  # on the loop, this would never be set
             host = "127.0.0.1"
         return real(host, *args, **kwargs)
@@ -244,7 +244,7 @@ async def test_socket_handler_resolves_the_host_off_the_loop(
         logger.info("resolved")
         await bounded(resolving.wait())
         for _ in range(100):  # the loop keeps running other tasks meanwhile
-            await asyncio.sleep(0)
+            await anyio.lowlevel.checkpoint()
         resolved.set()
     assert waited == [True]
     assert await in_thread(lambda: cookbook.wait_for(1))
@@ -262,7 +262,7 @@ class UnixCookbookServer(_Receiving, socketserver.ThreadingUnixStreamServer):
 
 
 @pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no unix sockets here")
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_socket_handler_over_a_unix_socket(logger: logging.Logger, tmp_path: Path) -> None:
     """port=None: host is a unix socket path, as for the stdlib handler."""
     path = str(tmp_path / "log.sock")
@@ -345,12 +345,11 @@ async def _configure_and_log(logger: logging.Logger, entry: dict[str, Any]) -> l
     return handler
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_dictconfig_http_handler(configured: logging.Logger) -> None:
     """logging.handlers.HTTPHandler's entry, with aioqlog.handlers in its class, works."""
     raw = RawServer()
-    await raw.start()
-    try:
+    with served_in_a_thread(raw.start, raw.stop):  # asyncio's streams, on a loop of their own
         entry = {
             "class": "logging.handlers.HTTPHandler",
             "host": raw.host,
@@ -360,15 +359,13 @@ async def test_dictconfig_http_handler(configured: logging.Logger) -> None:
             "level": "ERROR",
         }
         handler = await _configure_and_log(configured, entry)
-    finally:
-        await raw.stop()
     bodies = [urllib.parse.parse_qs(body.decode()) for _, _, _, body in raw.requests]
     assert [b["msg"] for b in bodies] == [["first %s"], ["second"]]
     assert {r[2]["authorization"] for r in raw.requests} == {"Basic b3BzOnMzY3JldA=="}
     assert (handler.sent, handler.dropped) == (2, 0)  # type: ignore[attr-defined]
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio  # aiosmtplib is asyncio-only: the twin's trio refusal is tested below
 async def test_dictconfig_smtp_handler(configured: logging.Logger) -> None:
     """logging.handlers.SMTPHandler's entry, with aioqlog.handlers in its class, works."""
     server = SMTPServer()
@@ -391,7 +388,7 @@ async def test_dictconfig_smtp_handler(configured: logging.Logger) -> None:
     assert (handler.sent, handler.dropped) == (2, 0)  # type: ignore[attr-defined]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_dictconfig_socket_handler(
     configured: logging.Logger, cookbook: CookbookServer
 ) -> None:
@@ -422,62 +419,3 @@ def test_the_smtp_twin_refuses_trio_with_the_fix(logger: logging.Logger) -> None
 
     trio.run(main)
     assert made_before.pending == 0
-
-
-def _made(logger: logging.Logger) -> list[logging.LogRecord]:
-    """Make the records _log_calls logs, without logging them."""
-    keeper = logging.handlers.BufferingHandler(100)
-    logger.addHandler(keeper)
-    try:
-        _log_calls(logger)
-    finally:
-        logger.removeHandler(keeper)
-    return keeper.buffer
-
-
-@pytest.mark.anyio
-async def test_socket_handler_across_a_restart_on_every_backend(
-    cookbook: CookbookServer, logger: logging.Logger
-) -> None:
-    """On asyncio, uvloop and trio, the cookbook server gets the records across a restart."""
-    handler = SocketHandler("127.0.0.1", cookbook.port, retryStart=0.02, retryMax=0.05)
-    restarted: CookbookServer | None = None
-    try:
-        with anyio.fail_after(STALL):
-            await handler.aemit_batch(_made(logger))
-            assert await anyio.to_thread.run_sync(lambda: cookbook.wait_for(3))
-            await anyio.to_thread.run_sync(cookbook.stop)
-            restarted = await anyio.to_thread.run_sync(lambda: CookbookServer(cookbook.port))
-            await handler.aemit_batch(_made(logger))
-            await handler.aclose()
-        assert await anyio.to_thread.run_sync(
-            lambda: restarted is not None and restarted.wait_for(3)
-        )
-    finally:
-        if restarted is not None:
-            restarted.stop()
-    assert restarted is not None
-    assert [r.getMessage() for r in restarted.records] == [
-        "paid 42",
-        "an object {'a': 'object'}",
-        "failed",
-    ]
-    assert (handler.sent, handler.dropped, handler.reconnects) == (6, 0, 1)
-
-
-@pytest.mark.anyio
-async def test_socket_handler_over_a_unix_socket_on_every_backend(
-    logger: logging.Logger, tmp_path: Path
-) -> None:
-    """port=None (a unix socket path) on every backend."""
-    path = str(tmp_path / "log.sock")
-    server = UnixCookbookServer(path)
-    handler = SocketHandler(path, None)
-    try:
-        with anyio.fail_after(STALL):
-            await handler.aemit_batch(_made(logger)[:1])
-            await handler.aclose()
-        assert await anyio.to_thread.run_sync(lambda: server.wait_for(1))
-    finally:
-        await anyio.to_thread.run_sync(server.stop)
-    assert [r.getMessage() for r in server.records] == ["paid 42"]

@@ -120,7 +120,7 @@ def test_direct_output_is_what_the_test_expects(stdlib_logger: logging.Logger) -
     assert '"request_id": "t-1"' in direct.lines[4]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_output_is_byte_identical_to_direct_handling(stdlib_logger: logging.Logger) -> None:
     """Context bound at the call, values changed after it, exceptions: bytes as without aioqlog."""
     direct = Recorder()
@@ -151,7 +151,7 @@ def fail_and_log() -> None:
         structlog.get_logger(NAME).exception("lookup failed")
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_exception_keeps_its_traceback_when_the_formatter_renders_it(
     stdlib_logger: logging.Logger,
 ) -> None:

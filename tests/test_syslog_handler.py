@@ -21,7 +21,6 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import anyio.to_thread
 import pytest
 from support import STALL, bounded, in_thread
 
@@ -166,7 +165,7 @@ LEVELS = [
 
 @needs_rsyslog
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_rsyslog_receives_every_record_in_order(
     transport: str, rsyslog: Rsyslog, logger: logging.Logger
 ) -> None:
@@ -193,7 +192,7 @@ async def test_rsyslog_receives_every_record_in_order(
 
 
 @needs_rsyslog
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_tcp_reconnects_after_a_server_restart(
     rsyslog: Rsyslog, logger: logging.Logger
 ) -> None:
@@ -214,7 +213,7 @@ async def test_tcp_reconnects_after_a_server_restart(
 
 
 @needs_rsyslog
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_full_buffer_drops_counts_and_reports(
     rsyslog: Rsyslog, logger: logging.Logger
 ) -> None:
@@ -239,7 +238,7 @@ async def test_a_full_buffer_drops_counts_and_reports(
 
 @needs_rsyslog
 @pytest.mark.parametrize(("transport", "max_message"), [("udp", 2048), ("tcp", 60_000)])
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_huge_record_is_cut_and_the_rest_arrives(
     transport: str, max_message: int, rsyslog: Rsyslog, logger: logging.Logger
 ) -> None:
@@ -273,7 +272,7 @@ def unix_socket(tmp_path: Path) -> Iterator[socket.socket]:
     sock.close()
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_unix_datagram_socket_gets_rfc5424_messages(
     unix_socket: socket.socket, logger: logging.Logger
 ) -> None:
@@ -295,7 +294,7 @@ async def test_a_unix_datagram_socket_gets_rfc5424_messages(
     assert second.endswith(" - multi\nline")
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_a_record_that_fails_to_format_is_reported_alone(
     unix_socket: socket.socket, logger: logging.Logger
 ) -> None:
@@ -310,7 +309,7 @@ async def test_a_record_that_fails_to_format_is_reported_alone(
     assert handler.reported == ["%d apples"]
 
 
-@pytest.mark.asyncio
+@pytest.mark.anyio
 async def test_an_unreachable_server_is_reported_once_and_stop_returns(
     logger: logging.Logger,
 ) -> None:
@@ -362,75 +361,13 @@ def test_bad_arguments_are_refused_with_the_fix(
         AsyncSyslogHandler(**kwargs)
 
 
-# ---------------------------------------------------------------- every backend
-# Driven as a lane drives it (aemit_batch, then aclose), on asyncio, uvloop and
-# trio, until the listener itself runs on trio.
+# ---------------------------------------------------------------- TLS, trio's runs
 
 
 def _records(logger: logging.Logger, texts: list[str]) -> list[logging.LogRecord]:
     return [
         logger.makeRecord(logger.name, logging.INFO, __file__, 1, text, (), None) for text in texts
     ]
-
-
-async def _blocking(fn: Any) -> Any:
-    """Run *fn* (a bounded wait on the server) in a thread, off the loop."""
-    with anyio.fail_after(STALL + 5):
-        return await anyio.to_thread.run_sync(fn)
-
-
-@needs_rsyslog
-@pytest.mark.parametrize("transport", ["udp", "tcp"])
-@pytest.mark.anyio
-async def test_rsyslog_receives_records_on_every_backend(
-    transport: str, rsyslog: Rsyslog, logger: logging.Logger
-) -> None:
-    """On asyncio, uvloop and trio, records arrive in order and aclose() sends what is left."""
-    port = rsyslog.udp_port if transport == "udp" else rsyslog.tcp_port
-    handler = Reported(("127.0.0.1", port), transport=transport, app_name="shop")
-    texts = [f"record {i}" for i in range(20)]
-    with anyio.fail_after(STALL):
-        await handler.aemit_batch(_records(logger, texts[:10]))
-        for record in _records(logger, texts[10:]):
-            await handler.aemit(record)
-        await handler.aclose()
-    msgid = logger.name[:32]
-    assert await _blocking(lambda: rsyslog.wait_for(msgid, 20)) == texts
-    assert (handler.sent, handler.pending, handler.reported) == (20, 0, [])
-
-
-@needs_rsyslog
-@pytest.mark.anyio
-async def test_tcp_reconnects_after_a_server_restart_on_every_backend(
-    rsyslog: Rsyslog, logger: logging.Logger
-) -> None:
-    """On every backend, a server that went away is noticed before writing, and nothing is lost."""
-    handler = Reported(("127.0.0.1", rsyslog.tcp_port), transport="tcp", backoff=0.05)
-    msgid = logger.name[:32]
-    with anyio.fail_after(STALL * 3):
-        await handler.aemit_batch(_records(logger, ["before"]))
-        await _blocking(lambda: rsyslog.wait_for(msgid, 1))
-        await _blocking(rsyslog.stop)
-        await handler.aemit_batch(_records(logger, [f"while down {i}" for i in range(10)]))
-        await _blocking(rsyslog.start)
-        await _blocking(lambda: rsyslog.wait_for(msgid, 11))
-        await handler.aclose()
-    assert rsyslog.messages(msgid) == ["before"] + [f"while down {i}" for i in range(10)]
-    assert handler.reconnects >= 1
-    assert handler.reported[0].endswith("could not be sent; reconnecting")
-
-
-@pytest.mark.anyio
-async def test_a_unix_datagram_socket_works_on_every_backend(
-    unix_socket: socket.socket, logger: logging.Logger
-) -> None:
-    """Over a unix datagram socket, each record is one message, on every backend."""
-    handler = Reported(unix_socket.getsockname(), transport="unix")
-    with anyio.fail_after(STALL):
-        await handler.aemit_batch(_records(logger, ["a", "b"]))
-        await handler.aclose()
-    received = [unix_socket.recv(65536).decode() for _ in range(2)]
-    assert [m.rsplit(" - ", 1)[1] for m in received] == ["a", "b"]
 
 
 @pytest.mark.anyio
