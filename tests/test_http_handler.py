@@ -1047,18 +1047,18 @@ def test_on_trio_the_end_of_the_run_without_stop_sends_everything(
 
 @pytest.mark.anyio
 async def test_a_batch_is_encoded_in_place_when_no_thread_may_start(
-    threaded_server: Server, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
+    server: Server, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """At interpreter exit (Python 3.12+ starts no thread), a batch is encoded on the loop."""
 
     def refuse(self: threading.Thread) -> None:
         raise RuntimeError("can't create new thread at interpreter shutdown")
 
-    handler = Reported(threaded_server.url, batch_age=60)
+    handler = Reported(server.url, batch_age=60)
     with monkeypatch.context() as patch:
         patch.setattr(threading.Thread, "start", refuse)
         await handler.aemit_batch(_made(logger, ["last"]))
     with anyio.fail_after(STALL):
         await handler.aclose()
-    assert threaded_server.messages() == ["last"]
+    assert server.messages() == ["last"]
     assert handler.reported == []
