@@ -24,8 +24,10 @@ the listener: both import it, to register themselves.
 from __future__ import annotations
 
 import atexit
+import concurrent.futures.thread  # noqa: F401 - its exit hook must be registered before ours
 import logging
 import os
+import threading
 import weakref
 from typing import Protocol
 
@@ -84,12 +86,16 @@ def track_queue(queue: ExitQueue) -> None:
     _queues.add(queue)
 
 
-def _at_exit() -> None:
+def _finish_listeners() -> None:
     for listener in list(_listeners):
         try:
             listener._at_exit()
         except Exception as exc:  # noqa: BLE001 - exit must go on
             write_stderr(f"could not finish {listener!r} at exit: {exc!r}")
+
+
+def _at_exit() -> None:
+    _finish_listeners()
     for queue in list(_queues):
         if not queue._has_listener() and queue.qsize():
             write_stderr(
@@ -122,5 +128,14 @@ def skip_at_shutdown(handler: logging.Handler) -> None:
 
 
 atexit.register(_at_exit)
+# Also earlier, while the interpreter can still run the handlers' I/O: threading
+# runs these hooks (last registered first) before it joins the non-daemon
+# threads, and before concurrent.futures' own hook makes executors refuse work,
+# which a network handler's connection needs (its DNS lookup). A listener whose
+# loop runs in a daemon thread is stopped on that loop here; the atexit hook
+# then finishes what non-daemon threads log after this.
+_register_early = getattr(threading, "_register_atexit", None)
+if _register_early is not None:
+    _register_early(_finish_listeners)
 if hasattr(os, "register_at_fork"):  # not on Windows, which cannot fork
     os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1062,3 +1062,61 @@ async def test_a_batch_is_encoded_in_place_when_no_thread_may_start(
         await handler.aclose()
     assert server.messages() == ["last"]
     assert handler.reported == []
+
+
+_DAEMON_LOOP_AT_EXIT = """
+import logging, sys, threading, time
+import aioqlog
+from aioqlog.handlers import AsyncHTTPHandler
+
+backend, url = sys.argv[1], sys.argv[2]
+q = aioqlog.LogQueue()
+log = logging.getLogger("app")
+log.propagate = False
+log.setLevel(logging.INFO)
+log.addHandler(aioqlog.QueueHandler(q))
+listener = aioqlog.QueueListener(q, AsyncHTTPHandler(url, batch_size=500, batch_age=5.0))
+served = threading.Event()
+
+async def main(forever):
+    listener.start()
+    for i in range(300):
+        log.info("rec %d", i)
+    served.set()
+    await forever()
+
+if backend == "trio":
+    import trio
+    target = lambda: trio.run(main, trio.sleep_forever)
+else:
+    import asyncio
+    target = lambda: asyncio.run(main(lambda: asyncio.Event().wait()))
+threading.Thread(target=target, daemon=True).start()
+served.wait(30)
+time.sleep(0.5)  # the program runs a while: the handler's sender is up when it ends
+for i in range(300, 400):
+    log.info("rec %d", i)
+"""
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_loop_in_a_daemon_thread_ships_everything_at_exit(server: Server, backend: str) -> None:
+    """The loop runs in a daemon thread as the program ends: every record is shipped, at once.
+
+    The exit stops that listener while executors still take work (a
+    connection's DNS lookup needs one): later, each try failed until the
+    10 s bound and the records were lost.
+    """
+    for attempt in range(3):  # the lost records depended on timing: a few runs show it
+        began = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-c", _DAEMON_LOOP_AT_EXIT, backend, server.url],
+            capture_output=True,
+            text=True,
+            timeout=STALL * 2,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        shipped = sorted(server.messages())
+        assert shipped == sorted([f"rec {i}" for i in range(400)] * (attempt + 1)), done.stderr
+        assert time.monotonic() - began < 8, done.stderr  # well within the 10 s bound
