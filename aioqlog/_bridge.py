@@ -10,6 +10,11 @@ Who may call what
   ``put_nowait`` only.
 * The consumer (the listener's task, on the loop thread): the ``_``-prefixed
   consumer methods, while it holds the *delivery right*.
+* A thread the consumer lends the right to (the one-hop path: its lone sync
+  handler's worker takes records itself): ``_take``, ``_listen_in_thread``,
+  ``_stop_listening`` and ``_left_before_stop``, while the consumer's task
+  only waits. The consumer takes the right back (the thread then stops
+  taking) before it calls any other consumer method.
 * A producer that finds no consumer attached borrows the delivery right and
   delivers queued records itself, in its own thread (``_drain_in_caller``).
 
@@ -33,7 +38,9 @@ are atomic under the GIL. Two one-slot deques carry the hand-offs:
   appends its record, *then* pops the token. Whatever the interleaving, either
   the consumer's re-check sees the record or the producer's pop sees the token.
   Exactly one popper wins the token, so a burst of records costs one
-  cross-thread wake-up, however many producers race.
+  cross-thread wake-up, however many producers race. A consumer thread parks
+  the same way: its token (``_listen_in_thread``) rings its worker's bell
+  instead of resolving a waiter on a loop, so the loop is not involved.
 * ``_right`` holds the delivery right while nobody delivers. The attached
   consumer keeps it for its whole run. Without a consumer, a producer pops it,
   delivers everything queued, puts it back and re-checks the buffer: a record
@@ -85,6 +92,18 @@ _TOKEN = True
 
 # Bound once: every log call uses it.
 _copy_context = contextvars.copy_context
+
+
+def _ring_thread(bell: Any, is_closed: Any) -> None:
+    """Ring a consumer thread's bell, in the waker's thread (its token's "call soon").
+
+    Raises RuntimeError, as a closed loop's call-soon does, once the loop the
+    listener runs on has closed: the waker then takes the queue back.
+    """
+    if is_closed():
+        raise RuntimeError("the event loop is closed")
+    bell()
+
 
 #: A parked waiter's token: the loop's call-soon (from any thread), whether the
 #: loop has closed, how to resolve the waiter, the loop's thread, the waiter.
@@ -450,10 +469,14 @@ class LogQueue:
             self._attached = False
             self._nonblocking = frozenset()
             self._room.notify_all()
-            self._right.append(_TOKEN)
         consumer = self._consumer
-        if consumer is not None:
-            consumer._on_consumer_lost()
+        try:
+            if consumer is not None:
+                # First: a thread the consumer lent the right to stops taking.
+                consumer._on_consumer_lost()
+        finally:
+            # A record put meanwhile found no right to take: drained just below.
+            self._right.append(_TOKEN)
         self._drain_in_caller()
 
     # ---------------------------------------------------------------- consumer
@@ -540,16 +563,47 @@ class LogQueue:
         popleft = items.popleft
         batch: list[Entry] = []
         append = batch.append
+        count = min(n, limit)
+        # Counted before the pops: a _mark_stop() on the loop while a consumer
+        # thread takes may then count a record twice (the thread takes a little
+        # past the mark), never miss one.
+        self._taken += count
         try:
-            for _ in range(min(n, limit)):
+            for _ in range(count):
                 append(popleft())
         except IndexError:  # a "drop_old" eviction raced us
-            pass
-        self._taken += len(batch)
+            self._taken -= count - len(batch)
         if self._blocked:
             with self._room:
                 self._room.notify_all()
         return batch
+
+    def _listen_in_thread(self, bell: Callable[[], None]) -> _Parked:
+        """Announce that a consumer thread is about to sleep; return its token.
+
+        The producer that wins the token calls *bell* in its own thread (as it
+        would schedule a loop's waiter), once per park; or, if the consumer's
+        loop has closed meanwhile, takes the queue back (``_consumer_lost``),
+        as it would from a consumer parked on that loop. The thread re-checks
+        ``_items`` and ``_kicked`` after this call, before sleeping, and
+        withdraws the token with ``_stop_listening`` once awake.
+        """
+        # Precondition: called by the thread the consumer lent the right to.
+        backend = self._backend
+        assert backend is not None  # attached
+        is_closed = backend.is_closed
+        # call_soon(resolve, waiter) becomes _ring_thread(bell, is_closed).
+        resolve: Any = bell
+        token: _Parked = (_ring_thread, is_closed, resolve, 0, is_closed)
+        self._parked.append(token)
+        return token
+
+    def _stop_listening(self, token: _Parked) -> None:
+        """Withdraw a consumer thread's token (a no-op if a producer claimed it)."""
+        try:
+            self._parked.remove(token)
+        except ValueError:
+            pass  # a producer claimed it: its ring is on the way (a spurious wake-up)
 
     def _release(self) -> None:
         """Detach the consumer and hand the delivery right back to producers."""
