@@ -423,7 +423,14 @@ class ThreadLane(Lane):
             # rung. Either ring pops the one token, so the bell rings once.
             self._parked.append(True)
             listening = feed is not None and feed.listen(self._ring)
-            if buffer or self._closing or (listening and feed is not None and feed.ready()):
+            # A feed set or ended since this worker read it rang before the
+            # token was out: re-checking it here means no ring is missed.
+            if (
+                buffer
+                or self._closing
+                or self.feed is not feed
+                or (listening and feed is not None and feed.ready())
+            ):
                 if listening and feed is not None:
                     feed.unlisten()
                 try:
