@@ -40,7 +40,13 @@ are atomic under the GIL. Two one-slot deques carry the hand-offs:
   Exactly one popper wins the token, so a burst of records costs one
   cross-thread wake-up, however many producers race. A consumer thread parks
   the same way: its token (``_listen_in_thread``) rings its worker's bell
-  instead of resolving a waiter on a loop, so the loop is not involved.
+  instead of resolving a waiter on a loop. A producer on another thread rings
+  at once; the loop's own thread defers the ring to the loop's next turn
+  (``_defer_ring``), and lowers ``_limit`` to ``SPILL`` so that the producer
+  that queues the SPILL-th record rings at once (``_past_limit``): the ring
+  waits in ``_deferred``, a one-slot deque, so exactly one of the two rings.
+  Either way the worker is rung once per park, and the safety tick below
+  covers a loop that never turns again.
 * ``_right`` holds the delivery right while nobody delivers. The attached
   consumer keeps it for its whole run. Without a consumer, a producer pops it,
   delivers everything queued, puts it back and re-checks the buffer: a record
@@ -86,6 +92,12 @@ DEFAULT_BLOCK_TIMEOUT = 1.0
 #: under a millisecond, so the loop's other work never waits long.
 BATCH_LIMIT = 256
 
+#: A burst logged on the loop's thread rings a parked consumer thread at the
+#: loop's next turn, or once this many records are queued, whichever comes
+#: first: a service's short bursts are handed over when its loop yields, as on
+#: the loop's path, and a long burst that never yields is drained meanwhile.
+SPILL = 2048
+
 _SAFETY_TICK: float | None = 0.25
 _OVERFLOWS: tuple[str, ...] = get_args(Overflow)
 _TOKEN = True
@@ -94,12 +106,15 @@ _TOKEN = True
 _copy_context = contextvars.copy_context
 
 
-def _ring_thread(bell: Any, is_closed: Any) -> None:
-    """Ring a consumer thread's bell, in the waker's thread (its token's "call soon").
+def _ring_thread(_defer: Any, waiter: Any) -> None:
+    """Ring a consumer thread's bell from a thread other than the loop's.
 
-    Raises RuntimeError, as a closed loop's call-soon does, once the loop the
-    listener runs on has closed: the waker then takes the queue back.
+    Its token's "call soon", called with the token's waiter, ``(bell,
+    is_closed)``. Raises RuntimeError, as a closed loop's call-soon does, once
+    the loop the listener runs on has closed: the waker then takes the queue
+    back.
     """
+    bell, is_closed = waiter
     if is_closed():
         raise RuntimeError("the event loop is closed")
     bell()
@@ -114,6 +129,11 @@ _Parked = tuple[
     int,
     Waiter,
 ]
+
+
+def _ring_later(queue: LogQueue) -> None:
+    """Ring a deferred consumer thread: the loop has turned (a callback on it)."""
+    queue._ring_deferred()
 
 
 class Consumer(Protocol):
@@ -290,6 +310,11 @@ class LogQueue:
     def _start_afresh(self) -> None:
         """Set the records, counters and hand-offs to those of a new, empty queue."""
         self._items: deque[Entry] = deque()
+        # The length at which put_nowait leaves its fast path: maxsize, or
+        # SPILL while a consumer thread's ring waits for the loop's next turn.
+        self._limit = self._maxsize
+        # That ring (one slot: whoever pops it rings).
+        self._deferred: deque[Callable[[], None]] = deque()
 
         # Counters. Drops are rare and come from any thread: a lock keeps them
         # exact; it is re-entrant because a signal handler may log mid-drop.
@@ -361,7 +386,7 @@ class LogQueue:
         """
         # Hot path: one length check, one append, two emptiness checks.
         items = self._items
-        if len(items) >= self._maxsize and not self._make_room():
+        if len(items) >= self._limit and not self._past_limit():
             return
         items.append((record, _copy_context()))
         if self._parked:  # the consumer sleeps: wake it (once per burst)
@@ -370,6 +395,37 @@ class LogQueue:
             self._drain_in_caller()
 
     # --------------------------------------------------------------- producers
+
+    def _past_limit(self) -> bool:
+        """Ring a deferred consumer thread, or apply the overflow policy.
+
+        Returns whether to append the record.
+        """
+        if len(self._items) < self._maxsize:
+            self._ring_deferred()  # a long burst on the loop: drain it meanwhile
+            return True
+        return self._make_room()
+
+    def _ring_deferred(self) -> None:
+        """Ring the consumer thread whose ring waits for the loop's next turn, if any."""
+        self._limit = self._maxsize
+        try:
+            bell = self._deferred.pop()
+        except IndexError:
+            return  # rung already (by the loop's turn, or another producer)
+        bell()
+
+    def _defer_ring(self, waiter: tuple[Callable[[], None], Callable[[], bool]]) -> None:
+        """Ring a consumer thread at the loop's next turn, or at SPILL queued records."""
+        # On the loop's thread, with the consumer thread's token won.
+        backend = self._backend
+        assert backend is not None  # attached
+        self._deferred.append(waiter[0])
+        self._limit = min(self._maxsize, SPILL)
+        try:
+            backend.call_soon_threadsafe(_ring_later, self)
+        except RuntimeError:  # the loop is closing: ring now
+            self._ring_deferred()
 
     def _make_room(self) -> bool:
         """Apply the overflow policy to a full queue; return whether to append."""
@@ -592,9 +648,16 @@ class LogQueue:
         backend = self._backend
         assert backend is not None  # attached
         is_closed = backend.is_closed
-        # call_soon(resolve, waiter) becomes _ring_thread(bell, is_closed).
-        resolve: Any = bell
-        token: _Parked = (_ring_thread, is_closed, resolve, 0, is_closed)
+        # From another thread, call_soon(resolve, waiter) rings now
+        # (_ring_thread); on the loop's, resolve(waiter) defers the ring to
+        # the loop's next turn (_defer_ring).
+        token: _Parked = (
+            _ring_thread,
+            is_closed,
+            self._defer_ring,
+            self._loop_thread,
+            (bell, is_closed),
+        )
         self._parked.append(token)
         return token
 

@@ -213,6 +213,7 @@ def test_a_burst_reaches_a_lone_sync_handler_without_waking_the_loop(
     log.propagate = False
     log.setLevel(logging.INFO)
     q = LogQueue()
+    q._tick = None  # no safety net: the hand-off alone must deliver
     handler = aioqlog.QueueHandler(q)
     log.addHandler(handler)
     rec = Recorder()
