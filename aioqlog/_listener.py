@@ -1005,6 +1005,11 @@ class QueueListener:
         q = self.queue
         depth = q.qsize()
         now = time.time()
+        # On the one-hop path the lone lane's records wait in the queue until its
+        # worker takes them: the oldest queued record is the oldest it has to
+        # handle (counted in queue_depth, not again in its pending).
+        one_hop = self._one_hop
+        fed = one_hop.lane if one_hop is not None and one_hop.serving else None
         return ListenerStats(
             running=self.running,
             enqueued=q._enqueued,
@@ -1019,7 +1024,9 @@ class QueueListener:
                     errors=lane.errors,
                     dropped=lane.dropped + _own_drops(lane.handler),
                     pending=lane.pending + _held(lane.handler),
-                    oldest_pending_age=_age(lane.buffer, now),
+                    oldest_pending_age=_age(lane.buffer, now)
+                    if lane.buffer or fed is not lane
+                    else _age(q._items, now),
                 )
                 for lane in self._lanes
             ),
