@@ -118,14 +118,22 @@ class _OneHop:
     ``lock`` is held while a batch is taken and dispatched (no handler code
     runs there), and while the worker announces itself to the queue, so that
     ``end`` never leaves a token behind or a batch half dispatched.
+
+    Once the feed ends it lets go of the listener, its queue and its run: the
+    worker may still hold the feed for a moment, and must not keep a listener
+    alive (with a task that a closed loop abandoned) past its owner's last
+    reference, or the garbage collector reports that task later, elsewhere.
     """
 
     def __init__(self, listener: QueueListener, lane: ThreadLane) -> None:
-        self.listener = listener
         self.lane = lane
-        self.queue: LogQueue = listener.queue
-        self.run = listener._run_state
-        self.tick = self.queue._tick
+        # What the feed was lent (None once it has ended).
+        self._lent: tuple[QueueListener, LogQueue, _Run] | None = (
+            listener,
+            listener.queue,
+            listener._run_state,
+        )
+        self.tick = listener.queue._tick
         self.lock = threading.Lock()
         self.serving = True
         # The queue's token for the parked worker (see LogQueue._listen_in_thread).
@@ -133,11 +141,11 @@ class _OneHop:
 
     def pull(self, room: int) -> bool:
         """Take up to *room* queued records and dispatch them; False if none came."""
-        q = self.queue
-        run = self.run
         with self.lock:
-            if not self.serving:
+            lent = self._lent
+            if lent is None:
                 return False
+            listener, q, run = lent
             limit = min(WORKER_BATCH, room)
             if run.stopping:
                 # Only what was logged before stop(): later records are
@@ -145,26 +153,33 @@ class _OneHop:
                 limit = min(limit, q._left_before_stop())
             batch = q._take(limit) if limit > 0 else []
             if batch:
-                self.listener._dispatch(batch)
-                self.listener._report_drops(force=False)
+                listener._dispatch(batch)
+                listener._report_drops(force=False)
                 return True
             if not run.stopping:
                 return False
-            self.serving = False  # everything logged before stop() is in the lane
+            # Everything logged before stop() is in the lane.
+            self.serving = False
+            self._lent = None
         self._ended()
         return False
 
     def listen(self, bell: Callable[[], None]) -> bool:
         """Have the next producer ring *bell*; False once the feed has ended."""
         with self.lock:
-            if not self.serving:
+            lent = self._lent
+            if lent is None:
                 return False
-            self._token = self.queue._listen_in_thread(bell)
+            self._token = lent[1]._listen_in_thread(bell)
             return True
 
     def ready(self) -> bool:
         """Return whether records, or a stop, wait for the worker."""
-        return bool(self.queue._items) or self.queue._kicked
+        lent = self._lent
+        if lent is None:
+            return True  # ended: the worker goes back to its lane alone
+        q = lent[1]
+        return bool(q._items) or q._kicked
 
     def unlisten(self) -> None:
         """Withdraw the worker's token from the queue."""
@@ -174,8 +189,8 @@ class _OneHop:
     def _withdraw(self) -> None:
         # Precondition: self.lock is held.
         token, self._token = self._token, None
-        if token is not None:
-            self.queue._stop_listening(token)
+        if token is not None and self._lent is not None:
+            self._lent[1]._stop_listening(token)
 
     def end(self) -> None:
         """Take the queue back from the worker (it then serves only its lane).
@@ -189,6 +204,7 @@ class _OneHop:
                 return
             self.serving = False
             self._withdraw()
+            self._lent = None
         self._ended()
 
     def _ended(self) -> None:
