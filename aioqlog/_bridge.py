@@ -10,6 +10,11 @@ Who may call what
   ``put_nowait`` only.
 * The consumer (the listener's task, on the loop thread): the ``_``-prefixed
   consumer methods, while it holds the *delivery right*.
+* A thread the consumer lends the right to (the one-hop path: its lone sync
+  handler's worker takes records itself): ``_take``, ``_listen_in_thread``,
+  ``_stop_listening`` and ``_left_before_stop``, while the consumer's task
+  only waits. The consumer takes the right back (the thread then stops
+  taking) before it calls any other consumer method.
 * A producer that finds no consumer attached borrows the delivery right and
   delivers queued records itself, in its own thread (``_drain_in_caller``).
 
@@ -33,7 +38,15 @@ are atomic under the GIL. Two one-slot deques carry the hand-offs:
   appends its record, *then* pops the token. Whatever the interleaving, either
   the consumer's re-check sees the record or the producer's pop sees the token.
   Exactly one popper wins the token, so a burst of records costs one
-  cross-thread wake-up, however many producers race.
+  cross-thread wake-up, however many producers race. A consumer thread parks
+  the same way: its token (``_listen_in_thread``) rings its worker's bell
+  instead of resolving a waiter on a loop. A producer on another thread rings
+  at once; the loop's own thread defers the ring to the loop's next turn
+  (``_defer_ring``), and lowers ``_limit`` to ``SPILL`` so that the producer
+  that queues the SPILL-th record rings at once (``_past_limit``): the ring
+  waits in ``_deferred``, a one-slot deque, so exactly one of the two rings.
+  Either way the worker is rung once per park, and the safety tick below
+  covers a loop that never turns again.
 * ``_right`` holds the delivery right while nobody delivers. The attached
   consumer keeps it for its whole run. Without a consumer, a producer pops it,
   delivers everything queued, puts it back and re-checks the buffer: a record
@@ -79,12 +92,33 @@ DEFAULT_BLOCK_TIMEOUT = 1.0
 #: under a millisecond, so the loop's other work never waits long.
 BATCH_LIMIT = 256
 
+#: A burst logged on the loop's thread rings a parked consumer thread at the
+#: loop's next turn, or once this many records are queued, whichever comes
+#: first: a service's short bursts are handed over when its loop yields, as on
+#: the loop's path, and a long burst that never yields is drained meanwhile.
+SPILL = 2048
+
 _SAFETY_TICK: float | None = 0.25
 _OVERFLOWS: tuple[str, ...] = get_args(Overflow)
 _TOKEN = True
 
 # Bound once: every log call uses it.
 _copy_context = contextvars.copy_context
+
+
+def _ring_thread(_defer: Any, waiter: Any) -> None:
+    """Ring a consumer thread's bell from a thread other than the loop's.
+
+    Its token's "call soon", called with the token's waiter, ``(bell,
+    is_closed)``. Raises RuntimeError, as a closed loop's call-soon does, once
+    the loop the listener runs on has closed: the waker then takes the queue
+    back.
+    """
+    bell, is_closed = waiter
+    if is_closed():
+        raise RuntimeError("the event loop is closed")
+    bell()
+
 
 #: A parked waiter's token: the loop's call-soon (from any thread), whether the
 #: loop has closed, how to resolve the waiter, the loop's thread, the waiter.
@@ -95,6 +129,11 @@ _Parked = tuple[
     int,
     Waiter,
 ]
+
+
+def _ring_later(queue: LogQueue) -> None:
+    """Ring a deferred consumer thread: the loop has turned (a callback on it)."""
+    queue._ring_deferred()
 
 
 class Consumer(Protocol):
@@ -271,6 +310,11 @@ class LogQueue:
     def _start_afresh(self) -> None:
         """Set the records, counters and hand-offs to those of a new, empty queue."""
         self._items: deque[Entry] = deque()
+        # The length at which put_nowait leaves its fast path: maxsize, or
+        # SPILL while a consumer thread's ring waits for the loop's next turn.
+        self._limit = self._maxsize
+        # That ring (one slot: whoever pops it rings).
+        self._deferred: deque[Callable[[], None]] = deque()
 
         # Counters. Drops are rare and come from any thread: a lock keeps them
         # exact; it is re-entrant because a signal handler may log mid-drop.
@@ -342,7 +386,7 @@ class LogQueue:
         """
         # Hot path: one length check, one append, two emptiness checks.
         items = self._items
-        if len(items) >= self._maxsize and not self._make_room():
+        if len(items) >= self._limit and not self._past_limit():
             return
         items.append((record, _copy_context()))
         if self._parked:  # the consumer sleeps: wake it (once per burst)
@@ -351,6 +395,37 @@ class LogQueue:
             self._drain_in_caller()
 
     # --------------------------------------------------------------- producers
+
+    def _past_limit(self) -> bool:
+        """Ring a deferred consumer thread, or apply the overflow policy.
+
+        Returns whether to append the record.
+        """
+        if len(self._items) < self._maxsize:
+            self._ring_deferred()  # a long burst on the loop: drain it meanwhile
+            return True
+        return self._make_room()
+
+    def _ring_deferred(self) -> None:
+        """Ring the consumer thread whose ring waits for the loop's next turn, if any."""
+        self._limit = self._maxsize
+        try:
+            bell = self._deferred.pop()
+        except IndexError:
+            return  # rung already (by the loop's turn, or another producer)
+        bell()
+
+    def _defer_ring(self, waiter: tuple[Callable[[], None], Callable[[], bool]]) -> None:
+        """Ring a consumer thread at the loop's next turn, or at SPILL queued records."""
+        # On the loop's thread, with the consumer thread's token won.
+        backend = self._backend
+        assert backend is not None  # attached
+        self._deferred.append(waiter[0])
+        self._limit = min(self._maxsize, SPILL)
+        try:
+            backend.call_soon_threadsafe(_ring_later, self)
+        except RuntimeError:  # the loop is closing: ring now
+            self._ring_deferred()
 
     def _make_room(self) -> bool:
         """Apply the overflow policy to a full queue; return whether to append."""
@@ -450,10 +525,14 @@ class LogQueue:
             self._attached = False
             self._nonblocking = frozenset()
             self._room.notify_all()
-            self._right.append(_TOKEN)
         consumer = self._consumer
-        if consumer is not None:
-            consumer._on_consumer_lost()
+        try:
+            if consumer is not None:
+                # First: a thread the consumer lent the right to stops taking.
+                consumer._on_consumer_lost()
+        finally:
+            # A record put meanwhile found no right to take: drained just below.
+            self._right.append(_TOKEN)
         self._drain_in_caller()
 
     # ---------------------------------------------------------------- consumer
@@ -540,16 +619,54 @@ class LogQueue:
         popleft = items.popleft
         batch: list[Entry] = []
         append = batch.append
+        count = min(n, limit)
+        # Counted before the pops: a _mark_stop() on the loop while a consumer
+        # thread takes may then count a record twice (the thread takes a little
+        # past the mark), never miss one.
+        self._taken += count
         try:
-            for _ in range(min(n, limit)):
+            for _ in range(count):
                 append(popleft())
         except IndexError:  # a "drop_old" eviction raced us
-            pass
-        self._taken += len(batch)
+            self._taken -= count - len(batch)
         if self._blocked:
             with self._room:
                 self._room.notify_all()
         return batch
+
+    def _listen_in_thread(self, bell: Callable[[], None]) -> _Parked:
+        """Announce that a consumer thread is about to sleep; return its token.
+
+        The producer that wins the token calls *bell* in its own thread (as it
+        would schedule a loop's waiter), once per park; or, if the consumer's
+        loop has closed meanwhile, takes the queue back (``_consumer_lost``),
+        as it would from a consumer parked on that loop. The thread re-checks
+        ``_items`` and ``_kicked`` after this call, before sleeping, and
+        withdraws the token with ``_stop_listening`` once awake.
+        """
+        # Precondition: called by the thread the consumer lent the right to.
+        backend = self._backend
+        assert backend is not None  # attached
+        is_closed = backend.is_closed
+        # From another thread, call_soon(resolve, waiter) rings now
+        # (_ring_thread); on the loop's, resolve(waiter) defers the ring to
+        # the loop's next turn (_defer_ring).
+        token: _Parked = (
+            _ring_thread,
+            is_closed,
+            self._defer_ring,
+            self._loop_thread,
+            (bell, is_closed),
+        )
+        self._parked.append(token)
+        return token
+
+    def _stop_listening(self, token: _Parked) -> None:
+        """Withdraw a consumer thread's token (a no-op if a producer claimed it)."""
+        try:
+            self._parked.remove(token)
+        except ValueError:
+            pass  # a producer claimed it: its ring is on the way (a spurious wake-up)
 
     def _release(self) -> None:
         """Detach the consumer and hand the delivery right back to producers."""

@@ -38,7 +38,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 from ._async_handler import AsyncHandler, overrides_batch
 from ._backend import Backend, Task, Waiter
@@ -52,6 +52,8 @@ __all__ = [
     "DRAINING",
     "IDLE",
     "RUNNING",
+    "WORKER_BATCH",
+    "Feed",
     "Lane",
     "TaskLane",
     "ThreadLane",
@@ -66,6 +68,36 @@ DRAINING: Final = "draining"
 #: Most records a worker takes at once: a batch is written in one go, and
 #: progress (what stop() and the exit hook watch) is counted per batch.
 WORKER_BATCH = 1024
+
+
+class Feed(Protocol):
+    """Where a ``ThreadLane``'s worker takes records itself, before its own buffer.
+
+    The one-hop path: the listener lends its lone sync lane the queue, and the
+    worker moves records from the queue into its buffer (through the
+    listener's dispatch) when the buffer runs dry, instead of the listener's
+    task doing it on the loop. The listener sets ``ThreadLane.feed``, and
+    clears it when the feed ends.
+    """
+
+    #: Seconds between safety wake-ups while parked on the feed (None: never).
+    tick: float | None
+
+    def pull(self, room: int) -> bool:
+        """Move up to *room* records into the lane; return False if none came."""
+        ...
+
+    def listen(self, bell: Callable[[], None]) -> bool:
+        """Have the next record call *bell*; return False if the feed has ended."""
+        ...
+
+    def ready(self) -> bool:
+        """Return whether ``pull`` has something to do (the re-check before sleeping)."""
+        ...
+
+    def unlisten(self) -> None:
+        """Withdraw what ``listen`` arranged (after waking)."""
+        ...
 
 
 class Lane:
@@ -272,6 +304,8 @@ class ThreadLane(Lane):
         self.on_idle: Callable[[ThreadLane], None] | None = None
         # Given up on at exit: its worker is left behind, and nothing waits for it.
         self.abandoned = False
+        # Set by the listener while the worker takes records off the queue itself.
+        self.feed: Feed | None = None
 
     def put(
         self, record: logging.LogRecord, ctx: contextvars.Context, *, past_bound: bool = False
@@ -378,18 +412,42 @@ class ThreadLane(Lane):
                 if self._watch.slot:
                     self._notify()
                 continue
+            feed = self.feed
+            if feed is not None and feed.pull(self.room()):
+                continue
             if self._closing and self._caught_up():
                 callback, self.on_idle = self.on_idle, None
                 if callback is not None:
                     callback(self)
                 break
-            # Park: announce, re-check, then sleep until rung.
+            # Park: announce (here, and to the feed), re-check, then sleep until
+            # rung. Either ring pops the one token, so the bell rings once.
             self._parked.append(True)
-            if buffer or self._closing:
+            listening = feed is not None and feed.listen(self._ring)
+            # A feed set or ended since this worker read it rang before the
+            # token was out: re-checking it here means no ring is missed.
+            if (
+                buffer
+                or self._closing
+                or self.feed is not feed
+                or (listening and feed is not None and feed.ready())
+            ):
+                if listening and feed is not None:
+                    feed.unlisten()
                 try:
                     self._parked.pop()
                 except IndexError:
                     self._bell.acquire()  # claimed: consume the ring
+                continue
+            if listening and feed is not None:
+                tick = feed.tick
+                if not self._bell.acquire(timeout=-1 if tick is None else tick):
+                    # The safety tick: look again, in case a wake-up was lost.
+                    try:
+                        self._parked.pop()
+                    except IndexError:
+                        self._bell.acquire()  # claimed just now: consume the ring
+                feed.unlisten()
                 continue
             self._bell.acquire()
         if self._watch.slot:

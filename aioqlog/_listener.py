@@ -28,15 +28,25 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from . import _lifecycle
 from ._async_handler import AsyncHandler
 from ._backend import Backend, Task, running_backend
-from ._bridge import BATCH_LIMIT, Entry, LogQueue
+from ._bridge import BATCH_LIMIT, Entry, LogQueue, Parking
 from ._context import DEPTH, MAX_DEPTH, SUMMARY_DEPTH
 from ._diagnostics import check_seconds
 from ._diagnostics import write_stderr as _stderr
-from ._lanes import DRAINING, IDLE, RUNNING, Lane, TaskLane, ThreadLane, make_lane
+from ._lanes import (
+    DRAINING,
+    IDLE,
+    RUNNING,
+    WORKER_BATCH,
+    Lane,
+    TaskLane,
+    ThreadLane,
+    make_lane,
+)
 from ._records import handler_takes, own_record, summary_context
 from ._stats import HandlerStats, ListenerStats
 
@@ -92,6 +102,117 @@ def _summary(message: str, *args: object) -> logging.LogRecord:
     return own_record(logging.WARNING, message, args)
 
 
+class _OneHop:
+    """The lone sync lane's worker serves the queue itself: the one-hop path.
+
+    A ``Feed`` for that ``ThreadLane``: when its buffer runs dry, the worker
+    takes a batch off the queue and hands it to the listener's one dispatch
+    (``_dispatch`` and ``_report_drops``, exactly what the task does), then
+    handles it; with nothing queued it parks on the queue and on its own bell
+    at once, so a producer wakes it directly, without the loop. The listener
+    lends it the queue's delivery right for the run: the task only waits for
+    ``stop()``, then for the feed to end once everything logged before the
+    stop has been taken, and takes the right back (``end``) when time runs out,
+    the loop is lost, or the listener fails.
+
+    ``lock`` is held while a batch is taken and dispatched (no handler code
+    runs there), and while the worker announces itself to the queue, so that
+    ``end`` never leaves a token behind or a batch half dispatched.
+
+    Once the feed ends it lets go of the listener, its queue and its run: the
+    worker may still hold the feed for a moment, and must not keep a listener
+    alive (with a task that a closed loop abandoned) past its owner's last
+    reference, or the garbage collector reports that task later, elsewhere.
+    """
+
+    def __init__(self, listener: QueueListener, lane: ThreadLane) -> None:
+        self.lane = lane
+        # What the feed was lent (None once it has ended).
+        self._lent: tuple[QueueListener, LogQueue, _Run] | None = (
+            listener,
+            listener.queue,
+            listener._run_state,
+        )
+        self.tick = listener.queue._tick
+        self.lock = threading.Lock()
+        self.serving = True
+        # The queue's token for the parked worker (see LogQueue._listen_in_thread).
+        self._token: Any = None
+
+    def pull(self, room: int) -> bool:
+        """Take up to *room* queued records and dispatch them; False if none came."""
+        with self.lock:
+            lent = self._lent
+            if lent is None:
+                return False
+            listener, q, run = lent
+            limit = min(WORKER_BATCH, room)
+            if run.stopping:
+                # Only what was logged before stop(): later records are
+                # delivered once the lanes go idle, keeping each thread's order.
+                limit = min(limit, q._left_before_stop())
+            batch = q._take(limit) if limit > 0 else []
+            if batch:
+                listener._dispatch(batch)
+                listener._report_drops(force=False)
+                return True
+            if not run.stopping:
+                return False
+            # Everything logged before stop() is in the lane.
+            self.serving = False
+            self._lent = None
+        self._ended()
+        return False
+
+    def listen(self, bell: Callable[[], None]) -> bool:
+        """Have the next producer ring *bell*; False once the feed has ended."""
+        with self.lock:
+            lent = self._lent
+            if lent is None:
+                return False
+            self._token = lent[1]._listen_in_thread(bell)
+            return True
+
+    def ready(self) -> bool:
+        """Return whether records, or a stop, wait for the worker."""
+        lent = self._lent
+        if lent is None:
+            return True  # ended: the worker goes back to its lane alone
+        q = lent[1]
+        return bool(q._items) or q._kicked
+
+    def unlisten(self) -> None:
+        """Withdraw the worker's token from the queue."""
+        with self.lock:
+            self._withdraw()
+
+    def _withdraw(self) -> None:
+        # Precondition: self.lock is held.
+        token, self._token = self._token, None
+        if token is not None and self._lent is not None:
+            self._lent[1]._stop_listening(token)
+
+    def end(self) -> None:
+        """Take the queue back from the worker (it then serves only its lane).
+
+        Waits for a batch being dispatched (never for a handler): called on
+        the loop when stop() runs out of time or the listener fails, and from
+        any thread when the loop is lost.
+        """
+        with self.lock:
+            if not self.serving:
+                return
+            self.serving = False
+            self._withdraw()
+            self._lent = None
+        self._ended()
+
+    def _ended(self) -> None:
+        self.lane.feed = None
+        self.lane._wake_worker()  # a parked worker goes back to its lane alone
+        self.lane._notify()  # the task waits for the feed to end
+
+
 class QueueListener:
     """Serve a ``LogQueue`` from a task on the event loop and deliver records to handlers.
 
@@ -135,6 +256,8 @@ class QueueListener:
     Added in version 0.1.0.
     """
 
+    queue: LogQueue
+
     # Set by _start_afresh (at creation, and again in a forked child).
     _lanes: list[Lane]
     _run_state: _Run
@@ -175,6 +298,14 @@ class QueueListener:
         cls = type(self)
         self._hooked = cls.handle is not QueueListener.handle or (
             cls.prepare is not QueueListener.prepare
+        )
+        # Whether records may skip the loop (see _OneHop): a lone sync handler,
+        # and every hook as the stdlib's (an overridden one runs on the loop).
+        self._may_skip_loop = (
+            len(handlers) == 1
+            and not isinstance(handlers[0], AsyncHandler)
+            and not self._hooked
+            and cls.dequeue is QueueListener.dequeue
         )
         self._start_afresh()
         self._bind()
@@ -354,6 +485,10 @@ class QueueListener:
             make_lane(h, q.maxsize, q.overflow, copy_records=copying) for h in self.handlers
         ]
         self._run_state = _Run()
+        # The one-hop path while it serves the queue (see _OneHop).
+        self._one_hop: _OneHop | None = None
+        # The task parks here until stop() (while the one-hop path serves).
+        self._until_stop = Parking()
         self._recursion_dropped = 0
         self._recursion_quiet = 0  # dropped while handling a summary: not announced
         # Threads delivering what a stopping listener left queued (joined at exit).
@@ -432,6 +567,7 @@ class QueueListener:
     def _on_consumer_lost(self) -> None:
         # The loop closed under the task: nothing can await async handlers now,
         # and sync handlers go back to the caller once their workers catch up.
+        self._end_one_hop()
         for lane in self._lanes:
             if isinstance(lane, TaskLane):
                 lane.state = IDLE
@@ -449,6 +585,7 @@ class QueueListener:
             run.stopping = True
             self.queue._mark_stop()
             self.queue._kick()
+            self._until_stop.wake()
         if deadline is not None and (run.deadline is None or deadline < run.deadline):
             run.deadline = deadline
 
@@ -534,8 +671,11 @@ class QueueListener:
             if not in_time and wait == patience and full.done_count == done:
                 full.stalled_at = done  # full, and not a record handled for block_timeout
 
-    async def _settle(self) -> bool:
+    async def _settle(self, feeding: _OneHop | None = None) -> bool:
         """Wait until every lane has handled what it was given; False if out of time.
+
+        With *feeding*, also until that lane's worker has taken, and handled,
+        everything logged before ``stop()`` (the one-hop path).
 
         When the loop is ending without ``stop()`` (the task was cancelled from
         outside), the wait is as long as the handlers make progress: each
@@ -548,7 +688,12 @@ class QueueListener:
         began = backend.time()
         noticed = False
         for lane in self._lanes:
-            while lane.state == RUNNING and lane.pending:
+            fed = feeding if feeding is not None and feeding.lane is lane else None
+
+            def settled(lane: Lane = lane, fed: _OneHop | None = fed) -> bool:
+                return lane.settled() and (fed is None or not fed.serving)
+
+            while lane.state == RUNNING and not settled():
                 left = self._time_left()
                 if left == 0.0:
                     return False
@@ -557,11 +702,11 @@ class QueueListener:
                 if not noticed:
                     until_notice = max(0.0, began + _NOTICE_AFTER - backend.time())
                     left = until_notice if left is None else min(left, until_notice)
-                await lane.wait_progress(lane.settled, left, backend)
+                await lane.wait_progress(settled, left, backend)
                 now = backend.time()
                 if run.patient and lane.done_count != done and self.shutdown_timeout is not None:
                     run.deadline = now + self.shutdown_timeout
-                if noticed or now - began < _NOTICE_AFTER or not lane.pending:
+                if noticed or now - began < _NOTICE_AFTER or settled():
                     continue
                 noticed = True
                 if not run.patient:
@@ -599,6 +744,12 @@ class QueueListener:
             thread_id = lane.start(backend)
             if thread_id is not None:
                 q._add_nonblocking(thread_id)
+        if self._may_skip_loop:
+            lane = self._lanes[0]
+            assert isinstance(lane, ThreadLane)  # a lone sync handler
+            one_hop = self._one_hop = _OneHop(self, lane)
+            lane.feed = one_hop
+            lane._wake_worker()  # records already queued
         cancelled = False
         while True:
             try:
@@ -659,21 +810,54 @@ class QueueListener:
         assert backend is not None  # running
         checkpoint = backend.checkpoint
         while True:
-            batch = await self.dequeue()
-            if batch:
-                self._dispatch(batch)
-                self._report_drops(force=False)
-                await checkpoint()  # let the loop breathe between batches
-                continue
+            if self._one_hop is not None:
+                await self._while_one_hop()
+            else:
+                batch = await self.dequeue()
+                if batch:
+                    self._dispatch(batch)
+                    self._report_drops(force=False)
+                    await checkpoint()  # let the loop breathe between batches
+                    continue
             self._report_drops(force=True)
             if not await self._settle():
                 return
             if self._time_left() == 0.0 or q._left_before_stop() <= 0:
                 return
 
+    async def _while_one_hop(self) -> None:
+        """Wait while the lone lane's worker serves the queue, until it is done.
+
+        Until ``stop()`` the task only sleeps. Then the worker takes what was
+        logged before the stop and ends the feed, and the task waits for that
+        as it waits for the lanes to settle (with the same bound, patience and
+        notice); if time runs out first, the task takes the queue back and
+        puts what was logged before the stop in the lane, as its own path
+        would have. Either way the task serves from here on.
+        """
+        run = self._run_state
+        backend = run.backend
+        one_hop = self._one_hop
+        assert backend is not None  # running
+        assert one_hop is not None  # the lone lane's worker serves the queue
+        while not run.stopping:
+            await self._until_stop.wait(lambda: run.stopping, None, backend)
+        in_time = await self._settle(feeding=one_hop)
+        self._end_one_hop()
+        left = self.queue._left_before_stop()
+        if not in_time and left > 0:
+            self._dispatch(self.queue._take(left))
+
+    def _end_one_hop(self) -> None:
+        """Take the queue back from the lone lane's worker, if it serves it."""
+        one_hop, self._one_hop = self._one_hop, None
+        if one_hop is not None:
+            one_hop.end()
+
     async def _wind_down(self) -> None:
         """Switch the lanes to in-caller delivery and hand the queue back."""
         q = self.queue
+        self._end_one_hop()  # the listener failed: the worker stops taking
         # No await between the lanes going idle and the queue's release: from
         # here on, records are delivered by whoever holds the delivery right.
         background: list[str] = []
@@ -837,6 +1021,11 @@ class QueueListener:
         q = self.queue
         depth = q.qsize()
         now = time.time()
+        # On the one-hop path the lone lane's records wait in the queue until its
+        # worker takes them: the oldest queued record is the oldest it has to
+        # handle (counted in queue_depth, not again in its pending).
+        one_hop = self._one_hop
+        fed = one_hop.lane if one_hop is not None and one_hop.serving else None
         return ListenerStats(
             running=self.running,
             enqueued=q._enqueued,
@@ -851,7 +1040,9 @@ class QueueListener:
                     errors=lane.errors,
                     dropped=lane.dropped + _own_drops(lane.handler),
                     pending=lane.pending + _held(lane.handler),
-                    oldest_pending_age=_age(lane.buffer, now),
+                    oldest_pending_age=_age(lane.buffer, now)
+                    if lane.buffer or fed is not lane
+                    else _age(q._items, now),
                 )
                 for lane in self._lanes
             ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import sys
 import threading
@@ -95,6 +96,18 @@ class AsyncRecorder(aioqlog.AsyncHandler):
 
     def messages(self) -> list[str]:
         return [r.getMessage() for r in self.records]
+
+
+class OnTheLoop(aioqlog.QueueListener):
+    """A listener whose records all pass through its task on the loop.
+
+    With a lone sync handler and no hook overridden, the handler's worker takes
+    records off the queue itself (the one-hop path); overriding ``dequeue``
+    keeps them on the loop's path, for the tests of that path.
+    """
+
+    async def dequeue(self) -> list[tuple[logging.LogRecord, contextvars.Context]]:
+        return await super().dequeue()
 
 
 def run(coro: Coroutine[Any, Any, T], loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> T:

@@ -8,13 +8,14 @@ import logging
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
-from support import STALL, Gate, Recorder, bounded, in_thread, run
+from support import STALL, Gate, OnTheLoop, Recorder, bounded, in_thread, run
 
 import aioqlog
 from aioqlog._bridge import LogQueue
@@ -168,7 +169,7 @@ def _counting_loop_factory(
 def test_a_burst_costs_one_cross_thread_wake_up(
     loop_factory: Callable[[], asyncio.AbstractEventLoop],
 ) -> None:
-    """1000 records logged from threads while the consumer sleeps wake it once.
+    """1000 records logged from threads while the listener's task sleeps wake it once.
 
     It counts asyncio's ``call_soon_threadsafe``, so it runs on asyncio and uvloop only.
     """
@@ -182,7 +183,7 @@ def test_a_burst_costs_one_cross_thread_wake_up(
     rec = Recorder()
 
     async def main() -> int:
-        async with aioqlog.QueueListener(q, rec):
+        async with OnTheLoop(q, rec):
             await asyncio.sleep(0)
             await asyncio.sleep(0)  # the consumer is parked now
             assert q._parked, "the consumer should be parked"
@@ -203,6 +204,44 @@ def test_a_burst_costs_one_cross_thread_wake_up(
 
     try:
         assert run(main(), factory) == 1
+    finally:
+        log.removeHandler(handler)
+
+
+def test_a_burst_reaches_a_lone_sync_handler_without_waking_the_loop(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    """1000 records from four threads reach a lone sync handler with no call into the loop."""
+    factory, calls = _counting_loop_factory(loop_factory)
+    log = logging.getLogger("aioqlog.tests.one_hop_burst")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    q = LogQueue()
+    q._tick = None  # no safety net: the hand-off alone must deliver
+    handler = aioqlog.QueueHandler(q)
+    log.addHandler(handler)
+    rec = Recorder()
+
+    async def main() -> int:
+        async with aioqlog.QueueListener(q, rec):
+            await asyncio.sleep(0)  # the listener's task starts
+            before = calls[0]
+
+            def burst() -> None:
+                for i in range(250):
+                    log.info("r%d", i)
+
+            threads = [threading.Thread(target=burst) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()  # holds the loop: only the handler's worker can deliver
+            assert rec.wait_for(1000), f"{len(rec.records)} of 1000 delivered"
+            wakes = calls[0] - before
+        return wakes
+
+    try:
+        assert run(main(), factory) == 0
     finally:
         log.removeHandler(handler)
 
@@ -473,6 +512,12 @@ def test_a_loop_closed_under_a_parked_listener_is_noticed(
     # asyncio reports the task the closed loop abandoned ("Task was destroyed but
     # it is pending!") when it is collected: let that happen here, where root's
     # handlers are the test run's own, not during a later test.
+    task = listener._run_state.task
+    assert task is not None
+    abandoned = weakref.ref(task)
     logger.handlers.clear()
-    del listener, q
+    del listener, q, task
     gc.collect()
+    # Nothing of aioqlog's (the lane's worker, still winding down, included)
+    # keeps the abandoned task alive past this point.
+    assert abandoned() is None

@@ -36,7 +36,11 @@ def _burst(tag: str, count: int) -> None:
 def _lines_by_tag(path: Path) -> dict[str, list[int]]:
     seen: dict[str, list[int]] = {}
     for line in path.read_text().splitlines():
-        tag, number = line.rsplit(": ", 1)[1].split()
+        words = line.rsplit(": ", 1)[-1].split()
+        assert len(words) == 2, "not burst lines: " + repr(
+            [x for x in path.read_text().splitlines() if "burst:" not in x][:10]
+        )
+        tag, number = words
         seen.setdefault(tag, []).append(int(number))
     return seen
 

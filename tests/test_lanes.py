@@ -17,7 +17,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 import sniffio
-from support import STALL, AsyncRecorder, Gate, Recorder, bounded, in_thread, join_all
+from support import STALL, AsyncRecorder, Gate, OnTheLoop, Recorder, bounded, in_thread, join_all
 
 import aioqlog
 from aioqlog._bridge import Overflow
@@ -276,7 +276,7 @@ async def test_drop_old_in_a_lane_never_evicts_a_drop_summary(logger: logging.Lo
             logger.info("r%d", i)
             await _dispatched(q)
 
-    async with aioqlog.QueueListener(q, slow) as listener:
+    async with OnTheLoop(q, slow) as listener:
         try:
             await log(0)
             await slow.holds("r0")

@@ -347,9 +347,14 @@ async def test_the_oldest_waiting_record_shows_how_far_behind_a_handler_is(
 
 
 def _waiting(listener: aioqlog.QueueListener) -> logging.LogRecord:
-    """Return the record waiting in the first lane, once it is there."""
+    """Return the record waiting for the first lane's handler, once it is there.
+
+    A lone sync handler's worker takes records off the queue itself (the one-hop
+    path): there the waiting record stays queued until the worker is free.
+    """
     lane = listener._lanes[0]
+    waiting = listener.queue._items if listener._one_hop is not None else lane.buffer
     deadline = time.monotonic() + STALL
-    while not lane.buffer and time.monotonic() < deadline:
+    while not waiting and time.monotonic() < deadline:
         time.sleep(0.001)  # the listener moves it on the loop; this thread cannot await that
-    return lane.buffer[0][0]
+    return waiting[0][0]
