@@ -294,42 +294,6 @@ def test_records_from_before_threads_and_after_are_delivered_in_context(
     assert sorted(trio_rec.lines) == sorted(lines[:-1])
 
 
-def test_a_burst_from_the_task_and_two_threads_loses_nothing(tmp_path: Path) -> None:
-    """With the defaults, 20,000 from the task without yielding, then two threads: all written."""
-    n = 20_000
-    path = tmp_path / "app.log"
-    root = logging.getLogger()
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    log = logging.getLogger("burst")
-    stats: list[aioqlog.ListenerStats] = []
-
-    def burst(tag: str) -> None:
-        for i in range(n):
-            log.info("%s %d", tag, i)
-
-    async def main() -> None:
-        async with aioqlog.install() as listener:
-            burst("loop")
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(trio.to_thread.run_sync, burst, "t1")
-                nursery.start_soon(trio.to_thread.run_sync, burst, "t2")
-        stats.append(listener.stats)
-
-    try:
-        run_trio(main)
-    finally:
-        handler.close()
-    assert (stats[0].dropped, stats[0].handlers[0].dropped) == (0, 0)
-    seen: dict[str, list[int]] = {}
-    for line in path.read_text().splitlines():
-        tag, number = line.rsplit(": ", 1)[1].split()
-        seen.setdefault(tag, []).append(int(number))
-    assert seen == {tag: list(range(n)) for tag in ("loop", "t1", "t2")}
-
-
 def test_a_trio_thread_never_waits_for_room_under_block(logger: logging.Logger) -> None:
     """Under "block", a full queue makes a thread running trio.run drop, never wait."""
     q = aioqlog.LogQueue(maxsize=2, overflow="block", block_timeout=STALL)
