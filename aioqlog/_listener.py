@@ -97,6 +97,14 @@ class _Run:
     deadline: float | None = None
 
 
+@dataclass
+class _Notice:
+    """When a shutdown's wait on the handlers began, and whether it said what it waits for."""
+
+    began: float
+    given: bool = False
+
+
 def _summary(message: str, *args: object) -> logging.LogRecord:
     """Make a WARNING record from aioqlog itself."""
     return own_record(logging.WARNING, message, args)
@@ -675,58 +683,86 @@ class QueueListener:
         """Wait until every lane has handled what it was given; False if out of time.
 
         With *feeding*, also until that lane's worker has taken, and handled,
-        everything logged before ``stop()`` (the one-hop path).
-
-        When the loop is ending without ``stop()`` (the task was cancelled from
-        outside), the wait is as long as the handlers make progress: each
-        record handled moves the deadline ``shutdown_timeout`` ahead. Either
-        way, a notice on stderr says what the wait is for once it takes more
-        than a second, and that Ctrl-C cuts it short.
+        everything logged before ``stop()`` (the one-hop path). The wait
+        follows progress when the loop is ending without ``stop()`` (see
+        ``_follow``).
         """
         backend = self._run_state.backend
         assert backend is not None  # running
-        began = backend.time()
-        noticed = False
+        notice = _Notice(began=backend.time())
         for lane in self._lanes:
             fed = feeding if feeding is not None and feeding.lane is lane else None
 
             def settled(lane: Lane = lane, fed: _OneHop | None = fed) -> bool:
-                return lane.settled() and (fed is None or not fed.serving)
+                return lane.state != RUNNING or (
+                    lane.settled() and (fed is None or not fed.serving)
+                )
 
-            while lane.state == RUNNING and not settled():
-                left = self._time_left()
-                if left == 0.0:
-                    return False
-                done = lane.done_count
-                run = self._run_state
-                if not noticed:
-                    until_notice = max(0.0, began + _NOTICE_AFTER - backend.time())
-                    left = until_notice if left is None else min(left, until_notice)
-                await lane.wait_progress(settled, left, backend)
-                now = backend.time()
-                if run.patient and lane.done_count != done and self.shutdown_timeout is not None:
-                    run.deadline = now + self.shutdown_timeout
-                if noticed or now - began < _NOTICE_AFTER or settled():
-                    continue
-                noticed = True
-                if not run.patient:
-                    # A shutdown that takes a while says what it waits for, and
-                    # how to cut it short (unless it is about to end anyway).
-                    left = self._time_left()
-                    if left is not None and left < 1.0:
-                        continue
-                    bound = "no timeout" if left is None else f"up to {left:.0f}s more"
-                    _stderr(
-                        f"stopping: waiting for the handlers to deliver "
-                        f"{self.stats.undelivered} records ({bound}; press Ctrl-C to skip)"
-                    )
-                else:
-                    _stderr(
-                        f"the event loop is ending without QueueListener.stop(); "
-                        f"delivering {self.stats.undelivered} records first (as long as "
-                        f"the handlers make progress; press Ctrl-C to skip)"
-                    )
+            def done(lane: Lane = lane) -> int:
+                return lane.done_count
+
+            if not await self._follow(lane, settled, done, notice):
+                return False
         return True
+
+    async def _follow(
+        self, lane: Lane, ready: Callable[[], bool], progress: Callable[[], int], notice: _Notice
+    ) -> bool:
+        """Wait on *lane*'s progress until *ready()* holds; False if out of time first.
+
+        *progress()* grows with each step the handler takes (records handled,
+        records its ``aclose()`` sent). The lane wakes the wait at each record
+        handled, when its ``aclose()`` task ends, and when the deadline moves.
+
+        When the loop is ending without ``stop()`` (the task was cancelled from
+        outside), the wait is as long as the handler makes progress: each wake
+        that finds *progress()* grown moves the deadline ``shutdown_timeout``
+        ahead, so the wait ends only after ``shutdown_timeout`` without any.
+        Either way, a notice on stderr says what the wait is for once it takes
+        more than a second, and that Ctrl-C cuts it short.
+        """
+        run = self._run_state
+        backend = run.backend
+        assert backend is not None  # running
+        timeout = self.shutdown_timeout
+        while not ready():
+            left = self._time_left()
+            if left == 0.0:
+                return False
+            mark = progress()
+            if not notice.given:
+                until_notice = max(0.0, notice.began + _NOTICE_AFTER - backend.time())
+                left = until_notice if left is None else min(left, until_notice)
+            await lane.wait_progress(ready, left, backend)
+            now = backend.time()
+            if run.patient and timeout is not None and progress() > mark:
+                run.deadline = now + timeout
+            if notice.given or now - notice.began < _NOTICE_AFTER or ready():
+                continue
+            notice.given = True
+            self._say_what_the_wait_is_for()
+        return True
+
+    def _say_what_the_wait_is_for(self) -> None:
+        """Say on stderr what a shutdown that takes a while waits for, and how to skip it."""
+        undelivered = self.stats.undelivered
+        if not undelivered:
+            return  # an aclose() with nothing left to send: no records to speak of
+        if self._run_state.patient:
+            _stderr(
+                f"the event loop is ending without QueueListener.stop(); "
+                f"delivering {undelivered} records first (as long as "
+                f"the handlers make progress; press Ctrl-C to skip)"
+            )
+            return
+        left = self._time_left()
+        if left is not None and left < 1.0:
+            return  # about to end anyway
+        bound = "no timeout" if left is None else f"up to {left:.0f}s more"
+        _stderr(
+            f"stopping: waiting for the handlers to deliver "
+            f"{undelivered} records ({bound}; press Ctrl-C to skip)"
+        )
 
     async def _run(self) -> None:
         """The listener's task: serve, then wind down, however it ends."""
@@ -947,19 +983,77 @@ class QueueListener:
             await backend.wait(done, self._time_left())
 
     async def _aclose(self, lane: TaskLane) -> None:
+        """Await the handler's ``aclose()`` (where it sends what it buffered), within bounds.
+
+        It runs in a task of its own, watched from here as the lanes are (see
+        ``_follow``): after ``stop()``, the stop's deadline bounds it; when the
+        loop is ending without ``stop()``, it goes on as long as the records
+        the handler holds (``AsyncHandler.pending``) keep going down, and is
+        cut off once none went out for ``shutdown_timeout``. The handler's own
+        ``timeout`` bounds the call too.
+        """
         handler = lane.handler
-        left = self._time_left()
-        bound = handler.timeout
-        if left is not None and (bound is None or left < bound):
-            bound = left
+        run = self._run_state
+        backend = run.backend
+        assert backend is not None  # running
+
+        async def close() -> None:
+            try:
+                await backend.bounded(handler.aclose(), handler.timeout, "aclose()")
+            except Exception as exc:  # noqa: BLE001
+                self._report_aclose(lane, f"raised {exc!r}")
+
+        now = backend.time()
+        timeout = self.shutdown_timeout
+        if run.patient and timeout is not None:
+            # The lanes have just settled, which is progress: aclose() starts
+            # with a whole shutdown_timeout to make its own.
+            run.deadline = now + timeout
+        task = backend.spawn(close, f"aioqlog-{lane.stats_name()}-aclose")
+        task.add_done_callback(lambda _: lane._notify())
+
+        def closed() -> bool:
+            return task.done()
+
+        def sent() -> int:
+            return -_held(handler)
+
         try:
-            backend = self._run_state.backend
-            assert backend is not None  # running
-            await backend.bounded(handler.aclose(), bound, "aclose()")
-        except Exception as exc:  # noqa: BLE001
-            held = _held(handler)
-            still = f"; it still holds {held} records undelivered" if held else ""
-            _stderr(f"{lane.stats_name()}.aclose() raised {exc!r}{still}")
+            in_time = await self._follow(lane, closed, sent, _Notice(began=now))
+        except backend.Cancelled:
+            # Cancelled again (asyncio: a second cancellation of a listener
+            # already winding down): cut it short now.
+            await self._cut_off(lane, task, "was cut off: the listener was cancelled again")
+            raise
+        if in_time:
+            return
+        if run.patient and timeout is not None:
+            outcome = (
+                f"was cut off: it sent nothing for shutdown_timeout={timeout:g}s while the "
+                f"event loop ended without QueueListener.stop()"
+            )
+        else:  # the stop's deadline, as a bounded await would say it
+            waited = backend.time() - now
+            outcome = f"raised TimeoutError('aclose() did not finish within timeout={waited:.3g}s')"
+        await self._cut_off(lane, task, outcome)
+
+    async def _cut_off(self, lane: TaskLane, task: Task, outcome: str) -> None:
+        """Cancel *lane*'s ``aclose()`` task, give it a moment to end, and report *outcome*."""
+        backend = self._run_state.backend
+        assert backend is not None  # running
+        task.cancel()
+        if not await backend.join(task, _CANCEL_GRACE):
+            _stderr(
+                f"{lane.stats_name()}.aclose() did not end within {_CANCEL_GRACE:.0f}s of "
+                f"being cancelled (it ignores cancellation); left running"
+            )
+        self._report_aclose(lane, outcome)
+
+    def _report_aclose(self, lane: TaskLane, outcome: str) -> None:
+        """Say on stderr how *lane*'s ``aclose()`` ended, and what the handler still holds."""
+        held = _held(lane.handler)
+        still = f"; it still holds {held} records undelivered" if held else ""
+        _stderr(f"{lane.stats_name()}.aclose() {outcome}{still}")
 
     def _report_drops(self, *, force: bool) -> None:
         """Tell the handlers, once room returns, how many records were dropped.

@@ -7,6 +7,7 @@ import contextlib
 import io
 import logging
 import os
+import queue
 import re
 import signal
 import subprocess
@@ -14,10 +15,12 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
+import anyio.from_thread
 import anyio.lowlevel
 import pytest
 from support import STALL, AsyncRecorder, Gate, Recorder, bounded, in_thread, run, run_on
@@ -866,6 +869,197 @@ async def test_an_async_handlers_own_drops_and_holdings_are_in_the_stats(
     assert listener.stats.undelivered == 3
     assert "shipper.aclose() raised TimeoutError" in stderr.getvalue()
     assert "it still holds 3 records undelivered" in stderr.getvalue()
+
+
+# ---------------------------- an async handler's aclose() when the loop ends without stop()
+
+#: shutdown_timeout for the tests below; the collector takes a tenth of it per record.
+_WINDOW = 0.3
+_LATENCY = _WINDOW / 10
+
+
+class _Collector:
+    """A slow but working collector: acknowledges each record after ``_LATENCY``, in a thread."""
+
+    def __init__(self) -> None:
+        self.received: list[str] = []
+        self._inbox: queue.Queue[tuple[str, Callable[[], object]] | None] = queue.Queue()
+        self._quit = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="collector")
+        self._thread.start()
+
+    async def send(self, message: str) -> None:
+        """Hand *message* over; return once the collector has acknowledged it."""
+        acked = anyio.Event()
+        token = anyio.lowlevel.current_token()
+
+        def ack() -> None:
+            with contextlib.suppress(RuntimeError):  # the test failed, and its run ended
+                anyio.from_thread.run_sync(acked.set, token=token)
+
+        self._inbox.put((message, ack))
+        await acked.wait()
+
+    def _serve(self) -> None:
+        while (item := self._inbox.get()) is not None:
+            message, ack = item
+            self._quit.wait(_LATENCY)  # the network round trip: the collector is slow
+            self.received.append(message)
+            ack()
+
+    def close(self) -> None:
+        self._quit.set()
+        self._inbox.put(None)
+        self._thread.join(STALL)
+
+
+class _SendsOnClose(aioqlog.AsyncHandler):
+    """Buffers every record; aclose() sends them one by one, as a network handler does.
+
+    With *stall_after*, aclose() stops sending after that many records and
+    waits forever (a collector that went silent); ``stalled_at`` and
+    ``cut_at`` say when it stopped, and when it was cancelled.
+    """
+
+    def __init__(self, collector: _Collector, stall_after: int | None = None) -> None:
+        super().__init__()
+        self.set_name("shipper")
+        self.collector = collector
+        self.stall_after = stall_after
+        self.buffer: list[str] = []
+        self.stalled_at = self.cut_at = 0.0
+        self.took_one = anyio.Event()
+
+    async def aemit(self, record: logging.LogRecord) -> None:
+        self.buffer.append(record.getMessage())
+        self.took_one.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self.buffer)
+
+    async def aclose(self) -> None:
+        sent = 0
+        while self.buffer:
+            if sent == self.stall_after:
+                self.stalled_at = time.monotonic()
+                try:
+                    await anyio.sleep_forever()
+                finally:
+                    self.cut_at = time.monotonic()
+            await self.collector.send(self.buffer[0])
+            del self.buffer[0]
+            sent += 1
+
+
+def _log_and_return(
+    listener: aioqlog.QueueListener, logger: logging.Logger, count: int
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    """Return a main() that starts *listener*, logs *count* records, and ends without stop()."""
+
+    async def main() -> None:
+        listener.start()
+        handler = listener.handlers[0]
+        assert isinstance(handler, _SendsOnClose)
+        logger.info("r0")
+        await bounded(handler.took_one.wait())  # the handler's lane is served
+        for i in range(1, count):
+            logger.info("r%d", i)
+
+    return main
+
+
+def test_aclose_at_the_end_of_a_run_without_stop_goes_on_while_it_sends(
+    anyio_backend: object, logger: logging.Logger
+) -> None:
+    """The run ends without stop(): aclose() sends a buffer for twice shutdown_timeout, all of it.
+
+    Each record takes a tenth of shutdown_timeout to reach the collector; the
+    bound on aclose() follows that progress, as the wait on the lanes does.
+    """
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    collector = _Collector()
+    handler = _SendsOnClose(collector)
+    listener = aioqlog.QueueListener(q, handler, shutdown_timeout=_WINDOW)
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            run_on(anyio_backend, _log_and_return(listener, logger, 20))
+    finally:
+        collector.close()
+    assert collector.received == [f"r{i}" for i in range(20)], stderr.getvalue()
+    assert listener.stats.undelivered == 0
+    assert "aclose()" not in stderr.getvalue()
+
+
+def test_aclose_at_the_end_of_a_run_without_stop_is_cut_off_once_it_stalls(
+    anyio_backend: object, logger: logging.Logger
+) -> None:
+    """aclose() sends for longer than shutdown_timeout, then stalls: cut off shutdown_timeout later.
+
+    What it sent before stalling reached the collector; what it still holds
+    is named on stderr.
+    """
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    collector = _Collector()
+    handler = _SendsOnClose(collector, stall_after=15)
+    listener = aioqlog.QueueListener(q, handler, shutdown_timeout=_WINDOW)
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            run_on(anyio_backend, _log_and_return(listener, logger, 20))
+    finally:
+        collector.close()
+    assert collector.received == [f"r{i}" for i in range(15)], stderr.getvalue()
+    assert handler.stalled_at
+    assert handler.cut_at
+    assert _WINDOW - 0.02 <= handler.cut_at - handler.stalled_at < STALL / 2
+    assert (
+        f"shipper.aclose() was cut off: it sent nothing for shutdown_timeout={_WINDOW:g}s "
+        f"while the event loop ended without QueueListener.stop(); it still holds 5 records "
+        f"undelivered"
+    ) in stderr.getvalue()
+    assert listener.stats.undelivered == 5
+
+
+# asyncio.run's ending, on asyncio and uvloop: trio tells the listener of the run's end once.
+def test_a_second_cancellation_cuts_a_patient_aclose_short(
+    loop_factory: LoopFactory, logger: logging.Logger
+) -> None:
+    """asyncio.run ends without stop(); cancelled again during aclose(), the listener ends now.
+
+    The bound (shutdown_timeout) is long; the second cancellation ends the
+    wait at once, and what the handler still holds is named on stderr.
+    """
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    collector = _Collector()
+
+    class CancelsTheListener(_SendsOnClose):
+        async def aclose(self) -> None:
+            task = listener._run_state.task
+            assert task is not None
+            task.cancel()  # as asyncio.run's end does: a second time now
+            await super().aclose()
+
+    handler = CancelsTheListener(collector, stall_after=0)
+    listener = aioqlog.QueueListener(q, handler, shutdown_timeout=STALL)
+
+    stderr = io.StringIO()
+    started = time.monotonic()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            run(_log_and_return(listener, logger, 3)(), loop_factory)
+    finally:
+        collector.close()
+    assert time.monotonic() - started < STALL / 2
+    assert handler.cut_at
+    assert (
+        "shipper.aclose() was cut off: the listener was cancelled again; it still holds 3 "
+        "records undelivered"
+    ) in stderr.getvalue()
 
 
 # ----------------------------------------- logging.shutdown() with records on the way
