@@ -495,6 +495,10 @@ class TaskLane(Lane):
         self._abort = False
         # Entries put back once after a cancellation from outside (by id).
         self._redelivered: set[int] = set()
+        # Whether the current task has run its first step (entered _run).
+        self._began = False
+        # Whether this start() already replaced a task cancelled before its first step.
+        self._respawned = False
 
     def put(
         self, record: logging.LogRecord, ctx: contextvars.Context, *, past_bound: bool = False
@@ -521,8 +525,36 @@ class TaskLane(Lane):
         self._abort = False
         self.state = RUNNING
         self._loop_thread = threading.get_ident()
-        self.task = backend.spawn(self._run, f"aioqlog-{self.stats_name()}")
+        self._respawned = False
+        self._spawn(backend)
         return None
+
+    def _spawn(self, backend: Backend) -> None:
+        self._began = False
+        task = self.task = backend.spawn(self._run, f"aioqlog-{self.stats_name()}")
+        task.add_done_callback(self._on_task_done)
+
+    def _on_task_done(self, task: Task) -> None:
+        """Replace a task cancelled before its first step, once per start (on the loop).
+
+        Such a task never runs ``_run``: ``asyncio.run`` ending right after
+        ``start()``, with no await between, cancels it before the loop ever
+        stepped it, so it cannot carry on delivering as a started task
+        cancelled from outside does, and its records would wait for a task
+        that is gone while the listener drains. The replacement is not in the
+        set of tasks that ending cancels: it delivers while the listener
+        waits on the lane's progress, and ends when the listener closes the
+        lane (or aborts it, as a second cancellation does). Once per start: a
+        loop that cancels every new task is not fought; the listener's bound
+        then reports the records as undelivered.
+        """
+        if task is not self.task or self._began or self._respawned or not task.cancelled():
+            return
+        backend = self._backend
+        if self.state != RUNNING or self._closing or backend is None or backend.is_closed():
+            return  # stopped meanwhile: the buffer keeps its records for the next start
+        self._respawned = True
+        self._spawn(backend)
 
     def stop_serving(self, *, gave_up: bool = False) -> None:
         self.state = IDLE
@@ -544,6 +576,7 @@ class TaskLane(Lane):
         return True
 
     async def _run(self) -> None:
+        self._began = True
         backend = self._backend
         assert backend is not None  # set by start()
         cancelled = False

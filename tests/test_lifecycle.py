@@ -330,6 +330,97 @@ def test_forgetting_stop_delivers_everything_while_the_handler_progresses(
     )
 
 
+def _handlers_of(kind: str) -> list[logging.Handler]:
+    """Return an async handler, a sync one, or both, as *kind* says."""
+    handlers: list[logging.Handler] = []
+    if kind in ("async", "both"):
+        handlers.append(AsyncRecorder())
+    if kind in ("sync", "both"):
+        handlers.append(Recorder())
+    return handlers
+
+
+# Every backend: asyncio cancels the lanes' tasks, trio's run tells the listener once.
+@pytest.mark.parametrize("how", ["listener", "install"])
+@pytest.mark.parametrize("kind", ["async", "sync", "both"])
+def test_a_run_that_ends_right_after_start_delivers_everything(
+    anyio_backend: object, logger: logging.Logger, kind: str, how: str
+) -> None:
+    """The run ends right after start(), with no await between: every record is delivered.
+
+    On asyncio, the run's end cancels an async handler's lane task before its
+    first step; the lane still delivers while the listener drains, as it does
+    when the run ends after an await.
+    """
+    handlers = _handlers_of(kind)
+    if how == "listener":
+        q = aioqlog.LogQueue()
+        logger.addHandler(aioqlog.QueueHandler(q))
+        listener = aioqlog.QueueListener(q, *handlers, shutdown_timeout=STALL)
+    else:
+        for handler in handlers:
+            logger.addHandler(handler)
+        listener = aioqlog.install(logger, shutdown_timeout=STALL)
+
+    async def main() -> None:
+        listener.start()
+        for i in range(20):
+            logger.info("m%d", i)
+
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        run_on(anyio_backend, main)
+    for handler in handlers:
+        assert isinstance(handler, Recorder | AsyncRecorder)
+        assert handler.messages() == [f"m{i}" for i in range(20)], stderr.getvalue()
+    assert listener.stats.undelivered == 0
+    assert "lost at exit" not in stderr.getvalue()
+
+
+# asyncio.run's ending, on asyncio and uvloop: trio tells the listener of the run's end once.
+def test_a_second_cancellation_cuts_short_a_lane_started_late(
+    loop_factory: LoopFactory, logger: logging.Logger
+) -> None:
+    """asyncio.run ends right after start(); cancelled again, the listener cuts the lane off now.
+
+    The lane's task was cancelled before its first step (asyncio), yet its
+    handler gets the first record; while it is stuck on it, a second
+    cancellation ends the drain at once, and the records are named on stderr.
+    """
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+
+    class Stuck(aioqlog.AsyncHandler):
+        cut = False
+
+        async def aemit(self, record: logging.LogRecord) -> None:
+            task = listener._run_state.task
+            assert task is not None
+            task.cancel()  # as asyncio.run's end does: a second time now
+            try:
+                await asyncio.Event().wait()
+            finally:
+                self.cut = True
+
+    handler = Stuck()
+    handler.set_name("stuck")
+    listener = aioqlog.QueueListener(q, handler, shutdown_timeout=STALL)
+
+    async def main() -> None:
+        listener.start()
+        for i in range(20):
+            logger.info("m%d", i)
+
+    stderr = io.StringIO()
+    started = time.monotonic()
+    with contextlib.redirect_stderr(stderr):
+        run(main(), loop_factory)
+    assert time.monotonic() - started < STALL / 2, stderr.getvalue()
+    assert handler.cut
+    assert "kept for a next start, else lost at exit: 20 for stuck" in stderr.getvalue()
+    assert listener.stats.undelivered == 20
+
+
 _CTRL_C_TWICE = """
     import asyncio, logging, sys, threading
     import aioqlog
