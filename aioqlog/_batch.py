@@ -141,8 +141,12 @@ class _Clock:
         self.key: object = None
         self.text = ""
 
-    def formatter(self, handler: logging.Handler) -> logging.Formatter | None:
-        """Return a copy of *handler*'s formatter that uses this clock, if it can."""
+    def formatter(self, handler: logging.Handler, size: int) -> Callable[[_LogRecord], str]:
+        """Return how to format a batch of *size* records for *handler*, as it would.
+
+        The handler's formatter is never changed, and one swapped or changed
+        since the last batch is honoured: this is decided again per batch.
+        """
         fmt = handler.formatter or logging._defaultFormatter  # type: ignore[attr-defined]
         converter = fmt.converter
         if (
@@ -150,7 +154,7 @@ class _Clock:
             or "formatTime" in vars(fmt)
             or converter not in (time.localtime, time.gmtime)
         ):
-            return None
+            return handler.format
         default_time = fmt.default_time_format
         default_msec = fmt.default_msec_format
 
@@ -164,11 +168,68 @@ class _Clock:
                 return self.text
             return default_msec % (self.text, record.msecs)
 
-        # A copy per batch: the handler's formatter itself is never changed,
-        # and a formatter swapped or changed since the last batch is honoured.
+        plain = _plain_format(handler, fmt, format_time)
+        if plain is not None:
+            return plain
+        if size < _COPY_WORTH:
+            return handler.format
+        # A copy of the formatter with this clock: its own format() runs, as is.
         fast = copy.copy(fmt)
         fast.formatTime = format_time  # type: ignore[method-assign]
-        return fast
+        return fast.format
+
+
+#: A formatter of its own class is copied (to give it the clock) only for a
+#: batch at least this large: a copy costs about as much as a few strftime.
+_COPY_WORTH = 8
+
+#: What ``_plain_format`` does in place of the stdlib's own methods: an
+#: instance attribute of any of these names means the formatter is not plain.
+_FORMATTER_STEPS = ("format", "formatTime", "formatMessage", "usesTime")
+
+
+def _plain_format(
+    handler: logging.Handler,
+    fmt: logging.Formatter,
+    format_time: Callable[[_LogRecord, str | None], str],
+) -> Callable[[_LogRecord], str] | None:
+    """Return ``Formatter.format`` for a stdlib ``Formatter`` with ``%``-style, inlined.
+
+    The steps are the stdlib's, in its order (``Formatter.format``,
+    ``PercentStyle.format``), without a call per step; the clock gives the
+    time. A record with an exception or stack goes through the formatter's
+    own ``format``. None if *fmt* is anything else (a subclass, another style,
+    a method replaced on the instance) or the handler's ``format`` is its own.
+    """
+    style = fmt._style
+    if (
+        type(fmt) is not logging.Formatter
+        or type(style) is not logging.PercentStyle
+        or type(handler).format is not logging.Handler.format
+        or any(name in vars(fmt) for name in _FORMATTER_STEPS)
+        or "format" in vars(handler)
+    ):
+        return None
+    text: str = style._fmt
+    defaults: dict[str, Any] | None = getattr(style, "_defaults", None)
+    uses_time = style.usesTime()
+    datefmt = fmt.datefmt
+    full = fmt.format
+
+    def format_plain(record: _LogRecord) -> str:
+        if record.exc_info or record.exc_text or record.stack_info:
+            return full(record)
+        record.message = record.getMessage()
+        if uses_time:
+            record.asctime = format_time(record, datefmt)
+        values = defaults | record.__dict__ if defaults else record.__dict__
+        try:
+            return text % values
+        except KeyError as e:
+            # As PercentStyle.format: the same error, raised while handling the KeyError.
+            raise ValueError(f"Formatting field not found in record: {e}")  # noqa: B904
+
+    return format_plain
 
 
 def _format_all(
@@ -179,8 +240,7 @@ def _format_all(
     texts: list[str] = []
     kept: list[_LogRecord] = []
     handled = errors = 0
-    fast = clock.formatter(handler)
-    fmt = handler.format if fast is None else fast.format
+    fmt = clock.formatter(handler, len(entries))
     # With no filters (the common case), filtering passes every record: skip
     # the call and the switch into the record's context.
     unfiltered = not handler.filters and type(handler).filter is logging.Filterer.filter

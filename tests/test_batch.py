@@ -6,7 +6,9 @@ import contextvars
 import io
 import logging
 import logging.handlers
+import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -294,3 +296,94 @@ async def test_batches_survive_a_handler_whose_stream_fails(logger: logging.Logg
         assert await in_thread(lambda: all_failed.wait(STALL))
     assert errors == [f"r{i}" for i in range(5)]
     assert listener.stats.handlers[0].errors == 5
+
+
+class _Upper(logging.Formatter):
+    """A formatter of its own class: its format() must run as it is."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).upper()
+
+
+class _OwnMessage(logging.LogRecord):
+    """A record class with its own getMessage()."""
+
+    def getMessage(self) -> str:  # noqa: N802 - the stdlib's name
+        return "own: " + super().getMessage()
+
+
+def _gmt() -> logging.Formatter:
+    fmt = logging.Formatter("%(asctime)s %(message)s")
+    fmt.converter = time.gmtime  # type: ignore[method-assign]
+    return fmt
+
+
+def _no_msecs() -> logging.Formatter:
+    fmt = logging.Formatter("%(asctime)s|%(message)s")
+    fmt.default_msec_format = None  # type: ignore[assignment]
+    return fmt
+
+
+FORMATTERS: dict[str, Callable[[], logging.Formatter | None]] = {
+    "none (the default)": lambda: None,
+    "asctime": lambda: logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"),
+    "datefmt": lambda: logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"),
+    "defaults": lambda: logging.Formatter("%(request)s %(message)s", defaults={"request": "-"}),
+    "missing field": lambda: logging.Formatter("%(request)s %(message)s"),
+    "gmtime": _gmt,
+    "no msecs": _no_msecs,
+    "brace style": lambda: logging.Formatter("{asctime} {message}", style="{"),
+    "own class": lambda: _Upper("%(asctime)s %(message)s"),
+}
+
+
+def _records() -> list[logging.LogRecord]:
+    """Records across three seconds, with extras, an exception, a stack, a record subclass."""
+    made: list[logging.LogRecord] = []
+    try:
+        raise KeyError("boom")
+    except KeyError:
+        exc_info = sys.exc_info()
+    for i in range(40):
+        cls = _OwnMessage if i == 7 else logging.LogRecord
+        record = cls("app", logging.INFO, __file__, i, "n=%d %s", (i, "x"), None)
+        record.created = 1_700_000_000 + i // 15 + (i % 15) / 15
+        record.msecs = int((record.created % 1) * 1000)
+        if i % 5 == 0:
+            record.request = f"req-{i}"
+        if i == 11:
+            record.exc_info = exc_info
+        if i == 12:
+            record.stack_info = "Stack (most recent call last):\n  here"
+        made.append(record)
+    return made
+
+
+@pytest.mark.parametrize("formatter", list(FORMATTERS))
+def test_a_batch_formats_each_record_as_the_handler_would(formatter: str) -> None:
+    """Same text, same handleError calls, whatever the formatter, the time or the record."""
+    outputs: list[str] = []
+    errors: list[list[tuple[int, str]]] = []
+    for batched in (False, True):
+        stream = io.StringIO()
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(FORMATTERS[formatter]())
+        failed: list[tuple[int, str]] = []
+
+        def report(record: logging.LogRecord, failed: list[tuple[int, str]] = failed) -> None:
+            failed.append((record.lineno, repr(sys.exc_info()[1])))
+
+        handler.handleError = report  # type: ignore[method-assign]
+        records = _records()
+        if batched:
+            emit = batch_emitter(handler)
+            assert emit is not None
+            emit([(record, contextvars.copy_context()) for record in records])
+        else:
+            for record in records:
+                handler.handle(record)
+        outputs.append(stream.getvalue())
+        errors.append(failed)
+    assert outputs[1] == outputs[0]
+    assert errors[1] == errors[0]
+    assert outputs[0].count("\n") >= 40 or errors[0]
