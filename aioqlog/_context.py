@@ -8,13 +8,17 @@ formatters see a request id set by web middleware exactly as it was at the call.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Coroutine, Generator
+import logging
+from collections.abc import Coroutine, Generator, Iterable
 from typing import Any, TypeVar
 
 __all__ = [
     "DEPTH",
+    "HANDLER_THREADS",
     "MAX_DEPTH",
     "SUMMARY_DEPTH",
+    "depth_of",
+    "mark_handling",
     "run_in_context",
 ]
 
@@ -27,6 +31,14 @@ _T = TypeVar("_T")
 #: itself forever).
 DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("aioqlog_depth", default=0)
 
+#: The threads that run only handlers, the sync handlers' lane workers, as
+#: ``(ident, name)``: what a record says of the thread that logged it. A record
+#: logged on one of them was logged by a handler, whatever its context says
+#: (see ``mark_handling``), even once that worker has exited; the name tells
+#: a later thread that reuses the ident apart. Never emptied: a handful of
+#: entries per handler (a worker's ident comes back from a small pool).
+HANDLER_THREADS: set[tuple[int | None, str | None]] = set()
+
 #: Records logged at a depth above this are dropped and counted: a handler's own
 #: diagnostics reach the handlers once, and what they log in turn stops there.
 MAX_DEPTH = 1
@@ -35,6 +47,40 @@ MAX_DEPTH = 1
 #: handled. What a handler logs while handling one is dropped and counted but
 #: not announced again: announcing it would make another summary, and so on.
 SUMMARY_DEPTH = 1_000
+
+
+def depth_of(record: logging.LogRecord, ctx: contextvars.Context) -> int:
+    """Return how deep in handler-caused logging *record* (logged in *ctx*) was logged."""
+    depth = ctx.get(DEPTH, 0)
+    if not depth and (record.thread, record.threadName) in HANDLER_THREADS:
+        return 1  # logged by a sync handler, on its worker (see mark_handling)
+    return depth
+
+
+def mark_handling(
+    entries: Iterable[tuple[logging.LogRecord, contextvars.Context]], *, on_worker: bool
+) -> None:
+    """Set in each record's context the depth that what its handler logs will have.
+
+    A handler runs inside its record's context, so what it logs while handling
+    a record at depth *d* carries that context: it must read as *d + 1*. Set
+    ``DEPTH`` to *d + 1* in it, a new mapping per record. A sync handler's
+    worker (*on_worker*) spares that for the common case, a record the
+    application logged: what the handler logs there comes from a thread in
+    ``HANDLER_THREADS``, which ``depth_of`` reads as depth 1 already (unless
+    records do not say which thread logged them: ``logging.logThreads``).
+    Call once per record and handling, before the handler sees it.
+    """
+    by_thread = on_worker and logging.logThreads
+    workers = HANDLER_THREADS
+    for record, ctx in entries:
+        depth = ctx.get(DEPTH, 0)
+        if not depth:
+            if (record.thread, record.threadName) in workers:
+                depth = 1
+            elif by_thread:
+                continue
+        ctx.run(DEPTH.set, depth + 1)
 
 
 class _Relay:

@@ -42,9 +42,9 @@ from typing import Final, Literal, Protocol
 
 from ._async_handler import AsyncHandler, overrides_batch
 from ._backend import Backend, Task, Waiter
-from ._batch import batch_emitter
+from ._batch import BatchEmit, batch_emitter
 from ._bridge import BATCH_LIMIT, Entry, Overflow, Parking
-from ._context import DEPTH, SUMMARY_DEPTH, run_in_context
+from ._context import DEPTH, HANDLER_THREADS, SUMMARY_DEPTH, mark_handling, run_in_context
 from ._diagnostics import report_error
 from ._records import copy_record, own_record, summary_context
 
@@ -181,7 +181,7 @@ class Lane:
         try:
             while True:
                 entry = buffer.popleft()
-                if entry[1].get(DEPTH) != SUMMARY_DEPTH:
+                if entry[1].get(DEPTH, 0) < SUMMARY_DEPTH:
                     break
                 passed_over.append(entry)
         except IndexError:  # only summaries were waiting, or the worker took the rest
@@ -253,14 +253,20 @@ class Lane:
         When the lane runs and has room for all of them (the common case), they
         join the buffer in one step and the worker is woken once.
         """
-        if self.state == RUNNING and len(entries) <= self.capacity - self.pending:
-            self.buffer.extend(entries)
-            self.put_count += len(entries)
-            self._wake_worker()
+        if self._extend(entries):
             return
         put = self.put
         for record, ctx in entries:
             put(record, ctx)
+
+    def _extend(self, entries: list[Entry]) -> bool:
+        """Buffer *entries* in one step if the lane runs with room for all; say if it did."""
+        if self.state == RUNNING and len(entries) <= self.capacity - self.pending:
+            self.buffer.extend(entries)
+            self.put_count += len(entries)
+            self._wake_worker()
+            return True
+        return False
 
     def _wake_worker(self) -> None:
         """Wake the worker if it sleeps waiting for records."""
@@ -341,6 +347,7 @@ class ThreadLane(Lane):
         # to the logger; KeyboardInterrupt and friends propagate as they would.
         if self.copy_records:
             record = copy_record(record)
+        mark_handling(((record, ctx),), on_worker=False)
         try:
             ctx.run(self.handler.handle, record)
         except Exception:  # noqa: BLE001
@@ -382,12 +389,19 @@ class ThreadLane(Lane):
         # The worker thread: take what is buffered, handle it, park when empty,
         # exit once closing with nothing left.
         handler = self.handler
+        emit_batch = batch_emitter(handler)
+        HANDLER_THREADS.add((threading.get_ident(), threading.current_thread().name))
+        self._serve(handler, emit_batch)
+        if self._watch.slot:
+            self._notify()
+
+    def _serve(self, handler: logging.Handler, emit_batch: BatchEmit | None) -> None:
         copying = self.copy_records
         buffer = self.buffer
-        emit_batch = batch_emitter(handler)
         while True:
             batch = self._take(WORKER_BATCH)
             if batch:
+                mark_handling(batch, on_worker=True)
                 if copying:
                     batch = [(copy_record(record), ctx) for record, ctx in batch]
                 if emit_batch is not None:
@@ -450,8 +464,6 @@ class ThreadLane(Lane):
                 feed.unlisten()
                 continue
             self._bell.acquire()
-        if self._watch.slot:
-            self._notify()
 
     def _caught_up(self) -> bool:
         """Leave DRAINING for IDLE if nothing is left; return whether the worker exits.
@@ -501,6 +513,20 @@ class TaskLane(Lane):
         self._respawned = False
 
     def put(
+        self, record: logging.LogRecord, ctx: contextvars.Context, *, past_bound: bool = False
+    ) -> None:
+        # Marked once, on the way in: a record given to the handler again
+        # (after a cancellation) keeps its depth.
+        mark_handling(((record, ctx),), on_worker=False)
+        self._put_marked(record, ctx, past_bound=past_bound)
+
+    def put_many(self, entries: list[Entry]) -> None:
+        mark_handling(entries, on_worker=False)
+        if not self._extend(entries):
+            for record, ctx in entries:
+                self._put_marked(record, ctx)
+
+    def _put_marked(
         self, record: logging.LogRecord, ctx: contextvars.Context, *, past_bound: bool = False
     ) -> None:
         # While IDLE the buffer keeps records for the next start.

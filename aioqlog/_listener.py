@@ -34,7 +34,7 @@ from . import _lifecycle
 from ._async_handler import AsyncHandler
 from ._backend import Backend, Task, running_backend
 from ._bridge import BATCH_LIMIT, Entry, LogQueue, Parking
-from ._context import DEPTH, MAX_DEPTH, SUMMARY_DEPTH
+from ._context import DEPTH, MAX_DEPTH, SUMMARY_DEPTH, depth_of
 from ._diagnostics import check_seconds
 from ._diagnostics import write_stderr as _stderr
 from ._lanes import (
@@ -315,6 +315,8 @@ class QueueListener:
             and not self._hooked
             and cls.dequeue is QueueListener.dequeue
         )
+        # While _dispatch runs the hooks: the record's context as logged.
+        self._origin: contextvars.Context | None = None
         self._start_afresh()
         self._bind()
         _lifecycle.track(self)
@@ -479,9 +481,11 @@ class QueueListener:
         """
         record = self.prepare(record)
         respect = self.respect_handler_level
+        origin = self._origin
+        context = _copy_context if origin is None else origin.copy
         for lane in self._lanes:
             if handler_takes(lane.handler, record, respect_level=respect):
-                lane.put(record, _copy_context())
+                lane.put(record, context())
 
     # ------------------------------------------------------------- internals
 
@@ -514,17 +518,24 @@ class QueueListener:
             self._fan_out(batch)
             return
         one = self._dispatch_one
-        for record, ctx in batch:
-            ctx.run(one, record)
+        try:
+            for record, ctx in batch:
+                # handle() gives the lanes the record's context as logged; the
+                # hooks run one level deeper (see _dispatch_one).
+                self._origin = ctx.copy()
+                ctx.run(one, record, depth_of(record, ctx))
+        finally:
+            self._origin = None
 
     def _fan_out(self, batch: list[Entry]) -> None:
         """Do what ``_dispatch_one`` and the base ``handle`` do, for the common case.
 
         With ``handle`` and ``prepare`` not overridden, no user code runs here,
         so nothing needs to run inside each record's context: the depth is read
-        from the context as a mapping and set in it by one C call, and a lone
-        lane takes the record's own context (nothing else ever enters it), so
-        it needs no copy, and takes the whole batch at once.
+        from the context as a mapping (the lanes set the next one, see
+        ``mark_handling``), and a lone lane takes the record's own context
+        (nothing else ever enters it), so it needs no copy, and takes the
+        whole batch at once.
         """
         lanes = self._lanes
         respect = self.respect_handler_level
@@ -533,12 +544,10 @@ class QueueListener:
         keep = kept.append
         for entry in batch:
             record, ctx = entry
-            depth = ctx.get(DEPTH, 0)
+            depth = depth_of(record, ctx)
             if depth > MAX_DEPTH:
                 self._refuse(depth)
                 continue
-            # Handlers run one level deeper: what they log is recognised as theirs.
-            ctx.run(DEPTH.set, depth + 1)
             if lone is None:
                 for lane in lanes:
                     if handler_takes(lane.handler, record, respect_level=respect):
@@ -553,8 +562,7 @@ class QueueListener:
         self._dispatch(batch)
         self._report_drops(force=False)
 
-    def _dispatch_one(self, record: logging.LogRecord) -> None:
-        depth = DEPTH.get()
+    def _dispatch_one(self, record: logging.LogRecord, depth: int) -> None:
         if depth > MAX_DEPTH:
             self._refuse(depth)
             return

@@ -147,6 +147,54 @@ async def test_a_handler_logging_from_emit_neither_deadlocks_nor_loops(
     assert listener.stats.recursion_dropped >= 2
 
 
+class _Handling(aioqlog.QueueListener):
+    """A listener with its own handle() hook (run for each record, inside its context)."""
+
+    def handle(self, record: logging.LogRecord) -> None:
+        super().handle(record)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "how", ["lone handler", "no thread in records", "handle() hook", "beside another handler"]
+)
+async def test_what_a_handler_logs_is_one_level_deeper_on_every_path(
+    logger: logging.Logger, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What it logs from emit is delivered once; what that causes is dropped and counted."""
+    if how == "no thread in records":
+        # Records then say nothing of the thread that logged them: contexts carry it all.
+        monkeypatch.setattr(logging, "logThreads", False)
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    handler = Chatty(logger)
+    other = Recorder()
+    handlers = [handler, other] if how == "beside another handler" else [handler]
+    kind = _Handling if how == "handle() hook" else aioqlog.QueueListener
+    listener = kind(q, *handlers)
+    async with listener:
+        for i in range(5):
+            logger.info("app %d", i)
+        assert await in_thread(lambda: handler.wait_until(lambda: len(handler.records) >= 10))
+    # Drops are reported at most once per interval, and at the latest by stop().
+    assert await in_thread(lambda: handler.wait_until(lambda: _drops(handler) == 5))
+    app = [m for m in handler.messages() if not m.startswith("aioqlog")]
+    assert sorted(app) == sorted(
+        [f"app {i}" for i in range(5)] + [f"handled 'app {i}'" for i in range(5)]
+    )
+    # And the one it logs about the drop summary, dropped quietly.
+    assert listener.stats.recursion_dropped >= 5
+
+
+def _drops(handler: Recorder) -> int:
+    """Return how many recursion drops *handler* was told of."""
+    return sum(
+        int(m.split()[2])
+        for m in handler.messages()
+        if m.startswith("aioqlog dropped") and "logged by handlers" in m
+    )
+
+
 def test_a_handler_logging_from_emit_terminates_while_idle(logger: logging.Logger) -> None:
     """The same, with no listener running: records are handled in the caller."""
     q = aioqlog.LogQueue()
