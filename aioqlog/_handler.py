@@ -312,6 +312,18 @@ class QueueHandler(logging.handlers.QueueHandler):
     # consumed by aioqlog's listener only, so it deliberately has none.
     queue: LogQueue  # type: ignore[assignment]
 
+    #: Whether the class keeps ``emit``, ``prepare`` and ``enqueue`` as defined
+    #: here: ``handle`` then does their work in one call (every log call pays
+    #: for each call). A subclass that overrides any of them gets them called.
+    _plain = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._plain = all(
+            getattr(cls, name) is getattr(QueueHandler, name)
+            for name in ("emit", "prepare", "enqueue", "_complete")
+        )
+
     def __init__(
         self, queue: LogQueue | stdlib_queue.Queue[Any] | None = None, **config: Any
     ) -> None:
@@ -368,7 +380,17 @@ class QueueHandler(logging.handlers.QueueHandler):
                 record = rv
         else:
             rv = record if _FILTER_RETURNS_RECORD else True
-        self.emit(record)
+        if self.formatter is None and type(self)._plain:
+            # emit(), prepare() and enqueue() as defined here, in one call.
+            try:
+                prepared = snapshot(record)
+                if prepared is not record:
+                    prepared = self._complete(record, prepared)
+                self.queue.put_nowait(prepared)
+            except Exception:  # noqa: BLE001 - logging never raises into the caller
+                self.handleError(record)
+        else:
+            self.emit(record)
         return rv
 
     def close(self) -> None:
@@ -413,6 +435,10 @@ class QueueHandler(logging.handlers.QueueHandler):
         prepared = snapshot(record)
         if prepared is record:
             return record  # the common case: nothing to freeze, no exception
+        return self._complete(record, prepared)
+
+    def _complete(self, record: logging.LogRecord, prepared: logging.LogRecord) -> Any:
+        """Finish *prepared*, the snapshot copy of *record*: render its exception now."""
         if prepared.exc_info and prepared.exc_text is None:
             # Render the traceback now, as the handlers would if attached
             # directly: the exception may change (notes, args) once we return.

@@ -254,3 +254,63 @@ def test_emit_never_raises_into_the_caller(monkeypatch: pytest.MonkeyPatch) -> N
     record = _make("x")
     handler.handle(record)
     assert reported == [record]
+
+
+class _Redacting(aioqlog.QueueHandler):
+    """Overrides prepare(): every record it enqueues says so."""
+
+    def prepare(self, record: logging.LogRecord) -> Any:
+        prepared = super().prepare(record)
+        prepared.msg = "redacted"
+        prepared.args = ()
+        return prepared
+
+
+class _Counting(aioqlog.QueueHandler):
+    """Overrides enqueue(): counts what it puts on the queue."""
+
+    count = 0
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        type(self).count += 1
+        super().enqueue(record)
+
+
+class _Emitting(aioqlog.QueueHandler):
+    """Overrides emit(): tags each record before the usual emit."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        record.tagged = True
+        super().emit(record)
+
+
+def test_each_overridden_step_of_emit_is_called() -> None:
+    """A subclass's own emit(), prepare() or enqueue() runs for every log call."""
+    redacting = _Redacting(aioqlog.LogQueue())
+    counting = _Counting(aioqlog.LogQueue())
+    emitting = _Emitting(aioqlog.LogQueue())
+    for handler in (redacting, counting, emitting):
+        handler.queue._right.clear()  # as while a listener delivers: the record stays queued
+        handler.handle(_make("secret %s", "token"))
+    assert redacting.queue._items[0][0].getMessage() == "redacted"
+    assert _Counting.count == 1
+    assert emitting.queue._items[0][0].tagged is True
+
+
+def test_a_record_with_an_exception_is_queued_with_its_traceback_rendered() -> None:
+    """The exception's text is rendered at the call, on the queued copy and the caller's record."""
+    handler = aioqlog.QueueHandler(aioqlog.LogQueue())
+    aioqlog.QueueListener(handler.queue, Recorder())  # whose formatter renders it
+    handler.queue._right.clear()  # as while a listener delivers: the record stays queued
+    logger = logging.getLogger("aioqlog.tests.handler")
+    try:
+        raise KeyError("k")
+    except KeyError:
+        record = logger.makeRecord(
+            logger.name, logging.ERROR, __file__, 10, "x", (), sys.exc_info()
+        )
+    handler.handle(record)
+    queued = handler.queue._items[0][0]
+    assert queued is not record
+    assert queued.exc_text is not None and "KeyError: 'k'" in queued.exc_text
+    assert record.exc_text == queued.exc_text
