@@ -100,6 +100,9 @@ class Backend:
     #: Run ``fn(arg)`` on the loop soon; from any thread. Raises ``RuntimeError``
     #: once the loop has closed (trio's ``RunFinishedError`` is one).
     call_soon_threadsafe: Callable[[Callable[[Any], None], Any], object]
+    #: The same, called on the loop's own thread: asyncio's skips the self-pipe
+    #: write that wakes a loop from another thread.
+    call_soon: Callable[[Callable[[Any], None], Any], object]
     #: Complete a waiter (on the loop's thread); a second call is harmless.
     resolve: Callable[[Any], None]
     #: The loop's clock, in seconds (on the loop's thread).
@@ -201,6 +204,7 @@ class AsyncioBackend(Backend):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.call_soon_threadsafe = loop.call_soon_threadsafe
+        self.call_soon = loop.call_soon
         self.resolve = resolve
         self.time = loop.time
         self.is_closed = loop.is_closed
@@ -342,7 +346,7 @@ class TrioBackend(Backend):
         self._trio = trio
         self.token = token
         self.Cancelled = trio.Cancelled
-        self.call_soon_threadsafe = token.run_sync_soon
+        self.call_soon_threadsafe = self.call_soon = token.run_sync_soon
         self.resolve = _set
         self.time = trio.current_time
         self.checkpoint = trio.lowlevel.checkpoint

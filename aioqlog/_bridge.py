@@ -423,7 +423,7 @@ class LogQueue:
         self._deferred.append(waiter[0])
         self._limit = min(self._maxsize, SPILL)
         try:
-            backend.call_soon_threadsafe(_ring_later, self)
+            backend.call_soon(_ring_later, self)
         except RuntimeError:  # the loop is closing: ring now
             self._ring_deferred()
 
