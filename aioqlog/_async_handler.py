@@ -35,8 +35,9 @@ class AsyncHandler(logging.Handler):
       ``stats`` (``HandlerStats.pending``, and so ``ListenerStats.undelivered``),
       so that records still held at ``stop()`` are counted, not lost unseen.
     * ``dropped``: a count of the records the handler itself dropped (its own
-      buffer full, a server that refused them for good); the listener adds it
-      to ``HandlerStats.dropped``. The network handlers keep it up to date.
+      buffer full, a server that refused them for good, or given to it by a
+      plain logging call, see ``emit``); the listener adds it to
+      ``HandlerStats.dropped``. The network handlers keep it up to date.
 
     Args:
         level: The handler's level, as for any ``logging.Handler``.
@@ -100,7 +101,14 @@ class AsyncHandler(logging.Handler):
         return 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Report that this handler was called outside a listener."""
+        """Report that this handler was called outside a listener, and count the record dropped.
+
+        A logger it is attached to directly (or that ``install()`` gave back
+        at the end of its block) calls it like any handler: the record cannot
+        be awaited, so it is lost, and counted in ``dropped`` (the next
+        listener's ``stats`` include it).
+        """
+        self.dropped += 1
         try:
             raise RuntimeError(
                 f"{self!r} is an aioqlog.AsyncHandler: its aemit() coroutine cannot "

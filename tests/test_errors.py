@@ -255,6 +255,28 @@ def test_an_async_handler_attached_directly_says_how_to_serve_it(
     assert "Serve it with aioqlog.QueueListener(queue, handler)" in text
     assert "never awaited" not in text
     assert handler.records == []
+    assert handler.dropped == 1
+
+
+@pytest.mark.anyio
+async def test_records_an_async_handler_gets_between_two_install_blocks_are_counted(
+    logger: logging.Logger,
+) -> None:
+    """install() gives the handler back at the end of its block: what it gets then is counted."""
+    handler = AsyncRecorder()
+    logger.addHandler(handler)
+    stderr = io.StringIO()
+    async with aioqlog.install(logger):
+        logger.info("served")
+    with contextlib.redirect_stderr(stderr):
+        logger.info("between")
+        logger.info("the blocks")
+    async with aioqlog.install(logger) as listener:
+        logger.info("served again")
+        dropped = listener.stats.handlers[0].dropped
+    assert [r.getMessage() for r in handler.records] == ["served", "served again"]
+    assert dropped == 2
+    assert stderr.getvalue().count("is an aioqlog.AsyncHandler") == 2
 
 
 @pytest.mark.anyio
