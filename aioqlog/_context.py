@@ -18,6 +18,7 @@ __all__ = [
     "MAX_DEPTH",
     "SUMMARY_DEPTH",
     "depth_of",
+    "handling",
     "mark_handling",
     "run_in_context",
 ]
@@ -81,6 +82,19 @@ def mark_handling(
             elif by_thread:
                 continue
         ctx.run(DEPTH.set, depth + 1)
+
+
+def handling(ctx: contextvars.Context, depth: int) -> contextvars.Context:
+    """Return a copy of *ctx* in which a handler handles a record logged at *depth*.
+
+    What the handler logs there reads as *depth + 1* (see ``mark_handling``);
+    *ctx* itself is left as logged, so a record handled again (after a
+    cancellation) is marked the same way again. One copy serves a whole run
+    of records logged in equal contexts at the same depth.
+    """
+    marked = ctx.copy()
+    marked.run(DEPTH.set, depth + 1)
+    return marked
 
 
 class _Relay:

@@ -44,7 +44,15 @@ from ._async_handler import AsyncHandler, overrides_batch
 from ._backend import Backend, Task, Waiter
 from ._batch import BatchEmit, batch_emitter
 from ._bridge import BATCH_LIMIT, Entry, Overflow, Parking
-from ._context import DEPTH, HANDLER_THREADS, SUMMARY_DEPTH, mark_handling, run_in_context
+from ._context import (
+    DEPTH,
+    HANDLER_THREADS,
+    SUMMARY_DEPTH,
+    depth_of,
+    handling,
+    mark_handling,
+    run_in_context,
+)
 from ._diagnostics import report_error
 from ._records import copy_record, own_record, summary_context
 
@@ -68,6 +76,9 @@ DRAINING: Final = "draining"
 #: Most records a worker takes at once: a batch is written in one go, and
 #: progress (what stop() and the exit hook watch) is counted per batch.
 WORKER_BATCH = 1024
+
+#: The stdlib's ``filter``: a handler that keeps it and has no filters passes every record.
+_FILTER = logging.Filterer.filter
 
 
 class Feed(Protocol):
@@ -515,20 +526,9 @@ class TaskLane(Lane):
     def put(
         self, record: logging.LogRecord, ctx: contextvars.Context, *, past_bound: bool = False
     ) -> None:
-        # Marked once, on the way in: a record given to the handler again
-        # (after a cancellation) keeps its depth.
-        mark_handling(((record, ctx),), on_worker=False)
-        self._put_marked(record, ctx, past_bound=past_bound)
-
-    def put_many(self, entries: list[Entry]) -> None:
-        mark_handling(entries, on_worker=False)
-        if not self._extend(entries):
-            for record, ctx in entries:
-                self._put_marked(record, ctx)
-
-    def _put_marked(
-        self, record: logging.LogRecord, ctx: contextvars.Context, *, past_bound: bool = False
-    ) -> None:
+        # Kept as logged: the depth is marked on a copy of the context when
+        # the record is handled (see _deliver), so a record given to the
+        # handler again (after a cancellation) keeps its depth.
         # While IDLE the buffer keeps records for the next start.
         if (
             self._accept((record, ctx), past_bound=past_bound)
@@ -648,32 +648,45 @@ class TaskLane(Lane):
         handler = self.handler
         first = buffer.popleft()
         ctx = first[1]
+        depth = depth_of(first[0], ctx)
         entries = [first]
         if self.batching:
             # At most BATCH_LIMIT per call: filtering a run happens on the loop.
-            while buffer and len(entries) < BATCH_LIMIT and buffer[0][1] == ctx:
+            while buffer and len(entries) < BATCH_LIMIT:
+                record, record_ctx = buffer[0]
+                if record_ctx != ctx or depth_of(record, record_ctx) != depth:
+                    break
                 entries.append(buffer.popleft())
         passed_entries: list[Entry] = []
         records: list[logging.LogRecord] = []
-        for entry in entries:
-            record, record_ctx = entry
-            if self.copy_records:
-                record = copy_record(record)
-            try:
-                passed = record_ctx.run(handler.filter, record)
-            except BaseException:  # noqa: BLE001 - KeyboardInterrupt/SystemExit too
-                self._redelivered.discard(id(entry))
-                self.errors += 1
-                self.done_count += 1
-                report_error(handler, record)
-                continue
-            if passed:
-                records.append(passed if isinstance(passed, logging.LogRecord) else record)
-                passed_entries.append(entry)
-            else:
-                self._redelivered.discard(id(entry))
-                self.handled += 1
-                self.done_count += 1
+        if not handler.filters and type(handler).filter is _FILTER:
+            # No filter to run: every record passes as it is, and the loop is
+            # spared a call per record in its context (a run of up to
+            # BATCH_LIMIT records is filtered in one step).
+            passed_entries = entries
+            records = [
+                copy_record(record) if self.copy_records else record for record, _ in entries
+            ]
+        else:
+            for entry in entries:
+                record, record_ctx = entry
+                if self.copy_records:
+                    record = copy_record(record)
+                try:
+                    passed = handling(record_ctx, depth).run(handler.filter, record)
+                except BaseException:  # noqa: BLE001 - KeyboardInterrupt/SystemExit too
+                    self._redelivered.discard(id(entry))
+                    self.errors += 1
+                    self.done_count += 1
+                    report_error(handler, record)
+                    continue
+                if passed:
+                    records.append(passed if isinstance(passed, logging.LogRecord) else record)
+                    passed_entries.append(entry)
+                else:
+                    self._redelivered.discard(id(entry))
+                    self.handled += 1
+                    self.done_count += 1
         if not records:
             return
         count = len(records)
@@ -683,10 +696,11 @@ class TaskLane(Lane):
             call, what = handler.aemit(records[0]), "aemit()"
         try:
             timeout = handler.timeout
+            run_ctx = handling(ctx, depth)
             if timeout is None:
-                await run_in_context(ctx, call)
+                await run_in_context(run_ctx, call)
             else:
-                await backend.bounded(run_in_context(ctx, call), timeout, what)
+                await backend.bounded(run_in_context(run_ctx, call), timeout, what)
         except backend.Cancelled:
             if backend.cancel_requested():
                 if self._redeliver(passed_entries):

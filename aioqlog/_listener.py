@@ -533,7 +533,7 @@ class QueueListener:
         With ``handle`` and ``prepare`` not overridden, no user code runs here,
         so nothing needs to run inside each record's context: the depth is read
         from the context as a mapping (the lanes set the next one, see
-        ``mark_handling``), and a lone lane takes the record's own context
+        ``mark_handling`` and ``handling``), and a lone lane takes the record's own context
         (nothing else ever enters it), so it needs no copy, and takes the
         whole batch at once.
         """

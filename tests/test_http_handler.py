@@ -908,6 +908,23 @@ async def test_the_encoding_thread_ends_at_aclose(server: Server) -> None:
     assert server.messages() == ["one"]
 
 
+@pytest.mark.anyio
+async def test_a_batch_is_rendered_in_the_encoding_thread(server: Server) -> None:
+    """render() (joining, compressing a batch's lines) runs in the encoding thread."""
+    rendered_on: list[str] = []
+
+    class Watched(AsyncHTTPHandler):
+        def render(self, lines: Sequence[tuple[int, str]]) -> bytes:
+            rendered_on.append(threading.current_thread().name)
+            return super().render(lines)
+
+    handler = Watched(server.url, gzip=True, batch_age=60)
+    await bounded(handler.aemit_batch([logging.makeLogRecord({"msg": "one"})]))
+    await bounded(handler.aclose())
+    assert rendered_on == ["aioqlog-encode-Watched"]
+    assert server.messages() == ["one"]
+
+
 # ------------------------------------------------------- driven as a lane drives it
 
 

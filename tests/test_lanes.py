@@ -21,6 +21,7 @@ from support import STALL, AsyncRecorder, Gate, OnTheLoop, Recorder, bounded, in
 
 import aioqlog
 from aioqlog._bridge import Overflow
+from aioqlog._context import DEPTH
 from aioqlog._lanes import RUNNING, ThreadLane, make_lane
 
 
@@ -377,10 +378,12 @@ class Runs(aioqlog.AsyncHandler):
         self.proceed = anyio.Event()
         self.cancel_itself = False
         self.reported: list[str] = []
+        self.depths: list[int] = []  # the depth each call ran at (what it logs would carry)
 
     async def aemit_batch(self, records: Sequence[logging.LogRecord]) -> None:
         messages = [r.getMessage() for r in records]
         self.calls.append(messages)
+        self.depths.append(DEPTH.get())
         self.entered.set()
         try:
             if self.hold:
@@ -440,7 +443,7 @@ async def test_a_batch_leaves_out_what_its_filters_reject_or_fail_on(
 async def test_a_batch_cancelled_from_outside_is_redelivered_once(
     logger: logging.Logger,
 ) -> None:
-    """A cancelled aemit_batch gets the same run again; a second cancel counts it as errors."""
+    """A cancelled aemit_batch gets the same run again, at the same depth; a second cancel errs."""
     q = aioqlog.LogQueue()
     logger.addHandler(aioqlog.QueueHandler(q))
     handler = Runs()
@@ -454,6 +457,7 @@ async def test_a_batch_cancelled_from_outside_is_redelivered_once(
     _lane_task(handler).cancel()  # a blanket cancel (asyncio.run ending, a supervisor)
     await bounded(handler.entered.wait())
     assert handler.calls == [["a", "b", "c"], ["a", "b", "c"]]
+    assert handler.depths == [1, 1]  # given again, not marked one level deeper again
     handler.entered = anyio.Event()
     _lane_task(handler).cancel()  # cancelled again: "now", the run is given up
     handler.hold = False

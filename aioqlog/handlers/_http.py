@@ -316,7 +316,9 @@ class AsyncHTTPHandler(BatchSender[_Line]):
 
     async def send(self, items: list[_Line], batch_id: str) -> None:
         """Render *items* into one request body and send it, with *batch_id* as its key."""
-        await self._post(self.render(items), batch_id)
+        # In the encoding thread: joining (and compressing) a batch's lines
+        # is the longest stretch of work a send would do on the loop.
+        await self._post(await self.off_loop(lambda: self.render(items)), batch_id)
 
     async def _post(self, data: bytes, batch_id: str) -> None:
         headers = {
