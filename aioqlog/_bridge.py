@@ -42,8 +42,8 @@ are atomic under the GIL. Two one-slot deques carry the hand-offs:
   the same way: its token (``_listen_in_thread``) rings its worker's bell
   instead of resolving a waiter on a loop. A producer on another thread rings
   at once; the loop's own thread defers the ring to the loop's next turn
-  (``_defer_ring``), and lowers ``_limit`` to ``SPILL`` so that the producer
-  that queues the SPILL-th record rings at once (``_past_limit``): the ring
+  (``_defer_ring``), and lowers ``_limit`` to ``SPILL`` (or half the bound)
+  so that the producer that queues that many records rings at once (``_past_limit``): the ring
   waits in ``_deferred``, a one-slot deque, so exactly one of the two rings.
   Either way the worker is rung once per park, and the safety tick below
   covers a loop that never turns again.
@@ -93,7 +93,8 @@ DEFAULT_BLOCK_TIMEOUT = 1.0
 BATCH_LIMIT = 256
 
 #: A burst logged on the loop's thread rings a parked consumer thread at the
-#: loop's next turn, or once this many records are queued, whichever comes
+#: loop's next turn, or once this many records are queued (at most half the
+#: queue's bound, so that the thread has room to catch up), whichever comes
 #: first: a service's short bursts are handed over when its loop yields, as on
 #: the loop's path, and a long burst that never yields is drained meanwhile.
 SPILL = 2048
@@ -421,7 +422,7 @@ class LogQueue:
         backend = self._backend
         assert backend is not None  # attached
         self._deferred.append(waiter[0])
-        self._limit = min(self._maxsize, SPILL)
+        self._limit = min(max(1, self._maxsize // 2), SPILL)
         try:
             backend.call_soon(_ring_later, self)
         except RuntimeError:  # the loop is closing: ring now

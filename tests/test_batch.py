@@ -308,19 +308,19 @@ class _Upper(logging.Formatter):
 class _OwnMessage(logging.LogRecord):
     """A record class with its own getMessage()."""
 
-    def getMessage(self) -> str:  # noqa: N802 - the stdlib's name
+    def getMessage(self) -> str:
         return "own: " + super().getMessage()
 
 
 def _gmt() -> logging.Formatter:
     fmt = logging.Formatter("%(asctime)s %(message)s")
-    fmt.converter = time.gmtime  # type: ignore[method-assign]
+    fmt.converter = time.gmtime
     return fmt
 
 
 def _no_msecs() -> logging.Formatter:
     fmt = logging.Formatter("%(asctime)s|%(message)s")
-    fmt.default_msec_format = None  # type: ignore[assignment]
+    fmt.default_msec_format = None
     return fmt
 
 

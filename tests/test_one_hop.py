@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,6 +69,36 @@ async def test_a_tight_burst_on_the_loop_reaches_the_file_while_the_loop_is_busy
             assert lines == [f"r {i}" for i in range(n - SPILL)]
         assert path.read_text().splitlines() == [f"r {i}" for i in range(n)]
         assert (listener.stats.dropped, listener.stats.handlers[0].dropped) == (0, 0)
+    finally:
+        handler.close()
+
+
+@pytest.mark.asyncio
+async def test_a_small_queue_rings_the_worker_at_half_its_bound(
+    logger: logging.Logger, tmp_path: Path
+) -> None:
+    """With maxsize below SPILL, the worker is rung once half the queue is used, before it fills."""
+    maxsize = 100
+    path = tmp_path / "app.log"
+    handler = BatchFile(path, 1 + maxsize // 2)
+    logger.addHandler(aioqlog.QueueHandler(q := aioqlog.LogQueue(maxsize=maxsize)))
+    q._tick = None
+    try:
+        async with aioqlog.QueueListener(q, handler) as listener:
+            await asyncio.sleep(0)  # the listener's task starts, as in a running service
+            producer = threading.Thread(target=logger.info, args=("first",))
+            producer.start()
+            producer.join()
+            # The worker writes it, then parks on the queue (the loop is held meanwhile).
+            deadline = time.monotonic() + STALL
+            while not (handler.written and q._parked) and time.monotonic() < deadline:
+                time.sleep(0.001)  # noqa: ASYNC251 - the loop stays held while the worker parks
+            assert q._parked, "the worker should be parked on the queue"
+            for i in range(maxsize // 2 + 1):
+                logger.info("r %d", i)
+            # Still on the loop, which has not yielded since the burst began.
+            assert handler.done.wait(STALL), f"{handler.written} written"
+        assert listener.stats.dropped == 0
     finally:
         handler.close()
 
