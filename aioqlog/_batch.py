@@ -272,49 +272,58 @@ def _stream(handler: logging.StreamHandler[Any]) -> BatchEmit:
             return handled, errors
         handler.acquire()
         try:
-            if watched:
-                handler.reopenIfNeeded()  # type: ignore[attr-defined]
-            if is_file and handler.stream is None:
-                # As FileHandler.emit: open on first use (delay=True), unless closed.
-                file: Any = handler
-                if file.mode != "w" or not getattr(file, "_closed", False):
-                    handler.stream = file._open()
+            try:
+                if watched:
+                    handler.reopenIfNeeded()  # type: ignore[attr-defined]
+                if is_file and handler.stream is None:
+                    # As FileHandler.emit: open on first use (delay=True), unless closed.
+                    file: Any = handler
+                    if file.mode != "w" or not getattr(file, "_closed", False):
+                        handler.stream = file._open()
+            except BaseException:  # noqa: BLE001 - opening failed: each record's emit would have
+                for record in kept:
+                    report_error(handler, record)
+                return handled, errors + len(kept)
             if is_file and not handler.stream:
                 return handled + len(kept), errors
-            try:
-                handler.stream.write("".join(texts))
-                handler.flush()
-            except Exception:  # noqa: BLE001 - find which records fail, as direct calls would
-                failed = _one_by_one(handler, texts, kept)
-                return handled + len(kept) - failed, errors + failed
-        except BaseException:  # noqa: BLE001 - opening failed: each record's emit would have
-            for record in kept:
-                report_error(handler, record)
-            return handled, errors + len(kept)
+            failed = _write_all(handler, texts, kept)
         finally:
             handler.release()
-        return handled + len(kept), errors
+        return handled + len(kept) - failed, errors + failed
 
     return deliver
 
 
-def _one_by_one(
+def _write_all(
     handler: logging.StreamHandler[Any], texts: list[str], records: list[_LogRecord]
 ) -> int:
-    """Write and flush each text on its own, reporting each failure; return how many failed.
+    """Write each text, then flush once; report each failure; return how many failed.
 
-    A text stream encodes a write before writing anything, so a batch that
-    failed (a record that cannot be encoded) wrote nothing: each record now
-    fares exactly as it would have alone.
+    A write that fails is that record's failure, as in ``StreamHandler.emit``,
+    whatever it wrote of the text (an encoding error writes nothing; a stream
+    may write part of it): the next records are written after it, and nothing
+    is written twice. A failed flush is the last record's, as it is when
+    each record is flushed.
     """
+    # Precondition: the handler's lock is held.
+    stream = handler.stream
     failed = 0
+    last_failed = False
     for text, record in zip(texts, records, strict=True):
         try:
-            handler.stream.write(text)
-            handler.flush()
-        except Exception:  # noqa: BLE001
+            stream.write(text)
+        except Exception:  # noqa: BLE001 - as StreamHandler.emit: handleError, go on
             failed += 1
+            last_failed = True
             report_error(handler, record)
+        else:
+            last_failed = False
+    try:
+        handler.flush()
+    except Exception:  # noqa: BLE001
+        if not last_failed:
+            failed += 1
+            report_error(handler, records[-1])
     return failed
 
 

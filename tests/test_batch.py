@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -387,3 +388,54 @@ def test_a_batch_formats_each_record_as_the_handler_would(formatter: str) -> Non
     assert outputs[1] == outputs[0]
     assert errors[1] == errors[0]
     assert outputs[0].count("\n") >= 40 or errors[0]
+
+
+class _Picky:
+    """A stream that writes a text up to a BEL character, then fails (a device refusing a byte)."""
+
+    def __init__(self) -> None:
+        self.data: list[str] = []
+        self.flushes = 0
+
+    def write(self, text: str) -> int:
+        for ch in text:
+            if ch == "\x07":
+                raise OSError("device refused byte 0x07")
+            self.data.append(ch)
+        return len(text)
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+
+def test_a_stream_failing_mid_batch_gets_the_same_bytes_and_reports() -> None:
+    """Part of a failing record written, the rest after it, nothing twice; one report each."""
+    texts: list[str] = []
+    reports: list[list[tuple[str, BaseException | None]]] = []
+    for batched in (False, True):
+        stream = _Picky()
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        reported: list[tuple[str, BaseException | None]] = []
+
+        def report(record: logging.LogRecord, reported: list[Any] = reported) -> None:
+            error = sys.exc_info()[1]
+            reported.append((record.getMessage(), error and error.__context__))
+
+        handler.handleError = report  # type: ignore[method-assign]
+        records = [
+            logging.LogRecord("app", logging.INFO, __file__, 1, msg, (), None)
+            for msg in ("line 0", "line 1", "bell \x07 here", "line 3", "caf\u00e9 \x07")
+        ]
+        if batched:
+            emit = batch_emitter(handler)
+            assert emit is not None
+            assert emit([(r, contextvars.copy_context()) for r in records]) == (3, 2)
+            assert stream.flushes == 1
+        else:
+            for record in records:
+                handler.handle(record)
+        texts.append("".join(stream.data))
+        reports.append(reported)
+    assert texts[1] == texts[0] == "line 0\nline 1\nbell line 3\ncaf\u00e9 "
+    assert reports[1] == reports[0] == [("bell \x07 here", None), ("caf\u00e9 \x07", None)]
