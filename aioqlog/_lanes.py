@@ -508,8 +508,9 @@ class TaskLane(Lane):
     ):
         super().__init__(handler, capacity, overflow, copy_records=copy_records)
         self.batching = overrides_batch(handler)
-        # How many unawaited records the exit has already reported.
-        self.reported_left = 0
+        # What the exit has already reported: records left unawaited, and
+        # drops not announced to the handler.
+        self.reported_left = (0, 0)
         self.task: Task | None = None
         # The loop it serves on (set by start()).
         self._backend: Backend | None = None

@@ -1217,12 +1217,21 @@ class QueueListener:
             self.queue._drain_in_caller()
         for lane in self._lanes:
             # Said once (this runs at close and at exit), and only what is new.
-            if isinstance(lane, TaskLane) and len(lane.buffer) > lane.reported_left:
-                lane.reported_left = len(lane.buffer)
+            if not isinstance(lane, TaskLane):
+                continue
+            left = (len(lane.buffer), lane.dropped - lane.drops_reported)
+            if left != lane.reported_left and any(left):
+                lane.reported_left = left
+                held, dropped = left
+                also = (
+                    f" ({dropped} more were dropped: its lane was full, maxsize={lane.capacity})"
+                    if dropped
+                    else ""
+                )
                 _stderr(
-                    f"{len(lane.buffer)} records for {lane.stats_name()} were never "
-                    f"delivered: an async handler needs a running listener to await it, "
-                    f"and none ran after they were logged"
+                    f"{held} records for {lane.stats_name()} were never delivered{also}: "
+                    f"an async handler needs a running listener to await it, and none ran "
+                    f"after they were logged"
                 )
 
     def _stop_in(self, backend: Backend) -> bool:

@@ -416,3 +416,30 @@ def test_records_for_async_handlers_never_served_are_reported_at_exit() -> None:
     )
     assert result.returncode == 0
     assert result.stderr.count("aioqlog: 1 records for shipper were never delivered") == 1
+
+
+def test_what_an_unserved_async_handler_drops_is_in_the_exit_report() -> None:
+    """Past its lane's bound, what it drops is named at exit beside what it holds."""
+    result = _run_script(
+        """
+        class Shipper(aioqlog.AsyncHandler):
+            async def aemit(self, record):
+                pass
+
+        q = aioqlog.LogQueue(maxsize=10)
+        log.addHandler(aioqlog.QueueHandler(q))
+        handler = Shipper()
+        handler.set_name("shipper")
+        aioqlog.QueueListener(q, handler)
+        for i in range(25):
+            log.info("never shipped")
+        """
+    )
+    assert result.returncode == 0
+    assert (
+        result.stderr.count(
+            "aioqlog: 10 records for shipper were never delivered (15 more were dropped: its lane "
+            "was full, maxsize=10)"
+        )
+        == 1
+    )
