@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextvars
 import copy
+import io
 import logging
 import logging.handlers
 import time
@@ -297,16 +298,35 @@ def _stream(handler: logging.StreamHandler[Any]) -> BatchEmit:
 def _write_all(
     handler: logging.StreamHandler[Any], texts: list[str], records: list[_LogRecord]
 ) -> int:
-    """Write each text, then flush once; report each failure; return how many failed.
+    """Write the texts, then flush once; report each failure; return how many failed.
 
-    A write that fails is that record's failure, as in ``StreamHandler.emit``,
-    whatever it wrote of the text (an encoding error writes nothing; a stream
-    may write part of it): the next records are written after it, and nothing
-    is written twice. A failed flush is the last record's, as it is when
-    each record is flushed.
+    Nothing is ever written twice. A file (the stdlib's text stream) gets the
+    batch in one write: a write per record would reach the disk every few
+    kilobytes, and each system call lets logging threads take the GIL, which
+    the worker then waits a switch interval to get back. Such a write either
+    fails to encode (nothing written: each record is then written on its own,
+    as when attached directly) or fails in a system call (there, or in the
+    flush), when what reached the file cannot be known: then each record of
+    the batch is reported. Any other
+    stream gets a write per record, so a failing write is that record's alone,
+    whatever part of it the stream took, and the records after it are written.
+    A failed flush is the last record's, as when each record is flushed.
     """
     # Precondition: the handler's lock is held.
     stream = handler.stream
+    if type(stream) is io.TextIOWrapper:  # a file, or stderr
+        try:
+            stream.write("".join(texts))
+        except UnicodeError:
+            pass  # encoded before anything was written: write them one by one below
+        else:
+            try:
+                handler.flush()
+            except Exception:  # noqa: BLE001 - some of it may be on disk: report, never rewrite
+                for record in records:
+                    report_error(handler, record)
+                return len(records)
+            return 0
     failed = 0
     last_failed = False
     for text, record in zip(texts, records, strict=True):
@@ -318,6 +338,17 @@ def _write_all(
             report_error(handler, record)
         else:
             last_failed = False
+    return _flush(handler, records, failed=failed, last_failed=last_failed)
+
+
+def _flush(
+    handler: logging.StreamHandler[Any],
+    records: list[_LogRecord],
+    *,
+    failed: int,
+    last_failed: bool,
+) -> int:
+    """Flush the handler once for *records*; return the failures, a failed flush the last's."""
     try:
         handler.flush()
     except Exception:  # noqa: BLE001

@@ -439,3 +439,44 @@ def test_a_stream_failing_mid_batch_gets_the_same_bytes_and_reports() -> None:
         reports.append(reported)
     assert texts[1] == texts[0] == "line 0\nline 1\nbell line 3\ncaf\u00e9 "
     assert reports[1] == reports[0] == [("bell \x07 here", None), ("caf\u00e9 \x07", None)]
+
+
+class _FullDisk(io.RawIOBase):
+    """A file that takes *room* bytes, then fails every write (a disk filling up)."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        take = min(len(b), self.room - len(self.data))
+        if take <= 0:
+            raise OSError(28, "No space left on device")
+        self.data += bytes(b)[:take]
+        return take
+
+
+def test_a_file_failing_mid_batch_writes_nothing_twice_and_reports_each_record() -> None:
+    """What reached the file is a prefix of the batch; every record of it is reported."""
+    disk = _FullDisk(room=1_000)
+    stream = io.TextIOWrapper(io.BufferedWriter(disk, buffer_size=1024), encoding="utf-8")
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    reported: list[str] = []
+    handler.handleError = lambda record: reported.append(record.getMessage())  # type: ignore[method-assign]
+    records = [
+        logging.LogRecord("app", logging.INFO, __file__, 1, "line %04d", (i,), None)
+        for i in range(400)
+    ]
+    emit = batch_emitter(handler)
+    assert emit is not None
+    handled, errors = emit([(r, contextvars.copy_context()) for r in records])
+    written = disk.data.decode()
+    whole = "".join(f"line {i:04d}\n" for i in range(400))
+    assert 0 < len(written) <= 1_000
+    assert whole.startswith(written)
+    assert (handled, errors) == (0, 400)
+    assert reported == [f"line {i:04d}" for i in range(400)]
