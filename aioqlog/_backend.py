@@ -33,13 +33,17 @@ import concurrent.futures
 import contextlib
 import contextvars
 import math
+import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from ._diagnostics import write_stderr
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     import trio
 
 __all__ = [
@@ -153,9 +157,10 @@ class Backend:
 
         The task outlives the call that starts it (on trio, a system task, run
         shielded: the end of the run does not interrupt it). *on_run_ending* is
-        called once (on trio), when the run's main task ends with this task
-        still running, or at once for a task started after that; on asyncio the
-        task is cancelled then, and sees ``Cancelled`` instead.
+        called (on trio) when the run's main task ends with this task still
+        running, or at once for a task started after that, and again at each
+        Ctrl-C until the task ends; on asyncio the task is cancelled then, and
+        sees ``Cancelled`` instead (a Ctrl-C there ends the loop itself).
         """
         raise NotImplementedError
 
@@ -432,11 +437,56 @@ class TrioBackend(Backend):
         except self._trio.Cancelled:
             # Not the task's own retirement: the system nursery is cancelled,
             # the run's main task has ended.
-            if not task.done():
+            if task.done():
+                return
+
+            def run_ending() -> None:
+                if task.done():
+                    return
                 try:
                     on_run_ending()
                 except Exception as exc:  # noqa: BLE001 - raising would crash trio.run
                     write_stderr(f"aioqlog could not begin to stop at the end of trio.run: {exc!r}")
+
+            run_ending()
+            # Shielded: the run is ending, and this waits for the task only to
+            # hand Ctrl-C on to it meanwhile (trio.run waits for the task anyway).
+            with self._trio.CancelScope(shield=True), self._ctrl_c_also_calls(run_ending):
+                await task.ended.wait()
+
+    @contextlib.contextmanager
+    def _ctrl_c_also_calls(self, callback: Callable[[], None]) -> Iterator[None]:
+        """Make Ctrl-C also call *callback* on the loop, in the ``with`` block.
+
+        Once the run's main task has returned, trio holds a Ctrl-C back until
+        ``trio.run`` is about to return: the listener, still delivering what
+        is left, would never hear of it. So, where a Python handler of SIGINT
+        can be set (the main thread, with one set already), one is chained in
+        front: it tells the listener to stop now (*callback*, on the loop),
+        then calls the one it replaced (trio's, which still raises
+        ``KeyboardInterrupt`` out of ``trio.run`` at the end). A handler that
+        someone else set meanwhile is left in place.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers are the main thread's
+            return
+        previous = signal.getsignal(signal.SIGINT)
+        if not callable(previous):
+            yield  # ignored (SIG_IGN), deadly (SIG_DFL) or not Python's: nothing to add
+            return
+        run_sync_soon = self.token.run_sync_soon
+
+        def on_sigint(signum: int, frame: FrameType | None) -> Any:
+            with contextlib.suppress(RuntimeError):  # trio.RunFinishedError: it has ended
+                run_sync_soon(callback)
+            return previous(signum, frame)
+
+        signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            if signal.getsignal(signal.SIGINT) is on_sigint:
+                signal.signal(signal.SIGINT, previous)
 
     async def join(self, task: Task, limit: float | None = None) -> bool:
         assert isinstance(task, _TrioTask)

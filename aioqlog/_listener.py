@@ -635,8 +635,10 @@ class QueueListener:
     def _run_ending(self) -> None:
         """On trio: the run's main task ended with the listener running; drain, then stop.
 
-        Called once, on the loop, by the backend's watcher (the listener's own
-        task runs shielded, so it never sees the cancellation itself).
+        Called on the loop by the backend's watcher (the listener's own task
+        runs shielded, so it never sees the cancellation itself): once as the
+        main task ends, then again at each Ctrl-C, which trio itself holds back
+        until ``trio.run`` returns: stop now, as a second cancellation does.
         """
         self._cancelled_from_outside()
         self._notify_lanes()
@@ -1040,6 +1042,9 @@ class QueueListener:
                 f"was cut off: it sent nothing for shutdown_timeout={timeout:g}s while the "
                 f"event loop ended without QueueListener.stop()"
             )
+        elif run.cancelled:
+            # The run ended during a stop(), or Ctrl-C cut its end short (trio).
+            outcome = "was cut off: the event loop is ending and the listener was told to stop now"
         else:  # the stop's deadline, as a bounded await would say it
             waited = backend.time() - now
             outcome = f"raised TimeoutError('aclose() did not finish within timeout={waited:.3g}s')"

@@ -10,10 +10,13 @@ from __future__ import annotations
 import contextvars
 import logging
 import logging.config
+import re
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -563,6 +566,132 @@ def test_a_trio_run_still_going_in_a_daemon_thread_is_stopped_at_exit() -> None:
     )
     assert (proc.returncode, proc.stderr) == (0, "")
     assert proc.stdout.splitlines() == [f"async r {i}" for i in range(1000)]
+
+
+_NOTICE = "the event loop is ending without QueueListener.stop(); delivering"
+
+
+def _ctrl_c_during_the_end_of_run(body: str) -> tuple[int, str, str, float]:
+    """Run *body* in a process; Ctrl-C it once it says it delivers at the end of ``trio.run``.
+
+    Returns the exit status, stdout, stderr and the seconds from the Ctrl-C to
+    the exit. A process that has not exited ``STALL`` seconds after the Ctrl-C
+    is killed, and the test fails.
+    """
+    script = textwrap.dedent(
+        """
+        import logging, signal, sys, threading
+        import trio
+        import aioqlog
+
+        log = logging.getLogger()  # install() puts the root logger's handlers behind it
+        log.setLevel(logging.INFO)
+        """
+    ) + textwrap.dedent(body)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    noticed = threading.Event()
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if _NOTICE in line:
+                noticed.set()
+        noticed.set()  # the process ended
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        assert noticed.wait(STALL), "".join(lines)
+        assert proc.poll() is None, "".join(lines)
+        proc.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
+        try:
+            proc.wait(STALL)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"Ctrl-C did not end the process:\n{''.join(lines)}")
+        took = time.monotonic() - interrupted
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(STALL)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+    return proc.returncode, out, "".join(lines), took
+
+
+def test_ctrl_c_cuts_short_the_end_of_run_delivery_and_counts_what_is_left() -> None:
+    """A Ctrl-C during the drain at trio.run's end stops it now: KeyboardInterrupt, a count.
+
+    trio holds a Ctrl-C back once the main task has returned; the listener
+    hears of it all the same. Nothing is lost silently: what the handler wrote
+    and what stderr reports undelivered make up every record.
+    """
+    rc, out, err, took = _ctrl_c_during_the_end_of_run(
+        """
+        class Slow(aioqlog.AsyncHandler):
+            async def aemit(self, record):
+                await trio.sleep(0.05)
+                print(record.getMessage(), flush=True)
+
+        log.addHandler(Slow())
+
+        async def main():
+            aioqlog.install().start()
+            for i in range(400):  # 20 s of delivery
+                log.info("r %d", i)
+
+        try:
+            trio.run(main)
+        except KeyboardInterrupt:
+            restored = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+            print(f"KeyboardInterrupt; SIGINT handler restored: {restored}", file=sys.stderr)
+            raise
+        """
+    )
+    assert took < 5.0, err
+    assert rc != 0, err
+    assert "KeyboardInterrupt; SIGINT handler restored: True" in err
+    found = re.search(r"(\d+) records for <Slow \(NOTSET\)> were never delivered", err)
+    assert found is not None, err
+    delivered = out.splitlines()
+    assert delivered == [f"r {i}" for i in range(len(delivered))]
+    assert len(delivered) + int(found[1]) == 400, err
+
+
+def test_ctrl_c_ends_an_unbounded_end_of_run_wait_on_a_stuck_handler() -> None:
+    """With shutdown_timeout=None, a Ctrl-C at trio.run's end gives up on a stuck handler."""
+    rc, _, err, took = _ctrl_c_during_the_end_of_run(
+        """
+        entered = threading.Event()
+
+        class Stuck(logging.Handler):
+            def emit(self, record):
+                entered.set()
+                threading.Event().wait()
+
+        log.addHandler(Stuck())
+
+        async def main():
+            aioqlog.install(shutdown_timeout=None).start()
+            log.info("stuck")
+            await trio.to_thread.run_sync(entered.wait)
+
+        trio.run(main)
+        """
+    )
+    assert took < 8.0, err  # a second's look at exit tells it is stuck
+    assert rc != 0, err
+    assert "KeyboardInterrupt" in err
+    assert "exiting without flushing or closing it (1 records undelivered)" in err
 
 
 def test_aioqlog_works_without_trio_installed() -> None:
