@@ -141,5 +141,5 @@ async def run_in_context(
     finally:
         # Closing a finished coroutine is a no-op; closing one we abandon
         # (because we were closed ourselves, or told to give up) runs its
-        # finally blocks.
-        coro.close()
+        # finally blocks (inside ctx, like every step).
+        ctx.run(coro.close)
