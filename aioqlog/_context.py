@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Coroutine, Generator, Iterable
+from collections.abc import Callable, Coroutine, Generator, Iterable
 from typing import Any, TypeVar
 
 __all__ = [
@@ -109,7 +109,11 @@ class _Relay:
         return (yield self.item)
 
 
-async def run_in_context(ctx: contextvars.Context, coro: Coroutine[Any, Any, _T]) -> _T:
+async def run_in_context(
+    ctx: contextvars.Context,
+    coro: Coroutine[Any, Any, _T],
+    give_up: Callable[[], bool] | None = None,
+) -> _T:
     """Await *coro* with every one of its steps running inside *ctx*.
 
     This is what ``asyncio.create_task(coro, context=ctx)`` does (Python 3.11+),
@@ -119,6 +123,13 @@ async def run_in_context(ctx: contextvars.Context, coro: Coroutine[Any, Any, _T]
     untouched to the task that drives us, what the task sends back (trio's
     outcome, for one) is sent in, and cancellation or errors delivered to us are
     thrown back in. It knows no event loop.
+
+    With *give_up*, a cancellation or error delivered to us while ``give_up()``
+    is true is not thrown in: *coro* is abandoned (closed, which runs its
+    finally blocks) and the cancellation propagates, so the task that drives
+    us ends even when *coro* swallows every cancellation. If *coro* ignores
+    the close too (it awaits again on ``GeneratorExit``), the ``RuntimeError``
+    that ``close()`` raises propagates instead, the cancellation as its context.
     """
     value: Any = None
     error: BaseException | None = None
@@ -137,9 +148,12 @@ async def run_in_context(ctx: contextvars.Context, coro: Coroutine[Any, Any, _T]
             value = None
             try:
                 value = await _Relay(yielded)
-            except BaseException as exc:  # noqa: BLE001 - relayed into the coroutine
+            except BaseException as exc:  # relayed into the coroutine, unless given up
+                if give_up is not None and give_up():
+                    raise  # abandoned: closed below
                 error = exc
     finally:
         # Closing a finished coroutine is a no-op; closing one we abandon
-        # (because we were closed ourselves) runs its finally blocks.
-        coro.close()
+        # (because we were closed ourselves, or told to give up) runs its
+        # finally blocks (inside ctx, like every step).
+        ctx.run(coro.close)

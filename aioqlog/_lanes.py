@@ -517,6 +517,12 @@ class TaskLane(Lane):
         self._waiter: Waiter | None = None
         self._closing = False
         self._abort = False
+        # The listener gave up on a call that ignores its cancellation (see abandon()).
+        self._given_up = False
+        # What abandon() left: the records of the call given up on, and what
+        # closing that call raised (it ignored GeneratorExit too), if anything.
+        self.abandoned = 0
+        self.abandon_error: BaseException | None = None
         # Entries put back once after a cancellation from outside (by id).
         self._redelivered: set[int] = set()
         # Whether the current task has run its first step (entered _run).
@@ -550,6 +556,9 @@ class TaskLane(Lane):
         self._backend = backend
         self._closing = False
         self._abort = False
+        self._given_up = False
+        self.abandoned = 0
+        self.abandon_error = None
         self.state = RUNNING
         self._loop_thread = threading.get_ident()
         self._respawned = False
@@ -602,6 +611,29 @@ class TaskLane(Lane):
             self.task = None
         return True
 
+    async def abandon(self, limit: float) -> bool:
+        """Give up on a call that ignores its cancellation; False if the task runs on.
+
+        For after ``stop_serving()`` cut the lane off and the handler's call
+        swallowed that cancellation. The lane drives the call itself
+        (``run_in_context``): told to give up, it throws nothing more into it,
+        closes its coroutine, puts its records back in front of the buffer
+        (kept for the next start, as a call cut off in time is), and the task
+        ends at its next step. Only on asyncio: on trio a call ignores
+        cancellation only inside a shielded await, where it is not even
+        delivered.
+        """
+        task = self.task
+        if task is None:
+            return True
+        self._given_up = True
+        self._abort = True
+        task.cancel()
+        return await self.finished(limit)
+
+    def _giving_up(self) -> bool:
+        return self._given_up
+
     async def _run(self) -> None:
         self._began = True
         backend = self._backend
@@ -627,6 +659,8 @@ class TaskLane(Lane):
         while True:
             if self.buffer:
                 await self._deliver(backend)
+                if self._given_up:
+                    return
                 if self._watch.slot:
                     self._notify()
                 continue
@@ -699,10 +733,13 @@ class TaskLane(Lane):
             timeout = handler.timeout
             run_ctx = handling(ctx, depth)
             if timeout is None:
-                await run_in_context(run_ctx, call)
+                await run_in_context(run_ctx, call, self._giving_up)
             else:
-                await backend.bounded(run_in_context(run_ctx, call), timeout, what)
+                await backend.bounded(run_in_context(run_ctx, call, self._giving_up), timeout, what)
         except backend.Cancelled:
+            if self._given_up:
+                self._abandoned(passed_entries, None)
+                return
             if backend.cancel_requested():
                 if self._redeliver(passed_entries):
                     raise
@@ -713,13 +750,22 @@ class TaskLane(Lane):
             # The handler cancelled itself: its error, not a stop.
             self.errors += count
             report_error(handler, records[0])
-        except BaseException:  # noqa: BLE001 - KeyboardInterrupt/SystemExit too: the lane lives on
+        except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt/SystemExit too: the lane lives on
+            if self._given_up:
+                self._abandoned(passed_entries, exc)
+                return
             self.errors += count
             report_error(handler, records[0])
         else:
             self.handled += count
         self._forget(passed_entries)
         self.done_count += count
+
+    def _abandoned(self, entries: list[Entry], error: BaseException | None) -> None:
+        """Keep the records of a call given up on for the next start (see ``abandon``)."""
+        self._redeliver(entries)  # aborted: back in front, reported as pending already
+        self.abandoned += len(entries)
+        self.abandon_error = error
 
     def _forget(self, entries: list[Entry]) -> None:
         """Forget that *entries* were put back once (they are done now)."""

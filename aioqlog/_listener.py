@@ -34,7 +34,7 @@ from . import _lifecycle
 from ._async_handler import AsyncHandler
 from ._backend import Backend, Task, running_backend
 from ._bridge import BATCH_LIMIT, Entry, LogQueue, Parking
-from ._context import DEPTH, MAX_DEPTH, SUMMARY_DEPTH, depth_of
+from ._context import DEPTH, MAX_DEPTH, SUMMARY_DEPTH, depth_of, run_in_context
 from ._diagnostics import check_seconds
 from ._diagnostics import write_stderr as _stderr
 from ._lanes import (
@@ -945,17 +945,39 @@ class QueueListener:
             await self._drain_off_loop()
         for lane in self._lanes:
             # A handler cut off at the deadline was cancelled: it gets a moment
-            # to end. One that ignores that (its await shielded on trio, or
-            # CancelledError swallowed) is left running: the stop still ends.
+            # to end. One that ignores that is given up on (asyncio: a task
+            # left running would hang asyncio.run, which waits for every task)
+            # or, shielded on trio, left running: the stop still ends.
             left = self._time_left()
             if not await lane.finished(None if left is None else left + _CANCEL_GRACE):
-                _stderr(
-                    f"{lane.stats_name()} did not end within {_CANCEL_GRACE:.0f}s of being "
-                    f"cancelled (its aemit ignores cancellation); left running"
-                )
+                await self._give_up_on(lane)
         for lane in self._lanes:
             if isinstance(lane, TaskLane) and lane.task is None:
                 await self._aclose(lane)
+
+    async def _give_up_on(self, lane: Lane) -> None:
+        """End *lane*'s task, whose handler ignored its cancellation, and say so."""
+        backend = self._run_state.backend
+        assert backend is not None  # running
+        name = lane.stats_name()
+        late = f"{name} did not end within {_CANCEL_GRACE:.0f}s of being cancelled"
+        if (
+            backend.name != "asyncio"
+            or not isinstance(lane, TaskLane)
+            or not await lane.abandon(_CANCEL_GRACE)
+        ):
+            _stderr(f"{late} (its aemit ignores cancellation); left running")
+            return
+        closed = "closed it"
+        if lane.abandon_error is not None:
+            closed = (
+                f"closed it, which it ignored too ({lane.abandon_error!r}: its finally "
+                f"blocks did not run)"
+            )
+        _stderr(
+            f"{late} (its aemit ignores cancellation); gave up on its call: {closed}; "
+            f"the {lane.abandoned} records it had are among those kept above"
+        )
 
     async def _drain_off_loop(self) -> None:
         """Deliver what is queued from a helper thread, as a logging thread would.
@@ -1007,11 +1029,20 @@ class QueueListener:
         backend = run.backend
         assert backend is not None  # running
 
+        given_up: list[BaseException | None] = []
+
         async def close() -> None:
+            # Driven through run_in_context (in a copy of this task's context)
+            # so that _cut_off can give up on an aclose() that ignores its
+            # cancellation: asyncio.run waits for every task before returning.
+            call = run_in_context(_copy_context(), handler.aclose(), lambda: bool(given_up))
             try:
-                await backend.bounded(handler.aclose(), handler.timeout, "aclose()")
+                await backend.bounded(call, handler.timeout, "aclose()")
             except Exception as exc:  # noqa: BLE001
-                self._report_aclose(lane, f"raised {exc!r}")
+                if given_up:
+                    given_up[0] = exc  # closing it raised: it ignored GeneratorExit too
+                else:
+                    self._report_aclose(lane, f"raised {exc!r}")
 
         now = backend.time()
         timeout = self.shutdown_timeout
@@ -1033,7 +1064,9 @@ class QueueListener:
         except backend.Cancelled:
             # Cancelled again (asyncio: a second cancellation of a listener
             # already winding down): cut it short now.
-            await self._cut_off(lane, task, "was cut off: the listener was cancelled again")
+            await self._cut_off(
+                lane, task, "was cut off: the listener was cancelled again", given_up
+            )
             raise
         if in_time:
             return
@@ -1048,18 +1081,34 @@ class QueueListener:
         else:  # the stop's deadline, as a bounded await would say it
             waited = backend.time() - now
             outcome = f"raised TimeoutError('aclose() did not finish within timeout={waited:.3g}s')"
-        await self._cut_off(lane, task, outcome)
+        await self._cut_off(lane, task, outcome, given_up)
 
-    async def _cut_off(self, lane: TaskLane, task: Task, outcome: str) -> None:
-        """Cancel *lane*'s ``aclose()`` task, give it a moment to end, and report *outcome*."""
+    async def _cut_off(
+        self, lane: TaskLane, task: Task, outcome: str, given_up: list[BaseException | None]
+    ) -> None:
+        """Cancel *lane*'s ``aclose()`` task, give it a moment to end, and report *outcome*.
+
+        One that ignores its cancellation is given up on (asyncio: appending
+        to *given_up* makes its ``run_in_context`` close it at the next
+        cancellation, and the task ends), or, shielded on trio, left running.
+        """
         backend = self._run_state.backend
         assert backend is not None  # running
         task.cancel()
         if not await backend.join(task, _CANCEL_GRACE):
-            _stderr(
-                f"{lane.stats_name()}.aclose() did not end within {_CANCEL_GRACE:.0f}s of "
-                f"being cancelled (it ignores cancellation); left running"
-            )
+            late = f"{lane.stats_name()}.aclose() did not end within {_CANCEL_GRACE:.0f}s of being "
+            if backend.name == "asyncio":
+                given_up.append(None)
+                task.cancel()
+            if not given_up or not await backend.join(task, _CANCEL_GRACE):
+                _stderr(f"{late}cancelled (it ignores cancellation); left running")
+            elif given_up[0] is not None:
+                _stderr(
+                    f"{late}cancelled (it ignores cancellation); gave up on it: closed it, "
+                    f"which it ignored too ({given_up[0]!r}: its finally blocks did not run)"
+                )
+            else:
+                _stderr(f"{late}cancelled (it ignores cancellation); gave up on it: closed it")
         self._report_aclose(lane, outcome)
 
     def _report_aclose(self, lane: TaskLane, outcome: str) -> None:

@@ -281,3 +281,61 @@ async def test_run_in_context_relays_futures_and_results() -> None:
     await asyncio.sleep(0)
     future.set_result(21)
     assert await bounded(task) == 42
+
+
+@pytest.mark.asyncio  # on trio a cancellation is a value sent in, only ever ignored when shielded
+async def test_run_in_context_gives_up_on_a_coroutine_that_swallows_cancellation() -> None:
+    """Once give_up() holds, a cancellation is not thrown in: the coroutine is closed."""
+    swallowed: list[str] = []
+    closed: list[str] = []
+    give_up = False
+
+    async def body() -> None:
+        try:
+            while True:
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    swallowed.append(marker.get())
+        finally:
+            closed.append(marker.get())
+
+    ctx = contextvars.copy_context()
+    ctx.run(marker.set, "inner")
+    task = asyncio.ensure_future(run_in_context(ctx, body(), lambda: give_up))
+    await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.sleep(0)
+    assert swallowed == ["inner"]
+    assert not task.done()
+    give_up = True
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await bounded(task)
+    assert swallowed == ["inner"]
+    assert closed == ["inner"]
+
+
+@pytest.mark.asyncio
+async def test_run_in_context_reports_a_coroutine_that_ignores_being_closed() -> None:
+    """A coroutine given up on that ignores GeneratorExit too makes the await raise."""
+    ignored: list[str] = []
+
+    async def body() -> None:
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except BaseException as exc:
+                if ignored:
+                    raise  # the test's own close(), at the end
+                ignored.append(type(exc).__name__)  # a retry loop that catches too much
+
+    coro = body()
+    task = asyncio.ensure_future(run_in_context(contextvars.copy_context(), coro, lambda: True))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(RuntimeError, match="ignored GeneratorExit"):
+        await bounded(task)
+    # Given up on at once: the cancellation was never thrown in, only the close.
+    assert ignored == ["GeneratorExit"]
+    coro.close()

@@ -443,3 +443,118 @@ def test_what_an_unserved_async_handler_drops_is_in_the_exit_report() -> None:
         )
         == 1
     )
+
+
+_STUBBORN = """
+import uvloop
+
+class Stubborn(aioqlog.AsyncHandler):
+    async def aemit(self, record):
+        if sys.argv[2] == "aemit":
+            await self.forever()
+
+    async def aclose(self):
+        if sys.argv[2] == "aclose":
+            await self.forever()
+
+    async def forever(self):
+        try:
+            while True:
+                try:
+                    await asyncio.sleep(3600)
+                except {swallowed}:
+                    pass  # a retry loop that catches too much
+        finally:
+            print("finally ran", flush=True)
+
+q = aioqlog.LogQueue()
+log.addHandler(aioqlog.QueueHandler(q))
+handler = Stubborn()
+handler.set_name("stubborn")
+
+async def main():
+    listener = aioqlog.QueueListener(q, handler, shutdown_timeout=0.2)
+    async with listener:
+        for i in range(3):
+            log.info("record %d", i)
+    stats = listener.stats.handlers[0]
+    print(f"stopped: errors={{stats.errors}} pending={{stats.pending}}", flush=True)
+
+loop = uvloop.new_event_loop() if sys.argv[1] == "uvloop" else asyncio.new_event_loop()
+asyncio.set_event_loop(loop)
+loop.run_until_complete(main())
+# What asyncio.run does next: it waits for every task it cancels.
+tasks = asyncio.all_tasks(loop)
+for task in tasks:
+    task.cancel()
+if tasks:
+    loop.run_until_complete(asyncio.wait(tasks, timeout=5))
+print(f"tasks left: {{sum(not task.done() for task in tasks)}}", flush=True)
+"""
+
+
+def _run_stubborn(loop: str, where: str, swallowed: str) -> subprocess.CompletedProcess[str]:
+    script = _EXIT_SCRIPT.format(body=_STUBBORN.format(swallowed=swallowed))
+    return subprocess.run(
+        [sys.executable, "-c", script, loop, where],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_an_aemit_that_swallows_cancellation_leaves_no_task_behind(loop: str) -> None:
+    """An aemit ignoring its cancellation is closed after the grace: no task outlives the stop."""
+    result = _run_stubborn(loop, "aemit", "asyncio.CancelledError")
+    assert result.returncode == 0, result.stderr
+    # Its record in hand is kept with the other two, counted once: not an error too.
+    assert result.stdout.splitlines() == [
+        "finally ran",
+        "stopped: errors=0 pending=3",
+        "tasks left: 0",
+    ], result.stderr
+    err = result.stderr
+    assert "stop() ran out of time; kept for the next start: 3 for stubborn" in err
+    assert (
+        "stubborn did not end within 1s of being cancelled (its aemit ignores cancellation); "
+        "gave up on its call: closed it; the 1 records it had are among those kept above"
+    ) in err
+    assert "left running" not in err
+    assert err.count("aioqlog: 3 records for stubborn were never delivered") == 1
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_an_aemit_that_ignores_being_closed_too_leaves_no_task_behind(loop: str) -> None:
+    """An aemit that swallows GeneratorExit as well is given up on, and that is reported."""
+    result = _run_stubborn(loop, "aemit", "BaseException")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-2:] == ["stopped: errors=0 pending=3", "tasks left: 0"]
+    err = result.stderr
+    assert (
+        "gave up on its call: closed it, which it ignored too (RuntimeError('coroutine ignored "
+        "GeneratorExit'): its finally blocks did not run); the 1 records it had are among "
+        "those kept above"
+    ) in err
+    assert err.count("aioqlog: 3 records for stubborn were never delivered") == 1
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_an_aclose_that_swallows_cancellation_leaves_no_task_behind(loop: str) -> None:
+    """An aclose ignoring its cancellation is closed after the grace: no task outlives the stop."""
+    result = _run_stubborn(loop, "aclose", "asyncio.CancelledError")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "finally ran",
+        "stopped: errors=0 pending=0",
+        "tasks left: 0",
+    ], result.stderr
+    err = result.stderr
+    assert (
+        "stubborn.aclose() did not end within 1s of being cancelled (it ignores cancellation); "
+        "gave up on it: closed it"
+    ) in err
+    assert err.count("stubborn.aclose() raised TimeoutError") == 1
+    assert "left running" not in err
+    assert "never delivered" not in err
