@@ -1078,9 +1078,9 @@ class QueueListener:
         elif run.cancelled:
             # The run ended during a stop(), or Ctrl-C cut its end short (trio).
             outcome = "was cut off: the event loop is ending and the listener was told to stop now"
-        else:  # the stop's deadline, as a bounded await would say it
+        else:  # the stop's deadline (what the handlers before it left of it)
             waited = backend.time() - now
-            outcome = f"raised TimeoutError('aclose() did not finish within timeout={waited:.3g}s')"
+            outcome = f"was cut off: stop()'s time ran out (it had {waited:.2g}s of it)"
         await self._cut_off(lane, task, outcome, given_up)
 
     async def _cut_off(
