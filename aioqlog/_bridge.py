@@ -590,8 +590,11 @@ class LogQueue:
         """Return how many records accepted before ``_mark_stop`` are still queued.
 
         Evictions count as taken: under ``"drop_old"`` they left the queue too.
+        A mark made while a consumer thread was taking may count that thread's
+        batch twice (see ``_take``): never more than what is queued, so that
+        an empty queue always means nothing logged before the stop is left.
         """
-        return self._stop_mark - self._taken - self._evicted
+        return min(self._stop_mark - self._taken - self._evicted, len(self._items))
 
     def _kick(self) -> None:
         """Wake the consumer so it re-reads its state (stop was requested)."""

@@ -521,3 +521,24 @@ def test_a_loop_closed_under_a_parked_listener_is_noticed(
     # Nothing of aioqlog's (the lane's worker, still winding down, included)
     # keeps the abandoned task alive past this point.
     assert abandoned() is None
+
+
+def test_a_stop_mark_made_during_a_threads_take_leaves_nothing_phantom() -> None:
+    """A mark that counted a taking thread's batch twice never outlasts an empty queue.
+
+    A consumer thread counts its batch as taken before popping it; a stop
+    marked in between counts those records twice. Nothing may then be "left
+    before the stop" once the queue is empty: the listener would wait for
+    records that do not exist (for ever, with no shutdown timeout).
+    """
+    q = aioqlog.LogQueue()
+    q._right.clear()  # as while a consumer holds the delivery right
+    for i in range(8):
+        q.put_nowait(logging.LogRecord("t", logging.INFO, __file__, 1, "r %d", (i,), None))
+    q._taken += 5  # a consumer thread counted a batch of 5, not popped yet ...
+    q._mark_stop()  # ... when the loop marked the stop
+    for _ in range(5):
+        q._items.popleft()  # the thread pops its batch
+    assert q._left_before_stop() == 3
+    assert len(q._take(3)) == 3
+    assert q._left_before_stop() == 0
