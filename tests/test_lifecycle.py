@@ -466,7 +466,14 @@ def test_a_second_ctrl_c_is_never_swallowed(tmp_path: Path) -> None:
         assert proc.stderr is not None
         for line in proc.stderr:
             lines.append(line)
-            if "stopping: waiting for the handlers" in line or "still busy" in line:
+            if any(
+                notice in line
+                for notice in (
+                    "stopping: waiting for the handlers",  # inside the async with
+                    "the event loop is ending without",  # 3.10: it landed outside
+                    "still busy",  # at exit
+                )
+            ):
                 took_it.set()
         took_it.set()  # the process ended
 
