@@ -73,15 +73,10 @@ def mark_handling(
     Call once per record and handling, before the handler sees it.
     """
     by_thread = on_worker and logging.logThreads
-    workers = HANDLER_THREADS
     for record, ctx in entries:
-        depth = ctx.get(DEPTH, 0)
-        if not depth:
-            if (record.thread, record.threadName) in workers:
-                depth = 1
-            elif by_thread:
-                continue
-        ctx.run(DEPTH.set, depth + 1)
+        depth = depth_of(record, ctx)
+        if depth or not by_thread:
+            ctx.run(DEPTH.set, depth + 1)
 
 
 def handling(ctx: contextvars.Context, depth: int) -> contextvars.Context:
