@@ -57,12 +57,19 @@ def check_positive(
 ) -> None:
     """Raise ``ValueError`` naming *owner* and *name* unless *value* is a positive number.
 
-    With *integer*, only an ``int`` passes; ``bool`` never does. A *hint*
-    (why, or what to pass instead) ends the message.
+    The number must be finite: an infinite backoff, budget or batch age would
+    make a handler wait or retry for ever. With *integer*, only an ``int``
+    passes; ``bool`` never does. A *hint* (why, or what to pass instead) ends
+    the message.
     """
     kinds: tuple[type, ...] = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:  # type: ignore[operator]
-        what = "a positive integer" if integer else "a positive number"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, kinds)
+        or not value > 0  # type: ignore[operator]
+        or not math.isfinite(value)  # type: ignore[arg-type]
+    ):
+        what = "a positive integer" if integer else "a positive number (finite)"
         tail = f"; {hint}" if hint else ""
         raise ValueError(f"{owner} {name} must be {what}, got {value!r}{tail}")
 

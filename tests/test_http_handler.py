@@ -423,7 +423,12 @@ async def test_loki_and_elasticsearch_bodies(server: Server, logger: logging.Log
         ({"batch_age": -1}, "batch_age must be a positive number"),
         ({"buffer_size": 5, "batch_size": 10}, "buffer_size (5) must be at least batch_size"),
         ({"retry_budget": True}, "retry_budget must be a positive number"),
-        ({"close_budget": -1}, "close_budget must be a number of seconds, 0 or more"),
+        ({"close_budget": -1}, "close_budget must be a non-negative number of seconds"),
+        # Infinite durations would let a closing handler retry or wait for ever.
+        ({"close_budget": float("inf")}, "close_budget must be a non-negative number of seconds"),
+        ({"batch_age": float("inf")}, "batch_age must be a positive number (finite)"),
+        ({"backoff_max": float("inf")}, "backoff_max must be a positive number (finite)"),
+        ({"retry_budget": float("nan")}, "retry_budget must be a positive number"),
     ],
 )
 def test_bad_arguments_are_refused_with_the_fix(kwargs: dict[str, Any], message: str) -> None:

@@ -292,6 +292,24 @@ def test_socket_handler_takes_the_stdlib_constructor() -> None:
     assert handler._delay(10) == 30.0
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"connect_timeout": float("inf")}, "connect_timeout must be a positive number (finite)"),
+        ({"retryFactor": float("inf")}, "retryFactor must be a positive number (finite)"),
+        ({"retryMax": float("inf")}, "backoff_max must be a positive number (finite)"),
+        ({"close_budget": float("inf")}, "close_budget must be a non-negative number of seconds"),
+    ],
+)
+def test_socket_handler_refuses_infinite_durations(kwargs: dict[str, Any], message: str) -> None:
+    """An infinite timeout, backoff or close budget is refused at once, naming the argument.
+
+    Accepted, it would let the handler wait or reconnect for ever at close.
+    """
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        SocketHandler("127.0.0.1", 9020, **kwargs)
+
+
 def test_make_pickle_is_the_stdlib_wire_format(logger: logging.Logger) -> None:
     """makePickle gives the stdlib's bytes for the same record."""
     try:

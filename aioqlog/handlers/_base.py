@@ -72,7 +72,7 @@ except ImportError:
 
 from .._async_handler import AsyncHandler
 from .._backend import Backend, Task, backend_of, call_soon_threadsafe, on_trio, running_loop
-from .._diagnostics import check_positive, report_error, write_stderr
+from .._diagnostics import check_positive, check_seconds, report_error, write_stderr
 from .._records import own_record
 
 __all__ = [
@@ -267,14 +267,7 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
         check_positive(owner, "buffer_size", buffer_size, integer=True)
         for name, value in (("backoff", backoff), ("backoff_max", backoff_max)):
             check_positive(owner, name, value)
-        if (
-            isinstance(close_budget, bool)
-            or not isinstance(close_budget, (int, float))
-            or not close_budget >= 0
-        ):
-            raise ValueError(
-                f"{owner} close_budget must be a number of seconds, 0 or more, got {close_budget!r}"
-            )
+        check_seconds(close_budget, f"{owner} close_budget", allow_zero=True)
         self.buffer_size = int(buffer_size)
         self.backoff = backoff
         self.backoff_max = backoff_max
