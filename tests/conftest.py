@@ -5,12 +5,22 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import signal
 import sys
 from collections.abc import Callable, Iterator, Mapping
 
 import pytest
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+# The tests that press Ctrl-C send SIGINT to a child Python. A suite started in
+# the background by a non-interactive shell (`make stress &`, nohup, some CI
+# runners) inherits SIGINT ignored, and so would every child: Python keeps an
+# ignored SIGINT ignored, and those tests would wait in vain. Handling it here
+# gives each child the default disposition (exec resets a handled signal), as
+# a process started from a terminal has.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 LOOP_FACTORIES: dict[str, LoopFactory] = {"asyncio": asyncio.new_event_loop}
 if sys.platform != "win32":
