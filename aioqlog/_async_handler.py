@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from ._diagnostics import check_seconds
 
-__all__ = ["AsyncHandler"]
+__all__ = ["AsyncHandler", "overrides_batch"]
 
 
 class AsyncHandler(logging.Handler):

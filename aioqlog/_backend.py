@@ -23,7 +23,7 @@ listener once, which then drains as it does when ``asyncio.run`` cancels its
 task. ``trio.run`` waits for system tasks, so it returns once the records are
 delivered (within the listener's ``shutdown_timeout``).
 
-A leaf: it imports nothing from aioqlog but ``_diagnostics``.
+In the second layer: it imports nothing from aioqlog but ``_diagnostics``.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ __all__ = [
     "Backend",
     "Task",
     "TrioBackend",
+    "Waiter",
     "backend_of",
     "call_soon_threadsafe",
     "loop_runs_here",

@@ -72,7 +72,15 @@ from . import _lifecycle
 from ._backend import Backend, Waiter, loop_runs_here
 from ._diagnostics import check_positive, check_seconds
 
-__all__ = ["DEFAULT_BLOCK_TIMEOUT", "DEFAULT_MAXSIZE", "Entry", "LogQueue", "Overflow"]
+__all__ = [
+    "BATCH_LIMIT",
+    "DEFAULT_BLOCK_TIMEOUT",
+    "DEFAULT_MAXSIZE",
+    "Entry",
+    "LogQueue",
+    "Overflow",
+    "Parking",
+]
 
 #: The overflow policies of a LogQueue.
 Overflow = Literal["drop_new", "drop_old", "block"]

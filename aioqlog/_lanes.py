@@ -232,7 +232,8 @@ class Lane:
 
     # Progress notification: the worker tells the listener it finished a batch.
 
-    def _notify(self) -> None:
+    def notify(self) -> None:
+        """Wake whoever waits in ``wait_progress`` (the listener, while it stops)."""
         self._watch.wake()
 
     async def wait_progress(
@@ -275,11 +276,11 @@ class Lane:
         if self.state == RUNNING and len(entries) <= self.capacity - self.pending:
             self.buffer.extend(entries)
             self.put_count += len(entries)
-            self._wake_worker()
+            self.wake_worker()
             return True
         return False
 
-    def _wake_worker(self) -> None:
+    def wake_worker(self) -> None:
         """Wake the worker if it sleeps waiting for records."""
         raise NotImplementedError
 
@@ -342,7 +343,7 @@ class ThreadLane(Lane):
         self._deliver_one(record, ctx)
         self.done_count += 1
 
-    def _wake_worker(self) -> None:
+    def wake_worker(self) -> None:
         if self._parked:
             self._ring()
 
@@ -380,7 +381,7 @@ class ThreadLane(Lane):
                 thread = self.thread = threading.Thread(target=self._work, name=name, daemon=True)
                 thread.start()
         # A worker still draining an earlier run's records serves this run too.
-        self._wake_worker()
+        self.wake_worker()
         return thread.ident
 
     def stop_serving(self, *, gave_up: bool = False) -> None:
@@ -394,7 +395,7 @@ class ThreadLane(Lane):
             self.state = DRAINING if busy else IDLE
             if busy and gave_up:
                 self.gave_up_at = self.done_count
-        self._wake_worker()
+        self.wake_worker()
 
     def _work(self) -> None:
         # The worker thread: take what is buffered, handle it, park when empty,
@@ -404,7 +405,7 @@ class ThreadLane(Lane):
         HANDLER_THREADS.add((threading.get_ident(), threading.current_thread().name))
         self._serve(handler, emit_batch)
         if self._watch.slot:
-            self._notify()
+            self.notify()
 
     def _serve(self, handler: logging.Handler, emit_batch: BatchEmit | None) -> None:
         copying = self.copy_records
@@ -435,7 +436,7 @@ class ThreadLane(Lane):
                             self.handled += 1
                         self.done_count += 1
                 if self._watch.slot:
-                    self._notify()
+                    self.notify()
                 continue
             feed = self.feed
             if feed is not None and feed.pull(self.room()):
@@ -542,9 +543,9 @@ class TaskLane(Lane):
             and self.state == RUNNING
             and self._waiter is not None
         ):
-            self._wake_worker()
+            self.wake_worker()
 
-    def _wake_worker(self) -> None:
+    def wake_worker(self) -> None:
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
@@ -600,7 +601,7 @@ class TaskLane(Lane):
             # the next start (it is reported as undelivered now).
             self._abort = True
             self.task.cancel()
-        self._wake_worker()
+        self.wake_worker()
 
     async def finished(self, limit: float | None = None) -> bool:
         task = self.task
@@ -662,7 +663,7 @@ class TaskLane(Lane):
                 if self._given_up:
                     return
                 if self._watch.slot:
-                    self._notify()
+                    self.notify()
                 continue
             if self._closing:
                 return

@@ -217,8 +217,8 @@ class _OneHop:
 
     def _ended(self) -> None:
         self.lane.feed = None
-        self.lane._wake_worker()  # a parked worker goes back to its lane alone
-        self.lane._notify()  # the task waits for the feed to end
+        self.lane.wake_worker()  # a parked worker goes back to its lane alone
+        self.lane.notify()  # the task waits for the feed to end
 
 
 class QueueListener:
@@ -608,7 +608,7 @@ class QueueListener:
     def _notify_lanes(self) -> None:
         """Make any wait on a lane's progress re-evaluate against a new deadline."""
         for lane in self._lanes:
-            lane._notify()
+            lane.notify()
 
     def _cancelled_from_outside(self) -> None:
         """Wind down because the loop is ending without ``stop()``.
@@ -795,7 +795,7 @@ class QueueListener:
             assert isinstance(lane, ThreadLane)  # a lone sync handler
             one_hop = self._one_hop = _OneHop(self, lane)
             lane.feed = one_hop
-            lane._wake_worker()  # records already queued
+            lane.wake_worker()  # records already queued
         cancelled = False
         while True:
             try:
@@ -1051,7 +1051,7 @@ class QueueListener:
             # with a whole shutdown_timeout to make its own.
             run.deadline = now + timeout
         task = backend.spawn(close, f"aioqlog-{lane.stats_name()}-aclose")
-        task.add_done_callback(lambda _: lane._notify())
+        task.add_done_callback(lambda _: lane.notify())
 
         def closed() -> bool:
             return task.done()

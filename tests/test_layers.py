@@ -168,7 +168,7 @@ def test_the_scan_reads_the_whole_package() -> None:
     assert "aioqlog._listener" not in graph["aioqlog._handler"]  # only under TYPE_CHECKING
 
 
-def test_the_event_loop_is_reached_through_one_leaf_module() -> None:
+def test_the_event_loop_is_reached_through_one_low_module() -> None:
     """_backend imports only _diagnostics of aioqlog; the engine reaches the loop through it."""
     graph = import_graph(PACKAGE, "aioqlog")
     assert graph["aioqlog._backend"] <= {"aioqlog._diagnostics"}

@@ -22,7 +22,7 @@ from ._base import BatchSender, Rejected
 if TYPE_CHECKING:
     import ssl as _ssl
 
-__all__ = ["AsyncSMTPHandler", "deliver"]
+__all__ = ["AsyncSMTPHandler", "aiosmtplib_module", "deliver"]
 
 
 class _Entry(NamedTuple):
@@ -134,7 +134,7 @@ class AsyncSMTPHandler(BatchSender[_Entry]):
             close_budget=close_budget,
         )
         try:
-            smtp = _aiosmtplib()
+            smtp = aiosmtplib_module()
         except ImportError:
             raise ImportError(f"{owner} needs aiosmtplib: pip install 'aioqlog[smtp]'") from None
         if not isinstance(host, str) or not host:
@@ -241,7 +241,7 @@ async def deliver(smtp: Any, message: EmailMessage, *, hostname: str, **options:
         raise Rejected(f"{hostname} refused every recipient: {exc}") from exc
 
 
-def _aiosmtplib() -> Any:
+def aiosmtplib_module() -> Any:
     """Import aiosmtplib: an optional extra, imported when a handler is created."""
     import aiosmtplib  # noqa: PLC0415
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._diagnostics import check_positive
 from ._base import BatchSender
-from ._smtp import _aiosmtplib, deliver
+from ._smtp import aiosmtplib_module, deliver
 
 if TYPE_CHECKING:
     import ssl
@@ -128,7 +128,7 @@ class SMTPHandler(BatchSender[EmailMessage]):
         )
         owner = type(self).__qualname__
         try:
-            smtp = _aiosmtplib()
+            smtp = aiosmtplib_module()
         except ImportError:
             raise ImportError(f"{owner} needs aiosmtplib: pip install 'aioqlog[smtp]'") from None
         if timeout is not None:  # None: no limit, as smtplib takes it
