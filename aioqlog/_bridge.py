@@ -563,6 +563,14 @@ class LogQueue:
         """Forbid *thread_id* (a lane's worker) to wait under ``"block"``."""
         self._nonblocking = self._nonblocking | {thread_id}
 
+    def _try_acquire(self) -> bool:
+        """Take the delivery right if nobody holds it; never wait."""
+        try:
+            self._right.pop()
+        except IndexError:
+            return False
+        return True
+
     async def _acquire(self) -> None:
         """Take the delivery right, waiting for an in-caller delivery to finish."""
         while True:

@@ -87,6 +87,10 @@ class _Run:
     task: Task | None = None
     #: Whether the task reached ``_run`` (one cancelled before its first step never does).
     entered: bool = False
+    #: Whether the lanes serve: the delivery right taken and the lanes started
+    #: (by ``start()`` itself where the lone lane's worker can serve the queue
+    #: at once, else by the task).
+    serving: bool = False
     #: ``stop()`` was called, or the task was cancelled from outside.
     stopping: bool = False
     #: The task was cancelled from outside: the loop is ending.
@@ -384,6 +388,10 @@ class QueueListener:
             raise
         run.task = task
         task.add_done_callback(self._on_task_done)
+        if self._may_skip_loop and self.queue._try_acquire():
+            # The lone lane's worker takes records from the first one logged,
+            # even while the loop runs on without yielding to the task.
+            self._open_lanes(backend)
 
     async def stop(self, timeout: float | None = None) -> ListenerStats:
         """Deliver every record logged before this call, then stop.
@@ -781,21 +789,13 @@ class QueueListener:
         backend = run.backend
         assert backend is not None  # set by start()
         q = self.queue
-        try:
-            await q._acquire()
-        except backend.Cancelled:
-            q._abandon_attach()
-            raise
-        for lane in self._lanes:
-            thread_id = lane.start(backend)
-            if thread_id is not None:
-                q._add_nonblocking(thread_id)
-        if self._may_skip_loop:
-            lane = self._lanes[0]
-            assert isinstance(lane, ThreadLane)  # a lone sync handler
-            one_hop = self._one_hop = _OneHop(self, lane)
-            lane.feed = one_hop
-            lane.wake_worker()  # records already queued
+        if not run.serving:
+            try:
+                await q._acquire()
+            except backend.Cancelled:
+                q._abandon_attach()
+                raise
+            self._open_lanes(backend)
         cancelled = False
         while True:
             try:
@@ -812,6 +812,21 @@ class QueueListener:
         if cancelled:
             raise backend.Cancelled
 
+    def _open_lanes(self, backend: Backend) -> None:
+        """Start the lanes (and the one-hop path), once the delivery right is taken."""
+        q = self.queue
+        for lane in self._lanes:
+            thread_id = lane.start(backend)
+            if thread_id is not None:
+                q._add_nonblocking(thread_id)
+        if self._may_skip_loop:
+            lane = self._lanes[0]
+            assert isinstance(lane, ThreadLane)  # a lone sync handler
+            one_hop = self._one_hop = _OneHop(self, lane)
+            lane.feed = one_hop
+            lane.wake_worker()  # records already queued
+        self._run_state.serving = True
+
     def _on_task_done(self, task: Task) -> None:
         """Hand the queue back if the task ended without winding down.
 
@@ -826,6 +841,11 @@ class QueueListener:
             return
         q = self.queue
         if not self._run_state.entered:
+            if self._run_state.serving:
+                # start() had the lanes serve: take the queue back from them,
+                # as from a listener whose loop closed (off the loop).
+                self._start_drainer(q._consumer_lost)
+                return
             q._abandon_attach(drain=False)
             if q.qsize():
                 self._start_drainer(q._drain_in_caller)

@@ -74,6 +74,36 @@ async def test_a_tight_burst_on_the_loop_reaches_the_file_while_the_loop_is_busy
 
 
 @pytest.mark.asyncio
+async def test_a_burst_right_after_start_is_drained_before_the_loop_first_yields(
+    logger: logging.Logger, tmp_path: Path
+) -> None:
+    """start() itself lends the queue to the worker: the listener's task has not run yet.
+
+    ``async with install():`` followed by a burst that never yields is the
+    first thing many services do; the records must not pile up in the queue
+    until the loop's first turn.
+    """
+    n = 20_000
+    path = tmp_path / "app.log"
+    handler = BatchFile(path, n - SPILL)
+    logger.addHandler(aioqlog.QueueHandler(q := aioqlog.LogQueue()))
+    q._tick = None
+    try:
+        listener = aioqlog.QueueListener(q, handler)
+        listener.start()  # no await from here until the burst is written
+        for i in range(n):
+            logger.info("r %d", i)
+        assert handler.done.wait(STALL), f"{handler.written} of {n} written"
+        await listener.stop()
+        # Drained as it came: the queue never held more than a few SPILLs.
+        assert listener.stats.high_water < n // 2
+        assert path.read_text().splitlines() == [f"r {i}" for i in range(n)]
+        assert (listener.stats.dropped, listener.stats.handlers[0].dropped) == (0, 0)
+    finally:
+        handler.close()
+
+
+@pytest.mark.asyncio
 async def test_a_small_queue_rings_the_worker_at_half_its_bound(
     logger: logging.Logger, tmp_path: Path
 ) -> None:
