@@ -20,12 +20,21 @@ Who may call what
 
 The consumer protocol, by name. The listener (a ``Consumer``, bound once with
 ``_bind``) calls, on its loop thread: ``_attach`` then ``_acquire`` (take the
-delivery right), ``_add_nonblocking`` (its lanes' workers), ``_take`` and
-``_wait`` (serve), ``_mark_stop``, ``_left_before_stop`` and ``_kick`` (stop),
-``_release`` (hand the right back), and ``_abandon_attach`` (cancelled before
-it got the right). The queue calls back ``Consumer._dispatch_idle`` to deliver
-in a producer's thread while no consumer is attached, and
-``Consumer._on_consumer_lost`` when the consumer's loop closed under it.
+delivery right; ``start()`` tries ``_try_acquire`` first, which never waits),
+``_add_nonblocking`` (its lanes' workers), ``_take`` and ``_wait`` (serve),
+``_mark_stop``, ``_left_before_stop`` and ``_kick`` (stop), ``_release`` (hand
+the right back), and ``_abandon_attach`` (cancelled before it got the right);
+from a helper thread, ``_consumer_lost`` and ``_drain_in_caller`` (its task
+ended without winding down). It reads, and never writes: ``_consumer`` and
+``_attached`` (who serves), ``_items`` and ``_kicked`` (whether to serve),
+``_enqueued``, ``_taken`` and ``_high_water`` (its stats), and ``_tick`` (the
+safety tick, for the one-hop worker's park). The queue calls back
+``Consumer._dispatch_idle`` to deliver in a producer's thread while no
+consumer is attached, and ``Consumer._on_consumer_lost`` when the consumer's
+loop closed under it. Outside the listener: ``QueueHandler`` reads
+``_consumer`` (to finish the listener before it closes), the dictConfig
+adoption calls ``_resolve_consumer``, and ``_lifecycle`` calls what its
+``ExitQueue`` protocol names.
 
 Why nothing is lost
 -------------------
@@ -309,9 +318,10 @@ class LogQueue:
         self._block_timeout = seconds
         # The listener that serves this queue (set when it is created).
         self._consumer: Consumer | None = None
-        # Creates the listener on first need (handler names that dictConfig
-        # had not configured yet when the QueueHandler was built).
-        self._make_consumer: Callable[[], bool] | None = None
+        # Resolves, on first need, the handler names that dictConfig had not
+        # configured yet when the QueueHandler was built; returns whether the
+        # queue has its listener now.
+        self._resolve_consumer: Callable[[], bool] | None = None
         self._tick = _SAFETY_TICK
         self._start_afresh()
         _lifecycle.track_queue(self)
@@ -494,7 +504,7 @@ class LogQueue:
         """
         consumer = self._consumer
         if consumer is None:
-            make = self._make_consumer
+            make = self._resolve_consumer
             if make is None or not make():
                 return  # nobody serves this queue yet: records wait (bounded)
             consumer = self._consumer

@@ -179,7 +179,7 @@ def from_config(
         _configured.add(handler)
         if not _connect(handler, names, configured, respect):
             handler._pending = PendingListener(names, configured, respect)
-            q._make_consumer = lambda: _resolve(handler)
+            q._resolve_consumer = lambda: _resolve(handler)
 
     return q, connect
 
@@ -234,7 +234,7 @@ def _resolve(handler: QueueHandler) -> bool:
     if not _connect(handler, names, table, respect):
         return False
     handler._pending = None
-    handler.queue._make_consumer = None
+    handler.queue._resolve_consumer = None
     return True
 
 

@@ -205,7 +205,7 @@ class AsyncHTTPHandler(BatchSender[_Line]):
         self.resource = dict(resource or {"service.name": "unknown_service"})
         self.gzip = gzip
         self.request_timeout = request_timeout
-        self._session = Session(True if ssl is None else ssl, self.off_loop)
+        self._session = Session(verify=True if ssl is None else ssl, off_loop=self.off_loop)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._shown_url} ({logging.getLevelName(self.level)})>"
@@ -354,6 +354,7 @@ class Session:
 
     def __init__(
         self,
+        *,
         verify: _ssl.SSLContext | bool,
         off_loop: Callable[[Callable[[], httpx.AsyncClient]], Awaitable[httpx.AsyncClient]],
     ) -> None:

@@ -127,7 +127,7 @@ class HTTPHandler(BatchSender[str]):
         self.context = context
         self.request_timeout = request_timeout
         verify = (context if context is not None else True) if secure else False
-        self._session = Session(verify, self.off_loop)
+        self._session = Session(verify=verify, off_loop=self.off_loop)
 
     def __repr__(self) -> str:
         scheme = "https" if self.secure else "http"
