@@ -39,11 +39,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ._context import Entry
 from ._diagnostics import report_error
 
 __all__ = ["BatchEmit", "batch_emitter"]
-
-Entry = tuple[logging.LogRecord, contextvars.Context]
 
 #: Handle a batch of (record, context) entries; return (handled, errors).
 BatchEmit = Callable[[list[Entry]], tuple[int, int]]

@@ -79,13 +79,13 @@ from typing import Any, Literal, Protocol, get_args
 
 from . import _lifecycle
 from ._backend import Backend, Waiter, loop_runs_here
+from ._context import Entry
 from ._diagnostics import check_positive, check_seconds
 
 __all__ = [
     "BATCH_LIMIT",
     "DEFAULT_BLOCK_TIMEOUT",
     "DEFAULT_MAXSIZE",
-    "Entry",
     "LogQueue",
     "Overflow",
     "Parking",
@@ -93,9 +93,6 @@ __all__ = [
 
 #: The overflow policies of a LogQueue.
 Overflow = Literal["drop_new", "drop_old", "block"]
-
-#: A queued record with the context of its log call.
-Entry = tuple[logging.LogRecord, contextvars.Context]
 
 #: 50,000 records absorb a burst of tens of thousands of records logged while
 #: the loop does not yield (a queued record with its context takes about 0.7 KB,

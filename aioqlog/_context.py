@@ -17,6 +17,7 @@ __all__ = [
     "HANDLER_THREADS",
     "MAX_DEPTH",
     "SUMMARY_DEPTH",
+    "Entry",
     "depth_of",
     "handling",
     "mark_handling",
@@ -24,6 +25,9 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+
+#: A queued record with the context of its log call.
+Entry = tuple[logging.LogRecord, contextvars.Context]
 
 #: How deep in handler-caused logging the current code runs: 0 for application
 #: code, 1 inside a handler handling an application record, and so on. A record

@@ -43,11 +43,12 @@ from typing import Final, Literal, Protocol
 from ._async_handler import AsyncHandler, overrides_batch
 from ._backend import Backend, Task, Waiter
 from ._batch import BatchEmit, batch_emitter
-from ._bridge import BATCH_LIMIT, Entry, Overflow, Parking
+from ._bridge import BATCH_LIMIT, Overflow, Parking
 from ._context import (
     DEPTH,
     HANDLER_THREADS,
     SUMMARY_DEPTH,
+    Entry,
     depth_of,
     handling,
     mark_handling,

@@ -33,8 +33,8 @@ from typing import Any
 from . import _lifecycle
 from ._async_handler import AsyncHandler
 from ._backend import Backend, Task, running_backend
-from ._bridge import BATCH_LIMIT, Entry, LogQueue, Parking
-from ._context import DEPTH, MAX_DEPTH, SUMMARY_DEPTH, depth_of, run_in_context
+from ._bridge import BATCH_LIMIT, LogQueue, Parking
+from ._context import DEPTH, MAX_DEPTH, SUMMARY_DEPTH, Entry, depth_of, run_in_context
 from ._diagnostics import check_seconds
 from ._diagnostics import write_stderr as _stderr
 from ._lanes import (
