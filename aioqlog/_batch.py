@@ -41,6 +41,7 @@ from typing import Any
 
 from ._context import Entry
 from ._diagnostics import report_error
+from ._records import filters_nothing
 
 __all__ = ["BatchEmit", "batch_emitter"]
 
@@ -243,7 +244,7 @@ def _format_all(
     fmt = clock.formatter(handler, len(entries))
     # With no filters (the common case), filtering passes every record: skip
     # the call and the switch into the record's context.
-    unfiltered = not handler.filters and type(handler).filter is logging.Filterer.filter
+    unfiltered = filters_nothing(handler)
     for record, ctx in entries:
         try:
             if not unfiltered:

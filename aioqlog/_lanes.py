@@ -55,7 +55,7 @@ from ._context import (
     run_in_context,
 )
 from ._diagnostics import report_error
-from ._records import copy_record, own_record, summary_context
+from ._records import copy_record, filters_nothing, own_record, summary_context
 
 __all__ = [
     "DRAINING",
@@ -77,9 +77,6 @@ DRAINING: Final = "draining"
 #: Most records a worker takes at once: a batch is written in one go, and
 #: progress (what stop() and the exit hook watch) is counted per batch.
 WORKER_BATCH = 1024
-
-#: The stdlib's ``filter``: a handler that keeps it and has no filters passes every record.
-_FILTER = logging.Filterer.filter
 
 
 class Feed(Protocol):
@@ -696,7 +693,7 @@ class TaskLane(Lane):
                 entries.append(buffer.popleft())
         passed_entries: list[Entry] = []
         records: list[logging.LogRecord] = []
-        if not handler.filters and type(handler).filter is _FILTER:
+        if filters_nothing(handler):
             # No filter to run: every record passes as it is, and the loop is
             # spared a call per record in its context (a run of up to
             # BATCH_LIMIT records is filtered in one step).

@@ -7,7 +7,10 @@ import logging
 
 from ._context import DEPTH, SUMMARY_DEPTH
 
-__all__ = ["copy_record", "handler_takes", "own_record", "summary_context"]
+__all__ = ["copy_record", "filters_nothing", "handler_takes", "own_record", "summary_context"]
+
+#: The stdlib's ``filter``: a handler that keeps it and has no filters passes every record.
+_FILTER = logging.Filterer.filter
 
 
 def copy_record(record: logging.LogRecord) -> logging.LogRecord:
@@ -33,6 +36,15 @@ def handler_takes(
     does; otherwise every record, and the handler's own ``handle`` decides.
     """
     return not respect_level or record.levelno >= handler.level
+
+
+def filters_nothing(handler: logging.Handler) -> bool:
+    """Return whether *handler*'s filtering passes every record unchanged.
+
+    True for a handler with no filters that keeps the stdlib's ``filter``:
+    the lanes then skip the call, and the switch into each record's context.
+    """
+    return not handler.filters and type(handler).filter is _FILTER
 
 
 def own_record(
