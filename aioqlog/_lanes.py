@@ -525,7 +525,7 @@ class TaskLane(Lane):
         # Entries put back once after a cancellation from outside (by id).
         self._redelivered: set[int] = set()
         # Whether the current task has run its first step (entered _run).
-        self._began = False
+        self._entered = False
         # Whether this start() already replaced a task cancelled before its first step.
         self._respawned = False
 
@@ -565,7 +565,7 @@ class TaskLane(Lane):
         return None
 
     def _spawn(self, backend: Backend) -> None:
-        self._began = False
+        self._entered = False
         task = self.task = backend.spawn(self._run, f"aioqlog-{self.stats_name()}")
         task.add_done_callback(self._on_task_done)
 
@@ -583,7 +583,7 @@ class TaskLane(Lane):
         loop that cancels every new task is not fought; the listener's bound
         then reports the records as undelivered.
         """
-        if task is not self.task or self._began or self._respawned or not task.cancelled():
+        if task is not self.task or self._entered or self._respawned or not task.cancelled():
             return
         backend = self._backend
         if self.state != RUNNING or self._closing or backend is None or backend.is_closed():
@@ -634,7 +634,7 @@ class TaskLane(Lane):
         return self._given_up
 
     async def _run(self) -> None:
-        self._began = True
+        self._entered = True
         backend = self._backend
         assert backend is not None  # set by start()
         cancelled = False
