@@ -3,8 +3,12 @@
     python -m benchmarks.report results.json [--docs docs] [--readme README.md]
 
 Everything written comes from the JSON file ``python -m benchmarks --json``
-saved: the page, the PNG plots next to it (``docs/img/``), and the block of
-README.md between ``<!-- benchmarks:start -->`` and ``<!-- benchmarks:end -->``.
+saved: the page, the PNG plots next to it (``docs/img/``), the block of
+README.md between ``<!-- benchmarks:start -->`` and ``<!-- benchmarks:end -->``,
+and every figure the other pages quote, written as
+``<!-- figure:scenario|loop|variant|median -->0.98 ms<!-- /figure -->`` (or
+``|ratio`` for the variant's ratio to its table's baseline): the value between
+the markers is replaced by the run's.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from benchmarks.targets import check_targets
 
 README_START = "<!-- benchmarks:start -->"
 README_END = "<!-- benchmarks:end -->"
+
+#: A figure quoted in prose or in another page's table (see the module docstring).
+QUOTED = re.compile(r"<!-- figure:(?P<key>[^>]+?) -->(?P<value>.*?)<!-- /figure -->")
 
 #: Scenarios in the order the page presents them, with what each one answers.
 SECTIONS = {
@@ -119,6 +126,31 @@ def fmt(value: float, unit: str) -> str:
     if unit == "s":
         return f"{value:.3f}"
     return f"{value:,.2f}"
+
+
+def quoted_figure(tables: list[dict[str, Any]], key: str) -> str:
+    """Return the figure *key* (``scenario|loop|variant|median`` or ``...|ratio``) names."""
+    scenario, loop, variant, stat = key.split("|")
+    for t in tables:
+        if t["scenario"] != scenario or t["loop"] != loop:
+            continue
+        for row in t["rows"]:
+            if row["variant"] != variant:
+                continue
+            if stat == "ratio":
+                return ratio_cell(row)
+            if stat == "median":
+                unit = t["unit"].split()[0]  # "ms p99" -> ms, "MiB peak RSS" -> MiB
+                return f"{fmt(row['median'], unit)} {unit}"
+    raise KeyError(f"the run has no figure {key!r}")
+
+
+def fill_quoted(text: str, tables: list[dict[str, Any]]) -> str:
+    """Return *text* with every quoted figure replaced by the run's."""
+    return QUOTED.sub(
+        lambda m: f"<!-- figure:{m['key']} -->{quoted_figure(tables, m['key'])}<!-- /figure -->",
+        text,
+    )
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -407,6 +439,14 @@ def render(data: dict[str, Any], docs: Path, readme: Path | None) -> list[Path]:
     page = docs / "benchmarks.md"
     page.write_text("\n".join(lines).rstrip() + "\n")
     written.append(page)
+
+    quoting = [p for p in sorted(docs.glob("*.md")) if p != page]
+    for path in quoting + ([readme] if readme is not None else []):
+        text = path.read_text()
+        filled = fill_quoted(text, data["tables"])
+        if filled != text:
+            path.write_text(filled)
+            written.append(path)
 
     if readme is not None:
         text = readme.read_text()

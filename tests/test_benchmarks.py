@@ -268,3 +268,43 @@ def test_the_published_figures_describe_the_current_code() -> None:
     if verdict.state == "unknown":
         pytest.skip(verdict.reason)
     assert verdict.state == "fresh", verdict.reason
+
+
+def test_every_figure_the_docs_quote_is_the_published_runs() -> None:
+    """A figure quoted outside docs/benchmarks.md is the one benchmarks/results.json holds.
+
+    Quoted figures sit between ``<!-- figure:KEY -->`` and ``<!-- /figure -->``;
+    ``make bench-report`` fills them in, so a hand-copied figure cannot go stale.
+    """
+    from benchmarks.report import QUOTED, quoted_figure  # matplotlib: imported when needed
+
+    tables = json.loads((ROOT / "benchmarks" / "results.json").read_text())["tables"]
+    quoted = {}
+    for page in [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]:
+        for m in QUOTED.finditer(page.read_text()):
+            quoted[f"{page.name}: {m['key']}"] = (m["value"], quoted_figure(tables, m["key"]))
+    pages = {key.split(":")[0] for key in quoted}
+    assert {"guarantees.md", "comparison.md", "concepts.md"} <= pages
+    assert {k: v for k, v in quoted.items() if v[0] != v[1]} == {}
+
+
+def test_the_report_fills_in_quoted_figures() -> None:
+    """fill_quoted replaces the value between the markers, and refuses a key the run lacks."""
+    from benchmarks.report import fill_quoted  # matplotlib: imported when needed
+
+    tables = [
+        {
+            "scenario": "loop_lag",
+            "loop": "asyncio",
+            "unit": "ms p99",
+            "rows": [{"variant": "aioqlog", "median": 0.4567, "ratio": 1.5}],
+        }
+    ]
+    text = "lag <!-- figure:loop_lag|asyncio|aioqlog|median -->9 ms<!-- /figure --> and "
+    text += "<!-- figure:loop_lag|asyncio|aioqlog|ratio -->2x<!-- /figure -->."
+    assert fill_quoted(text, tables) == (
+        "lag <!-- figure:loop_lag|asyncio|aioqlog|median -->0.46 ms<!-- /figure --> and "
+        "<!-- figure:loop_lag|asyncio|aioqlog|ratio -->1.50x<!-- /figure -->."
+    )
+    with pytest.raises(KeyError, match="uvloop"):
+        fill_quoted("<!-- figure:loop_lag|uvloop|aioqlog|median -->1<!-- /figure -->", tables)
