@@ -842,11 +842,13 @@ class QueueListener:
         q = self.queue
         if not self._run_state.entered:
             if self._run_state.serving:
-                # start() had the lanes serve: take the queue back from them,
-                # as from a listener whose loop closed (off the loop).
-                self._start_drainer(q._consumer_lost)
-                return
-            q._abandon_attach(drain=False)
+                # start() had the lanes serve: take the queue back from them
+                # now (no handler code runs here), as from a listener whose
+                # loop closed; the lane's worker finishes what it holds.
+                self._on_consumer_lost()
+                q._release()
+            else:
+                q._abandon_attach(drain=False)
             if q.qsize():
                 self._start_drainer(q._drain_in_caller)
         elif not task.cancelled() and task.exception() is not None and q._attached:

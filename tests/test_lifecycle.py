@@ -377,6 +377,9 @@ def test_a_run_that_ends_right_after_start_delivers_everything(
         assert handler.messages() == [f"m{i}" for i in range(20)], stderr.getvalue()
     assert listener.stats.undelivered == 0
     assert "lost at exit" not in stderr.getvalue()
+    # The queue is handed back: what is logged from now on is delivered in the
+    # caller, not left to a worker of a run that has ended.
+    assert not listener.queue._attached
 
 
 # asyncio.run's ending, on asyncio and uvloop: trio tells the listener of the run's end once.
