@@ -445,6 +445,13 @@ class LogQueue:
 
     def _make_room(self) -> bool:
         """Apply the overflow policy to a full queue; return whether to append."""
+        backend = self._backend
+        if self._attached and backend is not None and backend.is_closed():
+            # The loop closed under a consumer that was between two batches
+            # (not parked, so no producer could notice): nobody will take
+            # these. Take the queue back and deliver here, as after close.
+            self._consumer_lost()
+            return True
         if self._overflow == "drop_old":
             try:
                 self._items.popleft()
@@ -533,8 +540,12 @@ class LogQueue:
             if self._attached or not self._items:
                 return
 
-    def _consumer_lost(self) -> None:
-        """Take back the delivery right from a consumer whose loop has closed."""
+    def _consumer_lost(self, *, drain: bool = True) -> None:
+        """Take back the delivery right from a consumer whose loop has closed.
+
+        Then deliver what is queued in this thread, unless *drain* is false (a
+        new consumer is about to attach and take it).
+        """
         with self._lock:
             if not self._attached:
                 return
@@ -549,7 +560,8 @@ class LogQueue:
         finally:
             # A record put meanwhile found no right to take: drained just below.
             self._right.append(_TOKEN)
-        self._drain_in_caller()
+        if drain:
+            self._drain_in_caller()
 
     # ---------------------------------------------------------------- consumer
     # All of these run on the loop thread of the attached listener.

@@ -99,6 +99,9 @@ class _Run:
     patient: bool = False
     #: Loop time by which to wind down, or None for no bound.
     deadline: float | None = None
+    #: A second cancellation (a second Ctrl-C) cut the wind-down short: the
+    #: user asked to skip the wait, and the exit skips it too.
+    cut_short: bool = False
 
 
 @dataclass
@@ -376,6 +379,11 @@ class QueueListener:
                 f"{self.queue!r} is already served by another running QueueListener; "
                 f"stop it before starting this one"
             )
+        if self.queue._attached:
+            # Still held by a run whose loop closed under its task (which never
+            # wound down): take the queue back from it, or this run would wait
+            # for the delivery right for ever. What is queued is this run's.
+            self.queue._consumer_lost(drain=False)
         self._bind()
         self.queue._attach(backend)
         run = self._run_state = _Run(backend=backend)
@@ -633,6 +641,7 @@ class QueueListener:
         now = run.backend.time()
         if run.cancelled or run.stopping:
             run.patient = False
+            run.cut_short = True
             self._begin_stop(now)
         else:
             run.patient = True
@@ -1279,6 +1288,15 @@ class QueueListener:
         # sys.last_value before exit hooks and logging.shutdown() run): a handler
         # that is not moving is given up on after a short look.
         hurry = isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
+        if hurry and self._run_state.cut_short and self._threads():
+            # Ctrl-C cut the stop short already: the user asked to skip the
+            # wait, so the exit does not wait again (a third Ctrl-C).
+            _stderr(
+                f"Ctrl-C cut the shutdown short; {self.stats.undelivered} records were not "
+                f"delivered"
+            )
+            self._give_up_on_threads(None, when)
+            return
         try:
             self._wait_for_threads(when, hurry=hurry)
         except KeyboardInterrupt:

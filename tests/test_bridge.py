@@ -523,6 +523,50 @@ def test_a_loop_closed_under_a_parked_listener_is_noticed(
     assert abandoned() is None
 
 
+# loop.close() under a pending task is asyncio's: a trio run has no loop to close.
+def test_a_loop_closed_between_two_batches_hands_the_queue_back_once_it_fills(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop], logger: logging.Logger
+) -> None:
+    """The loop closes while the listener's task is between batches, not parked.
+
+    No producer can notice that at its put (there is no token to wake); once
+    the queue is full, the next put finds the loop closed, takes the queue
+    back and delivers in the caller: nothing waits in the queue, and every
+    record is delivered in order or counted (the lanes, still draining, are
+    bounded: a burst from the caller can outrun their workers).
+    """
+    q = LogQueue(maxsize=100)
+    logger.addHandler(aioqlog.QueueHandler(q))
+    rec = Recorder()
+    listener = aioqlog.QueueListener(q, rec, Recorder())  # two handlers: the loop's path
+    loop = loop_factory()
+
+    async def main(listener: aioqlog.QueueListener) -> None:
+        listener.start()  # no await: the loop stops with the task between batches
+        logger.info("inside")
+
+    loop.run_until_complete(main(listener))
+    loop.close()
+    for i in range(250):
+        logger.info("after %d", i)
+    stats = listener.stats
+    assert (q.qsize(), stats.dropped) == (0, 0)  # handed back, nothing left in the queue
+    lane_dropped = stats.handlers[0].dropped
+
+    def logged() -> list[str]:
+        # (A lane that dropped records says so in a summary record of its own.)
+        return [m for m in rec.messages() if not m.startswith("aioqlog dropped")]
+
+    assert rec.wait_until(lambda: len(logged()) >= 251 - lane_dropped)
+    expected = ["inside"] + [f"after {i}" for i in range(250)]
+    got = logged()
+    assert got == [m for m in expected if m in set(got)]  # in order, each once
+    assert len(got) + lane_dropped == 251
+    logger.handlers.clear()
+    del listener, q
+    gc.collect()  # the task the closed loop abandoned, here (see the test above)
+
+
 def test_a_stop_mark_made_during_a_threads_take_leaves_nothing_phantom() -> None:
     """A mark that counted a taking thread's batch twice never outlasts an empty queue.
 
