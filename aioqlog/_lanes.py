@@ -551,8 +551,37 @@ class TaskLane(Lane):
             assert backend is not None  # a waiter exists only while serving
             backend.resolve(waiter)
 
+    def discard_abandoned_task(self) -> None:
+        """Close the coroutine of the task a closed loop abandoned; keep its records.
+
+        Left alone, the task is reported when collected, somewhere unrelated
+        ("coroutine ... was never awaited", or an ``aemit`` failing with
+        ``GeneratorExit``). One that never ran is closed as it is. One stopped
+        inside a call to the handler gives up on that call, as a stop that
+        runs out of time does: its records go back in front of the buffer,
+        for the next start (or the exit's report).
+        """
+        task, backend = self.task, self._backend
+        if task is None or task.done() or backend is None or not backend.is_closed():
+            return
+        get_coro = getattr(task, "get_coro", None)  # asyncio's tasks (trio closes no loop)
+        coro = get_coro() if get_coro is not None else None
+        if coro is None:
+            return
+        given_up, self._given_up = self._given_up, True
+        try:
+            coro.close()
+        except RuntimeError:
+            pass  # the handler awaited again on GeneratorExit: nothing more to do
+        finally:
+            self._given_up = given_up
+
     def start(self, backend: Backend) -> int | None:
+        self.discard_abandoned_task()  # left by a run whose loop closed under it
         self._backend = backend
+        # A waiter left by a run whose loop closed under its task belongs to
+        # that loop: resolving it would raise. The task is abandoned with it.
+        self._waiter = None
         self._closing = False
         self._abort = False
         self._given_up = False

@@ -603,6 +603,7 @@ class QueueListener:
         for lane in self._lanes:
             if isinstance(lane, TaskLane):
                 lane.state = IDLE
+                lane.discard_abandoned_task()
             else:
                 lane.stop_serving()
 
@@ -1291,19 +1292,15 @@ class QueueListener:
         if hurry and self._run_state.cut_short and self._threads():
             # Ctrl-C cut the stop short already: the user asked to skip the
             # wait, so the exit does not wait again (a third Ctrl-C).
-            _stderr(
-                f"Ctrl-C cut the shutdown short; {self.stats.undelivered} records were not "
-                f"delivered"
-            )
+            # (The count is the handlers' own, next: taken now, it could be
+            # one record behind a worker still finishing its emit.)
+            _stderr("Ctrl-C cut the shutdown short; not waiting for the handlers' threads")
             self._give_up_on_threads(None, when)
             return
         try:
             self._wait_for_threads(when, hurry=hurry)
         except KeyboardInterrupt:
-            _stderr(
-                f"interrupted while delivering the last records {when}; "
-                f"{self.stats.undelivered} records were not delivered"
-            )
+            _stderr(f"interrupted while delivering the last records {when}")
             self._give_up_on_threads(None, when)
             return
         if self.queue.qsize() and not self.queue._attached:

@@ -674,20 +674,27 @@ def test_a_record_after_the_loop_closed_is_handled_in_the_caller(
 
 
 # loop.close() under a pending task is asyncio's: a trio run has no loop to close.
-@pytest.mark.parametrize("handlers", [1, 2])
+@pytest.mark.parametrize("handlers", ["sync", "two sync", "sync and async"])
 @pytest.mark.parametrize("after_close", [0, 1, 100])
 def test_a_listener_whose_loop_closed_under_it_starts_again_on_a_new_loop(
-    loop_factory: LoopFactory, logger: logging.Logger, after_close: int, handlers: int
+    loop_factory: LoopFactory, logger: logging.Logger, after_close: int, handlers: str
 ) -> None:
     """The loop closed right after start(); start() on a new loop serves, and stop() returns.
 
     The first run's task never wound down and still held the queue: the new
-    run must take it back rather than wait for it for ever.
+    run must take it back rather than wait for it for ever; and an async
+    handler's lane, whose task was left waiting on the closed loop, must not
+    try to wake that task.
     """
     q = aioqlog.LogQueue()
     logger.addHandler(aioqlog.QueueHandler(q))
     rec = Recorder()
-    listener = aioqlog.QueueListener(q, rec, *[Recorder() for _ in range(handlers - 1)])
+    other: Recorder | AsyncRecorder | None = {
+        "sync": None,
+        "two sync": Recorder(),
+        "sync and async": AsyncRecorder(),
+    }[handlers]
+    listener = aioqlog.QueueListener(q, rec, *([other] if other is not None else []))
     loop = loop_factory()
 
     async def first(listener: aioqlog.QueueListener) -> None:
@@ -709,7 +716,10 @@ def test_a_listener_whose_loop_closed_under_it_starts_again_on_a_new_loop(
     with contextlib.redirect_stderr(stderr):
         stats = run(second(listener), loop_factory)
     assert rec.messages() == expected, stderr.getvalue()
+    if other is not None:
+        assert other.messages() == expected, stderr.getvalue()
     assert (stats.undelivered, stats.dropped) == (0, 0)
+    assert "failed" not in stderr.getvalue()
     # Collect the first run's abandoned task here, not in a later test (see
     # test_a_record_after_the_loop_closed_is_handled_in_the_caller).
     del listener
