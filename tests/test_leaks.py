@@ -121,6 +121,11 @@ def test_a_stopped_listener_its_threads_and_its_loop_can_be_collected(
             refs["loop"] = weakref.ref(asyncio.get_running_loop())
 
     run_on(anyio_backend, main)
+    # The helper thread behind rec.arrived() holds the loop's token until it
+    # returns, which can be just after the test's await resumed: wait for it.
+    for thread in threading.enumerate():
+        if thread.name == "producer":
+            thread.join(STALL)
     gc.collect()
     alive = [name for name, ref in refs.items() if ref() is not None]
     assert alive == []
