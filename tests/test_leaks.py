@@ -100,6 +100,7 @@ def test_a_stopped_listener_its_threads_and_its_loop_can_be_collected(
 ) -> None:
     """After stop() and detaching, nothing keeps the listener, its lanes or the loop alive."""
     refs: dict[str, weakref.ref[object]] = {}
+    workers: list[threading.Thread] = []
 
     async def main() -> None:
         q = aioqlog.LogQueue()
@@ -117,18 +118,26 @@ def test_a_stopped_listener_its_threads_and_its_loop_can_be_collected(
         refs["queue"] = weakref.ref(q)
         refs["lane"] = weakref.ref(listener._lanes[0])
         refs["thread"] = weakref.ref(thread)
+        workers.append(thread)
         if sniffio.current_async_library() == "asyncio":  # trio's run has no loop object
             refs["loop"] = weakref.ref(asyncio.get_running_loop())
 
     run_on(anyio_backend, main)
     # The helper thread behind rec.arrived() holds the loop's token until it
-    # returns, which can be just after the test's await resumed: wait for it.
-    for thread in threading.enumerate():
-        if thread.name == "producer":
-            thread.join(STALL)
+    # returns, which can be just after the test's await resumed, and the
+    # lane's worker may still be on its way out just after stop() returned (a
+    # running thread is referenced by threading itself): wait for both. (In a
+    # function: a loop variable here would keep the last thread alive.)
+    _join([*workers, *(t for t in threading.enumerate() if t.name == "producer")])
+    workers.clear()
     gc.collect()
     alive = [name for name, ref in refs.items() if ref() is not None]
     assert alive == []
+
+
+def _join(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.join(STALL)
 
 
 class _Quiet(aioqlog.AsyncHandler):
