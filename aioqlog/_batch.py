@@ -81,7 +81,7 @@ def batch_emitter(handler: logging.Handler) -> BatchEmit | None:
 
 def _passed(handler: logging.Handler, record: _LogRecord, ctx: contextvars.Context) -> Any:
     """Run *handler*'s filters on *record* in its context: the record to emit, or None."""
-    rv = ctx.run(handler.filter, record)
+    rv = ctx.copy().run(handler.filter, record)
     if not rv:
         return None
     return rv if isinstance(rv, _LogRecord) else record
@@ -114,7 +114,7 @@ def _protocol(handler: logging.Handler) -> BatchEmit:
                 continue
             handler.acquire()
             try:
-                ctx.run(emit_batch, records)
+                ctx.copy().run(emit_batch, records)
             except BaseException:  # noqa: BLE001
                 errors += len(records)
                 report_error(handler, records[0])
@@ -253,7 +253,7 @@ def _format_all(
                     handled += 1
                     continue
                 record = passed
-            texts.append(ctx.run(fmt, record) + terminator)
+            texts.append(ctx.copy().run(fmt, record) + terminator)
         except BaseException:  # noqa: BLE001 - as StreamHandler.emit: handleError, go on
             errors += 1
             report_error(handler, record)

@@ -73,6 +73,7 @@ import contextvars
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, Protocol, get_args
@@ -117,8 +118,14 @@ _SAFETY_TICK: float | None = 0.25
 _OVERFLOWS: tuple[str, ...] = get_args(Overflow)
 _TOKEN = True
 
-# Bound once: every log call uses it.
+# Bound once: every log call uses them.
 _copy_context = contextvars.copy_context
+_weakref = weakref.ref
+
+
+def _no_context() -> contextvars.Context | None:
+    """Stand in for a dead reference to the last context a record was logged in."""
+    return None
 
 
 def _ring_thread(_defer: Any, waiter: Any) -> None:
@@ -326,6 +333,9 @@ class LogQueue:
     def _start_afresh(self) -> None:
         """Set the records, counters and hand-offs to those of a new, empty queue."""
         self._items: deque[Entry] = deque()
+        # The context of the latest log call, while a record still holds it
+        # (a weak reference): the next call in an equal context shares it.
+        self._context: Callable[[], contextvars.Context | None] = _no_context
         # The length at which put_nowait leaves its fast path: maxsize, or
         # SPILL while a consumer thread's ring waits for the loop's next turn.
         self._limit = self._maxsize
@@ -400,11 +410,21 @@ class LogQueue:
         It never blocks the event loop thread; only under ``overflow="block"``
         does a thread other than the loop's wait (at most *block_timeout*).
         """
-        # Hot path: one length check, one append, two emptiness checks.
+        # Hot path: one length check, one context comparison, one append, two
+        # emptiness checks.
         items = self._items
         if len(items) >= self._limit and not self._past_limit():
             return
-        items.append((record, _copy_context()))
+        ctx = _copy_context()
+        try:
+            shared = self._context()
+            if ctx == shared:  # the caller's context has not changed: share it
+                ctx = shared
+            else:
+                self._context = _weakref(ctx)
+        except Exception:  # noqa: BLE001 - a context variable's __eq__ failed: keep ours
+            pass
+        items.append((record, ctx))
         if self._parked:  # the consumer sleeps: wake it (once per burst)
             self._wake()
         elif self._right and not self._attached:  # no consumer: deliver here

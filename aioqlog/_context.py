@@ -1,7 +1,8 @@
 """Context plumbing shared by the bridge, the lanes and the listener.
 
 Records carry the ``contextvars.Context`` of their log call (captured by
-``LogQueue.put_nowait``). Handlers run inside a copy of it, so filters and
+``LogQueue.put_nowait``; records logged in the same context share one, which
+nothing enters or changes). Handlers run inside a copy of it, so filters and
 formatters see a request id set by web middleware exactly as it was at the call.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Callable, Coroutine, Generator, Iterable
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
 __all__ = [
@@ -20,8 +21,8 @@ __all__ = [
     "Entry",
     "depth_of",
     "handling",
-    "mark_handling",
     "run_in_context",
+    "to_handle",
 ]
 
 _T = TypeVar("_T")
@@ -39,7 +40,7 @@ DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("aioqlog_depth", def
 #: The threads that run only handlers, the sync handlers' lane workers, as
 #: ``(ident, name)``: what a record says of the thread that logged it. A record
 #: logged on one of them was logged by a handler, whatever its context says
-#: (see ``mark_handling``), even once that worker has exited; the name tells
+#: (see ``to_handle``), even once that worker has exited; the name tells
 #: a later thread that reuses the ident apart. Never emptied: a handful of
 #: entries per handler (a worker's ident comes back from a small pool).
 HANDLER_THREADS: set[tuple[int | None, str | None]] = set()
@@ -58,35 +59,42 @@ def depth_of(record: logging.LogRecord, ctx: contextvars.Context) -> int:
     """Return how deep in handler-caused logging *record* (logged in *ctx*) was logged."""
     depth = ctx.get(DEPTH, 0)
     if not depth and (record.thread, record.threadName) in HANDLER_THREADS:
-        return 1  # logged by a sync handler, on its worker (see mark_handling)
+        return 1  # logged by a sync handler, on its worker (see to_handle)
     return depth
 
 
-def mark_handling(
-    entries: Iterable[tuple[logging.LogRecord, contextvars.Context]], *, on_worker: bool
-) -> None:
-    """Set in each record's context the depth that what its handler logs will have.
+def to_handle(entries: list[Entry], *, on_worker: bool) -> list[Entry]:
+    """Return *entries*, each with the context its handler runs in a copy of.
 
-    A handler runs inside its record's context, so what it logs while handling
-    a record at depth *d* carries that context: it must read as *d + 1*. Set
-    ``DEPTH`` to *d + 1* in it, a new mapping per record. A sync handler's
-    worker (*on_worker*) spares that for the common case, a record the
-    application logged: what the handler logs there comes from a thread in
+    Records logged in the same context share one ``Context`` object (see
+    ``LogQueue.put_nowait``), which nothing enters or changes: a handler
+    handles each record inside a copy of its own, made when it runs (a run of
+    copies made ahead would outlive a garbage collection, and feed the next),
+    so that what it sets there stays with that record. What the handler logs
+    while handling a record at depth *d* must read as *d + 1*: the record gets
+    a copy with ``DEPTH`` set to *d + 1*. A sync handler's worker
+    (*on_worker*) spares that for the common case, a record the application
+    logged: what the handler logs there comes from a thread in
     ``HANDLER_THREADS``, which ``depth_of`` reads as depth 1 already (unless
-    records do not say which thread logged them: ``logging.logThreads``).
-    Call once per record and handling, before the handler sees it.
+    records do not say which thread logged them: ``logging.logThreads``), and
+    *entries* come back as they are. Call once per handling, before the
+    handler sees the records.
     """
     by_thread = on_worker and logging.logThreads
-    for record, ctx in entries:
+    marked: list[Entry] | None = None
+    for i, (record, ctx) in enumerate(entries):
         depth = depth_of(record, ctx)
         if depth or not by_thread:
-            ctx.run(DEPTH.set, depth + 1)
+            if marked is None:
+                marked = entries.copy()
+            marked[i] = (record, handling(ctx, depth))
+    return entries if marked is None else marked
 
 
 def handling(ctx: contextvars.Context, depth: int) -> contextvars.Context:
     """Return a copy of *ctx* in which a handler handles a record logged at *depth*.
 
-    What the handler logs there reads as *depth + 1* (see ``mark_handling``);
+    What the handler logs there reads as *depth + 1* (see ``to_handle``);
     *ctx* itself is left as logged, so a record handled again (after a
     cancellation) is marked the same way again. One copy serves a whole run
     of records logged in equal contexts at the same depth.

@@ -51,8 +51,8 @@ from ._context import (
     Entry,
     depth_of,
     handling,
-    mark_handling,
     run_in_context,
+    to_handle,
 )
 from ._diagnostics import report_error
 from ._records import copy_record, filters_nothing, own_record, summary_context
@@ -357,9 +357,8 @@ class ThreadLane(Lane):
         # to the logger; KeyboardInterrupt and friends propagate as they would.
         if self.copy_records:
             record = copy_record(record)
-        mark_handling(((record, ctx),), on_worker=False)
         try:
-            ctx.run(self.handler.handle, record)
+            handling(ctx, depth_of(record, ctx)).run(self.handler.handle, record)
         except Exception:  # noqa: BLE001
             self.errors += 1
             report_error(self.handler, record)
@@ -411,7 +410,7 @@ class ThreadLane(Lane):
         while True:
             batch = self._take(WORKER_BATCH)
             if batch:
-                mark_handling(batch, on_worker=True)
+                batch = to_handle(batch, on_worker=True)
                 if copying:
                     batch = [(copy_record(record), ctx) for record, ctx in batch]
                 if emit_batch is not None:
@@ -426,7 +425,7 @@ class ThreadLane(Lane):
                 else:
                     for record, ctx in batch:
                         try:
-                            ctx.run(handler.handle, record)
+                            ctx.copy().run(handler.handle, record)
                         except BaseException:  # noqa: BLE001 - the lane must outlive any handler
                             self.errors += 1
                             report_error(handler, record)

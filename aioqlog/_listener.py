@@ -497,11 +497,13 @@ class QueueListener:
         """
         record = self.prepare(record)
         respect = self.respect_handler_level
-        origin = self._origin
-        context = _copy_context if origin is None else origin.copy
+        # The lanes run handlers in copies of it (see to_handle): one serves all.
+        ctx = self._origin
+        if ctx is None:
+            ctx = _copy_context()
         for lane in self._lanes:
             if handler_takes(lane.handler, record, respect_level=respect):
-                lane.put(record, context())
+                lane.put(record, ctx)
 
     # ------------------------------------------------------------- internals
 
@@ -537,9 +539,10 @@ class QueueListener:
         try:
             for record, ctx in batch:
                 # handle() gives the lanes the record's context as logged; the
-                # hooks run one level deeper (see _dispatch_one).
-                self._origin = ctx.copy()
-                ctx.run(one, record, depth_of(record, ctx))
+                # hooks run one level deeper (see _dispatch_one), in a copy:
+                # records logged in one context share it (see to_handle).
+                self._origin = ctx
+                ctx.copy().run(one, record, depth_of(record, ctx))
         finally:
             self._origin = None
 
@@ -548,10 +551,10 @@ class QueueListener:
 
         With ``handle`` and ``prepare`` not overridden, no user code runs here,
         so nothing needs to run inside each record's context: the depth is read
-        from the context as a mapping (the lanes set the next one, see
-        ``mark_handling`` and ``handling``), and a lone lane takes the record's own context
-        (nothing else ever enters it), so it needs no copy, and takes the
-        whole batch at once.
+        from the context as a mapping, and every lane takes the record's context
+        as logged (each runs its handler in copies and sets the next depth
+        there, see ``to_handle`` and ``handling``); a lone lane takes the whole
+        batch at once.
         """
         lanes = self._lanes
         respect = self.respect_handler_level
@@ -567,7 +570,7 @@ class QueueListener:
             if lone is None:
                 for lane in lanes:
                     if handler_takes(lane.handler, record, respect_level=respect):
-                        lane.put(record, ctx.copy())
+                        lane.put(record, ctx)
             elif handler_takes(lone.handler, record, respect_level=respect):
                 keep(entry)
         if lone is not None and kept:

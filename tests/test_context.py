@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
+import io
 import logging
-from collections.abc import Sequence
+import threading
+import weakref
+from collections.abc import Callable, Sequence
 
 import anyio
 import anyio.lowlevel
 import pytest
-from support import AsyncRecorder, Recorder, bounded, in_thread
+from support import STALL, AsyncRecorder, Recorder, bounded, in_thread
 
 import aioqlog
 from aioqlog._context import run_in_context
@@ -105,6 +109,183 @@ async def test_many_lanes_never_enter_one_context_at_once(logger: logging.Logger
     for handler in sync_handlers:
         assert len(handler.lines) == 400
         assert sorted(set(handler.lines)) == _expected()
+
+
+class _Rendezvous:
+    """Two handlers' workers meet here, each inside its handler, before going on."""
+
+    def __init__(self) -> None:
+        self.barrier = threading.Barrier(2, timeout=STALL)
+
+    def meet(self) -> None:
+        self.barrier.wait()
+
+
+class _MeetingHandler(Recorder):
+    def __init__(self, meeting: _Rendezvous) -> None:
+        super().__init__()
+        self.meeting = meeting
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.meeting.meet()
+        super().emit(record)
+
+
+class _MeetingBatchHandler(_MeetingHandler):
+    def emit_batch(self, records: list[logging.LogRecord]) -> None:
+        self.meeting.meet()
+        for record in records:
+            Recorder.emit(self, record)
+
+
+class _MeetingFormatter(logging.Formatter):
+    def __init__(self, meeting: _Rendezvous) -> None:
+        super().__init__()
+        self.meeting = meeting
+
+    def format(self, record: logging.LogRecord) -> str:
+        self.meeting.meet()
+        return super().format(record)
+
+
+def _meeting_stream(meeting: _Rendezvous, *, in_filter: bool) -> logging.StreamHandler[io.StringIO]:
+    handler = logging.StreamHandler(io.StringIO())
+    if in_filter:
+
+        def meet(record: logging.LogRecord) -> bool:
+            meeting.meet()
+            return True
+
+        handler.addFilter(meet)
+    else:
+        handler.setFormatter(_MeetingFormatter(meeting))
+    return handler
+
+
+_MEETING_PLACES: dict[str, Callable[[_Rendezvous], logging.Handler]] = {
+    "handle": _MeetingHandler,
+    "emit_batch": _MeetingBatchHandler,
+    "filter": lambda meeting: _meeting_stream(meeting, in_filter=True),
+    "format": lambda meeting: _meeting_stream(meeting, in_filter=False),
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("place", list(_MEETING_PLACES))
+async def test_two_handlers_handle_one_record_at_once(logger: logging.Logger, place: str) -> None:
+    """Two sync handlers inside their handle/emit_batch/filter/format with one record, at once.
+
+    Records logged in one context share it in the queue; each handler runs in
+    a copy of its own: entering the shared one from two workers would fail.
+    """
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    meeting = _Rendezvous()
+    handlers = [_MEETING_PLACES[place](meeting) for _ in range(2)]
+    async with aioqlog.QueueListener(q, *handlers) as listener:
+        logger.info("one record for both")
+    assert [h.errors for h in listener.stats.handlers] == [0, 0]
+    assert not meeting.barrier.broken
+    for handler in handlers:
+        if isinstance(handler, Recorder):
+            assert handler.lines == ["one record for both"]
+        else:
+            assert isinstance(handler, logging.StreamHandler)
+            assert handler.stream.getvalue() == "one record for both\n"
+
+
+@pytest.mark.anyio
+async def test_records_logged_in_one_context_share_it_until_it_changes(
+    logger: logging.Logger,
+) -> None:
+    """Calls in an unchanged context queue one Context object; a changed variable, a new one."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))  # no listener: the records stay queued
+    request_id.set("req-1")
+    logger.info("one")
+    logger.info("two")
+    request_id.set("req-2")
+    logger.info("three")
+    contexts = [ctx for _, ctx in q._items]
+    assert contexts[0] is contexts[1]
+    assert contexts[2] is not contexts[1]
+    assert [ctx[request_id] for ctx in contexts] == ["req-1", "req-1", "req-2"]
+    q._items.clear()
+
+
+class _Payload:
+    """A request-scoped object held by a context variable."""
+
+
+payload: contextvars.ContextVar[_Payload] = contextvars.ContextVar("payload")
+
+
+@pytest.mark.anyio
+async def test_a_queue_keeps_no_context_once_its_records_are_handled(
+    logger: logging.Logger,
+) -> None:
+    """The queue remembers the last call's context only while a record holds it."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    rec = Recorder()
+
+    def log_in_a_request() -> weakref.ref[_Payload]:
+        value = _Payload()
+        payload.set(value)
+        logger.info("in a request")
+        return weakref.ref(value)
+
+    async with aioqlog.QueueListener(q, rec):
+        held = contextvars.Context().run(log_in_a_request)
+        await rec.arrived(1)
+    gc.collect()
+    assert held() is None
+
+
+class _Incomparable:
+    """A context variable's value whose == raises, as a numpy array's truth value does."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __eq__(self, other: object) -> bool:
+        raise ValueError("no truth value")
+
+    __hash__ = object.__hash__
+
+    def __str__(self) -> str:
+        return self.name
+
+
+odd: contextvars.ContextVar[_Incomparable] = contextvars.ContextVar("odd")
+
+
+class _OddFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{odd.get()} {record.getMessage()}"
+
+
+@pytest.mark.anyio
+async def test_a_context_value_that_cannot_be_compared_costs_no_record(
+    logger: logging.Logger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A value's == that raises, comparing contexts, costs no record and reports nothing.
+
+    The queue compares each call's context with the last one, still held by
+    a queued record (no listener serves the queue yet): that runs the
+    values' ==. If it raises, the record keeps a context of its own.
+    """
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    for name in ("first", "second", "third"):
+        odd.set(_Incomparable(name))
+        logger.info("call")
+    rec = Recorder()
+    rec.setFormatter(_OddFormatter())
+    async with aioqlog.QueueListener(q, rec):
+        await rec.arrived(3)
+    assert rec.lines == ["first call", "second call", "third call"]
+    assert "Logging error" not in capsys.readouterr().err
 
 
 class EnrichingListener(aioqlog.QueueListener):
