@@ -94,10 +94,10 @@ def _protocol(handler: logging.Handler) -> BatchEmit:
         handled = errors = 0
         i, n = 0, len(entries)
         while i < n:
-            # A run of records logged in equal contexts goes in one call.
+            # A run of records logged in the same context goes in one call.
             ctx = entries[i][1]
             records: list[_LogRecord] = []
-            while i < n and (entries[i][1] is ctx or entries[i][1] == ctx):
+            while i < n and entries[i][1] is ctx:
                 record, record_ctx = entries[i]
                 i += 1
                 try:

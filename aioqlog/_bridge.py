@@ -70,6 +70,7 @@ strand records; the stress tests run with the tick disabled.
 from __future__ import annotations
 
 import contextvars
+import gc
 import logging
 import threading
 import time
@@ -121,6 +122,10 @@ _TOKEN = True
 # Bound once: every log call uses them.
 _copy_context = contextvars.copy_context
 _weakref = weakref.ref
+# What a Context refers to: its mapping of variables, an immutable object that
+# an unchanged context keeps, and nothing else while it is not entered (when
+# that differs, as on another interpreter, nothing is shared).
+_referents = gc.get_referents
 
 
 def _no_context() -> contextvars.Context | None:
@@ -334,7 +339,7 @@ class LogQueue:
         """Set the records, counters and hand-offs to those of a new, empty queue."""
         self._items: deque[Entry] = deque()
         # The context of the latest log call, while a record still holds it
-        # (a weak reference): the next call in an equal context shares it.
+        # (a weak reference): the next call with the same variables shares it.
         self._context: Callable[[], contextvars.Context | None] = _no_context
         # The length at which put_nowait leaves its fast path: maxsize, or
         # SPILL while a consumer thread's ring waits for the loop's next turn.
@@ -410,20 +415,21 @@ class LogQueue:
         It never blocks the event loop thread; only under ``overflow="block"``
         does a thread other than the loop's wait (at most *block_timeout*).
         """
-        # Hot path: one length check, one context comparison, one append, two
-        # emptiness checks.
+        # Hot path: one length check, one identity check of the context, one
+        # append, two emptiness checks.
         items = self._items
         if len(items) >= self._limit and not self._past_limit():
             return
         ctx = _copy_context()
-        try:
-            shared = self._context()
-            if ctx == shared:  # the caller's context has not changed: share it
+        # The same variables as the last call's context (the same mapping, by
+        # identity: no value is compared): share that context.
+        shared = self._context()
+        if shared is not None:
+            mine, theirs = _referents(ctx), _referents(shared)
+            if len(mine) == len(theirs) == 1 and mine[0] is theirs[0]:
                 ctx = shared
-            else:
-                self._context = _weakref(ctx)
-        except Exception:  # noqa: BLE001 - a context variable's __eq__ failed: keep ours
-            pass
+        if ctx is not shared:
+            self._context = _weakref(ctx)
         items.append((record, ctx))
         if self._parked:  # the consumer sleeps: wake it (once per burst)
             self._wake()

@@ -40,7 +40,7 @@ DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("aioqlog_depth", def
 #: The threads that run only handlers, the sync handlers' lane workers, as
 #: ``(ident, name)``: what a record says of the thread that logged it. A record
 #: logged on one of them was logged by a handler, whatever its context says
-#: (see ``to_handle``), even once that worker has exited; the name tells
+#: (one of the handler's own making, say), even once that worker has exited; the name tells
 #: a later thread that reuses the ident apart. Never emptied: a handful of
 #: entries per handler (a worker's ident comes back from a small pool).
 HANDLER_THREADS: set[tuple[int | None, str | None]] = set()
@@ -63,32 +63,31 @@ def depth_of(record: logging.LogRecord, ctx: contextvars.Context) -> int:
     return depth
 
 
-def to_handle(entries: list[Entry], *, on_worker: bool) -> list[Entry]:
+def to_handle(entries: list[Entry]) -> list[Entry]:
     """Return *entries*, each with the context its handler runs in a copy of.
 
     Records logged in the same context share one ``Context`` object (see
     ``LogQueue.put_nowait``), which nothing enters or changes: a handler
-    handles each record inside a copy of its own, made when it runs (a run of
-    copies made ahead would outlive a garbage collection, and feed the next),
-    so that what it sets there stays with that record. What the handler logs
-    while handling a record at depth *d* must read as *d + 1*: the record gets
-    a copy with ``DEPTH`` set to *d + 1*. A sync handler's worker
-    (*on_worker*) spares that for the common case, a record the application
-    logged: what the handler logs there comes from a thread in
-    ``HANDLER_THREADS``, which ``depth_of`` reads as depth 1 already (unless
-    records do not say which thread logged them: ``logging.logThreads``), and
-    *entries* come back as they are. Call once per handling, before the
-    handler sees the records.
+    handles each record inside a copy of its own, made right then (copies
+    made ahead, one per record, would outlive a garbage collection, and feed
+    the next), so that what it sets there stays with that record. What it
+    logs there, on any thread, while handling a record logged at depth *d*
+    must read as *d + 1*: each record gets a context with ``DEPTH`` set to
+    *d + 1* to copy, one per run of records logged in the same context at the
+    same depth. Call once per handling, before the handler sees the records.
     """
-    by_thread = on_worker and logging.logThreads
-    marked: list[Entry] | None = None
-    for i, (record, ctx) in enumerate(entries):
+    handled: list[Entry] = []
+    keep = handled.append
+    logged: contextvars.Context | None = None
+    last_depth = -1
+    marked: contextvars.Context  # set by the first entry
+    for record, ctx in entries:
         depth = depth_of(record, ctx)
-        if depth or not by_thread:
-            if marked is None:
-                marked = entries.copy()
-            marked[i] = (record, handling(ctx, depth))
-    return entries if marked is None else marked
+        if ctx is not logged or depth != last_depth:
+            logged, last_depth = ctx, depth
+            marked = handling(ctx, depth)
+        keep((record, marked))
+    return handled
 
 
 def handling(ctx: contextvars.Context, depth: int) -> contextvars.Context:
@@ -97,7 +96,7 @@ def handling(ctx: contextvars.Context, depth: int) -> contextvars.Context:
     What the handler logs there reads as *depth + 1* (see ``to_handle``);
     *ctx* itself is left as logged, so a record handled again (after a
     cancellation) is marked the same way again. One copy serves a whole run
-    of records logged in equal contexts at the same depth.
+    of records logged in the same context at the same depth.
     """
     marked = ctx.copy()
     marked.run(DEPTH.set, depth + 1)

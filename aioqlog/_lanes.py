@@ -410,7 +410,7 @@ class ThreadLane(Lane):
         while True:
             batch = self._take(WORKER_BATCH)
             if batch:
-                batch = to_handle(batch, on_worker=True)
+                batch = to_handle(batch)
                 if copying:
                     batch = [(copy_record(record), ctx) for record, ctx in batch]
                 if emit_batch is not None:
@@ -432,6 +432,9 @@ class ThreadLane(Lane):
                         else:
                             self.handled += 1
                         self.done_count += 1
+                    del record, ctx
+                # Hold no record (nor its context's values) while parked.
+                del batch
                 if self._watch.slot:
                     self.notify()
                 continue
@@ -716,7 +719,7 @@ class TaskLane(Lane):
             # At most BATCH_LIMIT per call: filtering a run happens on the loop.
             while buffer and len(entries) < BATCH_LIMIT:
                 record, record_ctx = buffer[0]
-                if record_ctx != ctx or depth_of(record, record_ctx) != depth:
+                if record_ctx is not ctx or depth_of(record, record_ctx) != depth:
                     break
                 entries.append(buffer.popleft())
         passed_entries: list[Entry] = []

@@ -897,6 +897,7 @@ class QueueListener:
                 batch = await self.dequeue()
                 if batch:
                     self._dispatch(batch)
+                    del batch  # hold no record (nor its context's values) while waiting
                     self._report_drops(force=False)
                     await checkpoint()  # let the loop breathe between batches
                     continue

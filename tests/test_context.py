@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import gc
 import io
 import logging
 import threading
@@ -213,43 +212,109 @@ async def test_records_logged_in_one_context_share_it_until_it_changes(
     q._items.clear()
 
 
-class _Payload:
-    """A request-scoped object held by a context variable."""
+class _Tampering(aioqlog.QueueListener):
+    """A dequeue override that changes a variable inside the first record's context."""
 
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.seen: list[contextvars.Context] = []
 
-payload: contextvars.ContextVar[_Payload] = contextvars.ContextVar("payload")
+    async def dequeue(self) -> list[tuple[logging.LogRecord, contextvars.Context]]:
+        batch = await super().dequeue()
+        for _, ctx in batch:
+            if not self.seen:
+                ctx.run(request_id.set, "tampered")
+                self.seen.append(ctx)  # kept alive: the queue could share it next
+        return batch
 
 
 @pytest.mark.anyio
-async def test_a_queue_keeps_no_context_once_its_records_are_handled(
+async def test_a_context_changed_after_its_call_is_not_shared_with_the_next(
     logger: logging.Logger,
 ) -> None:
-    """The queue remembers the last call's context only while a record holds it."""
+    """A queued context that a hook changed no longer matches the caller's: not shared."""
     q = aioqlog.LogQueue()
     logger.addHandler(aioqlog.QueueHandler(q))
     rec = Recorder()
-
-    def log_in_a_request() -> weakref.ref[_Payload]:
-        value = _Payload()
-        payload.set(value)
-        logger.info("in a request")
-        return weakref.ref(value)
-
-    async with aioqlog.QueueListener(q, rec):
-        held = contextvars.Context().run(log_in_a_request)
+    rec.setFormatter(ContextFormatter())
+    request_id.set("req-1")
+    async with _Tampering(q, rec):
+        logger.info("one")
         await rec.arrived(1)
-    gc.collect()
-    assert held() is None
+        logger.info("two")  # the caller's context has not changed since "one"
+        await rec.arrived(2)
+    assert rec.lines == ["tampered one", "req-1 two"]
 
 
-class _Incomparable:
-    """A context variable's value whose == raises, as a numpy array's truth value does."""
+flag: contextvars.ContextVar[object] = contextvars.ContextVar("flag")
+
+
+class _FlagFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        value = flag.get()
+        return f"{record.getMessage()}: {value!r} ({type(value).__name__}, {id(value)})"
+
+
+class _FormattingBatches(aioqlog.AsyncHandler):
+    """Formats each record of each aemit_batch call inside the call (its context)."""
+
+    def __init__(self, formatter: logging.Formatter) -> None:
+        super().__init__()
+        self.setFormatter(formatter)
+        self.lines: list[str] = []
+
+    async def aemit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        self.lines.extend(self.format(record) for record in records)
+
+
+class _FormattingSyncBatches(Recorder):
+    """A sync handler with emit_batch: formats each record of a call inside the call."""
+
+    def emit_batch(self, records: list[logging.LogRecord]) -> None:
+        for record in records:
+            self.emit(record)
+
+
+@pytest.mark.anyio
+async def test_a_value_equal_to_the_last_but_not_it_is_seen_as_set(
+    logger: logging.Logger,
+) -> None:
+    """1, then True, then 1.0, then an equal new list: each record sees the object set.
+
+    Sharing the last call's context must not go by equality: the handler
+    sees what synchronous logging would, the very object set at the call.
+    """
+    direct = Recorder()
+    direct.setFormatter(_FlagFormatter())
+    rec = Recorder()
+    rec.setFormatter(_FlagFormatter())
+    batches = _FormattingBatches(_FlagFormatter())
+    sync_batches = _FormattingSyncBatches()
+    sync_batches.setFormatter(_FlagFormatter())
+    values: list[object] = [1, True, 1.0, [1], [1], 0.0, -0.0]
+    logger.addHandler(direct)
+    logger.addHandler(aioqlog.QueueHandler(q := aioqlog.LogQueue()))
+    async with aioqlog.QueueListener(q, rec, batches, sync_batches):
+        for n, value in enumerate(values):
+            flag.set(value)
+            logger.info("call %d", n)
+        await rec.arrived(len(values))
+    assert rec.lines == direct.lines
+    assert batches.lines == direct.lines
+    assert sync_batches.lines == direct.lines
+
+
+class _Watched:
+    """A context variable's value that notes every == on it, and refuses it."""
+
+    calls = 0
 
     def __init__(self, name: str) -> None:
         self.name = name
 
     def __eq__(self, other: object) -> bool:
-        raise ValueError("no truth value")
+        _Watched.calls += 1
+        raise KeyboardInterrupt("== on a context variable's value")
 
     __hash__ = object.__hash__
 
@@ -257,35 +322,88 @@ class _Incomparable:
         return self.name
 
 
-odd: contextvars.ContextVar[_Incomparable] = contextvars.ContextVar("odd")
+watched: contextvars.ContextVar[_Watched] = contextvars.ContextVar("watched")
 
 
-class _OddFormatter(logging.Formatter):
+class _WatchedFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return f"{odd.get()} {record.getMessage()}"
+        return f"{watched.get()} {record.getMessage()}"
 
 
 @pytest.mark.anyio
-async def test_a_context_value_that_cannot_be_compared_costs_no_record(
-    logger: logging.Logger, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A value's == that raises, comparing contexts, costs no record and reports nothing.
+async def test_a_log_call_never_compares_context_values(logger: logging.Logger) -> None:
+    """No value's == runs, at a log call or in a lane (it could raise, block or log).
 
-    The queue compares each call's context with the last one, still held by
-    a queued record (no listener serves the queue yet): that runs the
-    values' ==. If it raises, the record keeps a context of its own.
+    Records are queued before a listener exists, so each call finds the
+    last call's context still held, with a different value in it.
     """
     q = aioqlog.LogQueue()
     logger.addHandler(aioqlog.QueueHandler(q))
-    for name in ("first", "second", "third"):
-        odd.set(_Incomparable(name))
-        logger.info("call")
+    _Watched.calls = 0
+    try:
+        for name in ("first", "second", "third"):
+            watched.set(_Watched(name))
+            logger.info("call")
+    except KeyboardInterrupt:
+        pytest.fail("a log call compared context values, and raised what == raised")
     rec = Recorder()
-    rec.setFormatter(_OddFormatter())
-    async with aioqlog.QueueListener(q, rec):
+    rec.setFormatter(_WatchedFormatter())
+    batches = _FormattingBatches(_WatchedFormatter())
+    async with aioqlog.QueueListener(q, rec, batches):
         await rec.arrived(3)
     assert rec.lines == ["first call", "second call", "third call"]
-    assert "Logging error" not in capsys.readouterr().err
+    assert batches.lines == rec.lines
+    assert _Watched.calls == 0
+
+
+class _Payload:
+    """A request-scoped object held by a context variable."""
+
+
+payload: contextvars.ContextVar[_Payload] = contextvars.ContextVar("payload")
+
+
+def _log_in_a_request(logger: logging.Logger) -> threading.Event:
+    """Log one record in a context of its own whose value is a fresh payload.
+
+    Returns an event set once the payload has been freed.
+    """
+    freed = threading.Event()
+
+    def request() -> None:
+        value = _Payload()
+        weakref.finalize(value, freed.set)
+        payload.set(value)
+        logger.info("in a request")
+
+    contextvars.Context().run(request)
+    return freed
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("handlers", ["one sync", "two sync", "async"])
+async def test_a_handled_record_leaves_its_context_to_be_collected(
+    logger: logging.Logger, handlers: str
+) -> None:
+    """Once a record is handled, nothing keeps its context's values, the listener running.
+
+    Neither the queue (it remembers the last call's context only while a
+    record holds it) nor a lane's worker or the listener's task between
+    batches.
+    """
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    makers: dict[str, Callable[[], list[Recorder | AsyncRecorder]]] = {
+        "one sync": lambda: [Recorder()],
+        "two sync": lambda: [Recorder(), Recorder()],
+        "async": lambda: [AsyncRecorder()],
+    }
+    recorders = makers[handlers]()
+    async with aioqlog.QueueListener(q, *recorders):
+        freed = _log_in_a_request(logger)
+        # No further record comes: the value must be freed all the same.
+        assert await in_thread(lambda: freed.wait(STALL / 4)), "the payload is still held"
+        assert all(len(r.records) == 1 for r in recorders)
 
 
 class EnrichingListener(aioqlog.QueueListener):
