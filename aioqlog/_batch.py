@@ -80,8 +80,11 @@ def batch_emitter(handler: logging.Handler) -> BatchEmit | None:
 
 
 def _passed(handler: logging.Handler, record: _LogRecord, ctx: contextvars.Context) -> Any:
-    """Run *handler*'s filters on *record* in its context: the record to emit, or None."""
-    rv = ctx.copy().run(handler.filter, record)
+    """Run *handler*'s filters on *record* in *ctx*: the record to emit, or None.
+
+    *ctx* is a copy of the record's context, made by the caller.
+    """
+    rv = ctx.run(handler.filter, record)
     if not rv:
         return None
     return rv if isinstance(rv, _LogRecord) else record
@@ -101,7 +104,7 @@ def _protocol(handler: logging.Handler) -> BatchEmit:
                 record, record_ctx = entries[i]
                 i += 1
                 try:
-                    passed = _passed(handler, record, record_ctx)
+                    passed = _passed(handler, record, record_ctx.copy())
                 except BaseException:  # noqa: BLE001 - the lane must outlive any handler
                     errors += 1
                     report_error(handler, record)
@@ -247,13 +250,16 @@ def _format_all(
     unfiltered = filters_nothing(handler)
     for record, ctx in entries:
         try:
+            # One copy per record: its filters and its formatting see the same
+            # context, as when the handler handles it directly.
+            run_ctx = ctx.copy()
             if not unfiltered:
-                passed = _passed(handler, record, ctx)
+                passed = _passed(handler, record, run_ctx)
                 if passed is None:
                     handled += 1
                     continue
                 record = passed
-            texts.append(ctx.copy().run(fmt, record) + terminator)
+            texts.append(run_ctx.run(fmt, record) + terminator)
         except BaseException:  # noqa: BLE001 - as StreamHandler.emit: handleError, go on
             errors += 1
             report_error(handler, record)

@@ -68,9 +68,8 @@ def to_handle(entries: list[Entry]) -> list[Entry]:
 
     Records logged in the same context share one ``Context`` object (see
     ``LogQueue.put_nowait``), which nothing enters or changes: a handler
-    handles each record inside a copy of its own, made right then (copies
-    made ahead, one per record, would outlive a garbage collection, and feed
-    the next), so that what it sets there stays with that record. What it
+    handles each record inside a copy of its own, made right then, so that
+    what it sets there stays with that record. What it
     logs there, on any thread, while handling a record logged at depth *d*
     must read as *d + 1*: each record gets a context with ``DEPTH`` set to
     *d + 1* to copy, one per run of records logged in the same context at the

@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import io
 import logging
+import pathlib
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -354,6 +355,43 @@ async def test_a_log_call_never_compares_context_values(logger: logging.Logger) 
     assert rec.lines == ["first call", "second call", "third call"]
     assert batches.lines == rec.lines
     assert _Watched.calls == 0
+
+
+class _SettingFilter(logging.Filter):
+    """Sets a context variable that the handler's formatter then reads."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id.set(f"filtered {record.getMessage()}")
+        return True
+
+
+@pytest.mark.anyio
+async def test_what_a_filter_sets_its_formatter_sees(
+    logger: logging.Logger, tmp_path: pathlib.Path
+) -> None:
+    """A StreamHandler's filter and formatter share one context per record, as attached directly."""
+
+    def file_handler(name: str) -> logging.FileHandler:
+        handler = logging.FileHandler(tmp_path / name)
+        handler.addFilter(_SettingFilter())
+        handler.setFormatter(ContextFormatter())
+        return handler
+
+    direct, queued = file_handler("direct.log"), file_handler("queued.log")
+    q = aioqlog.LogQueue()
+    # The QueueHandler first: it captures the context before the direct
+    # handler's filter changes it in the caller.
+    logger.addHandler(aioqlog.QueueHandler(q))
+    logger.addHandler(direct)
+    async with aioqlog.QueueListener(q, queued):
+        for n in range(3):
+            request_id.set(f"req-{n}")
+            logger.info("call %d", n)
+    direct.close()
+    queued.close()
+    expected = "".join(f"filtered call {n} call {n}\n" for n in range(3))
+    assert (tmp_path / "direct.log").read_text() == expected
+    assert (tmp_path / "queued.log").read_text() == expected
 
 
 class _Payload:
