@@ -1142,3 +1142,66 @@ def test_a_loop_in_a_daemon_thread_ships_everything_at_exit(server: Server, back
         shipped = sorted(server.messages())
         assert shipped == sorted([f"rec {i}" for i in range(400)] * (attempt + 1)), done.stderr
         assert time.monotonic() - began < 8, done.stderr  # well within the 10 s bound
+
+
+_FIRST_RECORD_IMPORTS = """
+import json, logging, sys, threading, time
+backend, url = sys.argv[1], sys.argv[2]
+if backend == "trio":
+    import trio  # the application's own import, before it sets logging up
+import aioqlog
+from aioqlog.handlers import AsyncHTTPHandler
+
+# Set-up, as an application does it: the handler is made before the loop runs.
+handler = AsyncHTTPHandler(url, batch_age=0.01)
+q = aioqlog.LogQueue()
+log = logging.getLogger("app")
+log.addHandler(aioqlog.QueueHandler(q))
+log.setLevel(logging.INFO)
+log.propagate = False
+
+on_the_loop = []
+watching = threading.Event()
+loop_thread = threading.get_ident()
+
+def audit(event, args):
+    if event == "import" and watching.is_set() and threading.get_ident() == loop_thread:
+        on_the_loop.append(args[0])
+
+sys.addaudithook(audit)
+
+async def main(sleep):
+    async with aioqlog.QueueListener(q, handler):
+        watching.set()
+        log.info("first")
+        deadline = time.monotonic() + 20
+        while handler.sent < 1 and time.monotonic() < deadline:
+            await sleep(0.005)
+        watching.clear()
+    print(json.dumps({"sent": handler.sent, "imports": on_the_loop}))
+
+if backend == "trio":
+    trio.run(main, trio.sleep)
+else:
+    import asyncio
+    asyncio.run(main(asyncio.sleep))
+"""
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_the_first_record_imports_nothing_on_the_loop(server: Server, backend: str) -> None:
+    """A handler made at set-up ships its first record without an import on the loop.
+
+    anyio imports its backend at the first event it makes: on the loop, at
+    the first record, a stall of tens of milliseconds in a serving app.
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", _FIRST_RECORD_IMPORTS, backend, server.url],
+        capture_output=True,
+        text=True,
+        timeout=STALL * 2,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result == {"sent": 1, "imports": []}, done.stderr

@@ -48,10 +48,12 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import importlib
 import logging
 import math
 import queue
 import random
+import sys
 import threading
 import time
 import uuid
@@ -264,6 +266,7 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
         owner = type(self).__qualname__
         # Made before the loop (the usual case), the first call checks instead.
         self._refuse_trio()
+        _load_anyio_backend()
         check_positive(owner, "buffer_size", buffer_size, integer=True)
         for name, value in (("backoff", backoff), ("backoff_max", backoff_max)):
             check_positive(owner, name, value)
@@ -539,6 +542,26 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
 _SENDING: contextvars.ContextVar[BufferedSender[Any, Any] | None] = contextvars.ContextVar(
     "aioqlog_sending", default=None
 )
+
+
+def _load_anyio_backend() -> None:
+    """Import anyio's backends for the loops this handler may run on, now.
+
+    anyio imports one at the first event or checkpoint: on the loop, at the
+    handler's first record, a stall of tens of milliseconds. A handler is
+    usually made at set-up, where an import costs the loop nothing. The
+    asyncio one (uvloop's too) unless made in a trio run; trio's once the
+    application has imported trio, with the codec trio's connections encode
+    host names with.
+    """
+    modules = [] if on_trio() else ["anyio._backends._asyncio"]
+    if "trio" in sys.modules:
+        modules += ["anyio._backends._trio", "encodings.idna"]
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # another anyio layout: it imports at the first record, as before
+            pass
 
 
 def sending() -> bool:
