@@ -94,12 +94,14 @@ R = TypeVar("R")  # what a job in the encoding thread returns
 #: Records encoded between two yields to the loop (a fraction of a millisecond).
 YIELD_EVERY = 16
 
-#: Seconds the encoding thread works before it lets the loop's thread run.
-SLICE = 0.0005
+#: Seconds the encoding thread works before it lets the loop's thread run:
+#: each time the loop's thread drops the GIL (its poll, a socket write), this
+#: thread may take it, and the loop then waits out the rest of the slice.
+SLICE = 0.0001
 #: Seconds it then sleeps without the GIL. A bare ``sleep(0)`` is not enough:
 #: it drops the GIL and takes it back before the waiting loop thread wakes,
 #: and that waiter then waits out a whole switch interval (5 ms) again.
-PAUSE = 0.0002
+PAUSE = 0.0001
 
 
 class Rejected(Exception):
