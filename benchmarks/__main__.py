@@ -137,6 +137,9 @@ def print_table(table: Table) -> None:
         if cpu is not None:
             name = row["variant"]
             line += f"  CPU {median(cpu[name]):>7.2f} us/record {table.cpu_ratio(name):>6.2f}x"
+        collections = table.extra.get("gc_per_10k")
+        if collections is not None:
+            line += f"  GC {median(collections[row['variant']]):>4.0f}/10k"
         print(line)
     for note in table.notes:
         print(f"  - {note}")

@@ -64,10 +64,12 @@ def run_on(kind: str, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 @dataclass
 class Clock:
-    """Wall time and process CPU time (every thread of the process) of a timed section."""
+    """Wall time, process CPU time (every thread) and GC collections of a timed section."""
 
     wall: float = 0.0
     cpu: float = 0.0
+    #: Garbage collections during the section, all generations and threads.
+    collections: int = 0
 
 
 @contextmanager
@@ -78,12 +80,19 @@ def clocked() -> Iterator[Clock]:
     pauses it, since no service does.
     """
     clock = Clock()
+    g0 = _collections()
     w0, c0 = time.perf_counter(), time.process_time()
     try:
         yield clock
     finally:
         clock.cpu = time.process_time() - c0
         clock.wall = time.perf_counter() - w0
+        clock.collections = _collections() - g0
+
+
+def _collections() -> int:
+    """Return how many garbage collections the process has run, all generations."""
+    return sum(generation["collections"] for generation in gc.get_stats())
 
 
 def rotations(names: list[str], rounds: int) -> Iterator[list[str]]:

@@ -254,6 +254,9 @@ def scenario_tables(tables: list[dict[str, Any]]) -> str:
             if cpu is not None:
                 cpu_base = extra.get("cpu_baseline", t["baseline"])
                 header += ["CPU µs/record", f"CPU ratio to {cpu_base}"]
+            collections = extra.get("gc_per_10k")
+            if collections is not None:
+                header.append("GC per 10k records")
             rows = []
             for r in t["rows"]:
                 row = [r["variant"], fmt(r["median"], t["unit"]), ratio_cell(r)]
@@ -264,6 +267,8 @@ def scenario_tables(tables: list[dict[str, Any]]) -> str:
                         fmt(median(cpu[r["variant"]]), "µs"),
                         ratio_of(cpu[r["variant"]], cpu[cpu_base]),
                     ]
+                if collections is not None:
+                    row.append(f"{median(collections[r['variant']]):.0f}")
                 rows.append(row)
         out.append(md_table(header, rows))
         out.append("")

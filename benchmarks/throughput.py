@@ -210,6 +210,7 @@ async def measure(loop: str, rounds: int, n: int, scenario: str = "throughput") 
     names = list(VARIANTS) if scenario == "throughput" else list(CORE)
     written: dict[str, list[int]] = {name: [] for name in names}
     cpu_us: dict[str, list[float]] = {name: [] for name in names}
+    gc_per_10k: dict[str, list[float]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="aioqlog-bench-") as tmp:
         runs = 0
 
@@ -222,11 +223,13 @@ async def measure(loop: str, rounds: int, n: int, scenario: str = "throughput") 
                     clock = await run(path, n, burst)
                 except BaseException:
                     cpu_us[name].append(float("nan"))
+                    gc_per_10k[name].append(float("nan"))
                     raise
                 finally:
                     written[name].append(count_lines(path))
                     path.unlink(missing_ok=True)
                 cpu_us[name].append(clock.cpu / n * 1e6)
+                gc_per_10k[name].append(clock.collections / n * 10_000)
                 return n / clock.wall
 
             return once
@@ -250,6 +253,7 @@ async def measure(loop: str, rounds: int, n: int, scenario: str = "throughput") 
         + (" (loguru: its equivalent format string)" if "loguru enqueue" in names else ""),
         "CPU: the process's CPU time (every thread, user + system) per record; "
         "ratios to direct handling, within each round",
+        "GC: garbage collections (every generation, every thread) per 10,000 records",
     ]
     if busy:
         notes.append("a CPU-bound process (a Python busy loop) spins throughout")
@@ -273,6 +277,7 @@ async def measure(loop: str, rounds: int, n: int, scenario: str = "throughput") 
             "records": n,
             "cpu_us": cpu_us,
             "cpu_baseline": "direct",
+            "gc_per_10k": gc_per_10k,
             "also_against": "stdlib queue",
         },
     )
