@@ -53,6 +53,7 @@ class Server:
         self.fail_next = 0  # answer 500 to this many requests
         self.reject_next = 0  # answer 400 to this many requests
         self.stall_next = 0  # never answer this many requests
+        self.delay_next = 0.0  # answer the next request after this many seconds
         self.keys: list[str] = []  # every request's Idempotency-Key, answered 2xx or not
         self.ssl_context: ssl.SSLContext | None = None  # serve HTTPS with it
         self.received = threading.Condition()
@@ -97,6 +98,9 @@ class Server:
             self.stall_next -= 1
             self.stalled.set()
             await asyncio.Event().wait()  # until the client gives up
+        if self.delay_next:
+            delay, self.delay_next = self.delay_next, 0.0
+            await asyncio.sleep(delay)
         if self.fail_next:
             self.fail_next -= 1
             return web.Response(status=500, text="database on fire")
@@ -537,6 +541,50 @@ async def test_stop_cuts_a_backoff_short_within_close_budget(
     await bounded(listener.stop())
     assert time.monotonic() - started < 0.8
     assert handler.pending == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # it waits out 5.5 s: one backend
+async def test_a_request_may_take_as_long_as_request_timeout(
+    server: Server, logger: logging.Logger
+) -> None:
+    """A collector that answers in 5.5 s is not timed out with request_timeout=20.
+
+    The HTTP client's own timeouts (5 s by default) used to cut the request
+    first: it was retried, delivered several times, and never counted as sent.
+    """
+    server.delay_next = 5.5
+    handler = Reported(server.url, batch_age=60, request_timeout=20)
+    async with _serve(logger, handler):
+        logger.info("slow but sure")
+    assert server.messages() == ["slow but sure"]
+    assert (handler.sent, handler.retries, handler.reported) == (1, 0, [])
+
+
+@pytest.mark.anyio
+async def test_close_budget_cuts_short_a_request_under_way(
+    server: Server, logger: logging.Logger
+) -> None:
+    """A request waiting on a collector that never answers ends with close_budget, not later.
+
+    request_timeout is 30 s; close_budget=0.3: stop() returns within the budget
+    (give or take), and the record stays buffered for the next start.
+    """
+    server.stall_next = 1
+    handler = Reported(server.url, batch_age=0.01, request_timeout=30, close_budget=0.3)
+    listener = _serve(logger, handler)
+    listener.start()
+    logger.info("in flight")
+    await in_thread(lambda: server.stalled.wait(STALL))
+    started = time.monotonic()
+    await bounded(listener.stop())
+    assert time.monotonic() - started < 2.0
+    assert (handler.pending, handler.sent, handler.dropped) == (1, 0, 0)
+    # Started again, it goes out: the same batch, under the same key.
+    async with listener:
+        pass
+    assert server.messages() == ["in flight"]
+    assert server.keys[0] == server.keys[1]
 
 
 class ThreadedCollector:

@@ -46,6 +46,7 @@ Only the loop thread touches the buffer and the counters.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import importlib
@@ -59,7 +60,7 @@ import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
@@ -287,6 +288,7 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
         self._closed: anyio.Event | None = None  # set by aclose(): cuts a backoff short
         self._closing = False
         self._close_by = 0.0  # monotonic time at which closing gives up on a failing peer
+        self._attempt: anyio.CancelScope | None = None  # the attempt under way (see _attempting)
         self._encoder = EncodeThread(f"aioqlog-encode-{type(self).__name__}")
 
     @property
@@ -392,8 +394,7 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
         if sender is not None and not sender.done() and sender.loop is running_loop():
             assert self._wake is not None
             assert self._closed is not None
-            self._closing = True
-            self._close_by = time.monotonic() + self.close_budget
+            self._begin_closing()
             self._wake.set()
             self._closed.set()
             try:
@@ -429,6 +430,35 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
             )
 
     # ------------------------------------------------------------ for the sender
+
+    def _begin_closing(self) -> None:
+        """Start closing: *close_budget* seconds from now, for the attempt under way too."""
+        self._closing = True
+        self._close_by = time.monotonic() + self.close_budget
+        attempt = self._attempt
+        if attempt is not None and self.close_budget > 0:
+            # Cut short with the budget: a request waiting on a collector that
+            # never answers would otherwise hold stop() for its request_timeout.
+            attempt.deadline = min(attempt.deadline, anyio.current_time() + self.close_budget)
+
+    @contextlib.contextmanager
+    def _attempting(self) -> Iterator[anyio.CancelScope]:
+        """Bound one attempt to send by what is left of *close_budget*, once closing.
+
+        Closing begins during the attempt or before it: either way, the
+        attempt ends when the budget does (its ``cancelled_caught`` says so),
+        except with ``close_budget=0``, which lets one last attempt run (bounded
+        by the handler's own request timeout).
+        """
+        scope = anyio.CancelScope()
+        if self._closing and self.close_budget > 0:
+            scope.deadline = anyio.current_time() + max(0.0, self._close_by - time.monotonic())
+        self._attempt = scope
+        try:
+            with scope:
+                yield scope
+        finally:
+            self._attempt = None
 
     async def _backoff(self, attempt: int) -> bool:
         """Wait before retry *attempt* (0 for the first); return False to give up.
@@ -506,8 +536,7 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
     def _run_ending(self) -> None:
         """Begin closing (trio: the run's main task has ended): send what is held, then end."""
         if not self._closing:
-            self._closing = True
-            self._close_by = time.monotonic() + self.close_budget
+            self._begin_closing()
         if self._wake is not None:
             self._wake.set()
 
@@ -702,7 +731,12 @@ class BatchSender(BufferedSender[T, tuple[float, T]], Generic[T]):
         attempt = 0
         while True:
             try:
-                await self.send(batch.items, batch.id)
+                with self._attempting() as scope:
+                    await self.send(batch.items, batch.id)
+                if scope.cancelled_caught:
+                    # Cut off by close_budget: the batch (it may have arrived)
+                    # stays in hand, and goes again, as it was, at the next start.
+                    return False
             except Rejected:
                 self._give_up(count, "were rejected")
                 return True

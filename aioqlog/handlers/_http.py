@@ -428,7 +428,9 @@ async def request(
     differently later. Errors name the URL as *shown* (without credentials).
     """
     with anyio.fail_after(seconds):
-        response = await client.request(method, url, content=data, headers=headers)
+        # httpx's own timeouts (5 s per phase by default) get the same bound:
+        # *seconds* is the request's, whatever it is.
+        response = await client.request(method, url, content=data, headers=headers, timeout=seconds)
     # Not response.text: guessing a charset may import a detector on the loop.
     text = response.content.decode("utf-8", "replace")
     status = response.status_code
