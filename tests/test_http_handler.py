@@ -16,6 +16,7 @@ import http.client
 import json
 import logging
 import logging.handlers
+import os
 import re
 import socket
 import ssl
@@ -541,6 +542,36 @@ async def test_stop_cuts_a_backoff_short_within_close_budget(
     await bounded(listener.stop())
     assert time.monotonic() - started < 0.8
     assert handler.pending == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("body", ["ndjson", "loki", "elasticsearch", "otlp"])
+@pytest.mark.parametrize("gzip", [False, True])
+async def test_a_lone_surrogate_keeps_the_body_valid_utf8(
+    server: Server, logger: logging.Logger, body: str, gzip: bool
+) -> None:
+    """A name os.fsdecode() could not decode is sent as JSON's escape: its batch still goes.
+
+    Sent raw, the surrogate made the whole body invalid UTF-8, and a
+    collector that checks (this one does) refused every record of the batch.
+    """
+    name = os.fsdecode(b"caf\xe9.txt")  # what os.listdir() gives for a Latin-1 file name
+    handler = Reported(
+        server.url,
+        body=body,
+        gzip=gzip,
+        batch_age=60,
+        close_budget=0.2,
+        **FAST_RETRY,
+    )
+    async with _serve(logger, handler):
+        logger.info("opened %s", name)
+        logger.info("é and 😀 stay as they are")
+    assert (handler.sent, handler.dropped, handler.reported) == (2, 0, [])
+    sent = server.raw[0]
+    sent.decode("utf-8")  # strict: valid UTF-8
+    assert b"\\udce9" in sent
+    assert "é and 😀 stay as they are".encode() in sent
 
 
 @pytest.mark.anyio

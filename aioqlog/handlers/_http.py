@@ -17,6 +17,7 @@ import base64
 import gzip as _gzip
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -47,6 +48,8 @@ _CONTENT_TYPES = {
 }
 #: One encoder for every record: json.dumps with options builds a new one per call.
 _JSON = json.JSONEncoder(default=str, ensure_ascii=False)
+#: A code point UTF-8 cannot encode: half of a surrogate pair, alone.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 #: Statuses worth retrying: the server may answer differently later.
 _RETRY_STATUSES = frozenset({408, 425, 429})
 
@@ -297,7 +300,14 @@ class AsyncHTTPHandler(BatchSender[_Line]):
         return self._finish(data)
 
     def _finish(self, data: str) -> bytes:
-        raw = data.encode("utf-8", "surrogatepass")
+        try:
+            raw = data.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate (a file name that os.fsdecode() could not
+            # decode, say) has no UTF-8: JSON's escape for it keeps the body
+            # valid, and decodes to the same text. (Surrogates appear only in
+            # JSON strings: the rest of a body is ASCII.)
+            raw = _LONE_SURROGATE.sub(_json_escape, data).encode("utf-8")
         return _gzip.compress(raw) if self.gzip else raw
 
     def _render_otlp(self, lines: Sequence[tuple[int, str]]) -> str:
@@ -440,6 +450,10 @@ async def request(
     if status >= 500 or status in _RETRY_STATUSES:
         raise OSError(f"HTTP {status} from {where}: {text[:200]}")
     raise Rejected(f"HTTP {status} from {where}: {text[:200]}")
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
 
 
 def _not_while_sending(record: logging.LogRecord) -> bool:
