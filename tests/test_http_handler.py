@@ -1069,6 +1069,75 @@ async def test_the_handlers_own_request_lines_are_not_shipped(
     assert logging.getLogger("httpx").filter(line)
 
 
+@pytest.fixture
+def root_at_debug() -> Iterator[aioqlog.LogQueue]:
+    """The root logger at DEBUG behind an aioqlog QueueHandler, as in development."""
+    root = logging.getLogger()
+    q = aioqlog.LogQueue()
+    queue_handler = aioqlog.QueueHandler(q)
+    level = root.level
+    root.addHandler(queue_handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield q
+    finally:
+        root.removeHandler(queue_handler)
+        root.setLevel(level)
+
+
+@pytest.mark.anyio
+async def test_at_debug_the_clients_lines_about_its_requests_are_not_shipped(
+    server: Server, root_at_debug: aioqlog.LogQueue
+) -> None:
+    """With the root at DEBUG, httpcore's lines about each request are not shipped for ever.
+
+    Only httpx's INFO line was kept out: httpcore's DEBUG lines (connect,
+    send headers, receive body...) came back to the handler, each request
+    shipping those of the one before.
+    """
+    app = logging.getLogger("app.debugging")
+    handler = Reported(server.url, batch_age=0.01)
+    async with aioqlog.QueueListener(root_at_debug, handler) as listener:
+        app.info("first")
+        await server.wait_for_lines(1)
+        app.info("second")
+        await server.wait_for_lines(2)
+        stats = listener.stats
+    shipped = [line["logger"] for line in server.lines()]
+    assert [name for name in shipped if name.startswith("app.")] == ["app.debugging"] * 2
+    assert not [name for name in shipped if name.startswith(("httpx", "httpcore"))]
+    assert stats.recursion_dropped == 0  # kept out where they are logged, not dropped later
+
+
+@pytest.mark.anyio
+async def test_what_a_sender_logs_is_counted_not_shipped(
+    server: Server, root_at_debug: aioqlog.LogQueue
+) -> None:
+    """What a handler's sender logs (a client of unknown loggers, an override) is not shipped.
+
+    Shipped, each request would log about itself in the next, for ever: it
+    is dropped as the handlers' own logging is, and counted.
+    """
+
+    class Chatty(Reported):
+        async def send(self, items: list[tuple[int, str]], batch_id: str) -> None:
+            logging.getLogger("chatty.client").debug("sending %d records", len(items))
+            await super().send(items, batch_id)
+
+    app = logging.getLogger("app.chatty")
+    handler = Chatty(server.url, batch_age=0.01)
+    async with aioqlog.QueueListener(root_at_debug, handler) as listener:
+        app.info("first")
+        await server.wait_for_lines(1)
+        app.info("second")
+        await server.wait_for_lines(2)
+    stats = listener.stats
+    shipped = [line["logger"] for line in server.lines()]
+    assert [name for name in shipped if name.startswith("app.")] == ["app.chatty"] * 2
+    assert "chatty.client" not in shipped
+    assert stats.recursion_dropped == len(server.requests) >= 2  # one line a request, counted
+
+
 @pytest.mark.anyio
 async def test_a_cancelled_aemit_batch_buffers_nothing(server: Server) -> None:
     """Cancelled while its encoding thread works (the run ending), aemit_batch buffers nothing."""

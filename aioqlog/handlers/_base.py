@@ -75,6 +75,7 @@ except ImportError:
 
 from .._async_handler import AsyncHandler
 from .._backend import Backend, Task, backend_of, call_soon_threadsafe, on_trio, running_loop
+from .._context import DEPTH, SUMMARY_DEPTH
 from .._diagnostics import check_positive, check_seconds, report_error, write_stderr
 from .._records import own_record
 
@@ -552,8 +553,16 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
             await wake.wait()
 
     async def _serve(self) -> None:
-        """Run ``_run`` as the sender task: report what it raises, never raise it."""
+        """Run ``_run`` as the sender task: report what it raises, never raise it.
+
+        What it logs (its client library, an override of ``send``) reads as
+        logged while handling aioqlog's own summary records: dropped and
+        counted (``recursion_dropped``), never shipped, since each request
+        would otherwise ship lines about the one before, for ever; and not
+        announced, since the announcement would be shipped too.
+        """
         _SENDING.set(self)  # see sending()
+        DEPTH.set(SUMMARY_DEPTH)
         try:
             await self._run()
         except Exception:  # noqa: BLE001 - a broken override; on trio it would end the run

@@ -48,6 +48,17 @@ _CONTENT_TYPES = {
 }
 #: One encoder for every record: json.dumps with options builds a new one per call.
 _JSON = json.JSONEncoder(default=str, ensure_ascii=False)
+#: The loggers httpx and httpcore log each request to (a logger's filters
+#: see only what is logged to that very logger, not to its children).
+_CLIENT_LOGGERS = (
+    "httpx",
+    "httpcore.connection",
+    "httpcore.connection_pool",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "httpcore.socks",
+)
 #: A code point UTF-8 cannot encode: half of a surrogate pair, alone.
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 #: Statuses worth retrying: the server may answer differently later.
@@ -414,9 +425,10 @@ def client_library(owner: str, request_timeout: float) -> tuple[type[BaseExcepti
     except ImportError:
         raise ImportError(f"{owner} needs httpx: pip install 'aioqlog[http]'") from None
     check_positive(owner, "request_timeout", request_timeout)
-    client_logger = logging.getLogger("httpx")
-    if _not_while_sending not in client_logger.filters:
-        client_logger.addFilter(_not_while_sending)
+    for name in _CLIENT_LOGGERS:
+        client_logger = logging.getLogger(name)
+        if _not_while_sending not in client_logger.filters:
+            client_logger.addFilter(_not_while_sending)
     return (OSError, TimeoutError, httpx.TransportError)
 
 
@@ -457,10 +469,10 @@ def _json_escape(match: re.Match[str]) -> str:
 
 
 def _not_while_sending(record: logging.LogRecord) -> bool:
-    """Drop what httpx logs for a handler's own request (``HTTP Request: POST ...``).
+    """Drop what httpx and httpcore log for a handler's own request (``HTTP Request: POST ...``).
 
-    Shipped, each request's line would go out in the next request, for ever;
-    the application's own httpx requests still log theirs.
+    Shipped, each request's lines would go out in the next request, for ever;
+    the application's own requests still log theirs.
     """
     return not sending()
 
