@@ -27,7 +27,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 import anyio
 
-from .._backend import running_loop
+from .._backend import loop_runs_here, running_loop
 from .._diagnostics import check_positive
 from ._base import BatchSender, Rejected, sending
 
@@ -362,9 +362,13 @@ class AsyncHTTPHandler(BatchSender[_Line]):
 
 
 class Session:
-    """An httpx client, made on the running loop when first needed.
+    """An httpx client for each loop it runs on.
 
-    One per loop: its connections belong to the loop that opened them.
+    One per loop: its connections belong to the loop that opened them. The
+    first is made with the session, at set-up (unless a loop runs in this
+    thread then): making one imports some 160 modules and loads the system's
+    CAs, and in a thread beside a serving loop that holds the GIL for
+    milliseconds at a time. Later ones are made when first needed, off the loop.
 
     Args:
         verify: ``True`` to check servers' certificates against the system's
@@ -383,6 +387,8 @@ class Session:
         self._off_loop = off_loop
         self._client: httpx.AsyncClient | None = None
         self._loop: object = None
+        #: Made at set-up, for the first loop that asks (see the class doc).
+        self._first = None if loop_runs_here() else self._make()
 
     async def get(self) -> httpx.AsyncClient:
         """Return the client for the running loop, making one if needed."""
@@ -390,7 +396,9 @@ class Session:
         loop = running_loop()
         if client is None or client.is_closed or self._loop is not loop:
             # (One made on an earlier loop, now gone, is left for the collector.)
-            client = self._client = await self._off_loop(self._make)
+            first, self._first = self._first, None
+            client = first if first is not None else await self._off_loop(self._make)
+            self._client = client
             self._loop = loop
         return client
 
