@@ -13,6 +13,7 @@ import email.message
 import email.policy
 import logging
 import logging.handlers
+import os
 import re
 import socket
 import ssl
@@ -164,6 +165,24 @@ async def test_an_error_storm_is_one_digest_mail(smtp: Server, logger: logging.L
     positions = [body.index(f"payment {i} failed\n") for i in range(49)]
     assert positions == sorted(positions)
     assert (handler.sent, handler.mails, handler.dropped) == (50, 1, 0)
+
+
+@pytest.mark.asyncio  # aiosmtplib is asyncio-only (its refusal of trio is tested)
+async def test_a_lone_surrogate_does_not_cost_the_digest(
+    smtp: Server, logger: logging.Logger
+) -> None:
+    """A name os.fsdecode() could not decode is shown escaped; the digest is mailed.
+
+    Raw, it made the whole mail unencodable: every record of it was dropped.
+    """
+    handler = _handler(smtp)
+    async with _serve(logger, handler):
+        logger.error("could not open %s", os.fsdecode(b"caf\xe9.txt"))
+        logger.error("é stays é")
+    assert (handler.sent, handler.mails, handler.dropped, handler.reported) == (2, 1, 0, [])
+    body = smtp.mailbox.bodies()[0]
+    assert "could not open caf\\udce9.txt\n" in body
+    assert "é stays é\n" in body
 
 
 @pytest.mark.asyncio  # aiosmtplib is asyncio-only (its refusal of trio is tested)

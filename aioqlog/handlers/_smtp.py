@@ -174,8 +174,18 @@ class AsyncSMTPHandler(BatchSender[_Entry]):
         )
 
     def encode(self, record: logging.LogRecord) -> _Entry:
-        """Format *record* for the mail."""
-        return _Entry(record.levelno, record.levelname, self.format(record))
+        r"""Format *record* for the mail.
+
+        A lone surrogate (a file name that ``os.fsdecode()`` could not
+        decode, say) has no UTF-8: it is shown as its escape (``\udce9``),
+        or the whole digest could not be mailed.
+        """
+        text = self.format(record)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        return _Entry(record.levelno, record.levelname, text)
 
     def compose(self, entries: Sequence[_Entry], batch_id: str | None = None) -> EmailMessage:
         """Return the digest mail for *entries* (override to change its form).
