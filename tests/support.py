@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import socket
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
@@ -219,3 +220,20 @@ def served_in_a_thread(
             loop.call_soon_threadsafe(loop.stop)
             thread.join(STALL)
             loop.close()
+
+
+@contextlib.contextmanager
+def a_peer_that_never_reads() -> Iterator[int]:
+    """Yield the port of a TCP server on 127.0.0.1 that takes connections and never reads.
+
+    Its receive buffer is as small as the system allows, so that a client's
+    writes soon block: a collector that hung with its connections open.
+    """
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)  # the kernel completes the handshakes; nobody accepts or reads
+        yield server.getsockname()[1]
+    finally:
+        server.close()

@@ -29,7 +29,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import pytest
-from support import STALL, bounded, in_thread, served_in_a_thread
+from support import STALL, a_peer_that_never_reads, bounded, in_thread, served_in_a_thread
 from test_http_handler import RawServer
 from test_smtp_handler import Server as SMTPServer
 
@@ -437,3 +437,23 @@ def test_the_smtp_twin_refuses_trio_with_the_fix(logger: logging.Logger) -> None
 
     trio.run(main)
     assert made_before.pending == 0
+
+
+@pytest.mark.anyio
+async def test_socket_handler_close_budget_bounds_a_write_to_a_peer_that_stopped_reading(
+    logger: logging.Logger,
+) -> None:
+    """The receiver takes the connection and never reads: stop() ends with close_budget."""
+    with a_peer_that_never_reads() as port:
+        handler = SocketHandler("127.0.0.1", port, close_budget=0.5)
+        q = aioqlog.LogQueue()
+        logger.addHandler(aioqlog.QueueHandler(q))
+        listener = aioqlog.QueueListener(q, handler)
+        listener.start()
+        for i in range(3_000):  # about 12 MB of pickles: more than the socket buffers hold
+            logger.info("record %d %s", i, "x" * 4_000)
+        started = anyio.current_time()
+        await bounded(listener.stop())
+        assert anyio.current_time() - started < 3.0
+    assert handler.pending > 0
+    assert handler.sent + handler.pending + handler.dropped == 3_000

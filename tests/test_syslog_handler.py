@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
-from support import STALL, bounded, in_thread
+from support import STALL, a_peer_that_never_reads, bounded, in_thread
 
 import aioqlog
 from aioqlog.handlers import AsyncSyslogHandler
@@ -327,6 +327,28 @@ async def test_an_unreachable_server_is_reported_once_and_stop_returns(
     assert handler.reported[0].endswith("could not be sent; reconnecting")
     assert len(handler.reported) == 1
     assert handler.pending == 3
+
+
+@pytest.mark.anyio
+async def test_close_budget_bounds_a_write_to_a_server_that_stopped_reading(
+    logger: logging.Logger,
+) -> None:
+    """The server takes the connection and never reads: stop() ends with close_budget.
+
+    A write blocked on the full connection had no bound: stop() waited for
+    ever, whatever close_budget said.
+    """
+    with a_peer_that_never_reads() as port:
+        handler = Reported(("127.0.0.1", port), transport="tcp", close_budget=0.5)
+        listener = _serve(logger, handler)
+        listener.start()
+        for i in range(3_000):  # about 12 MB: more than the socket buffers hold
+            logger.info("record %d %s", i, "x" * 4_000)
+        started = time.monotonic()
+        await bounded(listener.stop())
+        assert time.monotonic() - started < 3.0
+    assert handler.pending > 0
+    assert handler.sent + handler.pending + handler.dropped == 3_000
 
 
 @needs_rsyslog

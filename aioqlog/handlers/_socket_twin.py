@@ -71,7 +71,8 @@ class SocketHandler(BufferedSender[bytes, bytes]):
         buffer_size: The most records held while the server is away; more
             are dropped, counted and reported.
         close_budget: Seconds ``aclose()`` (at ``stop()``) keeps reconnecting
-            to a server that is away before it leaves the rest buffered.
+            to a server that is away, or writing to one that stopped reading,
+            before it leaves the rest buffered.
         retryStart: Seconds before the first reconnection attempt.
         retryFactor: How much longer each next wait is.
         retryMax: The longest wait between attempts.
@@ -185,18 +186,24 @@ class SocketHandler(BufferedSender[bytes, bytes]):
                 await self._sleep_until_woken()
                 continue
             try:
-                stream = await self._connect()
-                summary = self._summary()
-                reported = self.dropped
-                chunks = [] if summary is None else [summary]
-                size = 0
-                for item in buffer:  # (no await in here: the buffer stays as it is)
-                    chunks.append(item)
-                    size += len(item)
-                    if size >= WRITE_SIZE:
-                        break  # a bounded step on the loop; the rest goes next
-                count = len(chunks) - (summary is not None)
-                await stream.send(b"".join(chunks))
+                with self._attempting() as scope:
+                    stream = await self._connect()
+                    summary = self._summary()
+                    reported = self.dropped
+                    chunks = [] if summary is None else [summary]
+                    size = 0
+                    for item in buffer:  # (no await in here: the buffer stays as it is)
+                        chunks.append(item)
+                        size += len(item)
+                        if size >= WRITE_SIZE:
+                            break  # a bounded step on the loop; the rest goes next
+                    count = len(chunks) - (summary is not None)
+                    await stream.send(b"".join(chunks))
+                if scope.cancelled_caught:
+                    # Cut off by close_budget (a peer that stopped reading): the
+                    # connection may hold half a record; the rest stays buffered.
+                    await self._disconnect()
+                    return
             except SOCKET_ERRORS:
                 await self._disconnect()
                 self._failures += 1

@@ -94,8 +94,9 @@ class AsyncSyslogHandler(BufferedSender[bytes, bytes]):
         buffer_size: The most messages held while the peer is away; more are
             dropped, counted and reported.
         close_budget: Seconds ``aclose()`` (at ``stop()``) keeps reconnecting
-            to a server that is away before it leaves the rest buffered; the
-            default ``0`` makes one last attempt.
+            to a server that is away, or writing to one that stopped reading,
+            before it leaves the rest buffered; the default ``0`` makes one
+            last attempt.
         timeout: As for every ``AsyncHandler``: a bound on each call.
 
     Attributes:
@@ -212,8 +213,14 @@ class AsyncSyslogHandler(BufferedSender[bytes, bytes]):
                 await self._sleep_until_woken()
                 continue
             try:
-                await self._connect()
-                await self._write_buffered()
+                with self._attempting() as scope:
+                    await self._connect()
+                    await self._write_buffered()
+                if scope.cancelled_caught:
+                    # Cut off by close_budget (a server that stopped reading):
+                    # the connection may hold half a frame; the rest stays buffered.
+                    await self._disconnect()
+                    return
             except SOCKET_ERRORS:
                 await self._disconnect()
                 self._failures += 1
