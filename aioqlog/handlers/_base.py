@@ -99,7 +99,7 @@ YIELD_EVERY = 16
 #: Seconds the encoding thread works before it lets the loop's thread run:
 #: each time the loop's thread drops the GIL (its poll, a socket write), this
 #: thread may take it, and the loop then waits out the rest of the slice.
-SLICE = 0.0001
+SLICE = 0.00005
 #: Seconds it then sleeps without the GIL. A bare ``sleep(0)`` is not enough:
 #: it drops the GIL and takes it back before the waiting loop thread wakes,
 #: and that waiter then waits out a whole switch interval (5 ms) again.
