@@ -1097,14 +1097,21 @@ async def test_at_debug_the_clients_lines_about_its_requests_are_not_shipped(
     """
     app = logging.getLogger("app.debugging")
     handler = Reported(server.url, batch_age=0.01)
-    async with aioqlog.QueueListener(root_at_debug, handler) as listener:
+    listener = aioqlog.QueueListener(root_at_debug, handler)
+    async with listener:
         app.info("first")
         await server.wait_for_lines(1)
         app.info("second")
         await server.wait_for_lines(2)
         stats = listener.stats
+    # Closing the client at stop() logs too: none of it waits in the queue
+    # (stderr would call it undelivered at exit), nor ships at the next start.
+    assert root_at_debug.qsize() == 0
+    async with listener:
+        app.info("third")
+        await server.wait_for_lines(3)
     shipped = [line["logger"] for line in server.lines()]
-    assert [name for name in shipped if name.startswith("app.")] == ["app.debugging"] * 2
+    assert [name for name in shipped if name.startswith("app.")] == ["app.debugging"] * 3
     assert not [name for name in shipped if name.startswith(("httpx", "httpcore"))]
     assert stats.recursion_dropped == 0  # kept out where they are logged, not dropped later
 

@@ -409,9 +409,14 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
                         await sender.wait()
                 self._closing = False
         self._sender = None
+        # Closing the client logs too (httpcore: "close.started"): as the
+        # sender's, so that it goes nowhere (see _serve).
+        sending, depth = _SENDING.set(self), DEPTH.set(SUMMARY_DEPTH)
         try:
             await self.aclose_client()
         finally:
+            _SENDING.reset(sending)
+            DEPTH.reset(depth)
             self._encoder.stop()
         if self._buffer:
             # Nothing here knows whether the process is about to exit: say both.
