@@ -409,14 +409,11 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
                         await sender.wait()
                 self._closing = False
         self._sender = None
-        # Closing the client logs too (httpcore: "close.started"): as the
-        # sender's, so that it goes nowhere (see _serve).
-        sending, depth = _SENDING.set(self), DEPTH.set(SUMMARY_DEPTH)
         try:
-            await self.aclose_client()
+            # Closing the client logs too (httpcore: "close.started").
+            with self._as_sender():
+                await self.aclose_client()
         finally:
-            _SENDING.reset(sending)
-            DEPTH.reset(depth)
             self._encoder.stop()
         if self._buffer:
             # Nothing here knows whether the process is about to exit: say both.
@@ -557,19 +554,28 @@ class BufferedSender(AsyncHandler, Generic[T, E]):
         with anyio.move_on_after(seconds):
             await wake.wait()
 
-    async def _serve(self) -> None:
-        """Run ``_run`` as the sender task: report what it raises, never raise it.
+    @contextlib.contextmanager
+    def _as_sender(self) -> Iterator[None]:
+        """Run the block as this handler's sender: what it logs is never shipped.
 
-        What it logs (its client library, an override of ``send``) reads as
-        logged while handling aioqlog's own summary records: dropped and
-        counted (``recursion_dropped``), never shipped, since each request
-        would otherwise ship lines about the one before, for ever; and not
-        announced, since the announcement would be shipped too.
+        ``sending()`` is true there (the HTTP clients' loggers filter on it),
+        and anything else logged reads as logged while handling aioqlog's own
+        summary records: dropped and counted (``recursion_dropped``), since
+        each request would otherwise ship lines about the one before, for
+        ever; and not announced, since the announcement would be shipped too.
         """
-        _SENDING.set(self)  # see sending()
-        DEPTH.set(SUMMARY_DEPTH)
+        sending, depth = _SENDING.set(self), DEPTH.set(SUMMARY_DEPTH)
         try:
-            await self._run()
+            yield
+        finally:
+            _SENDING.reset(sending)
+            DEPTH.reset(depth)
+
+    async def _serve(self) -> None:
+        """Run ``_run`` as the sender task (see ``_as_sender``): report what it raises."""
+        try:
+            with self._as_sender():
+                await self._run()
         except Exception:  # noqa: BLE001 - a broken override; on trio it would end the run
             report_error(
                 self,
