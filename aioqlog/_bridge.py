@@ -62,6 +62,19 @@ are atomic under the GIL. Two one-slot deques carry the hand-offs:
   appended while the right was held is taken by the holder's re-check or by
   the next producer. One holder at a time keeps per-thread order.
 
+Each record is queued on its own, its context beside it in ``_contexts``,
+keyed by the record's id: a ``(record, context)`` pair per record would be one
+more object for the garbage collector to track for as long as the record
+waits, and records that wait across collections make the process collect
+more often, and promote them to older generations. A producer notes the
+context, *then* appends the record, so whoever pops the record finds its
+context; the popper (the consumer, or a producer evicting under
+``"drop_old"``) removes it. A record already waiting when it is put again (a
+logger chain with two handlers on one queue) is queued with its context, as
+a pair: at most one bare copy of a record waits at a time, so the id names
+one context. Only one record put twice at once, from two threads, could find
+its context taken; it is then delivered in an empty context, never lost.
+
 A slow safety tick re-arms the consumer every ``_SAFETY_TICK`` seconds, so even
 a wake-up lost to something outside this module (a dropped syscall) cannot
 strand records; the stress tests run with the tick disabled.
@@ -337,7 +350,11 @@ class LogQueue:
 
     def _start_afresh(self) -> None:
         """Set the records, counters and hand-offs to those of a new, empty queue."""
-        self._items: deque[Entry] = deque()
+        # The records, oldest first. A record's context waits beside it, in
+        # _contexts by the record's id (see "Why nothing is lost"); a record
+        # already queued when it is put again carries its own, as an Entry.
+        self._items: deque[logging.LogRecord | Entry] = deque()
+        self._contexts: dict[logging.LogRecord, contextvars.Context] = {}
         # The context of the latest log call, while a record still holds it
         # (a weak reference): the next call with the same variables shares it.
         self._context: Callable[[], contextvars.Context | None] = _no_context
@@ -416,7 +433,7 @@ class LogQueue:
         does a thread other than the loop's wait (at most *block_timeout*).
         """
         # Hot path: one length check, one identity check of the context, one
-        # append, two emptiness checks.
+        # append with its context noted, two emptiness checks.
         items = self._items
         if len(items) >= self._limit and not self._past_limit():
             return
@@ -430,7 +447,14 @@ class LogQueue:
                 ctx = shared
         if ctx is not shared:
             self._context = _weakref(ctx)
-        items.append((record, ctx))
+        contexts = self._contexts
+        if record in contexts:
+            # This very record waits here already (put twice): it carries its
+            # context this time.
+            items.append((record, ctx))
+        else:
+            contexts[record] = ctx  # first: whoever takes the record finds its context
+            items.append(record)
         if self._parked:  # the consumer sleeps: wake it (once per burst)
             self._wake()
         elif self._right and not self._attached:  # no consumer: deliver here
@@ -480,9 +504,11 @@ class LogQueue:
             return True
         if self._overflow == "drop_old":
             try:
-                self._items.popleft()
+                evicted = self._items.popleft()
             except IndexError:  # the consumer emptied it meanwhile
                 return True
+            if not isinstance(evicted, tuple):
+                self._contexts.pop(evicted, None)
             with self._lock:
                 self._dropped += 1
                 self._evicted += 1
@@ -662,7 +688,9 @@ class LogQueue:
         self._kicked = True
         self._wake()
 
-    async def _park(self, ready: deque[Entry] | deque[bool], *, wake_on_kick: bool) -> None:
+    async def _park(
+        self, ready: deque[logging.LogRecord | Entry] | deque[bool], *, wake_on_kick: bool
+    ) -> None:
         # Precondition: on the loop thread; only the consumer parks. Returns
         # once *ready* is non-empty (or was kicked), or spuriously: callers loop.
         backend = self._backend
@@ -682,6 +710,7 @@ class LogQueue:
             return []
         self._high_water = max(self._high_water, n)
         popleft = items.popleft
+        context_of = self._contexts.pop
         batch: list[Entry] = []
         append = batch.append
         count = min(n, limit)
@@ -691,7 +720,12 @@ class LogQueue:
         self._taken += count
         try:
             for _ in range(count):
-                append(popleft())
+                item = popleft()
+                if isinstance(item, tuple):
+                    append(item)
+                else:
+                    ctx = context_of(item, None)
+                    append((item, ctx if ctx is not None else contextvars.Context()))
         except IndexError:  # a "drop_old" eviction raced us
             self._taken -= count - len(batch)
         if self._blocked:
@@ -756,6 +790,23 @@ class LogQueue:
         # Precondition: only the forking thread exists, so nothing races us.
         # Its listener (_consumer) stays: the child delivers through it.
         self._start_afresh()
+
+    def _oldest_created(self) -> float | None:
+        """Return when the oldest queued record was logged (None if none is queued)."""
+        try:
+            oldest = self._items[0]
+        except IndexError:  # empty, or emptied by another thread just now
+            return None
+        return (oldest[0] if isinstance(oldest, tuple) else oldest).created
+
+    def _peek(self) -> list[Entry]:
+        """Return the queued records with their contexts, oldest first, taking none."""
+        contexts = self._contexts
+        empty = contextvars.Context()
+        return [
+            item if isinstance(item, tuple) else (item, contexts.get(item, empty))
+            for item in list(self._items)
+        ]
 
     @property
     def _enqueued(self) -> int:

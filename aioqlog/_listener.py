@@ -1234,11 +1234,11 @@ class QueueListener:
                     pending=lane.pending + _held(lane.handler),
                     oldest_pending_age=_age(lane.buffer, now)
                     if lane.buffer or fed is not lane
-                    else _age(q._items, now),
+                    else _since(q._oldest_created(), now),
                 )
                 for lane in self._lanes
             ),
-            oldest_queued_age=_age(q._items, now),
+            oldest_queued_age=_since(q._oldest_created(), now),
         )
 
     # -------------------------------------------------------------- at exit
@@ -1434,6 +1434,11 @@ def _age(entries: deque[Entry], now: float) -> float | None:
     except IndexError:  # empty, or emptied by another thread just now
         return None
     return max(0.0, now - oldest)
+
+
+def _since(created: float | None, now: float) -> float | None:
+    """Return how long ago a record logged at *created* was; None for no record."""
+    return None if created is None else max(0.0, now - created)
 
 
 def _own_drops(handler: logging.Handler) -> int:

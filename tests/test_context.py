@@ -206,11 +206,11 @@ async def test_records_logged_in_one_context_share_it_until_it_changes(
     logger.info("two")
     request_id.set("req-2")
     logger.info("three")
-    contexts = [ctx for _, ctx in q._items]
+    contexts = [ctx for _, ctx in q._peek()]
     assert contexts[0] is contexts[1]
     assert contexts[2] is not contexts[1]
     assert [ctx[request_id] for ctx in contexts] == ["req-1", "req-1", "req-2"]
-    q._items.clear()
+    q._take(3)
 
 
 class _Tampering(aioqlog.QueueListener):
@@ -676,3 +676,81 @@ async def test_run_in_context_reports_a_coroutine_that_ignores_being_closed() ->
     # Given up on at once: the cancellation was never thrown in, only the close.
     assert ignored == ["GeneratorExit"]
     coro.close()
+
+
+def test_a_record_queued_twice_keeps_each_calls_context() -> None:
+    """One record put on a queue twice, the context changed between: each copy keeps its own."""
+    q = aioqlog.LogQueue()
+    record = logging.LogRecord("t", logging.INFO, __file__, 1, "twice", None, None)
+
+    def put_in(value: str) -> None:
+        request_id.set(value)
+        q.put_nowait(record)
+
+    contextvars.Context().run(put_in, "first")
+    contextvars.Context().run(put_in, "second")
+    rec = Recorder()
+    rec.setFormatter(ContextFormatter())
+    aioqlog.QueueListener(q, rec)  # delivers what waited, in this thread
+    assert rec.lines == ["first twice", "second twice"]
+    assert q.qsize() == 0
+
+
+def test_an_evicted_record_leaves_its_context_to_be_collected() -> None:
+    """Under "drop_old", a record evicted before any listener took it frees its context."""
+    q = aioqlog.LogQueue(maxsize=1, overflow="drop_old")
+    freed = threading.Event()
+
+    def request() -> None:
+        value = _Payload()
+        weakref.finalize(value, freed.set)
+        payload.set(value)
+        q.put_nowait(logging.LogRecord("t", logging.INFO, __file__, 1, "evicted", None, None))
+
+    contextvars.Context().run(request)
+    contextvars.Context().run(
+        q.put_nowait, logging.LogRecord("t", logging.INFO, __file__, 1, "kept", None, None)
+    )
+    assert q.dropped == 1
+    assert freed.is_set(), "the evicted record's context is still held"
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+@pytest.mark.parametrize("overflow", ["drop_new", "drop_old"])
+async def test_racing_threads_each_see_their_own_context(
+    logger: logging.Logger, overflow: str
+) -> None:
+    """Threads log at once, each in its own context, into a small queue being drained.
+
+    Every delivered record is handled in the context of the thread that
+    logged it, evictions and drops racing the takes; nothing is left behind.
+    """
+    threads, per_thread = 6, 3000
+    q = aioqlog.LogQueue(maxsize=64, overflow=overflow)  # type: ignore[arg-type]
+    logger.addHandler(aioqlog.QueueHandler(q))
+    rec = Recorder()
+    rec.addFilter(RequestIdFilter())  # runs in each record's context, when handled
+    barrier = threading.Barrier(threads)
+
+    def producer(index: int) -> None:
+        request_id.set(f"thread-{index}")
+        barrier.wait()
+        for seq in range(per_thread):
+            logger.info("%d %d", index, seq)
+
+    async with aioqlog.QueueListener(q, rec) as listener:
+        workers = [
+            threading.Thread(target=contextvars.Context().run, args=(producer, i))
+            for i in range(threads)
+        ]
+        for w in workers:
+            w.start()
+        await in_thread(lambda: [w.join(STALL) for w in workers])
+    delivered = [r for r in rec.records if r.name == logger.name]
+    assert delivered, "nothing was delivered"
+    for record in delivered:
+        assert isinstance(record.args, tuple)
+        assert record.request_id == f"thread-{record.args[0]}"  # type: ignore[attr-defined]
+    assert len(delivered) + q.dropped + listener.stats.handlers[0].dropped == threads * per_thread
+    assert not q._contexts, "contexts are held for records no longer queued"

@@ -292,9 +292,9 @@ def test_each_overridden_step_of_emit_is_called() -> None:
     for handler in (redacting, counting, emitting):
         handler.queue._right.clear()  # as while a listener delivers: the record stays queued
         handler.handle(_make("secret %s", "token"))
-    assert redacting.queue._items[0][0].getMessage() == "redacted"
+    assert redacting.queue._peek()[0][0].getMessage() == "redacted"
     assert _Counting.count == 1
-    assert getattr(emitting.queue._items[0][0], "tagged", False) is True
+    assert getattr(emitting.queue._peek()[0][0], "tagged", False) is True
 
 
 def test_a_record_with_an_exception_is_queued_with_its_traceback_rendered() -> None:
@@ -310,7 +310,7 @@ def test_a_record_with_an_exception_is_queued_with_its_traceback_rendered() -> N
             logger.name, logging.ERROR, __file__, 10, "x", (), sys.exc_info()
         )
     handler.handle(record)
-    queued = handler.queue._items[0][0]
+    queued = handler.queue._peek()[0][0]
     assert queued is not record
     assert queued.exc_text is not None
     assert "KeyError: 'k'" in queued.exc_text

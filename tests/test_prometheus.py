@@ -353,8 +353,9 @@ def _waiting(listener: aioqlog.QueueListener) -> logging.LogRecord:
     path): there the waiting record stays queued until the worker is free.
     """
     lane = listener._lanes[0]
-    waiting = listener.queue._items if listener._one_hop is not None else lane.buffer
+    queued = listener._one_hop is not None
+    waiting = listener.queue._items if queued else lane.buffer
     deadline = time.monotonic() + STALL
     while not waiting and time.monotonic() < deadline:
         time.sleep(0.001)  # the listener moves it on the loop; this thread cannot await that
-    return waiting[0][0]
+    return listener.queue._peek()[0][0] if queued else lane.buffer[0][0]
