@@ -746,7 +746,12 @@ async def test_racing_threads_each_see_their_own_context(
         ]
         for w in workers:
             w.start()
-        await in_thread(lambda: [w.join(STALL) for w in workers])
+
+        def join_all() -> None:
+            for w in workers:
+                w.join(STALL)
+
+        await in_thread(join_all)
     delivered = [r for r in rec.records if r.name == logger.name]
     assert delivered, "nothing was delivered"
     for record in delivered:
