@@ -110,9 +110,13 @@ SECTIONS = {
     ),
     "drain": (
         "Drain at shutdown",
-        "How long `stop()` takes to write a backlog of queued records to a `FileHandler`. "
-        "The stdlib's `QueueHandler` renders each message at the call (its `prepare`), so "
-        "its listener has less left to do here; that work shows in its caller cost instead.",
+        "How long a listener takes to write a backlog of queued records to a `FileHandler`, "
+        "from being made to `stop()` returning. An aioqlog queue with no listener keeps its "
+        "records until one is made, and making it delivers them, in the thread that makes "
+        "it (a listener made on the loop's thread holds the loop meanwhile: make it before "
+        "anything logs, as `install()` does). The stdlib's `QueueHandler` renders each "
+        "message at the call (its `prepare`), so its listener has less left to do here; "
+        "that work shows in its caller cost instead.",
     ),
 }
 
