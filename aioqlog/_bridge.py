@@ -63,17 +63,19 @@ are atomic under the GIL. Two one-slot deques carry the hand-offs:
   the next producer. One holder at a time keeps per-thread order.
 
 Each record is queued on its own, its context beside it in ``_contexts``,
-keyed by the record's id: a ``(record, context)`` pair per record would be one
-more object for the garbage collector to track for as long as the record
-waits, and records that wait across collections make the process collect
-more often, and promote them to older generations. A producer notes the
-context, *then* appends the record, so whoever pops the record finds its
+keyed by the record (by identity): a ``(record, context)`` pair per record
+would be one more object for the garbage collector to track for as long as
+the record waits, and records that wait across collections make the process
+collect more often, and promote them to older generations. A producer notes
+the context, *then* appends the record, so whoever pops the record finds its
 context; the popper (the consumer, or a producer evicting under
 ``"drop_old"``) removes it. A record already waiting when it is put again (a
 logger chain with two handlers on one queue) is queued with its context, as
-a pair: at most one bare copy of a record waits at a time, so the id names
-one context. Only one record put twice at once, from two threads, could find
-its context taken; it is then delivered in an empty context, never lost.
+a pair, and so is a record of a class that hashes or compares records its
+own way: at most one bare copy of a record waits at a time, and its identity
+names one context. Only one record put twice at once, from two threads,
+could find its context taken; it is then delivered in an empty context,
+never lost.
 
 A slow safety tick re-arms the consumer every ``_SAFETY_TICK`` seconds, so even
 a wake-up lost to something outside this module (a dropped syscall) cannot
@@ -139,6 +141,21 @@ _weakref = weakref.ref
 # an unchanged context keeps, and nothing else while it is not entered (when
 # that differs, as on another interpreter, nothing is shared).
 _referents = gc.get_referents
+
+
+_LogRecord = logging.LogRecord
+_object_hash = object.__hash__
+_object_eq = object.__eq__
+
+
+def _keyed_by_identity(kind: type[logging.LogRecord]) -> bool:
+    """Return whether records of class *kind* hash and compare as objects (by identity).
+
+    Only those are keys of ``_contexts``: a record class that hashes by its
+    fields could change its hash while queued (another handler sets
+    ``message`` on it), and its context would be lost, and kept for ever.
+    """
+    return kind.__hash__ is _object_hash and kind.__eq__ is _object_eq
 
 
 def _no_context() -> contextvars.Context | None:
@@ -351,7 +368,7 @@ class LogQueue:
     def _start_afresh(self) -> None:
         """Set the records, counters and hand-offs to those of a new, empty queue."""
         # The records, oldest first. A record's context waits beside it, in
-        # _contexts by the record's id (see "Why nothing is lost"); a record
+        # _contexts keyed by the record (see "Why nothing is lost"); a record
         # already queued when it is put again carries its own, as an Entry.
         self._items: deque[logging.LogRecord | Entry] = deque()
         self._contexts: dict[logging.LogRecord, contextvars.Context] = {}
@@ -448,13 +465,15 @@ class LogQueue:
         if ctx is not shared:
             self._context = _weakref(ctx)
         contexts = self._contexts
-        if record in contexts:
-            # This very record waits here already (put twice): it carries its
-            # context this time.
-            items.append((record, ctx))
-        else:
+        if (type(record) is _LogRecord or _keyed_by_identity(type(record))) and (
+            record not in contexts
+        ):
             contexts[record] = ctx  # first: whoever takes the record finds its context
             items.append(record)
+        else:
+            # This very record waits here already (put twice), or its class
+            # compares or hashes records its own way: it carries its context.
+            items.append((record, ctx))
         if self._parked:  # the consumer sleeps: wake it (once per burst)
             self._wake()
         elif self._right and not self._attached:  # no consumer: deliver here

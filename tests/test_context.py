@@ -759,3 +759,39 @@ async def test_racing_threads_each_see_their_own_context(
         assert record.request_id == f"thread-{record.args[0]}"  # type: ignore[attr-defined]
     assert len(delivered) + q.dropped + listener.stats.handlers[0].dropped == threads * per_thread
     assert not q._contexts, "contexts are held for records no longer queued"
+
+
+class _ComparedRecord(logging.LogRecord):
+    """A record class that compares and hashes by what it says, as a dataclass would."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, logging.LogRecord) and other.getMessage() == self.getMessage()
+
+    def __hash__(self) -> int:
+        return hash(getattr(self, "message", None))  # changes once a formatter sets message
+
+
+def test_records_that_hash_their_own_way_keep_their_context() -> None:
+    """Records whose class hashes by a field a handler changes are delivered in their context.
+
+    Another handler of the logger formats each record (setting ``message``)
+    while it waits in the queue; each still arrives in its call's context,
+    and nothing is kept for it once it is handled.
+    """
+    q = aioqlog.LogQueue()
+    records = [
+        _ComparedRecord("t", logging.INFO, __file__, 1, "hashed %d", (i,), None) for i in range(20)
+    ]
+
+    def put(i: int) -> None:
+        request_id.set(f"req-{i}")
+        q.put_nowait(records[i])
+
+    for i in range(20):
+        contextvars.Context().run(put, i)
+        logging.Formatter().format(records[i])  # what a handler after the QueueHandler does
+    rec = Recorder()
+    rec.setFormatter(ContextFormatter())
+    aioqlog.QueueListener(q, rec)
+    assert rec.lines == [f"req-{i} hashed {i}" for i in range(20)]
+    assert not q._contexts
