@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import threading
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
@@ -21,6 +22,7 @@ __all__ = [
     "Entry",
     "depth_of",
     "handling",
+    "mark_handler_thread",
     "run_in_context",
     "to_handle",
 ]
@@ -45,6 +47,17 @@ DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("aioqlog_depth", def
 #: entries per handler (a worker's ident comes back from a small pool).
 HANDLER_THREADS: set[tuple[int | None, str | None]] = set()
 
+#: The idents of ``HANDLER_THREADS``: a record from any other thread needs no
+#: look-up of its pair (see ``depth_of``). Both grow in ``mark_handler_thread``.
+_HANDLER_IDENTS: set[int | None] = set()
+
+
+def mark_handler_thread() -> None:
+    """Record the calling thread as one that runs only handlers (see ``HANDLER_THREADS``)."""
+    _HANDLER_IDENTS.add(threading.get_ident())
+    HANDLER_THREADS.add((threading.get_ident(), threading.current_thread().name))
+
+
 #: Records logged at a depth above this are dropped and counted: a handler's own
 #: diagnostics reach the handlers once, and what they log in turn stops there.
 MAX_DEPTH = 1
@@ -58,7 +71,11 @@ SUMMARY_DEPTH = 1_000
 def depth_of(record: logging.LogRecord, ctx: contextvars.Context) -> int:
     """Return how deep in handler-caused logging *record* (logged in *ctx*) was logged."""
     depth = ctx.get(DEPTH, 0)
-    if not depth and (record.thread, record.threadName) in HANDLER_THREADS:
+    if (
+        not depth
+        and record.thread in _HANDLER_IDENTS
+        and (record.thread, record.threadName) in HANDLER_THREADS
+    ):
         return 1  # logged by a sync handler, on its worker (see to_handle)
     return depth
 

@@ -46,11 +46,11 @@ from ._batch import BatchEmit, batch_emitter
 from ._bridge import BATCH_LIMIT, Overflow, Parking
 from ._context import (
     DEPTH,
-    HANDLER_THREADS,
     SUMMARY_DEPTH,
     Entry,
     depth_of,
     handling,
+    mark_handler_thread,
     run_in_context,
     to_handle,
 )
@@ -399,7 +399,7 @@ class ThreadLane(Lane):
         # exit once closing with nothing left.
         handler = self.handler
         emit_batch = batch_emitter(handler)
-        HANDLER_THREADS.add((threading.get_ident(), threading.current_thread().name))
+        mark_handler_thread()
         self._serve(handler, emit_batch)
         if self._watch.slot:
             self.notify()

@@ -326,3 +326,46 @@ async def test_an_overridden_hook_that_raises_does_not_stop_delivery(
                 logger.info(message)
     assert rec.messages() == ["one", "two"]
     assert "handle() raised ValueError('cannot prepare')" in stderr.getvalue()
+
+
+class ChattyInAContextOfItsOwn(Recorder):
+    """Logs about application records in a new, empty context; about its own, as usual.
+
+    Nothing in the new context says a handler logged there: only the thread does.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()
+        self.logger = logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        super().emit(record)
+        message = record.getMessage()
+        if message.startswith("app"):
+            contextvars.Context().run(self.logger.warning, "handled %r", message)
+        elif message.startswith("handled"):
+            self.logger.warning("again %r", message)
+
+
+@pytest.mark.anyio
+async def test_a_worker_is_known_by_its_thread_whatever_context_its_handler_logs_in(
+    logger: logging.Logger,
+) -> None:
+    """What a sync handler logs on its worker, in a context of its own, is one level deeper.
+
+    Its lines are delivered once; what it logs while handling them is two
+    levels deep: dropped and counted, never delivered.
+    """
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    handler = ChattyInAContextOfItsOwn(logger)
+    async with aioqlog.QueueListener(q, handler) as listener:
+        for i in range(3):
+            logger.info("app %d", i)
+        assert await in_thread(lambda: handler.wait_until(lambda: len(handler.records) >= 6))
+    assert await in_thread(lambda: handler.wait_until(lambda: _drops(handler) == 3))
+    app = [m for m in handler.messages() if not m.startswith("aioqlog")]
+    assert sorted(app) == sorted(
+        [f"app {i}" for i in range(3)] + [f"handled 'app {i}'" for i in range(3)]
+    )
+    assert listener.stats.recursion_dropped >= 3
