@@ -110,6 +110,8 @@ class _Notice:
 
     began: float
     given: bool = False
+    #: The handler whose ``aclose()`` the wait is for (None: the lanes' records).
+    closing: logging.Handler | None = None
 
 
 def _summary(message: str, *args: object) -> logging.LogRecord:
@@ -771,14 +773,33 @@ class QueueListener:
             if notice.given or now - notice.began < _NOTICE_AFTER or ready():
                 continue
             notice.given = True
-            self._say_what_the_wait_is_for()
+            self._say_what_the_wait_is_for(notice.closing)
         return True
 
-    def _say_what_the_wait_is_for(self) -> None:
-        """Say on stderr what a shutdown that takes a while waits for, and how to skip it."""
+    def _say_what_the_wait_is_for(self, closing: logging.Handler | None) -> None:
+        """Say on stderr what a shutdown that takes a while waits for, and how to skip it.
+
+        *closing* is the handler whose ``aclose()`` is awaited, if that is the wait.
+        """
+        if closing is not None:
+            held = _held(closing)
+            if not held:
+                return  # nothing left to send: no records to speak of
+            left = self._time_left()
+            if self._run_state.patient:
+                bound = "as long as it makes progress"
+            elif left is not None and left < 1.0:
+                return  # about to end anyway
+            else:
+                bound = "no timeout" if left is None else f"up to {left:.0f}s more"
+            _stderr(
+                f"waiting for {closing!r}.aclose() to send the {held} records it holds "
+                f"({bound}; press Ctrl-C to skip)"
+            )
+            return
         undelivered = self.stats.undelivered
         if not undelivered:
-            return  # an aclose() with nothing left to send: no records to speak of
+            return  # nothing left to deliver: no records to speak of
         if self._run_state.patient:
             _stderr(
                 f"the event loop is ending without QueueListener.stop(); "
@@ -1096,7 +1117,7 @@ class QueueListener:
             return -_held(handler)
 
         try:
-            in_time = await self._follow(lane, closed, sent, _Notice(began=now))
+            in_time = await self._follow(lane, closed, sent, _Notice(began=now, closing=handler))
         except backend.Cancelled:
             # Cancelled again (asyncio: a second cancellation of a listener
             # already winding down): cut it short now.

@@ -1332,3 +1332,71 @@ async def test_install_again_while_a_handler_catches_up_goes_on_with_it() -> Non
     assert gate.messages() == ["first run", "second run"]
     assert len(gate.threads) == 1
     assert root.handlers == [gate]
+
+
+_ACLOSE_NOTICES = """
+import asyncio, logging
+import aioqlog
+
+class Hung(aioqlog.AsyncHandler):
+    # Never returns from aemit or aclose, and holds nothing of its own.
+    async def aemit(self, record):
+        await asyncio.Event().wait()
+
+    async def aclose(self):
+        await asyncio.Event().wait()
+
+class SlowCloser(aioqlog.AsyncHandler):
+    # Buffers its records and sends one every 0.3 s when closed: progress throughout.
+    def __init__(self):
+        super().__init__()
+        self.held = []
+
+    @property
+    def pending(self):
+        return len(self.held)
+
+    async def aemit(self, record):
+        self.held.append(record)
+
+    async def aclose(self):
+        while self.held:
+            await asyncio.sleep(0.3)
+            self.held.pop()
+
+q = aioqlog.LogQueue()
+logging.getLogger().addHandler(aioqlog.QueueHandler(q))
+listener = aioqlog.QueueListener(q, Hung(), SlowCloser(), shutdown_timeout=1)
+
+async def main():
+    listener.start()
+    for i in range(6):
+        logging.getLogger("app").warning("r %d", i)
+    await asyncio.sleep(0.2)  # then the loop ends without stop()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+def test_an_unstopped_end_says_once_what_it_delivers_and_which_aclose_it_waits_for() -> None:
+    """The loop ends without stop(): one notice for the records, one per aclose() with a buffer.
+
+    The notice for the records is not repeated while an ``aclose()`` is
+    awaited; that wait names the handler and what it holds, and a handler
+    holding nothing gets no notice.
+    """
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", _ACLOSE_NOTICES],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    err = proc.stderr
+    assert proc.returncode == 0, err
+    assert err.count("the event loop is ending without QueueListener.stop()") == 1, err
+    assert re.search(
+        r"waiting for <SlowCloser \(NOTSET\)>\.aclose\(\) to send the \d records it holds "
+        r"\(as long as it makes progress; press Ctrl-C to skip\)",
+        err,
+    ), err
+    assert "waiting for <Hung" not in err, err
