@@ -25,7 +25,7 @@ class AsyncHandler(logging.Handler):
       ready at once (a list of one to 256, in order); the listener then calls
       it instead of ``aemit``. Records whose log calls ran in different
       ``contextvars`` contexts come in separate calls, each awaited inside
-      its records' context.
+      its records' context, unless ``mix_contexts`` is true.
     * ``aclose()``: awaited by the listener's ``stop()`` to release what the
       handler holds on the loop (a client session). A listener may be started
       again later: reopen such resources lazily.
@@ -70,6 +70,17 @@ class AsyncHandler(logging.Handler):
 
     #: Records this handler dropped itself, after ``aemit`` took them (see above).
     dropped: int = 0
+
+    #: Whether one ``aemit_batch`` call may hold records logged in different
+    #: ``contextvars`` contexts. ``False`` (the default): a call holds the
+    #: records of one context and is awaited inside it, so the handler reads
+    #: their variables there; where each request sets a variable of its own
+    #: (a request id, a tracing span), that makes most calls one record long.
+    #: ``True``: a call holds whatever is ready, up to 256 records, awaited
+    #: inside a copy of its first record's context; take each record's values
+    #: from the record itself (the handler's filters run in each record's own
+    #: context, and may copy them onto it). Added in version 0.1.0.
+    mix_contexts: bool = False
 
     def __init__(self, level: int = logging.NOTSET, *, timeout: float | None = None) -> None:
         super().__init__(level)

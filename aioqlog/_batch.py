@@ -12,7 +12,10 @@ Two ways in:
 * A handler may define ``emit_batch(records)``: the lane calls it, under the
   handler's lock, with records that passed the handler's filters, in order.
   Records logged in different ``contextvars`` contexts come in separate calls,
-  each made inside its records' context (as for ``AsyncHandler.aemit_batch``).
+  each made inside its records' context (as for ``AsyncHandler.aemit_batch``),
+  unless the handler has a true ``mix_contexts`` attribute: then a call holds
+  the records handled at the same depth, made inside a copy of its first
+  record's context.
   An exception from it counts each of its records as an error and goes to
   ``handleError`` once, with the first record.
 * The stdlib's ``StreamHandler``, ``FileHandler``, ``RotatingFileHandler``,
@@ -39,7 +42,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._context import Entry
+from ._context import DEPTH, Entry
 from ._diagnostics import report_error
 from ._records import filters_nothing
 
@@ -96,11 +99,17 @@ def _protocol(handler: logging.Handler) -> BatchEmit:
     def deliver(entries: list[Entry]) -> tuple[int, int]:
         handled = errors = 0
         i, n = 0, len(entries)
+        # Each entry's context is the one it is handled in, which carries its depth.
+        mixing = bool(getattr(handler, "mix_contexts", False))
         while i < n:
-            # A run of records logged in the same context goes in one call.
+            # A run of records logged in the same context goes in one call (with
+            # mix_contexts, a run of records logged at the same depth).
             ctx = entries[i][1]
+            depth = ctx.get(DEPTH, 0)
             records: list[_LogRecord] = []
-            while i < n and entries[i][1] is ctx:
+            while i < n and (
+                entries[i][1] is ctx or (mixing and entries[i][1].get(DEPTH, 0) == depth)
+            ):
                 record, record_ctx = entries[i]
                 i += 1
                 try:

@@ -704,10 +704,11 @@ class TaskLane(Lane):
         """Deliver the next record, or with ``aemit_batch`` the next run of records.
 
         One path for both: a run is the records logged in one context (a
-        single record without ``aemit_batch``); each passes the handler's
-        filters in its own context, then the run is awaited inside its
-        context. Whatever a filter or the call raises, ``KeyboardInterrupt``
-        and ``SystemExit`` included, is the handler's error: the lane lives on.
+        single record without ``aemit_batch``; with ``mix_contexts``, what is
+        ready, at one depth); each passes the handler's filters in its own
+        context, then the run is awaited inside its first record's context.
+        Whatever a filter or the call raises, ``KeyboardInterrupt`` and
+        ``SystemExit`` included, is the handler's error: the lane lives on.
         """
         buffer = self.buffer
         handler = self.handler
@@ -717,9 +718,10 @@ class TaskLane(Lane):
         entries = [first]
         if self.batching:
             # At most BATCH_LIMIT per call: filtering a run happens on the loop.
+            mixing = handler.mix_contexts  # may hold several contexts' records
             while buffer and len(entries) < BATCH_LIMIT:
                 record, record_ctx = buffer[0]
-                if record_ctx is not ctx or depth_of(record, record_ctx) != depth:
+                if (record_ctx is not ctx and not mixing) or depth_of(record, record_ctx) != depth:
                     break
                 entries.append(buffer.popleft())
         passed_entries: list[Entry] = []

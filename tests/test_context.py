@@ -533,6 +533,92 @@ async def test_batches_are_awaited_in_their_records_context(logger: logging.Logg
     assert len(handler.batches) == 3  # one batch per context: they were logged back to back
 
 
+class MixedBatches(aioqlog.AsyncHandler):
+    """Takes whatever is ready in one call; reads each record's request id off the record."""
+
+    mix_contexts = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.addFilter(RequestIdFilter())  # runs in each record's own context
+        self.calls: list[list[tuple[str, str]]] = []
+
+    async def aemit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        await anyio.sleep(0.02)  # a round trip: records pile up meanwhile
+        self.calls.append([(r.request_id, r.getMessage()) for r in records])  # type: ignore[attr-defined]
+
+
+async def _interleaved_requests(logger: logging.Logger, requests: int, lines: int) -> None:
+    """Serve *requests* requests at once, each in its own context, each logging *lines* lines."""
+
+    async def request(n: int) -> None:
+        request_id.set(f"req-{n}")
+        for i in range(lines):
+            logger.info("req-%d #%d", n, i)
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        for n in range(requests):
+            tg.start_soon(request, n)
+
+
+@pytest.mark.anyio
+async def test_mix_contexts_batches_records_of_many_requests(logger: logging.Logger) -> None:
+    """With ``mix_contexts``, one call takes what piled up, whatever context each came from.
+
+    Forty requests interleave their lines, each in its own context: without
+    it every call would hold one record. Each record still passed the
+    handler's filter in its own context.
+    """
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    handler = MixedBatches()
+    async with aioqlog.QueueListener(q, handler):
+        await _interleaved_requests(logger, 40, 5)
+    delivered = [line for call in handler.calls for line in call]
+    assert len(delivered) == 200
+    for context_id, message in delivered:
+        assert message.startswith(context_id + " ")
+    assert len(handler.calls) <= 20, [len(call) for call in handler.calls]
+
+
+class MixedSyncBatches(Recorder):
+    """A sync handler with ``emit_batch`` that takes records of any context per call."""
+
+    mix_contexts = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.addFilter(RequestIdFilter())
+        self.calls: list[list[tuple[str, str]]] = []
+
+    def emit_batch(self, records: list[logging.LogRecord]) -> None:
+        self.calls.append([(r.request_id, r.getMessage()) for r in records])  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+async def test_mix_contexts_batches_a_sync_handlers_records_of_many_contexts(
+    logger: logging.Logger,
+) -> None:
+    """A sync ``emit_batch`` with ``mix_contexts`` gets records of alternating contexts at once."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    mixed = MixedSyncBatches()
+    async with aioqlog.QueueListener(q, mixed):
+        for i in range(100):  # without yielding: they are taken in batches
+            contextvars.Context().run(_log_as, logger, f"req-{i % 2}", i)
+    delivered = [line for call in mixed.calls for line in call]
+    assert [m for _, m in delivered] == [f"req-{i % 2} #{i}" for i in range(100)]
+    for context_id, message in delivered:
+        assert message.startswith(context_id + " ")
+    assert len(mixed.calls) < 10, [len(call) for call in mixed.calls]
+
+
+def _log_as(logger: logging.Logger, context_id: str, i: int) -> None:
+    request_id.set(context_id)
+    logger.info("%s #%d", context_id, i)
+
+
 # run_in_context: the trampoline that awaits a coroutine inside a given Context.
 
 marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="outer")
