@@ -200,7 +200,7 @@ def test_the_docs_fastapi_sample_runs_as_written(tmp_path: Path) -> None:
         timeout=60,
         check=True,
     )
-    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     mine = [line for line in lines if line["logger"] == "app"]
     assert [(line["event"], line["request_id"]) for line in mine] == [
         ("item read", "abc"),
