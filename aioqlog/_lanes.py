@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import math
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Final, Literal, Protocol
@@ -136,6 +138,10 @@ class Lane:
         # A one-slot deque: the listener parks here waiting for progress.
         self._watch = Parking()
         self._loop_thread = 0
+        # Seconds one batch call may be expected to take (None: any), and the
+        # seconds per record of the last call (inf: none made yet): see call_size.
+        self.call_budget: float | None = None
+        self.per_record = math.inf
 
     @property
     def pending(self) -> int:
@@ -198,6 +204,31 @@ class Lane:
             return False
         buffer.extendleft(reversed(passed_over))
         return True
+
+    def call_size(self, limit: int) -> int:
+        """Return how many records the handler's next batch call may take, at most *limit*.
+
+        Progress (what a shutdown without ``stop()`` and the exit hook wait on)
+        is counted per call: a call as long as ``shutdown_timeout`` would look
+        stuck however much it did. So a call takes as many records as the last
+        one handled in ``call_budget`` seconds (a quarter of the listener's
+        ``shutdown_timeout``), and the first takes one. A fast handler soon
+        gets whole batches; a slow one, calls it finishes well within the bound.
+        """
+        budget, per_record = self.call_budget, self.per_record
+        if budget is None or per_record <= 0.0:  # a clock too coarse to tell: any size
+            return limit
+        return max(1, min(limit, int(budget / per_record)))
+
+    def timed(self, seconds: float, count: int, *, completed: bool) -> None:
+        """Note that a batch call on *count* records took *seconds* (see ``call_size``).
+
+        A call that did not complete (it raised, or was cancelled) only says
+        that a record takes at least that long: it never lowers the estimate.
+        """
+        if count:
+            rate = seconds / count
+            self.per_record = rate if completed else max(self.per_record, rate)
 
     def _take(self, limit: int) -> list[Entry]:
         buffer = self.buffer
@@ -408,17 +439,22 @@ class ThreadLane(Lane):
         copying = self.copy_records
         buffer = self.buffer
         while True:
-            batch = self._take(WORKER_BATCH)
+            batch = self._take(WORKER_BATCH if emit_batch is None else self.call_size(WORKER_BATCH))
             if batch:
                 batch = to_handle(batch)
                 if copying:
                     batch = [(copy_record(record), ctx) for record, ctx in batch]
                 if emit_batch is not None:
+                    started = time.monotonic()
                     try:
                         handled, errors = emit_batch(batch)
                     except BaseException:  # noqa: BLE001 - the lane must outlive any handler
                         handled, errors = 0, len(batch)
                         report_error(handler, batch[0][0])
+                        completed = False
+                    else:
+                        completed = True
+                    self.timed(time.monotonic() - started, len(batch), completed=completed)
                     self.handled += handled
                     self.errors += errors
                     self.done_count += len(batch)
@@ -719,7 +755,8 @@ class TaskLane(Lane):
         if self.batching:
             # At most BATCH_LIMIT per call: filtering a run happens on the loop.
             mixing = handler.mix_contexts  # may hold several contexts' records
-            while buffer and len(entries) < BATCH_LIMIT:
+            limit = self.call_size(BATCH_LIMIT)
+            while buffer and len(entries) < limit:
                 record, record_ctx = buffer[0]
                 if (record_ctx is not ctx and not mixing) or depth_of(record, record_ctx) != depth:
                     break
@@ -761,13 +798,21 @@ class TaskLane(Lane):
             call, what = handler.aemit_batch(records), "aemit_batch()"
         else:
             call, what = handler.aemit(records[0]), "aemit()"
+        started = backend.time()
         try:
             timeout = handler.timeout
             run_ctx = handling(ctx, depth)
-            if timeout is None:
-                await run_in_context(run_ctx, call, self._giving_up)
-            else:
-                await backend.bounded(run_in_context(run_ctx, call, self._giving_up), timeout, what)
+            completed = False
+            try:
+                if timeout is None:
+                    await run_in_context(run_ctx, call, self._giving_up)
+                else:
+                    await backend.bounded(
+                        run_in_context(run_ctx, call, self._giving_up), timeout, what
+                    )
+                completed = True
+            finally:
+                self.timed(backend.time() - started, count, completed=completed)
         except backend.Cancelled:
             if self._given_up:
                 self._abandoned(passed_entries, None)

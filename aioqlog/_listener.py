@@ -110,8 +110,8 @@ class _Notice:
 
     began: float
     given: bool = False
-    #: The handler whose ``aclose()`` the wait is for (None: the lanes' records).
-    closing: logging.Handler | None = None
+    #: The lane whose handler's ``aclose()`` the wait is for (None: the lanes' records).
+    closing: Lane | None = None
 
 
 def _summary(message: str, *args: object) -> logging.LogRecord:
@@ -776,13 +776,13 @@ class QueueListener:
             self._say_what_the_wait_is_for(notice.closing)
         return True
 
-    def _say_what_the_wait_is_for(self, closing: logging.Handler | None) -> None:
+    def _say_what_the_wait_is_for(self, closing: Lane | None) -> None:
         """Say on stderr what a shutdown that takes a while waits for, and how to skip it.
 
-        *closing* is the handler whose ``aclose()`` is awaited, if that is the wait.
+        *closing* is the lane whose handler's ``aclose()`` is awaited, if that is the wait.
         """
         if closing is not None:
-            held = _held(closing)
+            held = _held(closing.handler)
             if not held:
                 return  # nothing left to send: no records to speak of
             left = self._time_left()
@@ -793,7 +793,7 @@ class QueueListener:
             else:
                 bound = "no timeout" if left is None else f"up to {left:.0f}s more"
             _stderr(
-                f"waiting for {closing!r}.aclose() to send the {held} records it holds "
+                f"waiting for {closing.stats_name()}.aclose() to send the {held} records it holds "
                 f"({bound}; press Ctrl-C to skip)"
             )
             return
@@ -849,7 +849,9 @@ class QueueListener:
     def _open_lanes(self, backend: Backend) -> None:
         """Start the lanes (and the one-hop path), once the delivery right is taken."""
         q = self.queue
+        timeout = self.shutdown_timeout
         for lane in self._lanes:
+            lane.call_budget = None if timeout is None else timeout / 4
             thread_id = lane.start(backend)
             if thread_id is not None:
                 q._add_nonblocking(thread_id)
@@ -1082,6 +1084,8 @@ class QueueListener:
         ``timeout`` bounds the call too.
         """
         handler = lane.handler
+        if type(handler).aclose is AsyncHandler.aclose:
+            return  # nothing to await, and nothing to report
         run = self._run_state
         backend = run.backend
         assert backend is not None  # running
@@ -1117,7 +1121,7 @@ class QueueListener:
             return -_held(handler)
 
         try:
-            in_time = await self._follow(lane, closed, sent, _Notice(began=now, closing=handler))
+            in_time = await self._follow(lane, closed, sent, _Notice(began=now, closing=lane))
         except backend.Cancelled:
             # Cancelled again (asyncio: a second cancellation of a listener
             # already winding down): cut it short now.

@@ -522,7 +522,8 @@ async def test_batches_are_awaited_in_their_records_context(logger: logging.Logg
     q = aioqlog.LogQueue()
     logger.addHandler(aioqlog.QueueHandler(q))
     handler = BatchByContext()
-    async with aioqlog.QueueListener(q, handler):
+    # No shutdown bound: no call sizing, so each context's run is one call.
+    async with aioqlog.QueueListener(q, handler, shutdown_timeout=None):
         for n in range(3):
             request_id.set(f"req-{n}")
             for i in range(4):

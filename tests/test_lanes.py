@@ -424,7 +424,7 @@ async def test_a_batch_leaves_out_what_its_filters_reject_or_fail_on(
     logger.addHandler(aioqlog.QueueHandler(q))
     handler = Runs()
     handler.addFilter(Screening())
-    listener = aioqlog.QueueListener(q, handler)
+    listener = aioqlog.QueueListener(q, handler, shutdown_timeout=None)  # whole runs per call
     listener.start()
     for message in ("a", "noise 1", "boom", "b"):
         logger.info(message)  # one run: logged in one context before the task runs
@@ -448,7 +448,7 @@ async def test_a_batch_cancelled_from_outside_is_redelivered_once(
     logger.addHandler(aioqlog.QueueHandler(q))
     handler = Runs()
     handler.hold = True
-    listener = aioqlog.QueueListener(q, handler)
+    listener = aioqlog.QueueListener(q, handler, shutdown_timeout=None)  # whole runs per call
     listener.start()
     for message in ("a", "b", "c"):
         logger.info(message)
@@ -481,7 +481,7 @@ async def test_a_batch_that_cancels_itself_is_the_handlers_error(logger: logging
     logger.addHandler(aioqlog.QueueHandler(q))
     handler = Runs()
     handler.cancel_itself = True
-    listener = aioqlog.QueueListener(q, handler)
+    listener = aioqlog.QueueListener(q, handler, shutdown_timeout=None)  # whole runs per call
     listener.start()
     for message in ("a", "b"):
         logger.info(message)
@@ -505,7 +505,7 @@ async def test_a_batch_cut_off_by_stop_waits_whole_for_the_next_start(
     logger.addHandler(aioqlog.QueueHandler(q))
     handler = Runs()
     handler.hold = True
-    listener = aioqlog.QueueListener(q, handler)
+    listener = aioqlog.QueueListener(q, handler, shutdown_timeout=None)  # whole runs per call
     listener.start()
     for message in ("a", "b", "c"):
         logger.info(message)
