@@ -1318,7 +1318,11 @@ class QueueListener:
         # sys.last_value before exit hooks and logging.shutdown() run): a handler
         # that is not moving is given up on after a short look.
         hurry = isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
-        if hurry and self._run_state.cut_short and self._threads():
+        # A wind-down after the loop ended without stop() that never finished
+        # was cut short too: on Python 3.10 a second Ctrl-C lands in asyncio.run's
+        # own clean-up, outside the listener's task, and ends the program there.
+        unfinished = run.patient and task is not None and not task.done()
+        if hurry and (run.cut_short or unfinished) and self._threads():
             # Ctrl-C cut the stop short already: the user asked to skip the
             # wait, so the exit does not wait again (a third Ctrl-C).
             # (The count is the handlers' own, next: taken now, it could be
