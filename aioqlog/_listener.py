@@ -32,7 +32,7 @@ from typing import Any
 
 from . import _lifecycle
 from ._async_handler import AsyncHandler
-from ._backend import Backend, Task, running_backend
+from ._backend import Backend, Task, loop_runs_here, running_backend
 from ._bridge import BATCH_LIMIT, LogQueue, Parking
 from ._context import DEPTH, MAX_DEPTH, SUMMARY_DEPTH, Entry, depth_of, run_in_context
 from ._diagnostics import check_seconds
@@ -329,8 +329,13 @@ class QueueListener:
         self._start_afresh()
         self._bind()
         _lifecycle.track(self)
-        # Records logged before this listener existed are delivered now.
-        queue._drain_in_caller()
+        # Records logged before this listener existed are delivered now, unless
+        # an event loop runs here: its handlers would hold the loop (a slow one
+        # for as long as it takes). start() hands them to the lanes instead; a
+        # listener never started delivers them with the next record logged, or
+        # at exit.
+        if not loop_runs_here():
+            queue._drain_in_caller()
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"

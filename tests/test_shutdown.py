@@ -219,6 +219,53 @@ def test_records_before_start_are_not_lost(anyio_backend: object, logger: loggin
     assert awaited.messages() == ["at import time", "served"]
 
 
+def test_a_listener_made_on_the_loop_leaves_the_backlog_to_its_lanes(
+    anyio_backend: object, logger: logging.Logger
+) -> None:
+    """Records logged before any listener are not handled on the loop that makes one.
+
+    The handler hangs until the gate opens: had the listener delivered the
+    backlog while it was made, the loop would have waited on it.
+    """
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    gate = Gate()
+    for i in range(3):
+        logger.info("early %d", i)
+
+    async def main() -> None:
+        listener = aioqlog.QueueListener(q, gate)
+        assert not gate.entered.is_set()  # nothing was handled on the loop
+        async with listener:
+            logger.info("served")
+            await anyio.to_thread.run_sync(gate.entered.wait, STALL)
+            gate.opened.set()
+
+    run_on(anyio_backend, main)
+    assert gate.messages() == ["early 0", "early 1", "early 2", "served"]
+    assert threading.current_thread().name not in gate.threads
+
+
+def test_a_backlog_left_by_a_listener_never_started_comes_with_the_next_record(
+    anyio_backend: object, logger: logging.Logger
+) -> None:
+    """A listener made on a loop and never started: the backlog is handled in order later."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    rec = Recorder()
+    logger.info("early")
+
+    async def main() -> aioqlog.QueueListener:
+        return aioqlog.QueueListener(q, rec)
+
+    listener = run_on(anyio_backend, main)
+    assert rec.messages() == []
+    logger.info("after the run")
+    assert rec.messages() == ["early", "after the run"]
+    assert rec.threads == {threading.current_thread().name}
+    assert listener.stats.handlers[0].handled == 2
+
+
 def test_records_after_stop_wait_for_the_next_start(
     anyio_backend: object, logger: logging.Logger
 ) -> None:
