@@ -54,8 +54,9 @@ _HANDLER_IDENTS: set[int | None] = set()
 
 def mark_handler_thread() -> None:
     """Record the calling thread as one that runs only handlers (see ``HANDLER_THREADS``)."""
-    _HANDLER_IDENTS.add(threading.get_ident())
-    HANDLER_THREADS.add((threading.get_ident(), threading.current_thread().name))
+    ident = threading.get_ident()
+    _HANDLER_IDENTS.add(ident)
+    HANDLER_THREADS.add((ident, threading.current_thread().name))
 
 
 #: Records logged at a depth above this are dropped and counted: a handler's own

@@ -786,40 +786,39 @@ class QueueListener:
 
         *closing* is the lane whose handler's ``aclose()`` is awaited, if that is the wait.
         """
+        count = _held(closing.handler) if closing is not None else self.stats.undelivered
+        if not count:
+            return  # nothing left to send or deliver: no records to speak of
+        bound = self._wait_bound("it makes" if closing is not None else "the handlers make")
+        if bound is None:
+            return  # about to end anyway
         if closing is not None:
-            held = _held(closing.handler)
-            if not held:
-                return  # nothing left to send: no records to speak of
-            left = self._time_left()
-            if self._run_state.patient:
-                bound = "as long as it makes progress"
-            elif left is not None and left < 1.0:
-                return  # about to end anyway
-            else:
-                bound = "no timeout" if left is None else f"up to {left:.0f}s more"
             _stderr(
-                f"waiting for {closing.stats_name()}.aclose() to send the {held} records it holds "
+                f"waiting for {closing.stats_name()}.aclose() to send the {count} records it holds "
                 f"({bound}; press Ctrl-C to skip)"
             )
-            return
-        undelivered = self.stats.undelivered
-        if not undelivered:
-            return  # nothing left to deliver: no records to speak of
-        if self._run_state.patient:
+        elif self._run_state.patient:
             _stderr(
                 f"the event loop is ending without QueueListener.stop(); "
-                f"delivering {undelivered} records first (as long as "
-                f"the handlers make progress; press Ctrl-C to skip)"
+                f"delivering {count} records first ({bound}; press Ctrl-C to skip)"
             )
-            return
+        else:
+            _stderr(
+                f"stopping: waiting for the handlers to deliver {count} records "
+                f"({bound}; press Ctrl-C to skip)"
+            )
+
+    def _wait_bound(self, who_make: str) -> str | None:
+        """Say how long a shutdown wait may last; None if it ends within a second.
+
+        *who_make* names what the wait follows ("it makes", "the handlers make").
+        """
+        if self._run_state.patient:
+            return f"as long as {who_make} progress"
         left = self._time_left()
-        if left is not None and left < 1.0:
-            return  # about to end anyway
-        bound = "no timeout" if left is None else f"up to {left:.0f}s more"
-        _stderr(
-            f"stopping: waiting for the handlers to deliver "
-            f"{undelivered} records ({bound}; press Ctrl-C to skip)"
-        )
+        if left is None:
+            return "no timeout"
+        return None if left < 1.0 else f"up to {left:.0f}s more"
 
     async def _run(self) -> None:
         """The listener's task: serve, then wind down, however it ends."""
@@ -1467,7 +1466,7 @@ def _age(entries: deque[Entry], now: float) -> float | None:
         oldest = entries[0][0].created
     except IndexError:  # empty, or emptied by another thread just now
         return None
-    return max(0.0, now - oldest)
+    return _since(oldest, now)
 
 
 def _since(created: float | None, now: float) -> float | None:
