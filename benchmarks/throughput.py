@@ -27,6 +27,9 @@ The variants:
 * ``loguru enqueue``: a file sink with ``enqueue=True``; ``await complete()``.
 * ``aiologging``: ``await logger.info(...)`` to its ``AsyncFileHandler``, then
   ``await manager.shutdown()``.
+* ``bare queue``: not a logging library but the least a queue in front of a
+  thread can cost on this machine (``BareQueue``): a bound on the ratios any
+  queued design reaches here, measured in the same run.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ import queue
 import subprocess
 import sys
 import tempfile
+import threading
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -168,6 +173,76 @@ async def with_aiologging(path: Path, n: int, burst: int | None) -> Clock:
     return clock
 
 
+class BareQueue(logging.Handler):
+    """The least a queue in front of a thread costs: a reference, not a usable design.
+
+    ``handle`` appends the record to a deque and wakes the thread when the
+    deque was empty; the thread formats what it finds, in one list, and
+    writes and flushes it under the target's lock in one call. No bound, no
+    filters, no context, no copy of mutable arguments, no error handling and
+    no shutdown guarantee (``close`` waits for the thread for ever): each is
+    a promise aioqlog keeps and pays for: a ceiling for its ratios on the
+    machine that runs this.
+    """
+
+    def __init__(self, target: logging.StreamHandler[Any]) -> None:
+        super().__init__()
+        self.target = target
+        self.records: deque[logging.LogRecord] = deque()
+        self.bell = threading.Event()
+        self.closing = False
+        self.thread = threading.Thread(target=self.work, name="bare-queue", daemon=True)
+        self.thread.start()
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        """Queue *record*; wake the thread if the queue was empty."""
+        records = self.records
+        records.append(record)
+        if len(records) == 1:
+            self.bell.set()
+        return True
+
+    def work(self) -> None:
+        """The thread: format what is queued, write and flush it in one call."""
+        records, target, bell = self.records, self.target, self.bell
+        fmt, terminator, lock = target.format, target.terminator, target.lock
+        assert lock is not None  # made by Handler.__init__
+        while True:
+            bell.wait(0.1)
+            bell.clear()
+            while records:
+                batch: list[logging.LogRecord] = []
+                try:
+                    while len(batch) < 1024:
+                        batch.append(records.popleft())
+                except IndexError:
+                    pass
+                text = "".join([fmt(record) + terminator for record in batch])
+                with lock:
+                    target.stream.write(text)
+                    target.stream.flush()
+            if self.closing and not records:
+                return
+
+    def close(self) -> None:
+        """Wait for the thread to write everything queued, then close."""
+        self.closing = True
+        self.bell.set()
+        self.thread.join()
+        super().close()
+
+
+async def bare_queue(path: Path, n: int, burst: int | None) -> Clock:
+    handler = file_handler(path)
+    queued = BareQueue(handler)
+    logger = fresh_logger("bench.e2e.bare", queued)
+    with clocked() as clock:
+        await produce(lambda s, i: logger.info(MESSAGE, s, i), n, burst)
+        queued.close()
+        handler.close()
+    return clock
+
+
 Variant = Callable[[Path, int, int | None], Awaitable[Clock]]
 
 #: The variants, in table order; the ratio column divides by "direct".
@@ -178,10 +253,11 @@ VARIANTS: dict[str, Variant] = {
     "aiologger": with_aiologger,
     "loguru enqueue": with_loguru,
     "aiologging": with_aiologging,
+    "bare queue": bare_queue,
 }
 
 #: The variants of the tight-burst and busy-machine tables.
-CORE = ("direct", "stdlib queue", "aioqlog")
+CORE = ("direct", "stdlib queue", "aioqlog", "bare queue")
 
 
 @contextmanager
