@@ -85,6 +85,7 @@ strand records; the stress tests run with the tick disabled.
 from __future__ import annotations
 
 import contextvars
+import functools
 import gc
 import logging
 import threading
@@ -161,6 +162,32 @@ def _keyed_by_identity(kind: type[logging.LogRecord]) -> bool:
 def _no_context() -> contextvars.Context | None:
     """Stand in for a dead reference to the last context a record was logged in."""
     return None
+
+
+#: A context offered for sharing (see ``LogQueue._share``): what returns it while
+#: it may be shared, its variables, and the weak reference to it.
+_Shared = tuple[Callable[[], contextvars.Context | None], object, object]
+
+#: No context to share: variables that no context has.
+_NOT_SHARED: _Shared = (_no_context, object(), None)
+
+
+def _forget_shared(queue: Callable[[], LogQueue | None], dead: object) -> None:
+    """Drop what a queue offers for sharing once *dead*, its weak reference, died."""
+    owner = queue()
+    if owner is not None and owner._shared[2] is dead:
+        owner._shared = _NOT_SHARED
+
+
+def _unchanged(
+    ref: Callable[[], contextvars.Context | None], variables: object
+) -> contextvars.Context | None:
+    """Return the context *ref* names if it still refers to *variables* alone, else None."""
+    ctx = ref()
+    if ctx is None:
+        return None
+    theirs = _referents(ctx)
+    return ctx if len(theirs) == 1 and theirs[0] is variables else None
 
 
 def _ring_thread(_defer: Any, waiter: Any) -> None:
@@ -372,9 +399,16 @@ class LogQueue:
         # already queued when it is put again carries its own, as an Entry.
         self._items: deque[logging.LogRecord | Entry] = deque()
         self._contexts: dict[logging.LogRecord, contextvars.Context] = {}
-        # The context of the latest log call, while a record still holds it
-        # (a weak reference): the next call with the same variables shares it.
-        self._context: Callable[[], contextvars.Context | None] = _no_context
+        # The context of the latest log call, while a record still holds it (a
+        # weak reference), and its variables: the next call with the very same
+        # variables shares it (see _share).
+        self._shared: _Shared = _NOT_SHARED
+        # Called as that context dies: the variables are held no longer.
+        self._forget = functools.partial(_forget_shared, weakref.ref(self))
+        # Whether a consumer lets code of its own enter the queued contexts
+        # (QueueListener.dequeue overridden): then a shared context is checked
+        # against its variables again before it is shared.
+        self._exposed = False
         # The length at which put_nowait leaves its fast path: maxsize, or
         # SPILL while a consumer thread's ring waits for the loop's next turn.
         self._limit = self._maxsize
@@ -457,13 +491,16 @@ class LogQueue:
         ctx = _copy_context()
         # The same variables as the last call's context (the same mapping, by
         # identity: no value is compared): share that context.
-        shared = self._context()
-        if shared is not None:
-            mine, theirs = _referents(ctx), _referents(shared)
-            if len(mine) == len(theirs) == 1 and mine[0] is theirs[0]:
+        ref, variables, _ = self._shared
+        mine = _referents(ctx)
+        if mine and mine[0] is variables:
+            shared = ref()
+            if shared is None:
+                self._share(ctx, mine)
+            else:
                 ctx = shared
-        if ctx is not shared:
-            self._context = _weakref(ctx)
+        else:
+            self._share(ctx, mine)
         contexts = self._contexts
         if (type(record) is _LogRecord or _keyed_by_identity(type(record))) and (
             record not in contexts
@@ -478,6 +515,32 @@ class LogQueue:
             self._wake()
         elif self._right and not self._attached:  # no consumer: deliver here
             self._drain_in_caller()
+
+    def _expose_contexts(self) -> None:
+        """Note that a consumer's own code may enter and change queued contexts."""
+        self._exposed = True
+        self._shared = _NOT_SHARED  # offered unchecked: offer it no more
+
+    def _share(self, ctx: contextvars.Context, mine: list[Any]) -> None:
+        """Offer *ctx*, whose referents are *mine*, to the next log calls to share.
+
+        A later call whose context refers to the very same variables (by
+        identity: no value is compared) gets *ctx* instead, while *ctx* lives.
+        The variables are held here as long as *ctx* lives, so that their
+        identity cannot pass to another mapping meanwhile. Nothing else enters
+        or changes a queued context, so *ctx* keeps them; once a consumer lets
+        its own code enter them (``_exposed``), a shared context is checked
+        again before each share.
+        """
+        if len(mine) != 1:
+            self._shared = _NOT_SHARED  # entered, or another interpreter: share nothing
+            return
+        variables = mine[0]
+        weak = _weakref(ctx, self._forget)
+        ref: Callable[[], contextvars.Context | None] = weak
+        if self._exposed:
+            ref = functools.partial(_unchanged, weak, variables)
+        self._shared = (ref, variables, weak)
 
     # --------------------------------------------------------------- producers
 

@@ -324,6 +324,9 @@ class QueueListener:
             and not self._hooked
             and cls.dequeue is QueueListener.dequeue
         )
+        if cls.dequeue is not QueueListener.dequeue:
+            # Its code sees the queued contexts, and may enter and change them.
+            queue._expose_contexts()
         # While _dispatch runs the hooks: the record's context as logged.
         self._origin: contextvars.Context | None = None
         self._start_afresh()

@@ -247,6 +247,50 @@ async def test_a_context_changed_after_its_call_is_not_shared_with_the_next(
     assert rec.lines == ["tampered one", "req-1 two"]
 
 
+class _TamperingOnce(aioqlog.QueueListener):
+    """A dequeue override that changes the first batch's context, then waits for ``go``."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.tampered = anyio.Event()
+        self.go = anyio.Event()
+
+    async def dequeue(self) -> list[tuple[logging.LogRecord, contextvars.Context]]:
+        batch = await super().dequeue()
+        if batch and not self.tampered.is_set():
+            batch[0][1].run(request_id.set, "tampered")
+            self.tampered.set()
+            await self.go.wait()
+        return batch
+
+
+@pytest.mark.anyio
+async def test_a_context_changed_while_records_of_it_wait_is_not_shared(
+    logger: logging.Logger,
+) -> None:
+    """A hook changes a context that records still queued share: later calls do not get it.
+
+    The first batch takes 256 of the 300 records logged in one context, and
+    the hook changes that context while the other 44 still wait in the queue.
+    """
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    rec = Recorder()
+    rec.setFormatter(ContextFormatter())
+    request_id.set("req-1")
+    listener = _TamperingOnce(q, rec)
+    async with listener:
+        for i in range(300):
+            logger.info("r%d", i)
+        await listener.tampered.wait()
+        assert q.qsize() == 44  # records of the changed context still wait
+        logger.info("after")  # the caller's context has not changed
+        listener.go.set()
+        await rec.arrived(301)
+    assert rec.lines[0] == "tampered r0"
+    assert rec.lines[-1] == "req-1 after"
+
+
 flag: contextvars.ContextVar[object] = contextvars.ContextVar("flag")
 
 
