@@ -17,6 +17,9 @@ so no queue overflows.
   record into a multiprocessing queue.
 * ``structlog ainfo``: ``await log.ainfo(...)``, which runs the processors and
   the stdlib logger in the loop's default executor and awaits it.
+* ``bare queue``: not a logging library but the least a queue in front of a
+  thread costs (``benchmarks.bare``), its thread counting what it is handed:
+  a ceiling for aioqlog's ratio, measured in the same rounds.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Any
 
 import aioqlog
 from benchmarks._harness import Table, paired
+from benchmarks.bare import BareQueue
 
 MESSAGE = "request %s done in %d ms"
 ARG = "GET /items/42"
@@ -109,6 +113,25 @@ async def aioqlog_subject(batch: int) -> Subject:
     async def close() -> None:
         stats = await listener.stop()
         assert stats.dropped == 0, stats
+
+    return Subject(lambda s, i: logger.info(MESSAGE, s, i), settle, close)
+
+
+async def bare_subject(batch: int) -> Subject:
+    handed = 0
+
+    def count(records: list[logging.LogRecord]) -> None:
+        nonlocal handed
+        handed += len(records)
+
+    queued = BareQueue(count)
+    logger = fresh_logger("bench.caller.bare", queued)
+
+    async def settle(n: int) -> None:
+        await until(lambda: handed >= n, "bare queue delivery")
+
+    async def close() -> None:
+        queued.close()
 
     return Subject(lambda s, i: logger.info(MESSAGE, s, i), settle, close)
 
@@ -214,6 +237,7 @@ SUBJECTS: dict[str, Callable[[int], Awaitable[Subject]]] = {
     "aiologger": aiologger_subject,
     "loguru enqueue": loguru_subject,
     "structlog ainfo": structlog_subject,
+    "bare queue": bare_subject,
 }
 
 

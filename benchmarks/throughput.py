@@ -28,7 +28,7 @@ The variants:
 * ``aiologging``: ``await logger.info(...)`` to its ``AsyncFileHandler``, then
   ``await manager.shutdown()``.
 * ``bare queue``: not a logging library but the least a queue in front of a
-  thread can cost on this machine (``BareQueue``): a bound on the ratios any
+  thread can cost on this machine (``benchmarks.bare``): a bound on the ratios any
   queued design reaches here, measured in the same run.
 """
 
@@ -41,8 +41,6 @@ import queue
 import subprocess
 import sys
 import tempfile
-import threading
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,6 +48,7 @@ from typing import Any
 
 import aioqlog
 from benchmarks._harness import FORMAT, Clock, Table, clocked, lost_lines, paired
+from benchmarks.bare import BareQueue, write_all
 from benchmarks.caller_cost import ARG, MESSAGE, fresh_logger
 
 #: A service yields to its loop between requests; the producer logs this many
@@ -173,68 +172,9 @@ async def with_aiologging(path: Path, n: int, burst: int | None) -> Clock:
     return clock
 
 
-class BareQueue(logging.Handler):
-    """The least a queue in front of a thread costs: a reference, not a usable design.
-
-    ``handle`` appends the record to a deque and wakes the thread when the
-    deque was empty; the thread formats what it finds, in one list, and
-    writes and flushes it under the target's lock in one call. No bound, no
-    filters, no context, no copy of mutable arguments, no error handling and
-    no shutdown guarantee (``close`` waits for the thread for ever): each is
-    a promise aioqlog keeps and pays for: a ceiling for its ratios on the
-    machine that runs this.
-    """
-
-    def __init__(self, target: logging.StreamHandler[Any]) -> None:
-        super().__init__()
-        self.target = target
-        self.records: deque[logging.LogRecord] = deque()
-        self.bell = threading.Event()
-        self.closing = False
-        self.thread = threading.Thread(target=self.work, name="bare-queue", daemon=True)
-        self.thread.start()
-
-    def handle(self, record: logging.LogRecord) -> bool:
-        """Queue *record*; wake the thread if the queue was empty."""
-        records = self.records
-        records.append(record)
-        if len(records) == 1:
-            self.bell.set()
-        return True
-
-    def work(self) -> None:
-        """The thread: format what is queued, write and flush it in one call."""
-        records, target, bell = self.records, self.target, self.bell
-        fmt, terminator, lock = target.format, target.terminator, target.lock
-        assert lock is not None  # made by Handler.__init__
-        while True:
-            bell.wait(0.1)
-            bell.clear()
-            while records:
-                batch: list[logging.LogRecord] = []
-                try:
-                    while len(batch) < 1024:
-                        batch.append(records.popleft())
-                except IndexError:
-                    pass
-                text = "".join([fmt(record) + terminator for record in batch])
-                with lock:
-                    target.stream.write(text)
-                    target.stream.flush()
-            if self.closing and not records:
-                return
-
-    def close(self) -> None:
-        """Wait for the thread to write everything queued, then close."""
-        self.closing = True
-        self.bell.set()
-        self.thread.join()
-        super().close()
-
-
 async def bare_queue(path: Path, n: int, burst: int | None) -> Clock:
     handler = file_handler(path)
-    queued = BareQueue(handler)
+    queued = BareQueue(write_all(handler))
     logger = fresh_logger("bench.e2e.bare", queued)
     with clocked() as clock:
         await produce(lambda s, i: logger.info(MESSAGE, s, i), n, burst)

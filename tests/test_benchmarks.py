@@ -101,6 +101,7 @@ def test_the_quick_run_measures_every_scenario_on_both_loops(quick_run: dict[str
         "aiologger",
         "loguru enqueue",
         "structlog ainfo",
+        "bare queue",
     ]
     for table in quick_run["tables"]:
         for row in table["rows"]:
