@@ -634,11 +634,14 @@ class LogQueue:
             # back and deliver in the caller, as before a loop ran.
             self._consumer_lost()
 
-    def _drain_in_caller(self, delivered: Callable[[int], None] | None = None) -> None:
+    def _drain_in_caller(
+        self, delivered: Callable[[int], None] | None = None, limit: int = BATCH_LIMIT
+    ) -> None:
         """Deliver queued records in this thread while no consumer is attached.
 
         *delivered*, if given, is told how many records each batch held, once
-        the batch has been delivered.
+        the batch has been delivered. A batch holds at most *limit* records
+        (those taken and not yet handed on are counted nowhere).
         """
         consumer = self._consumer
         if consumer is None:
@@ -658,7 +661,7 @@ class LogQueue:
             self._holder = threading.get_ident()
             try:
                 while not self._attached:
-                    batch = self._take(BATCH_LIMIT)
+                    batch = self._take(limit)
                     if not batch:
                         break
                     sink(batch)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import logging
 import sys
 import threading
@@ -533,6 +534,11 @@ class QueueListener:
         self._recursion_quiet = 0  # dropped while handling a summary: not announced
         # Threads delivering what a stopping listener left queued (joined at exit).
         self._drainers: list[threading.Thread] = []
+        # Whether _give_up_on_threads went on without them: no drainer starts
+        # again (one may be stuck in a handler, holding its lock).
+        self._gave_up = False
+        # What _give_up_on_threads last said was left in the queue.
+        self._queued_reported = 0
         self._drops_reported = 0
         self._recursion_reported = 0
         self._summary_due = 0.0  # time.monotonic() before which no summary goes out
@@ -1338,14 +1344,23 @@ class QueueListener:
             self._give_up_on_threads(None, when)
             return
         try:
-            self._wait_for_threads(when, hurry=hurry)
+            if (
+                self._wait_for_threads(when, hurry=hurry)
+                and self.queue.qsize()
+                and not self.queue._attached
+                and not self._gave_up
+            ):
+                # Logged behind a handler that has caught up meanwhile, or
+                # before a listener never started: delivered from a thread of
+                # its own, waited for as the lanes are, so that a handler stuck
+                # on one of them cannot hang the exit. One record at a time:
+                # the one a stuck handler holds is counted as its lane's.
+                self._start_drainer(functools.partial(self.queue._drain_in_caller, limit=1))
+                self._wait_for_threads(when, hurry=hurry)
         except KeyboardInterrupt:
             _stderr(f"interrupted while delivering the last records {when}")
             self._give_up_on_threads(None, when)
             return
-        if self.queue.qsize() and not self.queue._attached:
-            # Logged behind a handler that has caught up meanwhile.
-            self.queue._drain_in_caller()
         for lane in self._lanes:
             # Said once (this runs at close and at exit), and only what is new.
             if not isinstance(lane, TaskLane):
@@ -1398,8 +1413,11 @@ class QueueListener:
     def _progress(self) -> int:
         return self.queue._taken + sum(lane.done_count for lane in self._lanes)
 
-    def _wait_for_threads(self, when: str, *, hurry: bool = False) -> None:
-        """Join the drainers and lane workers while they make progress."""
+    def _wait_for_threads(self, when: str, *, hurry: bool = False) -> bool:
+        """Join the drainers and lane workers while they make progress.
+
+        Returns False once it gave up on them (see ``_give_up_on_threads``).
+        """
         for lane in self._lanes:
             if isinstance(lane, ThreadLane) and lane.state == RUNNING:
                 lane.stop_serving()  # a loop that ended under us: drain and exit
@@ -1428,12 +1446,13 @@ class QueueListener:
                 bound = self.shutdown_timeout
             elif bound is not None and now - last_move >= bound:
                 self._give_up_on_threads(bound, when)
-                return
+                return False
             if not noticed and now - began >= _NOTICE_AFTER:
                 noticed = True
                 _stderr(
                     f"delivering {self.stats.undelivered} records {when} (press Ctrl-C to skip)"
                 )
+        return True
 
     def _give_up_on_threads(self, waited: float | None, when: str) -> None:
         """Report what the listener's busy threads still hold; go on without them.
@@ -1447,20 +1466,24 @@ class QueueListener:
         for lane in self._lanes:
             # Not thread.is_alive(): on Python 3.10 a join interrupted by Ctrl-C
             # can leave a running thread marked as stopped.
-            if (
-                isinstance(lane, ThreadLane)
-                and lane.thread is not None
-                and lane.pending
-                and not lane.abandoned
-            ):
+            # A lane without a worker holds records only while a thread (a
+            # drainer, or one that logs while no listener runs) is in its emit.
+            if isinstance(lane, ThreadLane) and lane.pending and not lane.abandoned:
                 _stderr(
                     f"{lane.stats_name()} is still busy ({why}); exiting without "
                     f"flushing or closing it ({lane.pending} records undelivered)"
                 )
                 _lifecycle.skip_at_shutdown(lane.handler)
                 lane.abandoned = True  # nothing waits for it again (at close)
-        if any(t.is_alive() for t in self._drainers) and self.queue.qsize():
-            _stderr(f"{self.queue.qsize()} records queued at exit were not delivered")
+        # The drainers are not waited for again: one may be stuck in a handler.
+        # (Not is_alive(), again: it may be wrong after an interrupted join.)
+        self._gave_up = True
+        self._drainers = []
+        queued = 0 if self.queue._attached else self.queue.qsize()
+        if queued != self._queued_reported:
+            self._queued_reported = queued  # said once (this runs at close and at exit)
+            if queued:
+                _stderr(f"{queued} records queued at exit were not delivered")
 
 
 def _age(entries: deque[Entry], now: float) -> float | None:

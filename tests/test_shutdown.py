@@ -445,6 +445,41 @@ def test_records_no_listener_ever_served_are_reported_at_exit() -> None:
     )
 
 
+def test_a_handler_stuck_on_a_backlog_left_for_exit_cannot_hang_it() -> None:
+    """A listener made on a loop, never started, its handler stuck at exit: the exit ends.
+
+    The backlog is delivered at exit from a thread of aioqlog's own, given up
+    on once it makes no progress for shutdown_timeout, and what it could not
+    deliver is reported: the record in the stuck emit and the one still queued.
+    """
+    result = _run_script(
+        """
+        import threading
+
+        class Stuck(logging.StreamHandler):
+            def emit(self, record):
+                if record.getMessage() == "stuck":
+                    threading.Event().wait()
+                super().emit(record)
+
+        q = aioqlog.LogQueue()
+        log.addHandler(aioqlog.QueueHandler(q))
+        for message in ("first", "stuck", "last"):
+            log.info(message)
+
+        async def main():
+            aioqlog.QueueListener(q, Stuck(sys.stdout), shutdown_timeout=0.5)
+
+        asyncio.run(main())
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["first"]
+    assert "is still busy (it handled nothing for 0.5s at exit)" in result.stderr
+    assert "(1 records undelivered)" in result.stderr
+    assert result.stderr.count("1 records queued at exit were not delivered") == 1
+
+
 def test_records_for_async_handlers_never_served_are_reported_at_exit() -> None:
     """An async handler's backlog that no listener will await is reported at exit, once."""
     result = _run_script(
