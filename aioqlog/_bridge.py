@@ -584,6 +584,13 @@ class LogQueue:
             # these. Take the queue back and deliver here, as after close.
             self._consumer_lost()
             return True
+        if not self._attached and self._right:
+            # A listener exists but does not run (not started yet, or stopped):
+            # what waits here is delivered in this thread, as every record
+            # logged now is, and this one with it.
+            self._drain_in_caller()
+            if len(self._items) < self._maxsize:
+                return True
         if self._overflow == "drop_old":
             try:
                 evicted = self._items.popleft()

@@ -266,6 +266,29 @@ def test_a_backlog_left_by_a_listener_never_started_comes_with_the_next_record(
     assert listener.stats.handlers[0].handled == 2
 
 
+def test_a_full_queue_behind_a_listener_not_running_is_delivered_not_dropped(
+    anyio_backend: object, logger: logging.Logger
+) -> None:
+    """The queue filled before any listener existed; the next record delivers them all.
+
+    The listener was made on a loop and never started: a record logged while
+    it does not run is handled in the caller, the queued ones before it.
+    """
+    q = aioqlog.LogQueue(maxsize=5)
+    logger.addHandler(aioqlog.QueueHandler(q))
+    rec = Recorder()
+    for i in range(5):
+        logger.info("early %d", i)
+
+    async def main() -> None:
+        aioqlog.QueueListener(q, rec)
+        logger.info("on the loop")
+
+    run_on(anyio_backend, main)
+    assert rec.messages() == [f"early {i}" for i in range(5)] + ["on the loop"]
+    assert q.dropped == 0
+
+
 def test_records_after_stop_wait_for_the_next_start(
     anyio_backend: object, logger: logging.Logger
 ) -> None:
