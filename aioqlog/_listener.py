@@ -398,6 +398,7 @@ class QueueListener:
         self._bind()
         self.queue._attach(backend)
         run = self._run_state = _Run(backend=backend)
+        self._gave_up = False  # a new run: its leftovers are delivered at exit again
         try:
             task = backend.spawn(self._run, "aioqlog-listener", on_run_ending=self._run_ending)
         except BaseException:
@@ -1483,7 +1484,7 @@ class QueueListener:
         if queued != self._queued_reported:
             self._queued_reported = queued  # said once (this runs at close and at exit)
             if queued:
-                _stderr(f"{queued} records queued at exit were not delivered")
+                _stderr(f"{queued} records queued {when} were not delivered")
 
 
 def _age(entries: deque[Entry], now: float) -> float | None:
