@@ -48,6 +48,21 @@ class ExitQueue(Protocol):
         """Return the number of records waiting in the queue."""
         ...
 
+    @property
+    def dropped(self) -> int:
+        """Records the queue dropped (its overflow policy)."""
+        ...
+
+    @property
+    def maxsize(self) -> int:
+        """The queue's bound."""
+        ...
+
+    @property
+    def overflow(self) -> str:
+        """The queue's overflow policy."""
+        ...
+
     def _has_listener(self) -> bool:
         """Return whether a listener was created for the queue (its records have a home)."""
         ...
@@ -97,10 +112,16 @@ def _finish_listeners() -> None:
 def _at_exit() -> None:
     _finish_listeners()
     for queue in list(_queues):
-        if not queue._has_listener() and queue.qsize():
+        if not queue._has_listener() and (queue.qsize() or queue.dropped):
+            also = (
+                f" ({queue.dropped} more were dropped: the queue was full, "
+                f"maxsize={queue.maxsize}, overflow={queue.overflow!r})"
+                if queue.dropped
+                else ""
+            )
             write_stderr(
                 f"{queue.qsize()} records were logged to a LogQueue that no "
-                f"QueueListener served; they were not delivered"
+                f"QueueListener served; they were not delivered{also}"
             )
 
 

@@ -1470,9 +1470,17 @@ class QueueListener:
             # A lane without a worker holds records only while a thread (a
             # drainer, or one that logs while no listener runs) is in its emit.
             if isinstance(lane, ThreadLane) and lane.pending and not lane.abandoned:
+                # Its drop summary would reach it only once it caught up: said here.
+                missed = lane.dropped - lane.drops_reported
+                lane.drops_reported += missed
+                also = (
+                    f", and {missed} more were dropped: its lane was full, maxsize={lane.capacity}"
+                    if missed
+                    else ""
+                )
                 _stderr(
                     f"{lane.stats_name()} is still busy ({why}); exiting without "
-                    f"flushing or closing it ({lane.pending} records undelivered)"
+                    f"flushing or closing it ({lane.pending} records undelivered{also})"
                 )
                 _lifecycle.skip_at_shutdown(lane.handler)
                 lane.abandoned = True  # nothing waits for it again (at close)

@@ -503,6 +503,56 @@ def test_a_handler_stuck_on_a_backlog_left_for_exit_cannot_hang_it() -> None:
     assert result.stderr.count("1 records queued at exit were not delivered") == 1
 
 
+def test_drops_on_a_queue_no_listener_ever_served_are_reported_at_exit() -> None:
+    """A full queue that no listener served: what it dropped is said beside what it holds."""
+    result = _run_script(
+        """
+        log.addHandler(aioqlog.QueueHandler(aioqlog.LogQueue(maxsize=5)))
+        for i in range(20):
+            log.info("nobody listens")
+        """
+    )
+    assert result.returncode == 0
+    assert (
+        "aioqlog: 5 records were logged to a LogQueue that no QueueListener served; they were "
+        "not delivered (15 more were dropped: the queue was full, maxsize=5, "
+        "overflow='drop_new')"
+    ) in result.stderr
+
+
+def test_drops_behind_a_handler_given_up_on_at_exit_are_reported() -> None:
+    """A stuck handler's lane overflows after the run: the exit says what it dropped too.
+
+    Its drop summary would reach it only once it caught up, which it never does.
+    """
+    result = _run_script(
+        """
+        import threading
+
+        class Stuck(logging.Handler):
+            def emit(self, record):
+                threading.Event().wait()
+
+        q = aioqlog.LogQueue(maxsize=10)
+        log.addHandler(aioqlog.QueueHandler(q))
+
+        async def main():
+            listener = aioqlog.QueueListener(q, Stuck(), shutdown_timeout=0.5)
+            listener.start()
+            log.info("first")
+            await asyncio.sleep(0)
+
+        asyncio.run(main())
+        for i in range(50):
+            log.info("after the run %d", i)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        "(10 records undelivered, and 41 more were dropped: its lane was full, maxsize=10)"
+    ) in result.stderr, result.stderr
+
+
 def test_records_for_async_handlers_never_served_are_reported_at_exit() -> None:
     """An async handler's backlog that no listener will await is reported at exit, once."""
     result = _run_script(
