@@ -474,6 +474,12 @@ class QueueListener:
         Returns an empty list once the listener is stopping and everything
         logged before ``stop()`` has been taken. You may override this to
         observe or reorder batches; call the base implementation to get them.
+
+        The contexts are the captured ones, not copies, and records logged in
+        an unchanged context share one: code that enters one and sets a
+        variable there changes it for every record that shares it, queued or
+        still to come in this batch. Read them, or hand on a copy
+        (``(record, ctx.copy())``) changed as you need.
         """
         q = self.queue
         while True:
@@ -497,7 +503,10 @@ class QueueListener:
 
         The base implementation returns *record* unchanged. You may override it
         to enrich or redact records once, before every handler sees them; it
-        runs on the event loop, inside the record's log-call context.
+        runs on the event loop, inside a copy of the record's log-call context:
+        it reads the caller's variables, and what it sets there stays there
+        (the handlers run in copies of the context as logged). Put what the
+        handlers need on the record.
         """
         return record
 
