@@ -603,9 +603,14 @@ class QueueListener:
             lone.put_many(kept)
 
     def _dispatch_idle(self, batch: list[Entry]) -> None:
-        """Deliver *batch* while no listener runs (in a logging thread), and report drops."""
+        """Deliver *batch* while no listener runs (in a logging thread), and report drops.
+
+        The drops are reported once the queue is empty: the records queued
+        before them are delivered first, whatever the size of the batches.
+        """
         self._dispatch(batch)
-        self._report_drops(force=False)
+        if not self.queue.qsize():
+            self._report_drops(force=False)
 
     def _dispatch_one(self, record: logging.LogRecord, depth: int) -> None:
         if depth > MAX_DEPTH:

@@ -553,6 +553,27 @@ def test_drops_behind_a_handler_given_up_on_at_exit_are_reported() -> None:
     ) in result.stderr, result.stderr
 
 
+def test_a_backlog_delivered_at_exit_comes_before_its_drop_summary() -> None:
+    """The queue filled and dropped before the listener existed: its summary comes last."""
+    result = _run_script(
+        """
+        q = aioqlog.LogQueue(maxsize=5)
+        log.addHandler(aioqlog.QueueHandler(q))
+        for i in range(20):
+            log.info("early %d", i)
+
+        async def main():
+            aioqlog.QueueListener(q, logging.StreamHandler(sys.stdout))
+
+        asyncio.run(main())
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"early {i}" for i in range(5)] + [
+        "aioqlog dropped 15 records: the queue was full (maxsize=5, overflow='drop_new')"
+    ]
+
+
 def test_records_for_async_handlers_never_served_are_reported_at_exit() -> None:
     """An async handler's backlog that no listener will await is reported at exit, once."""
     result = _run_script(
