@@ -340,7 +340,9 @@ def readme_block(data: dict[str, Any]) -> str:
             README_START,
             f"Measured with `{data['command']}` on {m['cores']} cores ({m['cpu']}), "
             f"{m['python']}, {data['started'][:10]}; details in "
-            f"[docs/benchmarks.md](docs/benchmarks.md).",
+            f"[docs/benchmarks.md](docs/benchmarks.md). In brackets: a bare queue (a deque in "
+            f"front of a thread, none of aioqlog's guarantees) in the same rounds, the most a "
+            f"queue in front of a thread reached on that machine.",
             "",
             md_table(["target", "loop", "measured", ""], rows),
             README_END,
@@ -425,7 +427,9 @@ def render(data: dict[str, Any], docs: Path, readme: Path | None) -> list[Path]:
         "",
         "Each target is a ratio within one run (or a figure) of the tables below, checked "
         "on every loop it was measured on. A missed target is reported here; it does not "
-        "fail the run.",
+        "fail the run. Where the table measured the bare queue (a deque in front of a thread, "
+        "with none of aioqlog's guarantees), its ratio is shown in brackets: the most any "
+        "queue in front of a thread reached on this machine, in the same rounds.",
         "",
         md_table(
             ["target", "loop", "measured", ""],
