@@ -684,11 +684,12 @@ class LogQueue:
             if self._attached or not self._items:
                 return
 
-    def _consumer_lost(self, *, drain: bool = True) -> None:
+    def _consumer_lost(self, *, drain: bool = True, limit: int = BATCH_LIMIT) -> None:
         """Take back the delivery right from a consumer whose loop has closed.
 
-        Then deliver what is queued in this thread, unless *drain* is false (a
-        new consumer is about to attach and take it).
+        Then deliver what is queued in this thread (in batches of at most
+        *limit*), unless *drain* is false (a new consumer is about to attach
+        and take it).
         """
         with self._lock:
             if not self._attached:
@@ -705,7 +706,7 @@ class LogQueue:
             # A record put meanwhile found no right to take: drained just below.
             self._right.append(_TOKEN)
         if drain:
-            self._drain_in_caller()
+            self._drain_in_caller(limit=limit)
 
     # ---------------------------------------------------------------- consumer
     # All of these run on the loop thread of the attached listener.

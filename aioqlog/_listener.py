@@ -914,12 +914,17 @@ class QueueListener:
             else:
                 q._abandon_attach(drain=False)
             if q.qsize():
-                self._start_drainer(q._drain_in_caller)
+                self._start_drainer(functools.partial(q._drain_in_caller, limit=1))
         elif not task.cancelled() and task.exception() is not None and q._attached:
-            self._start_drainer(q._consumer_lost)
+            self._start_drainer(functools.partial(q._consumer_lost, limit=1))
 
     def _start_drainer(self, drain: Callable[[], None]) -> None:
         """Run *drain* in a helper thread (never on the loop), joined at exit.
+
+        A drainer takes one record at a time off the queue: a record is then
+        always in the queue or in a lane, counted, even when a handler gets
+        stuck on the one before it (a batch in the drainer's hands would be
+        counted nowhere).
 
         A daemon, so that a stuck handler cannot hang the interpreter before the
         exit hook runs; the exit hook waits for it while it makes progress.
@@ -1093,7 +1098,7 @@ class QueueListener:
 
         def drain() -> None:
             try:
-                self.queue._drain_in_caller(delivered)
+                self.queue._drain_in_caller(delivered, limit=1)
             finally:
                 signal()
 

@@ -574,6 +574,50 @@ def test_a_backlog_delivered_at_exit_comes_before_its_drop_summary() -> None:
     ]
 
 
+def test_records_a_drainer_has_not_handed_on_are_counted_when_it_is_stuck() -> None:
+    """Records logged while stop() runs go to a drainer; a handler sticks on the first.
+
+    The drainer takes one record at a time, so the two behind the stuck one
+    are still queued at exit, and reported, not lost in its hands.
+    """
+    result = _run_script(
+        """
+        import threading
+
+        class Stuck(logging.StreamHandler):
+            def emit(self, record):
+                if record.getMessage() == "stuck":
+                    threading.Event().wait()
+                super().emit(record)
+
+        q = aioqlog.LogQueue()
+        log.addHandler(aioqlog.QueueHandler(q))
+
+        async def main():
+            listener = aioqlog.QueueListener(
+                q, logging.StreamHandler(sys.stdout), Stuck(sys.stdout), shutdown_timeout=0.5
+            )
+            listener.start()
+            log.info("before")
+
+            async def while_stopping():
+                await asyncio.sleep(0)  # stop() has begun
+                for message in ("stuck", "x1", "x2"):
+                    log.info(message)
+
+            task = asyncio.create_task(while_stopping())
+            await listener.stop(timeout=1)
+            await task
+
+        asyncio.run(main())
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "(it handled nothing for 0.5s at exit)" in result.stderr
+    assert "(1 records undelivered)" in result.stderr
+    assert "2 records queued at exit were not delivered" in result.stderr
+
+
 def test_records_for_async_handlers_never_served_are_reported_at_exit() -> None:
     """An async handler's backlog that no listener will await is reported at exit, once."""
     result = _run_script(
