@@ -1103,8 +1103,14 @@ class QueueListener:
                 signal()
 
         self._start_drainer(drain)
-        if not self._run_state.cancelled:
-            await backend.wait(done, self._time_left())
+        if not self._run_state.cancelled and not await backend.wait(done, self._time_left()):
+            left = remaining[0]
+            if left > 0:
+                _stderr(
+                    f"stop() ran out of time; {left} records logged while it ran are still "
+                    f"being delivered from a helper thread (at exit, aioqlog waits for it "
+                    f"while it makes progress)"
+                )
 
     async def _aclose(self, lane: TaskLane) -> None:
         """Await the handler's ``aclose()`` (where it sends what it buffered), within bounds.
