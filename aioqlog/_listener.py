@@ -18,10 +18,12 @@ handled in the thread that logs them (see ``QueueListener``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import functools
 import logging
+import signal
 import sys
 import threading
 import time
@@ -819,17 +821,17 @@ class QueueListener:
         if closing is not None:
             _stderr(
                 f"waiting for {closing.stats_name()}.aclose() to send the {count} records it holds "
-                f"({bound}; press Ctrl-C to skip)"
+                f"({bound}{_ctrl_c_skips()})"
             )
         elif self._run_state.patient:
             _stderr(
                 f"the event loop is ending without QueueListener.stop(); "
-                f"delivering {count} records first ({bound}; press Ctrl-C to skip)"
+                f"delivering {count} records first ({bound}{_ctrl_c_skips()})"
             )
         else:
             _stderr(
                 f"stopping: waiting for the handlers to deliver {count} records "
-                f"({bound}; press Ctrl-C to skip)"
+                f"({bound}{_ctrl_c_skips()})"
             )
 
     def _wait_bound(self, who_make: str) -> str | None:
@@ -1476,7 +1478,7 @@ class QueueListener:
             if not noticed and now - began >= _NOTICE_AFTER:
                 noticed = True
                 _stderr(
-                    f"delivering {self.stats.undelivered} records {when} (press Ctrl-C to skip)"
+                    f"delivering {self.stats.undelivered} records {when}{_ctrl_c_skips(' (', ')')}"
                 )
         return True
 
@@ -1518,6 +1520,31 @@ class QueueListener:
             self._queued_reported = queued  # said once (this runs at close and at exit)
             if queued:
                 _stderr(f"{queued} records queued {when} were not delivered")
+
+
+def _ctrl_c_skips(before: str = "; ", after: str = "") -> str:
+    """Return the advice to press Ctrl-C to skip a wait, if Ctrl-C is Python's here.
+
+    It is when SIGINT raises ``KeyboardInterrupt`` (Python's default handler,
+    or the one ``asyncio.Runner`` or ``trio.run`` installs while they run). A
+    server that handles SIGINT itself (uvicorn, aiohttp's ``run_app``) shuts
+    down its own way on it: the advice would be wrong there.
+    """
+    try:
+        handler = signal.getsignal(signal.SIGINT)
+    except (ValueError, AttributeError):  # no such signal here
+        return ""
+    on_sigint = getattr(getattr(asyncio, "Runner", None), "_on_sigint", None)  # 3.11+
+    skips = (
+        handler is signal.default_int_handler
+        or (
+            isinstance(handler, functools.partial)
+            and on_sigint is not None
+            and getattr(handler.func, "__func__", None) is on_sigint
+        )
+        or getattr(handler, "__module__", None) == "trio._core._ki"
+    )
+    return f"{before}press Ctrl-C to skip{after}" if skips else ""
 
 
 def _age(entries: deque[Entry], now: float) -> float | None:

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import io
 import logging
+import signal
 import subprocess
 import sys
 import textwrap
@@ -287,6 +288,38 @@ def test_a_full_queue_behind_a_listener_not_running_is_delivered_not_dropped(
     run_on(anyio_backend, main)
     assert rec.messages() == [f"early {i}" for i in range(5)] + ["on the loop"]
     assert q.dropped == 0
+
+
+def test_a_stop_notice_offers_ctrl_c_only_where_ctrl_c_skips(
+    anyio_backend: object, logger: logging.Logger
+) -> None:
+    """Where the application handles SIGINT itself (uvicorn does), Ctrl-C is not offered.
+
+    A server's own SIGINT handler shuts the server down its way, and does not
+    cut the stop short: "press Ctrl-C to skip" would send the user astray.
+    """
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    gate = Gate()
+    stderr = io.StringIO()
+
+    async def main() -> None:
+        listener = aioqlog.QueueListener(q, gate)
+        listener.start()
+        logger.info("held")
+        with contextlib.redirect_stderr(stderr):
+            await listener.stop(timeout=2.5)  # the notice comes after a second
+
+    previous = signal.signal(signal.SIGINT, lambda *_: None)  # the server's own
+    try:
+        run_on(anyio_backend, main)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        gate.opened.set()
+    assert "stopping: waiting for the handlers to deliver 1 records (up to 1s more)" in (
+        stderr.getvalue()
+    )
+    assert "Ctrl-C" not in stderr.getvalue()
 
 
 def test_records_after_stop_wait_for_the_next_start(
