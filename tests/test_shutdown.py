@@ -431,12 +431,19 @@ async def _start(listener: aioqlog.QueueListener) -> None:
 # Interpreter exit, in a child process of its own.
 
 _EXIT_SCRIPT = """
-import asyncio, logging, sys, time
+import asyncio, logging, sys, threading, time
 import aioqlog
 
 class Slow(logging.StreamHandler):
     def emit(self, record):
         time.sleep(0.001)
+        super().emit(record)
+
+class Stuck(logging.StreamHandler):
+    # Hangs for good on the record "stuck"; writes the others.
+    def emit(self, record):
+        if record.getMessage() == "stuck":
+            threading.Event().wait()
         super().emit(record)
 
 log = logging.getLogger("app")
@@ -510,14 +517,6 @@ def test_a_handler_stuck_on_a_backlog_left_for_exit_cannot_hang_it() -> None:
     """
     result = _run_script(
         """
-        import threading
-
-        class Stuck(logging.StreamHandler):
-            def emit(self, record):
-                if record.getMessage() == "stuck":
-                    threading.Event().wait()
-                super().emit(record)
-
         q = aioqlog.LogQueue()
         log.addHandler(aioqlog.QueueHandler(q))
         for message in ("first", "stuck", "last"):
@@ -560,19 +559,13 @@ def test_drops_behind_a_handler_given_up_on_at_exit_are_reported() -> None:
     """
     result = _run_script(
         """
-        import threading
-
-        class Stuck(logging.Handler):
-            def emit(self, record):
-                threading.Event().wait()
-
         q = aioqlog.LogQueue(maxsize=10)
         log.addHandler(aioqlog.QueueHandler(q))
 
         async def main():
             listener = aioqlog.QueueListener(q, Stuck(), shutdown_timeout=0.5)
             listener.start()
-            log.info("first")
+            log.info("stuck")
             await asyncio.sleep(0)
 
         asyncio.run(main())
@@ -615,14 +608,6 @@ def test_records_a_drainer_has_not_handed_on_are_counted_when_it_is_stuck() -> N
     """
     result = _run_script(
         """
-        import threading
-
-        class Stuck(logging.StreamHandler):
-            def emit(self, record):
-                if record.getMessage() == "stuck":
-                    threading.Event().wait()
-                super().emit(record)
-
         q = aioqlog.LogQueue()
         log.addHandler(aioqlog.QueueHandler(q))
 
