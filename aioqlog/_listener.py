@@ -916,29 +916,30 @@ class QueueListener:
             else:
                 q._abandon_attach(drain=False)
             if q.qsize():
-                self._start_drainer(functools.partial(q._drain_in_caller, limit=1))
+                self._start_drainer(q._drain_in_caller)
         elif not task.cancelled() and task.exception() is not None and q._attached:
-            self._start_drainer(functools.partial(q._consumer_lost, limit=1))
+            self._start_drainer(q._consumer_lost)
 
-    def _start_drainer(self, drain: Callable[[], None]) -> None:
-        """Run *drain* in a helper thread (never on the loop), joined at exit.
+    def _start_drainer(self, drain: Callable[..., None]) -> None:
+        """Run ``drain(limit=1)`` in a helper thread (never on the loop), joined at exit.
 
-        A drainer takes one record at a time off the queue: a record is then
-        always in the queue or in a lane, counted, even when a handler gets
-        stuck on the one before it (a batch in the drainer's hands would be
-        counted nowhere).
+        *drain* takes records off the queue in batches of at most *limit*: a
+        drainer takes one at a time, so that a record is always in the queue
+        or in a lane, counted, even when a handler gets stuck on the one
+        before it (a batch in the drainer's hands would be counted nowhere).
 
         A daemon, so that a stuck handler cannot hang the interpreter before the
         exit hook runs; the exit hook waits for it while it makes progress.
         """
         self._drainers = [t for t in self._drainers if t.is_alive()]
-        thread = threading.Thread(target=drain, name="aioqlog-drain", daemon=True)
+        one = functools.partial(drain, limit=1)
+        thread = threading.Thread(target=one, name="aioqlog-drain", daemon=True)
         try:
             thread.start()
         except RuntimeError:
             # The interpreter is exiting (Python 3.12+ starts no thread then,
             # and a daemon thread's loop can end only now): drain right here.
-            drain()
+            one()
             return
         self._drainers.append(thread)
 
@@ -1098,9 +1099,9 @@ class QueueListener:
                 if remaining[0] <= 0:
                     signal()
 
-        def drain() -> None:
+        def drain(limit: int) -> None:
             try:
-                self.queue._drain_in_caller(delivered, limit=1)
+                self.queue._drain_in_caller(delivered, limit=limit)
             finally:
                 signal()
 
@@ -1381,9 +1382,8 @@ class QueueListener:
                 # Logged behind a handler that has caught up meanwhile, or
                 # before a listener never started: delivered from a thread of
                 # its own, waited for as the lanes are, so that a handler stuck
-                # on one of them cannot hang the exit. One record at a time:
-                # the one a stuck handler holds is counted as its lane's.
-                self._start_drainer(functools.partial(self.queue._drain_in_caller, limit=1))
+                # on one of them cannot hang the exit.
+                self._start_drainer(self.queue._drain_in_caller)
                 self._wait_for_threads(when, hurry=hurry)
         except KeyboardInterrupt:
             _stderr(f"interrupted while delivering the last records {when}")
@@ -1397,11 +1397,7 @@ class QueueListener:
             if left != lane.reported_left and any(left):
                 lane.reported_left = left
                 held, dropped = left
-                also = (
-                    f" ({dropped} more were dropped: its lane was full, maxsize={lane.capacity})"
-                    if dropped
-                    else ""
-                )
+                also = f" ({_lane_was_full(dropped, lane)})" if dropped else ""
                 _stderr(
                     f"{held} records for {lane.stats_name()} were never delivered{also}: "
                     f"an async handler needs a running listener to await it, and none ran "
@@ -1500,11 +1496,7 @@ class QueueListener:
                 # Its drop summary would reach it only once it caught up: said here.
                 missed = lane.dropped - lane.drops_reported
                 lane.drops_reported += missed
-                also = (
-                    f", and {missed} more were dropped: its lane was full, maxsize={lane.capacity}"
-                    if missed
-                    else ""
-                )
+                also = f", and {_lane_was_full(missed, lane)}" if missed else ""
                 _stderr(
                     f"{lane.stats_name()} is still busy ({why}); exiting without "
                     f"flushing or closing it ({lane.pending} records undelivered{also})"
@@ -1520,6 +1512,11 @@ class QueueListener:
             self._queued_reported = queued  # said once (this runs at close and at exit)
             if queued:
                 _stderr(f"{queued} records queued {when} were not delivered")
+
+
+def _lane_was_full(dropped: int, lane: Lane) -> str:
+    """Say that *lane* dropped *dropped* records it had no room for."""
+    return f"{dropped} more were dropped: its lane was full, maxsize={lane.capacity}"
 
 
 def _ctrl_c_skips(before: str = "; ", after: str = "") -> str:
