@@ -291,11 +291,8 @@ def _stream(handler: logging.StreamHandler[Any]) -> BatchEmit:
             try:
                 if watched:
                     handler.reopenIfNeeded()  # type: ignore[attr-defined]
-                if is_file and handler.stream is None:
-                    # As FileHandler.emit: open on first use (delay=True), unless closed.
-                    file: Any = handler
-                    if file.mode != "w" or not getattr(file, "_closed", False):
-                        handler.stream = file._open()
+                if is_file:
+                    _open_on_first_use(handler)  # type: ignore[arg-type]
             except BaseException:  # noqa: BLE001 - opening failed: each record's emit would have
                 for record in kept:
                     report_error(handler, record)
@@ -308,6 +305,13 @@ def _stream(handler: logging.StreamHandler[Any]) -> BatchEmit:
         return handled + len(kept) - failed, errors + failed
 
     return deliver
+
+
+def _open_on_first_use(handler: logging.FileHandler) -> None:
+    """Open *handler*'s file as ``FileHandler.emit`` does: on first use, unless closed."""
+    # Precondition: the handler's lock is held.
+    if handler.stream is None and (handler.mode != "w" or not getattr(handler, "_closed", False)):
+        handler.stream = handler._open()
 
 
 def _write_all(
@@ -389,10 +393,8 @@ def _rotating(handler: logging.handlers.BaseRotatingHandler) -> BatchEmit:
                 try:
                     if rotating.shouldRollover(record):
                         rotating.doRollover()
-                    if handler.stream is None and (
-                        handler.mode != "w" or not getattr(handler, "_closed", False)
-                    ):
-                        handler.stream = handler._open()
+                    if handler.stream is None:
+                        _open_on_first_use(handler)
                     if handler.stream:
                         handler.stream.write(text)
                 except Exception:  # noqa: BLE001

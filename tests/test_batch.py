@@ -210,6 +210,46 @@ def test_a_subclass_that_overrides_what_the_batch_bypasses_goes_record_by_record
     assert batch_emitter(logging.handlers.MemoryHandler(10)) is None
 
 
+@pytest.mark.parametrize("rotating", [False, True], ids=["FileHandler", "RotatingFileHandler"])
+def test_a_closed_file_handler_in_w_mode_gets_a_batch_as_it_gets_a_record(
+    rotating: bool, tmp_path: Path
+) -> None:
+    """A mode-"w" handler opened by its first batch and closed: the same bytes as attached directly.
+
+    A closed ``FileHandler`` in mode "w" writes nothing (its file is not
+    reopened, which would truncate it); the stdlib's rotating handlers reopen
+    it (their rollover check opens the file), and so does a batch.
+    """
+
+    def make(path: Path) -> logging.FileHandler:
+        if rotating:
+            return logging.handlers.RotatingFileHandler(path, mode="w", delay=True)
+        return logging.FileHandler(path, mode="w", delay=True)
+
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("app", logging.INFO, __file__, 1, msg, None, None)
+
+    direct = make(tmp_path / "direct.log")
+    direct.handle(record("kept"))
+    direct.close()
+    direct.handle(record("after close"))
+    direct.close()
+
+    batched = make(tmp_path / "batched.log")
+    deliver = batch_emitter(batched)
+    assert deliver is not None
+    assert not (tmp_path / "batched.log").exists()
+    assert deliver([(record("kept"), contextvars.copy_context())]) == (1, 0)
+    batched.close()
+    assert deliver([(record("after close"), contextvars.copy_context())]) == (1, 0)
+    batched.close()
+
+    written = (tmp_path / "batched.log").read_text()
+    assert written == (tmp_path / "direct.log").read_text()
+    if not rotating:
+        assert written == "kept\n"
+
+
 class _Batches(logging.Handler):
     """A sync handler with emit_batch: keeps each call's records and context value."""
 
