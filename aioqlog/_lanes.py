@@ -39,7 +39,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final, Literal, Protocol
 
 from ._async_handler import AsyncHandler, overrides_batch
@@ -79,6 +79,9 @@ DRAINING: Final = "draining"
 #: Most records a worker takes at once: a batch is written in one go, and
 #: progress (what stop() and the exit hook watch) is counted per batch.
 WORKER_BATCH = 1024
+
+#: A lane's ``in_hand`` while its worker holds no record.
+_EMPTY_HAND: tuple[Sequence[Entry], int] = ((), 0)
 
 
 class Feed(Protocol):
@@ -142,11 +145,28 @@ class Lane:
         # seconds per record of the last call (inf: none made yet): see call_size.
         self.call_budget: float | None = None
         self.per_record = math.inf
+        # The batch the worker is handling and done_count when it took it, in
+        # one attribute (read from other threads): see oldest_created.
+        self.in_hand: tuple[Sequence[Entry], int] = _EMPTY_HAND
 
     @property
     def pending(self) -> int:
         """Records in the buffer or being handled right now."""
         return self.put_count - self.done_count - self.evicted
+
+    def oldest_created(self) -> float | None:
+        """When the oldest record not handled yet was logged; None if none waits.
+
+        The worker's hand comes first: it holds the records taken from the buffer.
+        """
+        batch, start = self.in_hand
+        index = self.done_count - start
+        if 0 <= index < len(batch):
+            return batch[index][0].created
+        try:
+            return self.buffer[0][0].created
+        except IndexError:  # empty, or emptied by another thread just now
+            return None
 
     def room(self) -> int:
         """Return how many more records the lane takes without overflowing.
@@ -444,6 +464,7 @@ class ThreadLane(Lane):
                 batch = to_handle(batch)
                 if copying:
                     batch = [(copy_record(record), ctx) for record, ctx in batch]
+                self.in_hand = (batch, self.done_count)
                 if emit_batch is not None:
                     started = time.monotonic()
                     try:
@@ -470,6 +491,7 @@ class ThreadLane(Lane):
                         self.done_count += 1
                     del record, ctx
                 # Hold no record (nor its context's values) while parked.
+                self.in_hand = _EMPTY_HAND
                 del batch
                 if self._watch.slot:
                     self.notify()

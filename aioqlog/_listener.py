@@ -27,7 +27,6 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -1299,9 +1298,7 @@ class QueueListener:
                     errors=lane.errors,
                     dropped=lane.dropped + _own_drops(lane.handler),
                     pending=lane.pending + _held(lane.handler),
-                    oldest_pending_age=_age(lane.buffer, now)
-                    if lane.buffer or fed is not lane
-                    else _since(q._oldest_created(), now),
+                    oldest_pending_age=_since(_oldest(lane, fed, q), now),
                 )
                 for lane in self._lanes
             ),
@@ -1544,13 +1541,15 @@ def _ctrl_c_skips(before: str = "; ", after: str = "") -> str:
     return f"{before}press Ctrl-C to skip{after}" if skips else ""
 
 
-def _age(entries: deque[Entry], now: float) -> float | None:
-    """Return how long ago the oldest of *entries* was logged; None if there are none."""
-    try:
-        oldest = entries[0][0].created
-    except IndexError:  # empty, or emptied by another thread just now
-        return None
-    return _since(oldest, now)
+def _oldest(lane: Lane, fed: Lane | None, queue: LogQueue) -> float | None:
+    """Return when the oldest record *lane* has yet to handle was logged (None: none).
+
+    The lane *fed* on the one-hop path has the queue's records to handle too.
+    """
+    created = lane.oldest_created()
+    if created is None and lane is fed:
+        return queue._oldest_created()
+    return created
 
 
 def _since(created: float | None, now: float) -> float | None:

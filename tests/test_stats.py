@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import time
 
 import pytest
 from support import STALL, Gate, Recorder, in_thread
@@ -70,3 +71,38 @@ async def test_a_full_queue_reports_one_summary_and_no_tracebacks(logger: loggin
     (summary,) = [r for r in rec.records if r.name == "aioqlog"]
     assert summary.levelno == logging.WARNING
     assert listener.stats.dropped == 1000
+
+
+@pytest.mark.parametrize("handlers", [1, 2])
+@pytest.mark.anyio
+async def test_a_sync_handler_behind_reports_its_oldest_record_while_holding_a_batch(
+    handlers: int, logger: logging.Logger
+) -> None:
+    """Records a worker took as one batch still count for how far behind its handler is.
+
+    The records were logged before the listener existed, so the worker takes
+    them all at once and holds them while its handler is stuck on the first.
+    """
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    for i in range(3):
+        logger.info("waiting %d", i)
+    first_logged = time.time()  # no later than the first record's created
+    stuck = [Gate(name=f"stuck-{k}") for k in range(handlers)]
+    async with aioqlog.QueueListener(q, *stuck) as listener:
+        await in_thread(lambda: all(gate.entered.wait(STALL) for gate in stuck))
+        seen = time.time()
+        stats = listener.stats
+        for handler in stats.handlers:
+            assert handler.pending == 3
+            assert handler.oldest_pending_age is not None
+            assert handler.oldest_pending_age >= stats_floor(seen, first_logged)
+        for gate in stuck:
+            gate.opened.set()
+    for handler in listener.stats.handlers:
+        assert handler.oldest_pending_age is None
+
+
+def stats_floor(seen: float, first_logged: float) -> float:
+    """The least age the oldest record can have at *seen*, with clock rounding allowed."""
+    return max(0.0, seen - first_logged - 0.001)
