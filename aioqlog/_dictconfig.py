@@ -29,6 +29,7 @@ import queue as stdlib_queue
 import sys
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from types import FrameType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._bridge import LogQueue
@@ -76,20 +77,44 @@ def made_by_dictconfig() -> bool:
     Only there does a plain ``queue.Queue()`` stand for "no queue configured"; a
     queue passed by hand is the caller's, and is never silently replaced.
     """
+    return _dictconfig_frame("_configure_queue_handler") is not None
+
+
+def _dictconfig_frame(step: str) -> FrameType | None:
+    """Return the frame of ``DictConfigurator.<step>`` if it is a few calls up, else None.
+
+    None on Python 3.10/3.11 for the queue-handler steps, which they lack, and
+    when ``logging.config`` was never imported.
+    """
     config = sys.modules.get("logging.config")
-    step = getattr(getattr(config, "DictConfigurator", None), "_configure_queue_handler", None)
-    code = getattr(step, "__code__", None)
+    method = getattr(getattr(config, "DictConfigurator", None), step, None)
+    code = getattr(method, "__code__", None)
     if code is None:
-        return False  # Python 3.10/3.11, or logging.config never imported
-    frame = sys._getframe(1)
-    # A few frames up: QueueHandler.__init__ and any subclass __init__ between.
-    for _ in range(8):
+        return None
+    frame = sys._getframe(2)
+    # A few frames up: QueueHandler.__init__ (or the listener setter), any
+    # subclass __init__ between, and dictConfig's own steps.
+    for _ in range(10):
         if frame.f_code is code:
-            return True
+            return frame
         if frame.f_back is None:
-            return False
+            return None
         frame = frame.f_back
-    return False
+    return None
+
+
+def _configured_respect(listener: logging.handlers.QueueListener) -> bool:
+    """Return ``respect_handler_level`` for the stdlib listener dictConfig built (3.12+).
+
+    The stdlib fills in its own default (false) when the entry has no such key;
+    aioqlog's is true, as everywhere else, so the entry itself is read. A
+    listener assigned by hand keeps its own setting.
+    """
+    frame = _dictconfig_frame("configure_handler")
+    entry = None if frame is None else frame.f_locals.get("config")
+    if isinstance(entry, Mapping):
+        return bool(entry.get("respect_handler_level", True))
+    return bool(listener.respect_handler_level)
 
 
 def adopt(handler: QueueHandler, value: object) -> QueueListener | None:
@@ -117,7 +142,7 @@ def adopt(handler: QueueHandler, value: object) -> QueueListener | None:
                 "under its 'handlers' key"
             )
         listener = QueueListener(
-            handler.queue, *value.handlers, respect_handler_level=value.respect_handler_level
+            handler.queue, *value.handlers, respect_handler_level=_configured_respect(value)
         )
         _configured.add(handler)
         return listener
@@ -167,7 +192,7 @@ def from_config(
             f"aioqlog.QueueHandler 'handlers' must be a non-empty list of handler names, "
             f"got {names!r}"
         )
-    respect = config.get("respect_handler_level", False)
+    respect = config.get("respect_handler_level", True)
     if not isinstance(respect, bool):
         raise ValueError(
             f"aioqlog.QueueHandler 'respect_handler_level' must be true or false, got {respect!r}"

@@ -257,8 +257,10 @@ class QueueListener:
         queue: The ``LogQueue`` that a ``QueueHandler`` feeds.
         *handlers: The handlers to deliver to: any ``logging.Handler``, and
             ``AsyncHandler`` subclasses for awaitable I/O.
-        respect_handler_level: As in the stdlib: when true, a handler only gets
-            records at or above its level; otherwise, every record.
+        respect_handler_level: When true (the default), a handler only gets
+            records at or above its level, as when attached to the logger.
+            False gives every record to every handler, as the stdlib's
+            ``QueueListener`` does by default.
         shutdown_timeout: Seconds to keep delivering when the task is cancelled
             from outside; ``None`` waits as long as it takes.
 
@@ -285,7 +287,7 @@ class QueueListener:
         self,
         queue: LogQueue,
         *handlers: logging.Handler,
-        respect_handler_level: bool = False,
+        respect_handler_level: bool = True,
         shutdown_timeout: float | None = DEFAULT_SHUTDOWN_TIMEOUT,
     ) -> None:
         if not isinstance(queue, LogQueue):

@@ -67,7 +67,7 @@ def test_signatures_match_the_contract() -> None:
     assert q.parameters["overflow"].default == "drop_new"
     listener = inspect.signature(aioqlog.QueueListener)
     assert list(listener.parameters)[:3] == ["queue", "handlers", "respect_handler_level"]
-    assert listener.parameters["respect_handler_level"].default is False
+    assert listener.parameters["respect_handler_level"].default is True
     stop = inspect.signature(aioqlog.QueueListener.stop)
     assert stop.parameters["timeout"].default is None
     assert inspect.iscoroutinefunction(aioqlog.QueueListener.stop)

@@ -117,6 +117,35 @@ def test_records_before_the_loop_are_handled_and_then_served(
 
 
 @pytest.mark.usefixtures("configured")
+@pytest.mark.parametrize("form", [CLASS_FORM, FACTORY_FORM], ids=["class", "factory"])
+@pytest.mark.parametrize("respect", [None, True, False], ids=["default", "true", "false"])
+def test_handler_levels_are_respected_unless_configured_otherwise(
+    form: dict[str, Any], respect: bool | None
+) -> None:
+    """Without the key, a handler's level filters as when attached directly, on every Python.
+
+    (On 3.12+ the stdlib fills in its own default, false, before aioqlog sees the listener.)
+    """
+    entry = dict(form) if respect is None else {**form, "respect_handler_level": respect}
+    logging.config.dictConfig(_config(entry, name="a_queue"))
+    handler = _root_handler()
+    listener = handler.listener if handler._pending is None else None
+    if listener is None:
+        (listener,) = aioqlog._dictconfig.configured_listeners()
+    assert listener.respect_handler_level is (respect is not False)
+    log = logging.getLogger("app.levels")
+    log.debug("below the recorder's level")
+    log.info("at the recorder's level")
+    (recorder,) = listener.handlers
+    assert isinstance(recorder, Recorder)
+    lines = [line for line in recorder.lines if " app.levels " in line]
+    expected = ["INFO app.levels at the recorder's level"]
+    if respect is False:
+        expected.insert(0, "DEBUG app.levels below the recorder's level")
+    assert lines == expected
+
+
+@pytest.mark.usefixtures("configured")
 def test_queue_options_come_from_the_queue_key() -> None:
     """A 'queue' mapping builds the LogQueue with those options."""
     queue = {"()": "aioqlog.LogQueue", "maxsize": 123, "overflow": "drop_old"}
