@@ -7,8 +7,9 @@ import threading
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import Any, NoReturn
 
+from ._backend import Task
 from ._bridge import LogQueue
 from ._diagnostics import check_seconds
 from ._dictconfig import configured_listeners
@@ -69,13 +70,21 @@ class InstalledListener(QueueListener):
         self._moved = True
 
     def _restore(self) -> None:
-        """Give the logger its handlers back, keeping any added since."""
+        """Give the logger its handlers back, keeping any added since.
+
+        Unless the application reconfigured the logger meanwhile (``dictConfig``,
+        ``basicConfig(force=True)``, ``removeHandler``): a logger without the
+        queue handler keeps the handlers it was given, as it would without
+        aioqlog, and the moved ones stay off it.
+        """
         self.restore_pending = False
         if not self._moved:
             return
         current = self.logger.handlers
-        added = [h for h in current if h is not self.queue_handler]
-        self.logger.handlers = [*self._originals, *(h for h in added if h not in self._originals)]
+        if self.queue_handler in current:
+            added = [h for h in current if h is not self.queue_handler]
+            kept = [h for h in added if h not in self._originals]
+            self.logger.handlers = [*self._originals, *kept]
         if _installed.get(self.logger) is self:
             del _installed[self.logger]
         self._moved = False
@@ -92,6 +101,25 @@ class InstalledListener(QueueListener):
         except BaseException:
             self._restore()
             raise
+
+    def __enter__(self) -> NoReturn:
+        """Refuse ``with`` (see ``QueueListener.__enter__``); the logger keeps its handlers."""
+        if not self.running and not self.restore_pending:
+            self._restore()  # install() moved them: nothing else will put them back
+        raise TypeError(
+            "aioqlog.install() returns an async context manager: write "
+            "`async with aioqlog.install():` inside a coroutine"
+        )
+
+    def _on_task_done(self, task: Task) -> None:
+        """After the run, however it ended: the handlers go back as after ``stop()``.
+
+        A loop that ends without ``stop()`` ends the run too; the next
+        ``install()`` finds the logger as it was.
+        """
+        super()._on_task_done(task)
+        if task is self._run_state.task:
+            self._restore_when_idle()
 
     async def stop(self, timeout: float | None = None) -> ListenerStats:
         """Deliver everything logged so far, stop, and give the logger its handlers back.
@@ -208,10 +236,17 @@ def install(
             )
         return earlier
     handlers = list(target.handlers)
-    if any(isinstance(h, QueueHandler) for h in handlers):
+    queued = [h for h in handlers if isinstance(h, QueueHandler)]
+    if queued:
+        if any(h.listener is not None or h._pending is not None for h in queued):
+            raise RuntimeError(
+                f"{_name(target)} already logs through an aioqlog.QueueHandler from your "
+                f"logging configuration; start its listener with aioqlog.listening() instead"
+            )
         raise RuntimeError(
-            f"{_name(target)} already logs through an aioqlog.QueueHandler (from your "
-            f"logging configuration); start its listener with aioqlog.listening() instead"
+            f"{_name(target)} already logs through an aioqlog.QueueHandler; serve its "
+            f"queue with a listener instead: "
+            f"`async with aioqlog.QueueListener(queue_handler.queue, *your_handlers):`"
         )
     if not handlers:
         raise ValueError(
@@ -258,7 +293,10 @@ async def listening(
         raise RuntimeError(
             "aioqlog.listening() found no listener to run: logging configuration set up "
             'no aioqlog.QueueHandler. Add one to your dictConfig ("class": '
-            '"aioqlog.QueueHandler", "handlers": [...]), or use aioqlog.install()'
+            '"aioqlog.QueueHandler", "handlers": [...]); serve a QueueHandler made in code '
+            "with `async with aioqlog.QueueListener(queue, *handlers):`, or pass its "
+            "listener to aioqlog.listening(); or use aioqlog.install() to move a logger's "
+            "handlers behind aioqlog"
         )
     started: list[QueueListener] = []
     try:

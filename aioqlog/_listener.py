@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 from . import _lifecycle
 from ._async_handler import AsyncHandler
@@ -451,6 +451,16 @@ class QueueListener:
     async def __aenter__(self) -> QueueListener:
         self.start()
         return self
+
+    def __enter__(self) -> NoReturn:
+        """Refuse ``with``: the listener runs on an event loop; use ``async with``."""
+        raise TypeError(
+            f"{type(self).__name__} is an async context manager: write `async with` "
+            f"inside a coroutine (or call start() there, and later `await stop()`)"
+        )
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Never called: ``__enter__`` refuses."""
 
     async def __aexit__(
         self,
@@ -1339,14 +1349,19 @@ class QueueListener:
         task, backend = run.task, run.backend
         if task is not None and backend is not None and not task.done():
             if backend.runs_here():
-                # Called from a coroutine of the listener's own loop: the listener
-                # cannot run until we return, so nothing can be waited for here.
+                # Called from a coroutine of the listener's own loop (a queue
+                # handler closed by logging.shutdown(), dictConfig or
+                # basicConfig(force=True)): the listener cannot run until we
+                # return, so nothing can be waited for here.
                 if self.stats.undelivered:
                     _stderr(
-                        f"logging was shut down {when} on the listener's own event loop "
-                        f"with {self.stats.undelivered} records not yet delivered; they "
-                        f"reach handlers that may be closed by then (await "
-                        f"listener.stop() first)"
+                        f"a QueueHandler feeding this listener was closed on the "
+                        f"listener's own event loop with {self.stats.undelivered} records "
+                        f"not yet delivered: the listener delivers them once the loop runs "
+                        f"again, after what is logged meanwhile through other handlers, to "
+                        f"handlers that may be closed by then. Stop the listener before "
+                        f"reconfiguring logging (await listener.stop(), or leave its "
+                        f"`async with`, aioqlog.install() or aioqlog.listening() block)"
                     )
                 return
             # The loop may run in another thread (a daemon thread's loop, still

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import threading
 
 import pytest
-from support import Recorder
+from support import Recorder, run_on
 
 import aioqlog
 
@@ -84,9 +86,99 @@ def test_a_logger_without_handlers_is_refused(logger: logging.Logger) -> None:
 
 def test_a_logger_already_behind_aioqlog_is_refused(logger: logging.Logger) -> None:
     """A configured aioqlog.QueueHandler is started with listening(), not installed over."""
-    logger.addHandler(aioqlog.QueueHandler())
+    logger.addHandler(aioqlog.QueueHandler(handlers=[Recorder()]))
     with pytest.raises(RuntimeError, match=r"aioqlog.listening\(\)"):
         aioqlog.install(logger)
+
+
+@pytest.mark.anyio
+async def test_a_queue_handler_made_in_code_is_served_with_a_listener_as_both_errors_say(
+    logger: logging.Logger,
+) -> None:
+    """Neither install() nor listening() sends the user to the other one for a hand-made pair."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    with pytest.raises(RuntimeError, match=r"aioqlog\.QueueListener\(") as installing:
+        aioqlog.install(logger)
+    assert "listening()" not in str(installing.value)
+    with pytest.raises(RuntimeError, match=r"aioqlog\.QueueListener\(queue, \*handlers\)"):
+        async with aioqlog.listening():
+            pass
+    recorder = Recorder()
+    async with aioqlog.QueueListener(q, recorder):
+        logger.info("served")
+    assert recorder.messages() == ["served"]
+
+
+def test_a_plain_with_is_refused_and_leaves_the_handlers_where_they_were(
+    logger: logging.Logger,
+) -> None:
+    """`with install():` names `async with`; the logger keeps its handlers, install works after."""
+    recorder = Recorder()
+    logger.addHandler(recorder)
+    refused = pytest.raises(TypeError, match=r"async with aioqlog\.install\(\)")
+    with refused, aioqlog.install(logger):
+        pass  # pragma: no cover - never entered
+    assert logger.handlers == [recorder]
+    listener = aioqlog.QueueListener(aioqlog.LogQueue(), Recorder())
+    with pytest.raises(TypeError, match=r"QueueListener is an async context manager"), listener:
+        pass  # pragma: no cover - never entered
+    installed = aioqlog.install(logger)  # not refused as "already installed"
+    assert isinstance(logger.handlers[0], aioqlog.QueueHandler)
+    with pytest.raises(TypeError), installed:
+        pass  # pragma: no cover - never entered
+    assert logger.handlers == [recorder]
+
+
+def test_a_loop_that_ends_without_stop_gives_the_handlers_back(
+    logger: logging.Logger, anyio_backend: object
+) -> None:
+    """No stop(): once the run has delivered what was logged, the logger is as before."""
+    recorder = Recorder()
+    logger.addHandler(recorder)
+
+    async def forgets_stop() -> None:
+        aioqlog.install(logger).start()
+        logger.info("in the run")
+
+    run_on(anyio_backend, forgets_stop)
+    assert logger.handlers == [recorder]
+    logger.info("after the run")
+
+    async def again() -> None:
+        async with aioqlog.install(logger):
+            logger.info("in the next run")
+
+    run_on(anyio_backend, again)
+    assert logger.handlers == [recorder]
+    assert recorder.messages() == ["in the run", "after the run", "in the next run"]
+
+
+@pytest.mark.anyio
+async def test_a_logger_reconfigured_inside_the_block_keeps_its_new_handlers(
+    logger: logging.Logger,
+) -> None:
+    """Handlers replaced while installed (as basicConfig(force=True) does) are not undone.
+
+    The moved handlers are not put back beside the new ones, which would write
+    every record twice; what was logged before the change still reaches them.
+    """
+    old, new = Recorder(), Recorder()
+    logger.addHandler(old)
+    stderr = io.StringIO()
+    async with aioqlog.install(logger):
+        logger.info("before the change")
+        (queue_handler,) = logger.handlers
+        with contextlib.redirect_stderr(stderr):
+            logger.removeHandler(queue_handler)
+            queue_handler.close()
+        logger.addHandler(new)
+        logger.info("after the change")
+    assert logger.handlers == [new]
+    logger.info("after the block")
+    assert old.messages() == ["before the change"]
+    assert new.messages() == ["after the change", "after the block"]
+    assert "Stop the listener before reconfiguring logging" in stderr.getvalue()
 
 
 def test_queue_options_reach_the_queue(logger: logging.Logger) -> None:
