@@ -54,6 +54,12 @@ _configured: weakref.WeakSet[QueueHandler] = weakref.WeakSet()
 _QUEUE_OPTIONS = ("maxsize", "overflow", "block_timeout")
 _KEYS = ("queue", "handlers", "respect_handler_level")
 
+#: The fix for a "listener" key, on every Python (dictConfig reaches the handler
+#: through its arguments before 3.12, through ``handler.listener`` since).
+_NO_LISTENER_KEY = (
+    "remove the 'listener' key from the handler's configuration (aioqlog provides the listener)"
+)
+
 
 class PendingListener(NamedTuple):
     """The listener a QueueHandler gets once every handler its configuration names exists."""
@@ -149,8 +155,7 @@ def adopt(handler: QueueHandler, value: object) -> QueueListener | None:
     if isinstance(value, logging.handlers.QueueListener):
         raise TypeError(
             f"aioqlog.QueueHandler is served by an aioqlog.QueueListener, not by "
-            f"{type(value).__qualname__}: remove the 'listener' key from the handler's "
-            f"configuration (aioqlog provides the listener)"
+            f"{type(value).__qualname__}: {_NO_LISTENER_KEY}"
         )
     raise TypeError(
         f"QueueHandler.listener must be an aioqlog.QueueListener or None, got {value!r}"
@@ -169,8 +174,7 @@ def from_config(
             continue
         if key == "listener":
             raise TypeError(
-                "aioqlog.QueueHandler provides its own listener (an aioqlog.QueueListener): "
-                "remove the 'listener' key from its configuration"
+                f"aioqlog.QueueHandler is served by an aioqlog.QueueListener: {_NO_LISTENER_KEY}"
             )
         if key in _QUEUE_OPTIONS:
             raise TypeError(
