@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import shutil
@@ -105,10 +106,19 @@ async def steady_scrape(
     while time.monotonic() < deadline:
         before = listener.stats
         samples = scrape(registry)
-        if listener.stats == before:
+        if _counts(listener.stats) == _counts(before):
             return before, samples
         await anyio.lowlevel.checkpoint()  # let the listener hand on what the lanes reported
     raise AssertionError(f"the stats never held still for a scrape: {listener.stats}")
+
+
+def _counts(stats: aioqlog.ListenerStats) -> aioqlog.ListenerStats:
+    """*stats* without the ages, which grow while a record waits (the scrape leaves them out)."""
+    return dataclasses.replace(
+        stats,
+        oldest_queued_age=None,
+        handlers=tuple(dataclasses.replace(h, oldest_pending_age=None) for h in stats.handlers),
+    )
 
 
 def between(low: dict[Key, float], seen: dict[Key, float], high: dict[Key, float]) -> bool:
