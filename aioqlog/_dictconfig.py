@@ -119,8 +119,18 @@ def _configured_respect(listener: logging.handlers.QueueListener) -> bool:
     frame = _dictconfig_frame("configure_handler")
     entry = None if frame is None else frame.f_locals.get("config")
     if isinstance(entry, Mapping):
-        return bool(entry.get("respect_handler_level", True))
+        return _respect_option(entry)
     return bool(listener.respect_handler_level)
+
+
+def _respect_option(entry: Mapping[str, Any]) -> bool:
+    """Return the entry's ``respect_handler_level`` (true when absent); only a bool is one."""
+    respect = entry.get("respect_handler_level", True)
+    if not isinstance(respect, bool):
+        raise ValueError(
+            f"aioqlog.QueueHandler 'respect_handler_level' must be true or false, got {respect!r}"
+        )
+    return respect
 
 
 def adopt(handler: QueueHandler, value: object) -> QueueListener | None:
@@ -196,11 +206,7 @@ def from_config(
             f"aioqlog.QueueHandler 'handlers' must be a non-empty list of handler names, "
             f"got {names!r}"
         )
-    respect = config.get("respect_handler_level", True)
-    if not isinstance(respect, bool):
-        raise ValueError(
-            f"aioqlog.QueueHandler 'respect_handler_level' must be true or false, got {respect!r}"
-        )
+    respect = _respect_option(config)
     configured = _configured_handlers(names)
     q = _make_queue(queue_spec)
 

@@ -146,6 +146,17 @@ def test_handler_levels_are_respected_unless_configured_otherwise(
 
 
 @pytest.mark.usefixtures("configured")
+@pytest.mark.parametrize("form", [CLASS_FORM, FACTORY_FORM], ids=["class", "factory"])
+def test_a_respect_handler_level_that_is_not_a_bool_is_refused(form: dict[str, Any]) -> None:
+    """A YAML "false" written as a string fails on every Python, not only before 3.12."""
+    with pytest.raises(ValueError, match="handler") as raised:  # dictConfig's own wrapper
+        logging.config.dictConfig(
+            _config({**form, "respect_handler_level": "false"}, name="a_queue")
+        )
+    assert "'respect_handler_level' must be true or false, got 'false'" in _error_text(raised.value)
+
+
+@pytest.mark.usefixtures("configured")
 def test_queue_options_come_from_the_queue_key() -> None:
     """A 'queue' mapping builds the LogQueue with those options."""
     queue = {"()": "aioqlog.LogQueue", "maxsize": 123, "overflow": "drop_old"}
