@@ -231,6 +231,10 @@ class Consumer(Protocol):
     * ``_on_consumer_lost()``: the loop closed under the attached consumer.
     * ``_finish(when)``: deliver everything still on its way, now (the
       ``QueueHandler`` is being closed, as by ``logging.shutdown()``).
+    * ``_handled_so_far()``: how many records its handlers have finished, a
+      count that grows while they make progress (read by a producer waiting
+      for room under ``"block"``, from its own thread, with the queue's lock
+      held: it takes no lock).
 
     While attached, the consumer calls the queue's consumer methods (the
     ``_``-prefixed methods under "consumer" below) from its loop thread.
@@ -247,6 +251,8 @@ class Consumer(Protocol):
     def _on_consumer_lost(self) -> None: ...
 
     def _finish(self, when: str) -> None: ...
+
+    def _handled_so_far(self) -> int: ...
 
 
 class Parking:
@@ -342,12 +348,14 @@ class LogQueue:
             on a nearly full queue may overshoot it by at most one record each.
         overflow: What a full queue does with a new record: ``"drop_new"`` drops
             it, ``"drop_old"`` evicts the oldest queued record to make room,
-            ``"block"`` makes the logging thread wait up to *block_timeout*
-            seconds for room (then drop it). A thread running an event loop
+            ``"block"`` makes the logging thread wait for room as long as the
+            handlers make progress, and drop the record once they have
+            handled nothing for *block_timeout* seconds. A thread running an event loop
             never waits, nor do the listener's own threads: there ``"block"``
             acts as ``"drop_new"``, since waiting would stall the very code
             that makes room.
-        block_timeout: Seconds a producer waits under ``"block"``.
+        block_timeout: Seconds a producer waits under ``"block"`` while the
+            handlers handle nothing.
 
     Example:
         >>> q = LogQueue(maxsize=50_000, overflow="drop_old")
@@ -618,8 +626,17 @@ class LogQueue:
         return self._attached or self._consumer is not None  # someone will make room
 
     def _wait_for_room(self) -> bool:
-        """Wait up to block_timeout for room; return whether room came."""
-        deadline = time.monotonic() + self._block_timeout
+        """Wait for room while the handlers make progress; return whether room came.
+
+        Room can come back a batch at a time (a lane takes what it has room
+        for, and frees the queue as it pulls again), so a slow but working
+        handler may leave the queue full for longer than *block_timeout*:
+        the wait gives up only after *block_timeout* seconds in which the
+        handlers handled nothing.
+        """
+        patience = self._block_timeout
+        deadline = time.monotonic() + patience
+        progress = self._handled_so_far()
         with self._room:
             # The consumer pops, then reads _blocked: incrementing before the
             # length check means it either sees us waiting or we see its pops.
@@ -628,11 +645,20 @@ class LogQueue:
                 while len(self._items) >= self._maxsize:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
-                        return False
+                        handled = self._handled_so_far()
+                        if handled == progress:
+                            return False
+                        progress, deadline = handled, time.monotonic() + patience
+                        continue
                     self._room.wait(remaining)
                 return True
             finally:
                 self._blocked -= 1
+
+    def _handled_so_far(self) -> int:
+        """Return how many records the consumer's handlers have finished (0: no consumer)."""
+        consumer = self._consumer
+        return 0 if consumer is None else consumer._handled_so_far()
 
     def _wake(self) -> None:
         """Wake the parked consumer, if this caller wins its token."""

@@ -489,6 +489,8 @@ class ThreadLane(Lane):
                         else:
                             self.handled += 1
                         self.done_count += 1
+                        if self._watch.slot:  # the listener waits for room (under "block")
+                            self.notify()
                     del record, ctx
                 # Hold no record (nor its context's values) while parked.
                 self.in_hand = _EMPTY_HAND
@@ -821,6 +823,7 @@ class TaskLane(Lane):
         else:
             call, what = handler.aemit(records[0]), "aemit()"
         started = backend.time()
+        self.in_hand = (passed_entries, self.done_count)  # pending while awaited
         try:
             timeout = handler.timeout
             run_ctx = handling(ctx, depth)
@@ -834,6 +837,7 @@ class TaskLane(Lane):
                     )
                 completed = True
             finally:
+                self.in_hand = _EMPTY_HAND
                 self.timed(backend.time() - started, count, completed=completed)
         except backend.Cancelled:
             if self._given_up:

@@ -719,12 +719,14 @@ class QueueListener:
     async def _room_for_batch(self) -> int:
         """Under "block", wait until every running lane has room; return how much.
 
-        A lane whose handler handles nothing for ``block_timeout`` seconds
+        A lane whose handler handles nothing for half of ``block_timeout``
         while full is passed over until it moves again: its records are
         dropped and counted meanwhile, so one stuck handler cannot hold back
-        the others (nor keep logging threads waiting on a full queue).
+        the others, nor keep logging threads waiting on a full queue (half:
+        the listener takes records again before a thread that began waiting
+        for room since gives up, after ``block_timeout`` without progress).
         """
-        patience = self.queue.block_timeout
+        patience = self.queue.block_timeout / 2
         backend = self._run_state.backend
         assert backend is not None  # running
         while True:
@@ -1278,10 +1280,17 @@ class QueueListener:
             self._summary_due = time.monotonic() + SUMMARY_INTERVAL
 
     def _announce(self, record: logging.LogRecord, lanes: list[Lane]) -> None:
-        """Put one of aioqlog's own records straight into *lanes* (past their bound)."""
+        """Put one of aioqlog's own records straight into *lanes* (past their bound).
+
+        Whatever their handlers' levels: a handler at ERROR that missed records
+        hears of it too (as of a lane's own drops, which its worker reports).
+        """
         for lane in lanes:
-            if handler_takes(lane.handler, record, respect_level=self.respect_handler_level):
-                lane.put(record, summary_context(), past_bound=True)
+            lane.put(record, summary_context(), past_bound=True)
+
+    def _handled_so_far(self) -> int:
+        """How many records the lanes have finished: grows while handlers make progress."""
+        return sum(lane.done_count for lane in self._lanes)
 
     # --------------------------------------------------------------- stats
 
@@ -1358,8 +1367,9 @@ class QueueListener:
                         f"a QueueHandler feeding this listener was closed on the "
                         f"listener's own event loop with {self.stats.undelivered} records "
                         f"not yet delivered: the listener delivers them once the loop runs "
-                        f"again, after what is logged meanwhile through other handlers, to "
-                        f"handlers that may be closed by then. Stop the listener before "
+                        f"again, possibly after what is logged meanwhile through other "
+                        f"handlers, and to handlers that may be closed by then (a closed "
+                        f'FileHandler with mode="w" writes nothing). Stop the listener before '
                         f"reconfiguring logging (await listener.stop(), or leave its "
                         f"`async with`, aioqlog.install() or aioqlog.listening() block)"
                     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,3 +111,68 @@ async def test_a_stuck_handler_does_not_hold_back_the_others_under_backpressure(
     assert stats.handlers[0].dropped > 0
     stuck.opened.set()
     await listener.stop()
+
+
+def _log(logger: logging.Logger, count: int) -> None:
+    for i in range(count):
+        logger.info("r%d", i)
+
+
+class _Slow(Recorder):
+    """A recorder that takes a fixed while per record: slow, but always working."""
+
+    def __init__(self, seconds: float, name: str | None = None) -> None:
+        super().__init__(name=name)
+        self.seconds = seconds
+
+    def emit(self, record: logging.LogRecord) -> None:
+        time.sleep(self.seconds)  # the handler's own work, not the test's synchronisation
+        super().emit(record)
+
+
+@pytest.mark.parametrize("handlers", [1, 2])
+@pytest.mark.anyio
+async def test_block_drops_nothing_behind_a_slow_handler_that_keeps_working(
+    handlers: int, logger: logging.Logger
+) -> None:
+    """Under "block" a thread is paced by the slowest handler, however long room takes.
+
+    The lane takes up to maxsize records at once, so the queue has room again
+    only every maxsize records (0.5 s here), longer than block_timeout: the
+    thread goes on waiting while the handler makes progress.
+    """
+    q = aioqlog.LogQueue(maxsize=50, overflow="block", block_timeout=0.2)
+    logger.addHandler(aioqlog.QueueHandler(q))
+    slow = _Slow(0.01, name="slow")
+    others = [Recorder(name="fast")] if handlers == 2 else []
+    async with aioqlog.QueueListener(q, slow, *others, shutdown_timeout=None) as listener:
+        await in_thread(lambda: _log(logger, 200))
+    assert q.dropped == 0
+    assert slow.messages() == [f"r{i}" for i in range(200)]
+    for other in others:
+        assert other.messages() == [f"r{i}" for i in range(200)]
+    assert listener.stats.dropped == 0
+
+
+@pytest.mark.anyio
+async def test_block_passes_a_stuck_handler_over_before_the_waiting_thread_gives_up(
+    logger: logging.Logger,
+) -> None:
+    """The listener gives up on a stuck lane sooner than a thread gives up on room.
+
+    Both waited block_timeout, so a record could be dropped from the queue,
+    for every handler, just as the stuck one was passed over.
+    """
+    for _ in range(3):
+        q = aioqlog.LogQueue(maxsize=50, overflow="block", block_timeout=0.3)
+        logger.handlers.clear()
+        logger.addHandler(aioqlog.QueueHandler(q))
+        stuck, fine = Gate(name="stuck"), Recorder(name="fine")
+        listener = aioqlog.QueueListener(q, stuck, fine)
+        listener.start()
+        await in_thread(lambda: _log(logger, 300))
+        await fine.arrived(300)
+        assert q.dropped == 0
+        assert fine.messages() == [f"r{i}" for i in range(300)]
+        stuck.opened.set()
+        await listener.stop()

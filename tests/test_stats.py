@@ -7,6 +7,7 @@ import io
 import logging
 import time
 
+import anyio
 import pytest
 from support import STALL, Gate, Recorder, in_thread
 
@@ -49,14 +50,17 @@ async def test_stats_count_what_happened(logger: logging.Logger) -> None:
 
 @pytest.mark.anyio
 async def test_a_full_queue_reports_one_summary_and_no_tracebacks(logger: logging.Logger) -> None:
-    """A thousand drops: counted exactly, one summary record, nothing on stderr."""
+    """A thousand drops: counted exactly, one summary record, nothing on stderr.
+
+    A handler whose level is above the summary's (WARNING) hears of it too.
+    """
     q = aioqlog.LogQueue(maxsize=10)
     logger.addHandler(aioqlog.QueueHandler(q))
-    gate, rec = Gate(), Recorder()
+    gate, rec, errors_only = Gate(), Recorder(), Recorder(level=logging.ERROR)
     logging.raiseExceptions = True
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):
-        async with aioqlog.QueueListener(q, gate, rec) as listener:
+        async with aioqlog.QueueListener(q, gate, rec, errors_only) as listener:
             logger.info("first")
             await in_thread(lambda: gate.entered.wait(STALL))
             for i in range(1010):  # the loop holds: the queue takes 10, drops 1000
@@ -70,6 +74,7 @@ async def test_a_full_queue_reports_one_summary_and_no_tracebacks(logger: loggin
     ]
     (summary,) = [r for r in rec.records if r.name == "aioqlog"]
     assert summary.levelno == logging.WARNING
+    assert errors_only.messages() == summaries
     assert listener.stats.dropped == 1000
 
 
@@ -106,3 +111,38 @@ async def test_a_sync_handler_behind_reports_its_oldest_record_while_holding_a_b
 def stats_floor(seen: float, first_logged: float) -> float:
     """The least age the oldest record can have at *seen*, with clock rounding allowed."""
     return max(0.0, seen - first_logged - 0.001)
+
+
+class _AsyncGate(aioqlog.AsyncHandler):
+    """An async handler whose aemit waits until the gate opens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = anyio.Event()
+        self.opened = anyio.Event()
+
+    async def aemit(self, record: logging.LogRecord) -> None:
+        self.entered.set()
+        await self.opened.wait()
+
+
+@pytest.mark.anyio
+async def test_an_async_handler_behind_reports_the_record_it_is_awaited_with(
+    logger: logging.Logger,
+) -> None:
+    """The record inside a running aemit is pending, and ages, until the call returns."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    gate = _AsyncGate()
+    async with aioqlog.QueueListener(q, gate) as listener:
+        logger.info("awaited")
+        logged = time.time()
+        with anyio.fail_after(STALL):
+            await gate.entered.wait()
+        (stats,) = listener.stats.handlers
+        assert stats.pending == 1
+        assert stats.oldest_pending_age is not None
+        assert stats.oldest_pending_age >= stats_floor(time.time(), logged)
+        gate.opened.set()
+    (stats,) = listener.stats.handlers
+    assert (stats.pending, stats.oldest_pending_age) == (0, None)
