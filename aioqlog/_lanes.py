@@ -232,8 +232,10 @@ class Lane:
         is counted per call: a call as long as ``shutdown_timeout`` would look
         stuck however much it did. So a call takes as many records as the last
         one handled in ``call_budget`` seconds (a quarter of the listener's
-        ``shutdown_timeout``), and the first takes one. A fast handler soon
-        gets whole batches; a slow one, calls it finishes well within the bound.
+        ``shutdown_timeout``; under ``"block"`` at most half of
+        ``block_timeout``, which a waiting thread measures progress by), and the
+        first takes one. A fast handler soon gets whole batches; a slow one,
+        calls it finishes well within the bound.
         """
         budget, per_record = self.call_budget, self.per_record
         if budget is None or per_record <= 0.0:  # a clock too coarse to tell: any size

@@ -893,8 +893,11 @@ class QueueListener:
         """Start the lanes (and the one-hop path), once the delivery right is taken."""
         q = self.queue
         timeout = self.shutdown_timeout
+        budget = None if timeout is None else timeout / 4
+        if q.overflow == "block":  # a waiting thread gives up after block_timeout without progress
+            budget = q.block_timeout / 2 if budget is None else min(budget, q.block_timeout / 2)
         for lane in self._lanes:
-            lane.call_budget = None if timeout is None else timeout / 4
+            lane.call_budget = budget
             thread_id = lane.start(backend)
             if thread_id is not None:
                 q._add_nonblocking(thread_id)

@@ -130,20 +130,31 @@ class _Slow(Recorder):
         super().emit(record)
 
 
+class _SlowBatches(_Slow):
+    """A slow handler that takes its records in batches (``emit_batch``)."""
+
+    def emit_batch(self, records: list[logging.LogRecord]) -> None:
+        for record in records:
+            self.emit(record)
+
+
+@pytest.mark.parametrize("batches", [False, True], ids=["records", "batches"])
 @pytest.mark.parametrize("handlers", [1, 2])
 @pytest.mark.anyio
 async def test_block_drops_nothing_behind_a_slow_handler_that_keeps_working(
-    handlers: int, logger: logging.Logger
+    handlers: int, batches: bool, logger: logging.Logger
 ) -> None:
     """Under "block" a thread is paced by the slowest handler, however long room takes.
 
     The lane takes up to maxsize records at once, so the queue has room again
     only every maxsize records (0.5 s here), longer than block_timeout: the
-    thread goes on waiting while the handler makes progress.
+    thread goes on waiting while the handler makes progress. A batch call
+    counts as progress once it returns, so under "block" calls are kept short
+    enough for a waiting thread to see progress.
     """
     q = aioqlog.LogQueue(maxsize=50, overflow="block", block_timeout=0.2)
     logger.addHandler(aioqlog.QueueHandler(q))
-    slow = _Slow(0.01, name="slow")
+    slow = (_SlowBatches if batches else _Slow)(0.01, name="slow")
     others = [Recorder(name="fast")] if handlers == 2 else []
     async with aioqlog.QueueListener(q, slow, *others, shutdown_timeout=None) as listener:
         await in_thread(lambda: _log(logger, 200))
