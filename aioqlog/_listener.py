@@ -311,6 +311,11 @@ class QueueListener:
                 f"{queue!r} is already served by a running QueueListener; "
                 f"stop it before creating another listener for this queue"
             )
+        if not isinstance(respect_handler_level, bool):
+            raise TypeError(
+                f"QueueListener respect_handler_level must be True or False, "
+                f"got {respect_handler_level!r}"
+            )
         self.queue = queue
         self.handlers = handlers
         self.respect_handler_level = respect_handler_level
@@ -327,6 +332,9 @@ class QueueListener:
             and not isinstance(handlers[0], AsyncHandler)
             and not self._hooked
             and cls.dequeue is QueueListener.dequeue
+            # Under "block" the task makes room, and passes a stuck handler
+            # over; a worker stuck in its handler could do neither.
+            and queue.overflow != "block"
         )
         if cls.dequeue is not QueueListener.dequeue:
             # Its code sees the queued contexts, and may enter and change them.

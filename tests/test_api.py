@@ -125,6 +125,9 @@ def test_listener_rejects_bad_arguments() -> None:
         aioqlog.QueueListener(aioqlog.LogQueue(), print)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="shutdown_timeout must be a positive number"):
         aioqlog.QueueListener(aioqlog.LogQueue(), shutdown_timeout=0)
+    for value in ("false", 0, None):
+        with pytest.raises(TypeError, match="respect_handler_level must be True or False"):
+            aioqlog.QueueListener(aioqlog.LogQueue(), respect_handler_level=value)  # type: ignore[arg-type]
 
 
 def test_start_outside_a_loop_says_what_to_do() -> None:

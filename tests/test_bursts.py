@@ -187,3 +187,28 @@ async def test_block_passes_a_stuck_handler_over_before_the_waiting_thread_gives
         assert fine.messages() == [f"r{i}" for i in range(300)]
         stuck.opened.set()
         await listener.stop()
+
+
+@pytest.mark.anyio
+async def test_block_passes_a_lone_stuck_handler_over(logger: logging.Logger) -> None:
+    """A lone handler stuck for good does not make every call from a thread wait block_timeout.
+
+    Its records are dropped for it and counted; the thread goes on at once.
+    """
+    q = aioqlog.LogQueue(maxsize=20, overflow="block", block_timeout=0.2)
+    logger.addHandler(aioqlog.QueueHandler(q))
+    stuck = Gate(name="stuck")
+    listener = aioqlog.QueueListener(q, stuck)
+    listener.start()
+    logger.info("first")
+    await in_thread(lambda: stuck.entered.wait(STALL))
+    started = time.monotonic()
+    await in_thread(lambda: _log(logger, 200))
+    took = time.monotonic() - started
+    # Passed over once (after half of block_timeout), not waited on per call:
+    # 200 calls waiting 0.2 s each would take 40 s.
+    assert took < 20 * 0.2, took
+    assert q.dropped == 0
+    assert listener.stats.handlers[0].dropped > 0
+    stuck.opened.set()
+    await listener.stop()
