@@ -427,6 +427,10 @@ class LogQueue:
         # exact; it is re-entrant because a signal handler may log mid-drop.
         self._lock = threading.RLock()
         self._room = threading.Condition(self._lock)
+        # Set at interpreter exit: no thread waits for room any more, and what
+        # was queued then (up to _exit_mark taken) is all that is delivered.
+        self._exiting = False
+        self._exit_mark = 0
         self._dropped = 0
         self._evicted = 0
         self._blocked = 0
@@ -618,6 +622,8 @@ class LogQueue:
 
     def _may_wait(self) -> bool:
         """Return whether this thread may wait for room under "block"."""
+        if self._exiting:
+            return False  # the interpreter is exiting: nothing waits for a handler now
         if loop_runs_here():
             return False  # an event loop runs here: waiting would stall it
         me = threading.get_ident()
@@ -643,6 +649,8 @@ class LogQueue:
             self._blocked += 1
             try:
                 while len(self._items) >= self._maxsize:
+                    if self._exiting:
+                        return False
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         handled = self._handled_so_far()
@@ -654,6 +662,23 @@ class LogQueue:
                 return True
             finally:
                 self._blocked -= 1
+
+    def _stop_waiting(self) -> None:
+        """Let no thread wait for room under "block" any more: the interpreter is exiting.
+
+        A thread that logs on (a daemon's loop, say) would otherwise keep the
+        exit busy for as long as it logs: what was queued by now is delivered,
+        and what is logged from now on and finds the queue full is dropped and
+        counted, as under "drop_new".
+        """
+        with self._room:
+            self._exit_mark = self._taken + len(self._items)
+            self._exiting = True
+            self._room.notify_all()
+
+    def _past_exit_mark(self) -> bool:
+        """Return whether the interpreter is exiting and what was queued then is taken."""
+        return self._exiting and self._taken >= self._exit_mark
 
     def _handled_so_far(self) -> int:
         """Return how many records the consumer's handlers have finished (0: no consumer)."""
@@ -674,7 +699,9 @@ class LogQueue:
 
         *delivered*, if given, is told how many records each batch held, once
         the batch has been delivered. A batch holds at most *limit* records
-        (those taken and not yet handed on are counted nowhere).
+        (those taken and not yet handed on are counted nowhere). Once the
+        interpreter is exiting, only what was queued when the exit began is
+        delivered (see ``_stop_waiting``).
         """
         consumer = self._consumer
         if consumer is None:
@@ -693,7 +720,7 @@ class LogQueue:
                 return  # the holder will see our record when it re-checks
             self._holder = threading.get_ident()
             try:
-                while not self._attached:
+                while not self._attached and not self._past_exit_mark():
                     batch = self._take(limit)
                     if not batch:
                         break
@@ -707,7 +734,7 @@ class LogQueue:
                 # A consumer attached meanwhile and waits for the right.
                 self._wake()
                 return
-            if self._attached or not self._items:
+            if self._attached or not self._items or self._past_exit_mark():
                 return
 
     def _consumer_lost(self, *, drain: bool = True, limit: int = BATCH_LIMIT) -> None:

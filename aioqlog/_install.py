@@ -111,6 +111,11 @@ class InstalledListener(QueueListener):
             "`async with aioqlog.install():` inside a coroutine"
         )
 
+    def _after_drain(self) -> None:
+        """A drainer is done: the handlers go back if nothing else is on its way."""
+        if self.restore_pending and not self.running:
+            self._restore_when_idle()
+
     def _on_task_done(self, task: Task) -> None:
         """After the run, however it ended: the handlers go back as after ``stop()``.
 
@@ -136,11 +141,21 @@ class InstalledListener(QueueListener):
             self._restore_when_idle()
 
     def _restore_when_idle(self) -> None:
+        """Give the handlers back once nothing logged through the queue is on its way.
+
+        Records still queued (logged while ``stop()`` ran, by threads that
+        waited for room) or in a lane go first: a record logged straight to a
+        handler put back now would be written ahead of them.
+        """
         draining = [
             lane for lane in self._lanes if isinstance(lane, ThreadLane) and lane.state == DRAINING
         ]
-        if not draining:
+        if not draining and not self._draining():
             self._restore()
+            return
+        if not draining:
+            # A drainer delivers what is queued; it restores when done (_after_drain).
+            self.restore_pending = True
             return
         self.restore_pending = True
         waiting = {id(lane) for lane in draining}
@@ -153,7 +168,7 @@ class InstalledListener(QueueListener):
                 if waiting or fired[0]:
                     return
                 fired[0] = True
-            if not self.running:
+            if not self.running and not self._draining():
                 self._restore()
 
         for lane in draining:

@@ -957,7 +957,14 @@ class QueueListener:
         """
         self._drainers = [t for t in self._drainers if t.is_alive()]
         one = functools.partial(drain, limit=1)
-        thread = threading.Thread(target=one, name="aioqlog-drain", daemon=True)
+
+        def run() -> None:
+            try:
+                one()
+            finally:
+                self._after_drain()
+
+        thread = threading.Thread(target=run, name="aioqlog-drain", daemon=True)
         try:
             thread.start()
         except RuntimeError:
@@ -966,6 +973,14 @@ class QueueListener:
             one()
             return
         self._drainers.append(thread)
+
+    def _after_drain(self) -> None:
+        """Called in a drainer thread once it has delivered what it was started for."""
+
+    def _draining(self) -> bool:
+        """Return whether records are still queued, or a drainer other than this thread runs."""
+        me = threading.current_thread()
+        return bool(self.queue.qsize()) or any(t.is_alive() and t is not me for t in self._drainers)
 
     async def _serve(self) -> None:
         """Move records into the lanes until stopped and every lane has settled."""
@@ -1355,8 +1370,9 @@ class QueueListener:
         gives up on one that makes none for ``shutdown_timeout`` seconds (a
         second, if a ``stop()`` already gave up on it), or at Ctrl-C: what it
         still holds is reported on stderr, and ``logging.shutdown`` is kept
-        away from its handler.
+        away from its handler. From here on no thread waits for room.
         """
+        self.queue._stop_waiting()
         self._finish("at exit")
 
     def _finish(self, when: str) -> None:

@@ -6,9 +6,10 @@ import contextlib
 import io
 import logging
 import threading
+import time
 
 import pytest
-from support import Recorder, run_on
+from support import STALL, Recorder, in_thread, join_all, run_on
 
 import aioqlog
 
@@ -221,3 +222,59 @@ async def test_restart_moves_the_handlers_again(logger: logging.Logger) -> None:
         await listener.stop()
         assert logger.handlers == [recorder]
     assert recorder.messages() == ["round 0", "round 1"]
+
+
+class _Yielding(Recorder):
+    """A recorder that lets other threads run before each record, as a write does."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        time.sleep(0.0005)
+        super().emit(record)
+
+
+@pytest.mark.anyio
+async def test_leaving_the_block_keeps_each_threads_order_under_block(
+    logger: logging.Logger,
+) -> None:
+    """Threads waiting for room as the block ends: what they queued is written first.
+
+    The handler goes back on the logger only once nothing logged through the
+    queue is on its way, or a thread's next record would pass its queued ones.
+    """
+    recorder = _Yielding()
+    logger.addHandler(recorder)
+    threads = [threading.Thread(target=_log_tagged, args=(logger, f"t{k}", 300)) for k in range(4)]
+    async with aioqlog.install(logger, overflow="block", maxsize=50, block_timeout=5):
+        for thread in threads:
+            thread.start()
+        await in_thread(lambda: recorder_has(recorder, 100))
+    await in_thread(lambda: join_all(threads))
+    # The last ones may still be in the lane's worker, behind the ones it holds.
+    await in_thread(lambda: recorder_has(recorder, 1200))
+    summaries = [m for m in recorder.messages() if m.startswith("aioqlog")]
+    assert not summaries, summaries
+    for k in range(4):
+        seen = [int(m.split()[1]) for m in recorder.messages() if m.startswith(f"t{k} ")]
+        assert seen == sorted(seen), f"t{k} out of order"
+        assert seen == list(range(300))
+    await in_thread(lambda: handlers_back(logger, recorder))
+    assert logger.handlers == [recorder]
+
+
+def _log_tagged(logger: logging.Logger, tag: str, count: int) -> None:
+    for i in range(count):
+        logger.info("%s %d", tag, i)
+
+
+def recorder_has(recorder: Recorder, count: int) -> None:
+    """Wait (in a thread) until *recorder* holds *count* records."""
+    deadline = time.monotonic() + STALL
+    while len(recorder.records) < count and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
+def handlers_back(logger: logging.Logger, handler: logging.Handler) -> None:
+    """Wait (in a thread) until *handler* is back on *logger*."""
+    deadline = time.monotonic() + STALL
+    while handler not in logger.handlers and time.monotonic() < deadline:
+        time.sleep(0.001)

@@ -1499,3 +1499,50 @@ async def test_a_stop_out_of_time_reports_no_aclose_the_handler_does_not_have(
     err = capsys.readouterr().err
     assert "stop() ran out of time" in err, err  # the records, as before
     assert "aclose()" not in err, err
+
+
+_LOGS_FOR_EVER = """
+import asyncio, logging, threading, time
+import aioqlog
+
+class Yielding(logging.FileHandler):  # lets other threads run between records, as I/O does
+    def emit(self, record):
+        time.sleep(0)
+        super().emit(record)
+
+q = aioqlog.LogQueue(maxsize=100, overflow="block", block_timeout=1)
+handler = Yielding("app.log")
+log = logging.getLogger("app")
+log.propagate = False
+log.setLevel(logging.INFO)
+log.addHandler(aioqlog.QueueHandler(q))
+
+def for_ever():
+    i = 0
+    while True:
+        log.info("r%d", i)
+        i += 1
+
+async def main():
+    async with aioqlog.QueueListener(q, handler, shutdown_timeout=2):
+        threading.Thread(target=for_ever, daemon=True).start()
+        await asyncio.sleep(0.3)
+
+asyncio.run(main())
+print("main done", flush=True)
+"""
+
+
+def test_a_daemon_thread_logging_for_ever_under_block_does_not_hold_the_exit(
+    tmp_path: Path,
+) -> None:
+    """The exit delivers what was queued when it began; a thread that logs on is not waited for.
+
+    Before, the helper that delivers leftovers took each new record the
+    thread logged, so it made progress for ever and the exit waited on it.
+    """
+    started = time.monotonic()
+    result = _script(_LOGS_FOR_EVER, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "main done" in result.stdout
+    assert time.monotonic() - started < 30, result.stderr
