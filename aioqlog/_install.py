@@ -48,12 +48,18 @@ class InstalledListener(QueueListener):
         # Stopped, but a busy handler has not caught up yet: the handlers go
         # back to the logger once it has (see stop()).
         self.restore_pending = False
+        # Moves and restores: from the loop's thread, a lane's worker when it
+        # catches up, or a log call that delivers the last queued records.
+        self._swap = threading.RLock()
         self._move()
 
     def _move(self) -> None:
         """Put the logger's handlers behind the queue (a single list assignment)."""
-        if self._moved:
-            return
+        with self._swap:
+            if not self._moved:
+                self._move_now()
+
+    def _move_now(self) -> None:
         owner = _installed.get(self.logger)
         if owner is not None and owner is not self:
             raise RuntimeError(_twice(self.logger))
@@ -77,9 +83,12 @@ class InstalledListener(QueueListener):
         queue handler keeps the handlers it was given, as it would without
         aioqlog, and the moved ones stay off it.
         """
-        self.restore_pending = False
-        if not self._moved:
-            return
+        with self._swap:
+            self.restore_pending = False
+            if self._moved:
+                self._restore_now()
+
+    def _restore_now(self) -> None:
         current = self.logger.handlers
         if self.queue_handler in current:
             added = [h for h in current if h is not self.queue_handler]
@@ -95,12 +104,13 @@ class InstalledListener(QueueListener):
         If the listener cannot start, the logger gets its handlers back: a
         failed start leaves nothing half-done.
         """
-        self._move()
-        try:
-            super().start()
-        except BaseException:
-            self._restore()
-            raise
+        with self._swap:  # no restore between the move and the start
+            self._move()
+            try:
+                super().start()
+            except BaseException:
+                self._restore()
+                raise
 
     def __enter__(self) -> NoReturn:
         """Refuse ``with`` (see ``QueueListener.__enter__``); the logger keeps its handlers."""
@@ -112,9 +122,11 @@ class InstalledListener(QueueListener):
         )
 
     def _after_drain(self) -> None:
-        """A drainer is done: the handlers go back if nothing else is on its way."""
-        if self.restore_pending and not self.running:
-            self._restore_when_idle()
+        """The queue was emptied: the handlers go back if nothing else is on its way."""
+        if self.restore_pending:
+            with self._swap:
+                if self.restore_pending and not self.running:
+                    self._restore_when_idle()
 
     def _on_task_done(self, task: Task) -> None:
         """After the run, however it ended: the handlers go back as after ``stop()``.
@@ -147,17 +159,21 @@ class InstalledListener(QueueListener):
         waited for room) or in a lane go first: a record logged straight to a
         handler put back now would be written ahead of them.
         """
+        with self._swap:
+            self._restore_or_wait()
+
+    def _restore_or_wait(self) -> None:
         draining = [
             lane for lane in self._lanes if isinstance(lane, ThreadLane) and lane.state == DRAINING
         ]
         if not draining and not self._draining():
             self._restore()
             return
-        if not draining:
-            # A drainer delivers what is queued; it restores when done (_after_drain).
-            self.restore_pending = True
-            return
+        # Whoever empties the queue, a drainer or a log call, restores then
+        # (_after_drain); a lane that catches up with the queue empty, now.
         self.restore_pending = True
+        if not draining:
+            return
         waiting = {id(lane) for lane in draining}
         lock = threading.Lock()
         fired = [False]
@@ -168,8 +184,9 @@ class InstalledListener(QueueListener):
                 if waiting or fired[0]:
                     return
                 fired[0] = True
-            if not self.running and not self._draining():
-                self._restore()
+            with self._swap:
+                if self.restore_pending and not self.running and not self._draining():
+                    self._restore()
 
         for lane in draining:
             lane.on_idle = caught_up

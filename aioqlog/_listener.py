@@ -632,6 +632,7 @@ class QueueListener:
         self._dispatch(batch)
         if not self.queue.qsize():
             self._report_drops(force=False)
+            self._after_drain()
 
     def _dispatch_one(self, record: logging.LogRecord, depth: int) -> None:
         if depth > MAX_DEPTH:
@@ -975,7 +976,11 @@ class QueueListener:
         self._drainers.append(thread)
 
     def _after_drain(self) -> None:
-        """Called in a drainer thread once it has delivered what it was started for."""
+        """Called once a delivery outside the listener's run has emptied the queue.
+
+        In a drainer thread once it has delivered what it was started for, and
+        in whichever thread delivered the last queued records (a log call's).
+        """
 
     def _draining(self) -> bool:
         """Return whether records are still queued, or a drainer other than this thread runs."""

@@ -113,6 +113,43 @@ async def test_install_is_bounded_by_its_shutdown_timeout() -> None:
 
 
 @pytest.mark.anyio
+async def test_handlers_go_back_once_a_log_call_delivers_what_was_queued_as_they_caught_up() -> (
+    None
+):
+    """A handler catching up while records wait in the queue is restored by whoever empties it.
+
+    Here a log call does: it delivers what waits, then the logger has its
+    handler back, in order, and later records go straight to it.
+    """
+    root = logging.getLogger()
+    hung = Gate(name="hung")
+    root.handlers[:] = [hung]
+    with contextlib.redirect_stderr(io.StringIO()):
+        async with aioqlog.install(shutdown_timeout=0.1) as listener:
+            logging.getLogger("app").warning("stuck")
+            await in_thread(lambda: hung.entered.wait(STALL))
+    q = listener.queue
+    # Another thread is mid-delivery (it holds the right to deliver): a
+    # record logged now waits in the queue for it.
+    token = q._right.pop()
+    logging.getLogger("app").warning("queued")
+    assert q.qsize() == 1
+    worker = listener._lanes[0].thread  # type: ignore[attr-defined]
+    hung.opened.set()
+    await in_thread(lambda: worker.join(STALL))
+    assert root.handlers != [hung]  # caught up, but "queued" is still on its way
+    q._right.append(token)  # the delivering thread is done
+    logging.getLogger("app").warning("delivers both")
+    worker = listener._lanes[0].thread  # type: ignore[attr-defined]
+    if worker is not None:  # the lane's worker took the two records
+        await in_thread(lambda: worker.join(STALL))
+    assert root.handlers == [hung]
+    logging.getLogger("app").warning("direct again")
+    assert hung.messages() == ["stuck", "queued", "delivers both", "direct again"]
+    assert q.qsize() == 0
+
+
+@pytest.mark.anyio
 async def test_listening_is_bounded_by_its_timeout(logger: logging.Logger) -> None:
     """Leaving `async with listening(timeout=...)` cannot hang on a stuck handler."""
     hung = Gate(name="hung")
