@@ -148,11 +148,26 @@ class Lane:
         # The batch the worker is handling and done_count when it took it, in
         # one attribute (read from other threads): see oldest_created.
         self.in_hand: tuple[Sequence[Entry], int] = _EMPTY_HAND
+        # put_count when a thread lane stopped serving a run: later puts were
+        # logged after its stop began (see pending_after_stop).
+        self.stop_mark: int | None = None
 
     @property
     def pending(self) -> int:
         """Records in the buffer or being handled right now."""
         return self.put_count - self.done_count - self.evicted
+
+    def pending_after_stop(self) -> int:
+        """Of ``pending``, the records put after this lane stopped serving a run.
+
+        Handled in order, so those before the mark go first (evictions take
+        the oldest, too).
+        """
+        mark = self.stop_mark
+        if mark is None:
+            return 0
+        pending = self.pending
+        return pending - max(0, min(pending, mark - self.done_count - self.evicted))
 
     def oldest_created(self) -> float | None:
         """When the oldest record not handled yet was logged; None if none waits.
@@ -422,6 +437,7 @@ class ThreadLane(Lane):
         with self._lock:
             self._closing = False
             self.state = RUNNING
+            self.stop_mark = None
             self.gave_up_at = None
             self.on_idle = None
             self._loop_thread = threading.get_ident()
@@ -441,6 +457,7 @@ class ThreadLane(Lane):
         """
         with self._lock:
             self._closing = True
+            self.stop_mark = self.put_count
             busy = self.thread is not None and bool(self.pending)
             self.state = DRAINING if busy else IDLE
             if busy and gave_up:

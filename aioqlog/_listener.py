@@ -440,7 +440,9 @@ class QueueListener:
                 ``maxsize``, counted when dropped) until it catches up.
 
         Returns:
-            A ``ListenerStats`` snapshot taken once stopped.
+            A ``ListenerStats`` snapshot taken once stopped: its
+            ``undelivered`` counts what this stop left of the records logged
+            before it (see ``ListenerStats.logged_after_stop``).
         """
         timeout = check_seconds(timeout, "stop() timeout", allow_none=True, allow_zero=True)
         run = self._run_state
@@ -1059,6 +1061,13 @@ class QueueListener:
                     continue
                 cut_off.append(where)
             lane.stop_serving()
+        # What was logged before the stop and is still queued (out of time)
+        # reaches the thread lanes first: it counts as the stop's, not as later.
+        left = max(0, q._left_before_stop())
+        if left:
+            for lane in self._lanes:
+                if lane.stop_mark is not None:
+                    lane.stop_mark += left
         q._release()
         if background:
             if self._run_state.cancelled:
@@ -1336,6 +1345,12 @@ class QueueListener:
         # handle (counted in queue_depth, not again in its pending).
         one_hop = self._one_hop
         fed = one_hop.lane if one_hop is not None and one_hop.serving else None
+        after = 0
+        if self._run_state.stopping:
+            # What the stop takes ends at the queue's mark, and at each thread
+            # lane's: the rest is delivered as the threads log, after it.
+            after = depth - min(depth, max(0, q._left_before_stop()))
+            after += sum(lane.pending_after_stop() for lane in self._lanes)
         return ListenerStats(
             running=self.running,
             enqueued=q._enqueued,
@@ -1355,7 +1370,13 @@ class QueueListener:
                 for lane in self._lanes
             ),
             oldest_queued_age=_since(q._oldest_created(), now),
+            logged_after_stop=after,
         )
+
+    def _left_over(self) -> int:
+        """Return every record queued or held by a lane, however late it was logged (at exit)."""
+        stats = self.stats
+        return stats.undelivered + stats.logged_after_stop
 
     # -------------------------------------------------------------- at exit
 
@@ -1476,7 +1497,7 @@ class QueueListener:
             future.cancel()
             _stderr(
                 f"could not stop {self!r} on its event loop at exit ({exc!r}); "
-                f"{self.stats.undelivered} records were not delivered"
+                f"{self._left_over()} records were not delivered"
             )
         return True
 
@@ -1529,9 +1550,7 @@ class QueueListener:
                 return False
             if not noticed and now - began >= _NOTICE_AFTER:
                 noticed = True
-                _stderr(
-                    f"delivering {self.stats.undelivered} records {when}{_ctrl_c_skips(' (', ')')}"
-                )
+                _stderr(f"delivering {self._left_over()} records {when}{_ctrl_c_skips(' (', ')')}")
         return True
 
     def _give_up_on_threads(self, waited: float | None, when: str) -> None:

@@ -56,6 +56,11 @@ class ListenerStats:
         handlers: One ``HandlerStats`` per handler, in the listener's order.
         oldest_queued_age: Seconds since the oldest record still in the queue
             was logged, or ``None`` when the queue is empty.
+        logged_after_stop: Of the records queued or pending for a sync
+            handler, those logged after ``stop()`` began (or the loop ended):
+            not the stop's to deliver, they are on their way in the logging
+            threads, as without a listener, or at exit. Not counted in
+            ``undelivered``.
 
     Example:
         >>> stats = listener.stats  # doctest: +SKIP
@@ -73,8 +78,14 @@ class ListenerStats:
     recursion_dropped: int
     handlers: tuple[HandlerStats, ...]
     oldest_queued_age: float | None = None
+    logged_after_stop: int = 0
 
     @property
     def undelivered(self) -> int:
-        """Records accepted but not (yet) delivered: queued, in a lane, or held by a handler."""
-        return self.queue_depth + sum(h.pending for h in self.handlers)
+        """Records accepted but not (yet) delivered: queued, in a lane, or held by a handler.
+
+        Once a stop has begun, only the records logged before it count: a
+        stop that delivered everything it had to reads 0, however many
+        records threads logged meanwhile (see ``logged_after_stop``).
+        """
+        return self.queue_depth + sum(h.pending for h in self.handlers) - self.logged_after_stop

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import threading
 import time
 
 import anyio
+import anyio.lowlevel
 import pytest
 from support import STALL, Gate, Recorder, in_thread
 
@@ -46,6 +48,68 @@ async def test_stats_count_what_happened(logger: logging.Logger) -> None:
     assert [(h.handled, h.errors, h.pending) for h in stats.handlers] == [(3, 0, 0), (2, 1, 0)]
     assert stats.undelivered == 0
     assert stats.recursion_dropped == 0
+
+
+class Gates(Recorder):
+    """A recorder whose emit of a named message blocks until that message's gate opens."""
+
+    def __init__(self, *messages: str) -> None:
+        super().__init__()
+        self.entered = {m: threading.Event() for m in messages}
+        self.opened = {m: threading.Event() for m in messages}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message in self.opened:
+            self.entered[message].set()
+            self.opened[message].wait(STALL)
+        super().emit(record)
+
+
+@pytest.mark.anyio
+async def test_what_stop_returns_counts_as_undelivered_only_what_was_logged_before_it(
+    logger: logging.Logger,
+) -> None:
+    """Records threads log while stop() ends are not the stop's: a complete stop reads 0.
+
+    Here one is logged while the stop delivers what was logged during it, so
+    it is still on its way when the stop returns (counted in
+    logged_after_stop), and is delivered afterwards, in order.
+    """
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    handler = Gates("first", "late")
+    listener = aioqlog.QueueListener(q, handler)
+
+    def log_late_from_another_thread(record: logging.LogRecord) -> bool:
+        if record.getMessage() == "during":
+            thread = threading.Thread(target=lambda: logger.info("late"))
+            thread.start()
+            thread.join(STALL)
+        return True
+
+    handler.addFilter(log_late_from_another_thread)
+    listener.start()
+    logger.info("first")
+    await in_thread(lambda: handler.entered["first"].wait(STALL))
+    returned: list[aioqlog.ListenerStats] = []
+
+    async def stop() -> None:
+        returned.append(await listener.stop())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stop)
+        while not listener._run_state.stopping:  # the stop has begun
+            await anyio.lowlevel.checkpoint()
+        logger.info("during")
+        handler.opened["first"].set()
+    (stats,) = returned
+    assert handler.messages() == ["first", "during"]
+    assert (stats.logged_after_stop, stats.undelivered) == (1, 0)
+    handler.opened["late"].set()
+    await handler.arrived(3)
+    assert handler.messages() == ["first", "during", "late"]
+    assert listener.stats.undelivered == 0
 
 
 @pytest.mark.anyio
