@@ -1063,11 +1063,11 @@ class QueueListener:
             lane.stop_serving()
         # What was logged before the stop and is still queued (out of time)
         # reaches the thread lanes first: it counts as the stop's, not as later.
-        left = max(0, q._left_before_stop())
-        if left:
+        before_stop = max(0, q._left_before_stop())
+        if before_stop:
             for lane in self._lanes:
                 if lane.stop_mark is not None:
-                    lane.stop_mark += left
+                    lane.stop_mark += before_stop
         q._release()
         if background:
             if self._run_state.cancelled:
