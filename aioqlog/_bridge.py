@@ -434,6 +434,10 @@ class LogQueue:
         self._dropped = 0
         self._evicted = 0
         self._blocked = 0
+        # While no listener runs: what the handlers had handled when a thread
+        # last gave up waiting for room (None: none gave up). Until they move
+        # on from there, a thread finding the queue full does not wait.
+        self._idle_stall: int | None = None
         # Written only by the holder of the delivery right.
         self._taken = 0
         self._high_water = 0
@@ -603,6 +607,13 @@ class LogQueue:
             self._drain_in_caller()
             if len(self._items) < self._maxsize:
                 return True
+        if not self._attached and self._may_wait_idle():
+            # Another thread delivers what is queued, in order, and this one
+            # waits for its turn, as it would for the handler's lock without
+            # aioqlog (not for ever: see _may_wait_idle).
+            if self._wait_for_room():
+                return True
+            self._idle_stall = self._handled_so_far()
         if self._overflow == "drop_old":
             try:
                 evicted = self._items.popleft()
@@ -630,6 +641,21 @@ class LogQueue:
         if me in self._nonblocking or me == self._holder:
             return False  # a lane's worker, or the thread that would make the room
         return self._attached or self._consumer is not None  # someone will make room
+
+    def _may_wait_idle(self) -> bool:
+        """Return whether this thread may wait for room while no listener runs.
+
+        Under every policy: no event loop is served then, and the records are
+        delivered by logging threads, one at a time. Not once a wait found the
+        handlers stuck, until they handle something again: a stuck handler
+        then costs drops (counted), not a wait in every log call.
+        """
+        stall = self._idle_stall
+        if stall is not None:
+            if self._handled_so_far() == stall:
+                return False
+            self._idle_stall = None
+        return self._consumer is not None and self._may_wait()
 
     def _wait_for_room(self) -> bool:
         """Wait for room while the handlers make progress; return whether room came.

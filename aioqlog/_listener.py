@@ -633,7 +633,9 @@ class QueueListener:
         """
         self._dispatch(batch)
         if not self.queue.qsize():
-            self._report_drops(force=False)
+            # Not rate-limited: nothing else would report them later. Each
+            # summary follows a queue that filled while one thread delivered.
+            self._report_drops(force=True)
             self._after_drain()
 
     def _dispatch_one(self, record: logging.LogRecord, depth: int) -> None:

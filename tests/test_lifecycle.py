@@ -25,7 +25,17 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import pytest
-from support import STALL, AsyncRecorder, Gate, Recorder, bounded, in_thread, run, run_on
+from support import (
+    STALL,
+    AsyncRecorder,
+    Gate,
+    Recorder,
+    bounded,
+    in_thread,
+    join_all,
+    run,
+    run_on,
+)
 
 import aioqlog
 
@@ -667,6 +677,99 @@ def test_a_record_logged_right_after_the_block_is_written_before_exit(
     lines = _lines(tmp_path / "app.log")
     assert "final" in lines, result.stderr
     assert [line for line in lines if line.startswith("r")] == [f"r{i}" for i in range(50)]
+
+
+class _Held(Recorder):
+    """A recorder whose emit of "held" blocks until *opened* is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.opened = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "held":
+            self.entered.set()
+            self.opened.wait(STALL)
+        super().emit(record)
+
+
+def _stopped_listener(logger: logging.Logger, q: aioqlog.LogQueue, handler: Recorder) -> None:
+    logger.addHandler(aioqlog.QueueHandler(q))
+    listener = aioqlog.QueueListener(q, handler)
+
+    async def once() -> None:
+        listener.start()
+        await listener.stop()
+
+    asyncio.run(once())
+
+
+def _until(predicate: Callable[[], bool]) -> None:
+    """Wait (bounded) for a state another thread reaches."""
+    deadline = time.monotonic() + STALL
+    while not predicate():
+        assert time.monotonic() < deadline, "the state was never reached"
+        time.sleep(0.001)
+
+
+def _log_in_thread(logger: logging.Logger, *messages: str) -> threading.Thread:
+    thread = threading.Thread(target=lambda: [logger.info(m) for m in messages])
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("overflow", ["drop_new", "drop_old", "block"])
+def test_after_stop_a_thread_that_finds_the_queue_full_waits_its_turn(
+    logger: logging.Logger, overflow: str
+) -> None:
+    """After stop(), another thread delivering a slow record makes this one wait, as a lock would.
+
+    Nothing is dropped, whatever the policy: no loop is served then.
+    """
+    q = aioqlog.LogQueue(maxsize=2, overflow=overflow, block_timeout=STALL)
+    handler = _Held()
+    _stopped_listener(logger, q, handler)
+    delivering = _log_in_thread(logger, "held")  # delivers in its thread, and waits there
+    assert handler.entered.wait(STALL)
+    waiting = _log_in_thread(logger, "b", "c", "d")  # b, c queued; d finds the queue full
+    _until(lambda: q._blocked == 1)
+    handler.opened.set()
+    join_all([delivering, waiting])
+    assert handler.messages() == ["held", "b", "c", "d"]
+    assert q.dropped == 0
+
+
+def test_after_stop_a_stuck_handler_costs_one_wait_then_counted_drops_reported(
+    logger: logging.Logger,
+) -> None:
+    """One log call waits block_timeout for a stuck handler; later ones drop at once, counted.
+
+    Once the handler moves, the drops are reported to it as soon as the
+    queue is empty, even right after an earlier summary.
+    """
+    q = aioqlog.LogQueue(maxsize=1, block_timeout=0.2)
+    handler = _Held()
+    _stopped_listener(logger, q, handler)
+    for episode in range(2):
+        handler.entered.clear()
+        handler.opened.clear()
+        delivering = _log_in_thread(logger, "held")
+        assert handler.entered.wait(STALL)
+        logger.info("queued")
+        started = time.monotonic()
+        logger.info("waits, then dropped")
+        assert time.monotonic() - started >= 0.2
+        started = time.monotonic()
+        logger.info("dropped at once")
+        assert time.monotonic() - started < 0.1
+        handler.opened.set()
+        join_all([delivering])
+        assert q.dropped == 2 * (episode + 1)
+        summaries = [m for m in handler.messages() if m.startswith("aioqlog dropped 2 records")]
+        assert len(summaries) == episode + 1, handler.messages()
+    logger.info("after")
+    assert handler.messages()[-1] == "after"
 
 
 # ------------------------------------------------------- after loop.close()
