@@ -702,6 +702,12 @@ class LogQueue:
             self._exiting = True
             self._room.notify_all()
 
+    def _exit_backlog(self) -> tuple[int, int]:
+        """Return how many queued records were queued when the exit began, and how many since."""
+        queued = len(self._items)
+        before = min(queued, max(0, self._exit_mark - self._taken)) if self._exiting else queued
+        return before, queued - before
+
     def _past_exit_mark(self) -> bool:
         """Return whether the interpreter is exiting and what was queued then is taken."""
         return self._exiting and self._taken >= self._exit_mark

@@ -82,6 +82,10 @@ class ExitListener(Protocol):
         """Deliver what an unfinished run left behind, as the interpreter exits."""
         ...
 
+    def _report_late_records(self) -> None:
+        """Say on stderr what threads logging on through the exit lost (after the last _at_exit)."""
+        ...
+
     def _after_fork_in_child(self) -> None:
         """Forget, in a forked child, the parent's run: its task, threads and records."""
         ...
@@ -111,6 +115,11 @@ def _finish_listeners() -> None:
 
 def _at_exit() -> None:
     _finish_listeners()
+    for listener in list(_listeners):
+        try:
+            listener._report_late_records()
+        except Exception as exc:  # noqa: BLE001 - exit must go on
+            write_stderr(f"could not report on {listener!r} at exit: {exc!r}")
     for queue in list(_queues):
         if not queue._has_listener() and (queue.qsize() or queue.dropped):
             also = (

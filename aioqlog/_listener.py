@@ -1403,6 +1403,37 @@ class QueueListener:
         self.queue._stop_waiting()
         self._finish("at exit")
 
+    def _report_late_records(self) -> None:
+        """Say on stderr what threads logging on through the exit lost, so far.
+
+        Called once, after the last ``_at_exit``. The exit delivers what was
+        queued when it began; what threads log after that stays queued, or is
+        dropped once the queue is full, and no summary reaches the handlers
+        any more. (After giving up on a handler, the exit has said what it left.)
+        """
+        if self._gave_up:
+            return
+        q = self.queue
+        before, late = (0, 0) if q._attached else q._exit_backlog()
+        dropped = q.dropped - self._drops_reported
+        dropped += sum(
+            lane.dropped - lane.drops_reported
+            for lane in self._lanes
+            if isinstance(lane, ThreadLane)
+        )
+        if not late and not dropped:
+            return
+        still = (
+            f" ({before} queued before it were still being delivered by one of them)"
+            if before
+            else ""
+        )
+        _stderr(
+            f"threads went on logging as the interpreter exited: {late} records they logged "
+            f"after the exit began were not delivered{still}, and {dropped} were dropped (the "
+            f"queue was full) with no summary to the handlers; what they log from now on is lost"
+        )
+
     def _finish(self, when: str) -> None:
         """Deliver everything still on its way, here and now (at exit, or at close).
 
