@@ -97,7 +97,7 @@ from typing import Any, Literal, Protocol, get_args
 
 from . import _lifecycle
 from ._backend import Backend, Waiter, loop_runs_here
-from ._context import Entry
+from ._context import Entry, on_handler_thread
 from ._diagnostics import check_positive, check_seconds
 
 __all__ = [
@@ -218,6 +218,36 @@ _Parked = tuple[
 def _ring_later(queue: LogQueue) -> None:
     """Ring a deferred consumer thread: the loop has turned (a callback on it)."""
     queue._ring_deferred()
+
+
+def wait_while_moving(
+    room: threading.Condition,
+    full: Callable[[], bool],
+    progress: Callable[[], int],
+    patience: float,
+    quit_waiting: Callable[[], bool] = lambda: False,
+) -> bool:
+    """With *room*'s lock held, wait until ``full()`` is false; return whether it is.
+
+    Room can come back slowly (a handler handles a record at a time), so the
+    wait gives up only after *patience* seconds in which ``progress()`` (a
+    count of records handled) did not move, or once ``quit_waiting()``. Whoever
+    makes room notifies *room*.
+    """
+    deadline = time.monotonic() + patience
+    moved = progress()
+    while full():
+        if quit_waiting():
+            return False
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            now = progress()
+            if now == moved:
+                return False
+            moved, deadline = now, time.monotonic() + patience
+            continue
+        room.wait(remaining)
+    return True
 
 
 class Consumer(Protocol):
@@ -638,7 +668,7 @@ class LogQueue:
         if loop_runs_here():
             return False  # an event loop runs here: waiting would stall it
         me = threading.get_ident()
-        if me in self._nonblocking or me == self._holder:
+        if me in self._nonblocking or me == self._holder or on_handler_thread():
             return False  # a lane's worker, or the thread that would make the room
         return self._attached or self._consumer is not None  # someone will make room
 
@@ -666,26 +696,19 @@ class LogQueue:
         the wait gives up only after *block_timeout* seconds in which the
         handlers handled nothing.
         """
-        patience = self._block_timeout
-        deadline = time.monotonic() + patience
-        progress = self._handled_so_far()
+        items, maxsize = self._items, self._maxsize
         with self._room:
             # The consumer pops, then reads _blocked: incrementing before the
             # length check means it either sees us waiting or we see its pops.
             self._blocked += 1
             try:
-                while len(self._items) >= self._maxsize:
-                    if self._exiting:
-                        return False
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        handled = self._handled_so_far()
-                        if handled == progress:
-                            return False
-                        progress, deadline = handled, time.monotonic() + patience
-                        continue
-                    self._room.wait(remaining)
-                return True
+                return wait_while_moving(
+                    self._room,
+                    lambda: len(items) >= maxsize,
+                    self._handled_so_far,
+                    self._block_timeout,
+                    lambda: self._exiting,
+                )
             finally:
                 self._blocked -= 1
 

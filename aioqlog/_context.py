@@ -23,6 +23,7 @@ __all__ = [
     "depth_of",
     "handling",
     "mark_handler_thread",
+    "on_handler_thread",
     "run_in_context",
     "to_handle",
 ]
@@ -50,6 +51,12 @@ HANDLER_THREADS: set[tuple[int | None, str | None]] = set()
 #: The idents of ``HANDLER_THREADS``: a record from any other thread needs no
 #: look-up of its pair (see ``depth_of``). Both grow in ``mark_handler_thread``.
 _HANDLER_IDENTS: set[int | None] = set()
+
+
+def on_handler_thread() -> bool:
+    """Return whether the calling thread is a lane's worker (see ``HANDLER_THREADS``)."""
+    ident = threading.get_ident()
+    return ident in _HANDLER_IDENTS and (ident, threading.current_thread().name) in HANDLER_THREADS
 
 
 def mark_handler_thread() -> None:

@@ -43,9 +43,9 @@ from collections.abc import Callable, Sequence
 from typing import Final, Literal, Protocol
 
 from ._async_handler import AsyncHandler, overrides_batch
-from ._backend import Backend, Task, Waiter
+from ._backend import Backend, Task, Waiter, loop_runs_here
 from ._batch import BatchEmit, batch_emitter
-from ._bridge import BATCH_LIMIT, Overflow, Parking
+from ._bridge import BATCH_LIMIT, DEFAULT_BLOCK_TIMEOUT, Overflow, Parking, wait_while_moving
 from ._context import (
     DEPTH,
     SUMMARY_DEPTH,
@@ -53,6 +53,7 @@ from ._context import (
     depth_of,
     handling,
     mark_handler_thread,
+    on_handler_thread,
     run_in_context,
     to_handle,
 )
@@ -390,6 +391,13 @@ class ThreadLane(Lane):
         self.abandoned = False
         # Set by the listener while the worker takes records off the queue itself.
         self.feed: Feed | None = None
+        # While it drains: threads waiting for room, the done_count at which
+        # such a wait last found the worker stuck, and how long a wait lasts
+        # without progress (the queue's block_timeout; see _wait_for_room).
+        self._room = threading.Condition(self._lock)
+        self._room_waiters = 0
+        self._room_stall: int | None = None
+        self.room_patience = DEFAULT_BLOCK_TIMEOUT
 
     def put(
         self, record: logging.LogRecord, ctx: contextvars.Context, *, past_bound: bool = False
@@ -401,6 +409,13 @@ class ThreadLane(Lane):
             return
         if state == DRAINING:
             with self._lock:
+                if (
+                    self.state == DRAINING
+                    and not past_bound
+                    and self.pending >= self.capacity
+                    and self._may_wait_for_room()
+                ):
+                    self._wait_for_room()
                 if self.state == DRAINING:  # the worker may have caught up meanwhile
                     if self._accept((record, ctx), past_bound=past_bound) and self._parked:
                         self._ring()
@@ -412,6 +427,41 @@ class ThreadLane(Lane):
     def wake_worker(self) -> None:
         if self._parked:
             self._ring()
+
+    def _may_wait_for_room(self) -> bool:
+        """Return whether this thread may wait for room in the draining buffer.
+
+        A logging thread may, as it would wait for the handler's lock without
+        aioqlog; an event loop's thread and a lane's worker never do. Not once
+        a wait found the worker stuck, until it moves again: a stuck handler
+        then costs counted drops, not a wait in every log call.
+        """
+        stall = self._room_stall
+        if stall is not None:
+            if self.done_count == stall:
+                return False
+            self._room_stall = None
+        return not loop_runs_here() and not on_handler_thread()
+
+    def _wait_for_room(self) -> None:
+        """With the lock held: wait while the buffer is full and the worker makes progress."""
+        self._room_waiters += 1
+        try:
+            moved = wait_while_moving(
+                self._room,
+                lambda: self.state == DRAINING and self.pending >= self.capacity,
+                lambda: self.done_count,
+                self.room_patience,
+            )
+        finally:
+            self._room_waiters -= 1
+        if not moved:
+            self._room_stall = self.done_count
+
+    def _room_made(self) -> None:
+        """Wake the threads waiting for room (the worker handled a batch)."""
+        with self._lock:
+            self._room.notify_all()
 
     def _ring(self) -> None:
         try:
@@ -516,6 +566,8 @@ class ThreadLane(Lane):
                 del batch
                 if self._watch.slot:
                     self.notify()
+                if self._room_waiters:
+                    self._room_made()
                 continue
             feed = self.feed
             if feed is not None and feed.pull(self.room()):
@@ -574,6 +626,7 @@ class ThreadLane(Lane):
                     self.put_count += 1
                     return False
                 self.state = IDLE
+                self._room.notify_all()  # a waiting thread delivers in the caller now
             self.thread = None
             return True
 

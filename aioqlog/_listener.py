@@ -911,6 +911,8 @@ class QueueListener:
             budget = q.block_timeout / 2 if budget is None else min(budget, q.block_timeout / 2)
         for lane in self._lanes:
             lane.call_budget = budget
+            if isinstance(lane, ThreadLane):
+                lane.room_patience = q.block_timeout
             thread_id = lane.start(backend)
             if thread_id is not None:
                 q._add_nonblocking(thread_id)
