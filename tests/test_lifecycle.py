@@ -1003,16 +1003,10 @@ async def test_drops_while_a_handler_was_stuck_are_reported_once_it_recovers(
     assert kept == ["first", "while stuck 0", "while stuck 1", "while stuck 2"]
 
 
-def test_behind_a_handler_catching_up_a_thread_waits_for_room_instead_of_dropping(
-    logger: logging.Logger,
-) -> None:
-    """After a stop that ran out of time, a slow but working handler loses nothing to a thread.
-
-    Its worker still holds records; a thread logging more than the lane holds
-    waits for room while the worker makes progress, as it would wait for the
-    handler's lock.
-    """
-    q = aioqlog.LogQueue(maxsize=2)
+def _stopped_behind_first(
+    logger: logging.Logger, q: aioqlog.LogQueue
+) -> tuple[aioqlog.QueueListener, Gate]:
+    """Return a listener whose stop() ran out of time while its gate held "first"."""
     logger.addHandler(aioqlog.QueueHandler(q))
     gate = Gate(name="gate")
     listener = aioqlog.QueueListener(q, gate)
@@ -1025,6 +1019,19 @@ def test_behind_a_handler_catching_up_a_thread_waits_for_room_instead_of_droppin
             await listener.stop(timeout=0.05)
 
     asyncio.run(stopped_behind_first())
+    return listener, gate
+
+
+def test_behind_a_handler_catching_up_a_thread_waits_for_room_instead_of_dropping(
+    logger: logging.Logger,
+) -> None:
+    """After a stop that ran out of time, a slow but working handler loses nothing to a thread.
+
+    Its worker still holds records; a thread logging more than the lane holds
+    waits for room while the worker makes progress, as it would wait for the
+    handler's lock.
+    """
+    listener, gate = _stopped_behind_first(logger, aioqlog.LogQueue(maxsize=2))
     lane = listener._lanes[0]
     thread = _log_in_thread(logger, "a", "b", "c")  # "first" and "a" fill the lane
     _until(lambda: lane._room_waiters == 1)  # type: ignore[attr-defined]
@@ -1040,18 +1047,7 @@ def test_behind_a_stuck_handler_one_wait_then_counted_drops_reported_when_it_mov
 ) -> None:
     """A stuck worker costs one block_timeout wait; later records drop at once, counted."""
     q = aioqlog.LogQueue(maxsize=2, block_timeout=0.2)
-    logger.addHandler(aioqlog.QueueHandler(q))
-    gate = Gate(name="gate")
-    listener = aioqlog.QueueListener(q, gate)
-
-    async def stopped_behind_first() -> None:
-        listener.start()
-        logger.info("first")
-        await in_thread(lambda: gate.entered.wait(STALL))
-        with contextlib.redirect_stderr(io.StringIO()):
-            await listener.stop(timeout=0.05)
-
-    asyncio.run(stopped_behind_first())
+    listener, gate = _stopped_behind_first(logger, q)
     logger.info("a")  # fills the lane
     started = time.monotonic()
     logger.info("waits, then dropped")
