@@ -468,6 +468,8 @@ class LogQueue:
         # last gave up waiting for room (None: none gave up). Until they move
         # on from there, a thread finding the queue full does not wait.
         self._idle_stall: int | None = None
+        # The threads waiting for room now.
+        self._waiting: set[int] = set()
         # Written only by the holder of the delivery right.
         self._taken = 0
         self._high_water = 0
@@ -637,13 +639,16 @@ class LogQueue:
             self._drain_in_caller()
             if len(self._items) < self._maxsize:
                 return True
-        if not self._attached and self._may_wait_idle():
-            # Another thread delivers what is queued, in order, and this one
-            # waits for its turn, as it would for the handler's lock without
-            # aioqlog (not for ever: see _may_wait_idle).
-            if self._wait_for_room():
-                return True
-            self._idle_stall = self._handled_so_far()
+        if not self._attached:
+            if self._may_wait_idle():
+                # Another thread delivers what is queued, in order, and this one
+                # waits for its turn, as it would for the handler's lock without
+                # aioqlog (not for ever: see _may_wait_idle).
+                if self._wait_for_room():
+                    return True
+                self._idle_stall = self._handled_so_far()
+        elif self._overflow == "block" and self._may_wait() and self._wait_for_room():
+            return True
         if self._overflow == "drop_old":
             try:
                 evicted = self._items.popleft()
@@ -654,8 +659,6 @@ class LogQueue:
             with self._lock:
                 self._dropped += 1
                 self._evicted += 1
-            return True
-        if self._overflow == "block" and self._may_wait() and self._wait_for_room():
             return True
         with self._lock:
             self._dropped += 1
@@ -670,6 +673,8 @@ class LogQueue:
         me = threading.get_ident()
         if me in self._nonblocking or me == self._holder or on_handler_thread():
             return False  # a lane's worker, or the thread that would make the room
+        if me in self._waiting:
+            return False  # a signal handler that logs while its thread waits here
         return self._attached or self._consumer is not None  # someone will make room
 
     def _may_wait_idle(self) -> bool:
@@ -697,10 +702,12 @@ class LogQueue:
         handlers handled nothing.
         """
         items, maxsize = self._items, self._maxsize
+        me = threading.get_ident()
         with self._room:
             # The consumer pops, then reads _blocked: incrementing before the
             # length check means it either sees us waiting or we see its pops.
             self._blocked += 1
+            self._waiting.add(me)
             try:
                 return wait_while_moving(
                     self._room,
@@ -710,6 +717,7 @@ class LogQueue:
                     lambda: self._exiting,
                 )
             finally:
+                self._waiting.discard(me)
                 self._blocked -= 1
 
     def _stop_waiting(self) -> None:

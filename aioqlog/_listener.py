@@ -572,6 +572,8 @@ class QueueListener:
         self._gave_up = False
         # What _give_up_on_threads last said was left in the queue.
         self._queued_reported = 0
+        # When ("at exit", ...) the "delivering N records" notice was given.
+        self._noticed: set[str] = set()
         self._drops_reported = 0
         self._recursion_reported = 0
         self._summary_due = 0.0  # time.monotonic() before which no summary goes out
@@ -1143,6 +1145,7 @@ class QueueListener:
         assert backend is not None  # running
         done = backend.new_waiter()
         remaining = [self.queue.qsize()]
+        queued, before_stop = remaining[0], max(0, self.queue._left_before_stop())
 
         def signal() -> None:
             try:
@@ -1166,10 +1169,17 @@ class QueueListener:
         if not self._run_state.cancelled and not await backend.wait(done, self._time_left()):
             left = remaining[0]
             if left > 0:
+                # Delivered in order: those logged before the stop go first.
+                before = max(0, before_stop - (queued - left))
+                which = (
+                    f" ({before} logged before stop(), {left - before} while it ran)"
+                    if before
+                    else " (logged while it ran)"
+                )
                 _stderr(
-                    f"stop() ran out of time; {left} records logged while it ran are still "
-                    f"being delivered from a helper thread (at exit, aioqlog waits for it "
-                    f"while it makes progress)"
+                    f"stop() ran out of time; {left} records still queued{which} are being "
+                    f"delivered from a helper thread (at exit, aioqlog waits for it while it "
+                    f"makes progress)"
                 )
 
     async def _aclose(self, lane: TaskLane) -> None:
@@ -1411,18 +1421,24 @@ class QueueListener:
         Called once, after the last ``_at_exit``. The exit delivers what was
         queued when it began; what threads log after that stays queued, or is
         dropped once the queue is full, and no summary reaches the handlers
-        any more. (After giving up on a handler, the exit has said what it left.)
+        any more. (After giving up on a handler, the exit has said what it left,
+        and only the drops remain to be said.)
         """
-        if self._gave_up:
-            return
         q = self.queue
-        before, late = (0, 0) if q._attached else q._exit_backlog()
         dropped = q.dropped - self._drops_reported
         dropped += sum(
             lane.dropped - lane.drops_reported
             for lane in self._lanes
             if isinstance(lane, ThreadLane)
         )
+        if self._gave_up:
+            if dropped:
+                _stderr(
+                    f"{dropped} records were dropped (the queue was full) with no summary "
+                    f"to the handlers"
+                )
+            return
+        before, late = (0, 0) if q._attached else q._exit_backlog()
         if not late and not dropped:
             return
         still = (
@@ -1571,7 +1587,6 @@ class QueueListener:
             # from a stuck one.
             bound = _NOTICE_AFTER if bound is None else min(bound, _NOTICE_AFTER)
         began = last_move = time.monotonic()
-        noticed = False
         progress = self._progress()
         while threads := self._threads():
             threads[0].join(0.05)
@@ -1583,10 +1598,43 @@ class QueueListener:
             elif bound is not None and now - last_move >= bound:
                 self._give_up_on_threads(bound, when)
                 return False
-            if not noticed and now - began >= _NOTICE_AFTER:
-                noticed = True
+            if now - began >= _NOTICE_AFTER and when not in self._noticed:
+                self._noticed.add(when)  # once: the exit runs this more than once
                 _stderr(f"delivering {self._left_over()} records {when}{_ctrl_c_skips(' (', ')')}")
-        return True
+        return self._watch_callers(bound, when)
+
+    def _watch_callers(self, bound: float | None, when: str) -> bool:
+        """Give up on a handler stuck in a logging thread's call, as on a stuck worker.
+
+        Once no listener runs, logging threads deliver in their own calls: one
+        stuck in a handler's ``emit`` holds its lock, and ``logging.shutdown``
+        would wait for it for ever. It is not waited for while it moves (a
+        thread that logs on would keep the exit busy as long as it logs); one
+        that handles nothing for *bound* seconds is given up on. Returns False
+        then.
+        """
+
+        def busy() -> list[Lane]:
+            return [
+                lane
+                for lane in self._lanes
+                if isinstance(lane, ThreadLane)
+                and lane.thread is None
+                and lane.pending
+                and not lane.abandoned
+            ]
+
+        lanes = busy()
+        if not lanes or bound is None:
+            return True
+        marks = [lane.done_count for lane in lanes]
+        deadline = time.monotonic() + bound
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            if busy() != lanes or [lane.done_count for lane in lanes] != marks:
+                return True  # it moves: logging.shutdown gets the lock between records
+        self._give_up_on_threads(bound, when)
+        return False
 
     def _give_up_on_threads(self, waited: float | None, when: str) -> None:
         """Report what the listener's busy threads still hold; go on without them.

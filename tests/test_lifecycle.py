@@ -744,15 +744,16 @@ def test_after_stop_a_thread_that_finds_the_queue_full_waits_its_turn(
     assert q.dropped == 0
 
 
+@pytest.mark.parametrize("overflow", ["drop_new", "block"])
 def test_after_stop_a_stuck_handler_costs_one_wait_then_counted_drops_reported(
-    logger: logging.Logger,
+    logger: logging.Logger, overflow: Literal["drop_new", "block"]
 ) -> None:
     """One log call waits block_timeout for a stuck handler; later ones drop at once, counted.
 
     Once the handler moves, the drops are reported to it as soon as the
     queue is empty, even right after an earlier summary.
     """
-    q = aioqlog.LogQueue(maxsize=1, block_timeout=0.2)
+    q = aioqlog.LogQueue(maxsize=1, overflow=overflow, block_timeout=0.2)
     handler = _Held()
     _stopped_listener(logger, q, handler)
     for episode in range(2):
@@ -1738,6 +1739,54 @@ async def main():
 asyncio.run(main())
 print("main done", flush=True)
 """
+
+
+_STUCK_IN_A_LOGGING_THREAD = """
+import asyncio, logging, threading, time
+import aioqlog
+
+gate = threading.Event()
+
+class Stuck(logging.Handler):
+    def emit(self, record):
+        if record.getMessage() == "stuck":
+            gate.wait()
+
+log = logging.getLogger("app")
+log.setLevel(logging.INFO)
+log.propagate = False
+q = aioqlog.LogQueue(maxsize=10)
+log.addHandler(aioqlog.QueueHandler(q))
+listener = aioqlog.QueueListener(q, Stuck(), shutdown_timeout=0.5)
+
+async def main():
+    listener.start()
+    await listener.stop()
+
+asyncio.run(main())
+# No listener runs now: this daemon thread delivers in its own call, and sticks.
+threading.Thread(target=log.info, args=("stuck",), daemon=True).start()
+while not listener.stats.handlers[0].pending:
+    time.sleep(0.01)
+print("main done", flush=True)
+"""
+
+
+def test_a_handler_stuck_in_a_logging_threads_call_after_stop_does_not_hold_the_exit(
+    tmp_path: Path,
+) -> None:
+    """The exit gives up on it after shutdown_timeout, says so, and logging.shutdown skips it.
+
+    Before, the exit waited only for aioqlog's own threads, and
+    logging.shutdown waited for ever for the lock the stuck emit held.
+    """
+    started = time.monotonic()
+    result = _script(_STUCK_IN_A_LOGGING_THREAD, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "main done" in result.stdout
+    assert time.monotonic() - started < 30, result.stderr
+    assert "is still busy (it handled nothing for 0.5s at exit)" in result.stderr
+    assert "(1 records undelivered)" in result.stderr
 
 
 def test_a_daemon_thread_logging_for_ever_under_block_does_not_hold_the_exit(
