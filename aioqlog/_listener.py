@@ -1608,7 +1608,7 @@ class QueueListener:
 
         Once no listener runs, logging threads deliver in their own calls: one
         stuck in a handler's ``emit`` holds its lock, and ``logging.shutdown``
-        would wait for it for ever. It is not waited for while it moves (a
+        would wait for it for ever (at exit only). It is not waited for while it moves (a
         thread that logs on would keep the exit busy as long as it logs); one
         that handles nothing for *bound* seconds is given up on. Returns False
         then.
@@ -1625,8 +1625,8 @@ class QueueListener:
             ]
 
         lanes = busy()
-        if not lanes or bound is None:
-            return True
+        if not lanes or bound is None or not self.queue._exiting:
+            return True  # not exiting: a reconfiguration that closes us does not wait on it
         marks = [lane.done_count for lane in lanes]
         deadline = time.monotonic() + bound
         while time.monotonic() < deadline:
