@@ -1604,11 +1604,11 @@ class QueueListener:
         return self._watch_callers(bound, when)
 
     def _watch_callers(self, bound: float | None, when: str) -> bool:
-        """Give up on a handler stuck in a logging thread's call, as on a stuck worker.
+        """At exit, give up on a handler stuck in a logging thread's call, as on a stuck worker.
 
         Once no listener runs, logging threads deliver in their own calls: one
         stuck in a handler's ``emit`` holds its lock, and ``logging.shutdown``
-        would wait for it for ever (at exit only). It is not waited for while it moves (a
+        would wait for it for ever. It is not waited for while it moves (a
         thread that logs on would keep the exit busy as long as it logs); one
         that handles nothing for *bound* seconds is given up on. Returns False
         then.
