@@ -265,6 +265,8 @@ class Consumer(Protocol):
       count that grows while they make progress (read by a producer waiting
       for room under ``"block"``, from its own thread, with the queue's lock
       held: it takes no lock).
+    * ``_hand_off(drain)``: run ``drain(limit=...)`` in a helper thread of its
+      own (here, if no thread can start: the interpreter is exiting).
 
     While attached, the consumer calls the queue's consumer methods (the
     ``_``-prefixed methods under "consumer" below) from its loop thread.
@@ -283,6 +285,8 @@ class Consumer(Protocol):
     def _finish(self, when: str) -> None: ...
 
     def _handled_so_far(self) -> int: ...
+
+    def _hand_off(self, drain: Callable[..., None]) -> None: ...
 
 
 class Parking:
@@ -488,8 +492,10 @@ class LogQueue:
         self._loop_thread = 0
         # Threads that must never wait under "block": the loop's and the lanes'.
         self._nonblocking: frozenset[int] = frozenset()
-        # The thread delivering in the caller right now (0: none).
+        # The thread delivering in the caller right now (0: none), and how
+        # many records it has taken and not handed on yet.
         self._holder = 0
+        self._in_hand = 0
         self._rescues = 0  # safety-tick wake-ups that found records waiting
 
     # ------------------------------------------------------------------ public
@@ -562,7 +568,7 @@ class LogQueue:
         if self._parked:  # the consumer sleeps: wake it (once per burst)
             self._wake()
         elif self._right and not self._attached:  # no consumer: deliver here
-            self._drain_in_caller()
+            self._drain_in_caller(share=True)
 
     def _expose_contexts(self) -> None:
         """Note that a consumer's own code may enter and change queued contexts."""
@@ -636,7 +642,7 @@ class LogQueue:
             # A listener exists but does not run (not started yet, or stopped):
             # what waits here is delivered in this thread, as every record
             # logged now is, and this one with it.
-            self._drain_in_caller()
+            self._drain_in_caller(share=True)
             if len(self._items) < self._maxsize:
                 return True
         if not self._attached:
@@ -666,8 +672,8 @@ class LogQueue:
 
     def _may_wait(self) -> bool:
         """Return whether this thread may wait for room under "block"."""
-        if self._exiting:
-            return False  # the interpreter is exiting: nothing waits for a handler now
+        if self._past_exit_mark():
+            return False  # the exit delivers no more: nothing waits for a handler now
         if loop_runs_here():
             return False  # an event loop runs here: waiting would stall it
         me = threading.get_ident()
@@ -714,19 +720,21 @@ class LogQueue:
                     lambda: len(items) >= maxsize,
                     self._handled_so_far,
                     self._block_timeout,
-                    lambda: self._exiting,
+                    self._past_exit_mark,
                 )
             finally:
                 self._waiting.discard(me)
                 self._blocked -= 1
 
     def _stop_waiting(self) -> None:
-        """Let no thread wait for room under "block" any more: the interpreter is exiting.
+        """Mark what is queued now as all that is delivered: the interpreter is exiting.
 
         A thread that logs on (a daemon's loop, say) would otherwise keep the
         exit busy for as long as it logs: what was queued by now is delivered,
-        and what is logged from now on and finds the queue full is dropped and
-        counted, as under "drop_new".
+        and once it has been taken, no thread waits for room any more, and
+        what finds the queue full is dropped and counted, as under "drop_new".
+        (Until then a thread may wait, which also leaves the delivery the
+        processor time that a thread dropping record after record would take.)
         """
         with self._room:
             self._exit_mark = self._taken + len(self._items)
@@ -756,7 +764,12 @@ class LogQueue:
             self._consumer_lost()
 
     def _drain_in_caller(
-        self, delivered: Callable[[int], None] | None = None, limit: int = BATCH_LIMIT
+        self,
+        delivered: Callable[[int], None] | None = None,
+        limit: int = BATCH_LIMIT,
+        *,
+        share: bool = False,
+        owned: bool = False,
     ) -> None:
         """Deliver queued records in this thread while no consumer is attached.
 
@@ -765,34 +778,58 @@ class LogQueue:
         (those taken and not yet handed on are counted nowhere). Once the
         interpreter is exiting, only what was queued when the exit began is
         delivered (see ``_stop_waiting``).
+
+        With *share* (a log call), this thread delivers what was queued when
+        it took the right, its own record last, and hands what other threads
+        queued meanwhile to a helper thread, with the right: a thread that
+        logs once is not kept delivering for threads that go on logging.
+        *owned*: the caller holds the right already (handed off to it).
         """
         consumer = self._consumer
         if consumer is None:
             make = self._resolve_consumer
             if make is None or not make():
+                if owned:
+                    self._right.append(_TOKEN)
                 return  # nobody serves this queue yet: records wait (bounded)
             consumer = self._consumer
             if consumer is None:
+                if owned:
+                    self._right.append(_TOKEN)
                 return
         sink = consumer._dispatch_idle
         right = self._right
         while True:
-            try:
-                right.pop()
-            except IndexError:
-                return  # the holder will see our record when it re-checks
+            if owned:
+                owned = False
+            else:
+                try:
+                    right.pop()
+                except IndexError:
+                    return  # the holder will see our record when it re-checks
             self._holder = threading.get_ident()
+            mark = self._taken + len(self._items) if share else 0
             try:
                 while not self._attached and not self._past_exit_mark():
+                    if share and self._taken >= mark and self._items:
+                        self._holder = 0
+                        consumer._hand_off(functools.partial(self._drain_in_caller, owned=True))
+                        return  # the helper holds the right now, and re-checks
                     batch = self._take(limit)
                     if not batch:
                         break
+                    self._in_hand = len(batch)
                     sink(batch)
+                    self._in_hand = 0
                     if delivered is not None:
                         delivered(len(batch))
-            finally:
+            except BaseException:
+                self._in_hand = 0
                 self._holder = 0
                 right.append(_TOKEN)
+                raise
+            self._holder = 0
+            right.append(_TOKEN)
             if self._parked:
                 # A consumer attached meanwhile and waits for the right.
                 self._wake()

@@ -983,6 +983,10 @@ class QueueListener:
             return
         self._drainers.append(thread)
 
+    def _hand_off(self, drain: Callable[..., None]) -> None:
+        """Have a helper thread deliver what other threads queued (see ``_drain_in_caller``)."""
+        self._start_drainer(drain)
+
     def _after_drain(self) -> None:
         """Called once a delivery outside the listener's run has emptied the queue.
 
@@ -1604,37 +1608,52 @@ class QueueListener:
         return self._watch_callers(bound, when)
 
     def _watch_callers(self, bound: float | None, when: str) -> bool:
-        """At exit, give up on a handler stuck in a logging thread's call, as on a stuck worker.
+        """At exit, wait for logging threads' own calls, and give up on a stuck one.
 
-        Once no listener runs, logging threads deliver in their own calls: one
+        Once no listener runs, logging threads deliver in their own calls. What
+        was queued when the exit began, if one of them is delivering it, is
+        waited for while they make progress (a daemon thread is not joined by
+        anything else). One
         stuck in a handler's ``emit`` holds its lock, and ``logging.shutdown``
-        would wait for it for ever. It is not waited for while it moves (a
-        thread that logs on would keep the exit busy as long as it logs); one
-        that handles nothing for *bound* seconds is given up on. Returns False
-        then.
+        would wait for it for ever: it is given up on, as a stuck worker is,
+        once nothing moved for *bound* seconds. A call that moves with nothing
+        queued from before the exit is not waited for (a thread that logs on
+        would keep the exit busy as long as it logs). Returns False when it
+        gave up.
         """
+        q = self.queue
 
-        def busy() -> list[Lane]:
-            return [
-                lane
-                for lane in self._lanes
-                if isinstance(lane, ThreadLane)
+        def left() -> tuple[bool, int]:
+            busy = any(
+                isinstance(lane, ThreadLane)
                 and lane.thread is None
                 and lane.pending
                 and not lane.abandoned
-            ]
+                for lane in self._lanes
+            )
+            # Queued before the exit began, and a logging thread delivering it
+            # (the right taken); otherwise the exit's own drainer delivers it.
+            before = 0 if q._attached or q._right else q._exit_backlog()[0] + q._in_hand
+            return busy, before
 
-        lanes = busy()
-        if not lanes or bound is None or not self.queue._exiting:
+        busy, before = left()
+        if not (busy or before) or bound is None or not q._exiting:
             return True  # not exiting: a reconfiguration that closes us does not wait on it
-        marks = [lane.done_count for lane in lanes]
+        progress = self._progress()
         deadline = time.monotonic() + bound
-        while time.monotonic() < deadline:
+        while True:
             time.sleep(0.05)
-            if busy() != lanes or [lane.done_count for lane in lanes] != marks:
-                return True  # it moves: logging.shutdown gets the lock between records
-        self._give_up_on_threads(bound, when)
-        return False
+            busy, before = left()
+            if not (busy or before):
+                return True
+            moved = self._progress()
+            if moved != progress:
+                if not before:
+                    return True  # it moves: logging.shutdown gets the lock between records
+                progress, deadline = moved, time.monotonic() + bound
+            elif time.monotonic() >= deadline:
+                self._give_up_on_threads(bound, when)
+                return False
 
     def _give_up_on_threads(self, waited: float | None, when: str) -> None:
         """Report what the listener's busy threads still hold; go on without them.

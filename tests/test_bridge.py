@@ -450,6 +450,9 @@ async def test_no_record_lost_while_no_listener_runs(logger: logging.Logger) -> 
         w.start()
     for w in workers:
         w.join(STALL)
+    # A thread delivers what was queued when it began; what the others queued
+    # meanwhile, a helper thread delivers.
+    assert rec.wait_for(4000)
     assert len(rec.records) == 4000
     last: dict[int, int] = {}
     for record in rec.records:

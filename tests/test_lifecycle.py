@@ -723,6 +723,45 @@ def _log_in_thread(logger: logging.Logger, *messages: str) -> threading.Thread:
     return thread
 
 
+class _TwoHeld(Recorder):
+    """A recorder whose emit of "mine" or "theirs" blocks until that one's event is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = {m: threading.Event() for m in ("mine", "theirs")}
+        self.opened = {m: threading.Event() for m in ("mine", "theirs")}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message in self.opened:
+            self.entered[message].set()
+            self.opened[message].wait(STALL)
+        super().emit(record)
+
+
+def test_after_stop_a_log_call_delivers_its_share_not_what_others_log_meanwhile(
+    logger: logging.Logger,
+) -> None:
+    """The thread that finds no one delivering delivers up to its own record, then returns.
+
+    What other threads queued meanwhile goes to a helper thread: one log call
+    is not held for as long as other threads keep logging.
+    """
+    q = aioqlog.LogQueue()
+    handler = _TwoHeld()
+    _stopped_listener(logger, q, handler)
+    mine = _log_in_thread(logger, "mine")  # delivers in its own call, and is held there
+    assert handler.entered["mine"].wait(STALL)
+    _log_in_thread(logger, "a", "theirs", "b").join(STALL)  # queued behind "mine"
+    handler.opened["mine"].set()
+    mine.join(STALL / 4)
+    assert not mine.is_alive(), "the log call went on delivering other threads' records"
+    assert handler.entered["theirs"].wait(STALL)  # a helper thread delivers them
+    handler.opened["theirs"].set()
+    assert handler.wait_for(4)
+    assert handler.messages() == ["mine", "a", "theirs", "b"]
+
+
 @pytest.mark.parametrize("overflow", ["drop_new", "drop_old", "block"])
 def test_after_stop_a_thread_that_finds_the_queue_full_waits_its_turn(
     logger: logging.Logger, overflow: Literal["drop_new", "drop_old", "block"]
@@ -1770,6 +1809,52 @@ while not listener.stats.handlers[0].pending:
     time.sleep(0.01)
 print("main done", flush=True)
 """
+
+
+_BACKLOG_IN_A_DAEMONS_CALL = """
+import asyncio, logging, threading, time
+import aioqlog
+
+class Slow(logging.FileHandler):
+    def emit(self, record):
+        time.sleep(0.05)
+        super().emit(record)
+
+log = logging.getLogger("app")
+log.setLevel(logging.INFO)
+log.propagate = False
+q = aioqlog.LogQueue()
+log.addHandler(aioqlog.QueueHandler(q))
+handler = Slow("app.log")
+listener = aioqlog.QueueListener(q, handler)
+
+async def main():
+    listener.start()
+    await listener.stop()
+
+asyncio.run(main())
+# Another thread is delivering (it holds the right): these 20 wait in the queue.
+token = q._right.pop()
+for i in range(20):
+    log.info("r%d", i)
+q._right.append(token)
+# A daemon thread's log call finds them, and delivers them before its own.
+threading.Thread(target=log.info, args=("last",), daemon=True).start()
+while not listener.stats.handlers[0].pending:
+    time.sleep(0.001)
+"""
+
+
+def test_the_exit_waits_for_what_a_daemon_threads_call_delivers_from_before_it(
+    tmp_path: Path,
+) -> None:
+    """Records queued before the exit, in a daemon thread's delivery, are all written.
+
+    Before, nothing waited for that thread, and the exit killed it mid-way.
+    """
+    result = _script(_BACKLOG_IN_A_DAEMONS_CALL, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert _lines(tmp_path / "app.log") == [*(f"r{i}" for i in range(20)), "last"], result.stderr
 
 
 def test_a_handler_stuck_in_a_logging_threads_call_after_stop_does_not_hold_the_exit(
