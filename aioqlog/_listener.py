@@ -567,6 +567,7 @@ class QueueListener:
         self._recursion_quiet = 0  # dropped while handling a summary: not announced
         # Threads delivering what a stopping listener left queued (joined at exit).
         self._drainers: list[threading.Thread] = []
+        self._drainers_lock = threading.Lock()
         # Whether _give_up_on_threads went on without them: no drainer starts
         # again (one may be stuck in a handler, holding its lock).
         self._gave_up = False
@@ -964,7 +965,6 @@ class QueueListener:
         A daemon, so that a stuck handler cannot hang the interpreter before the
         exit hook runs; the exit hook waits for it while it makes progress.
         """
-        self._drainers = [t for t in self._drainers if t.is_alive()]
         one = functools.partial(drain, limit=1)
 
         def run() -> None:
@@ -981,7 +981,9 @@ class QueueListener:
             # and a daemon thread's loop can end only now): drain right here.
             one()
             return
-        self._drainers.append(thread)
+        with self._drainers_lock:  # logging threads hand off too
+            self._drainers = [t for t in self._drainers if t.is_alive()]
+            self._drainers.append(thread)
 
     def _hand_off(self, drain: Callable[..., None]) -> None:
         """Have a helper thread deliver what other threads queued (see ``_drain_in_caller``)."""
