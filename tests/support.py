@@ -78,6 +78,22 @@ class Gate(Recorder):
         super().emit(record)
 
 
+class Gates(Recorder):
+    """A recorder whose emit of a named message blocks until that message's gate opens."""
+
+    def __init__(self, *messages: str) -> None:
+        super().__init__()
+        self.entered = {m: threading.Event() for m in messages}
+        self.opened = {m: threading.Event() for m in messages}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message in self.opened:
+            self.entered[message].set()
+            self.opened[message].wait(STALL)
+        super().emit(record)
+
+
 class AsyncRecorder(aioqlog.AsyncHandler):
     """An async handler that keeps what it is awaited with."""
 

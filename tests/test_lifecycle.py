@@ -29,6 +29,7 @@ from support import (
     STALL,
     AsyncRecorder,
     Gate,
+    Gates,
     Recorder,
     bounded,
     in_thread,
@@ -723,22 +724,6 @@ def _log_in_thread(logger: logging.Logger, *messages: str) -> threading.Thread:
     return thread
 
 
-class _TwoHeld(Recorder):
-    """A recorder whose emit of "mine" or "theirs" blocks until that one's event is set."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.entered = {m: threading.Event() for m in ("mine", "theirs")}
-        self.opened = {m: threading.Event() for m in ("mine", "theirs")}
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if message in self.opened:
-            self.entered[message].set()
-            self.opened[message].wait(STALL)
-        super().emit(record)
-
-
 def test_after_stop_a_log_call_delivers_its_share_not_what_others_log_meanwhile(
     logger: logging.Logger,
 ) -> None:
@@ -748,7 +733,7 @@ def test_after_stop_a_log_call_delivers_its_share_not_what_others_log_meanwhile(
     is not held for as long as other threads keep logging.
     """
     q = aioqlog.LogQueue()
-    handler = _TwoHeld()
+    handler = Gates("mine", "theirs")
     _stopped_listener(logger, q, handler)
     mine = _log_in_thread(logger, "mine")  # delivers in its own call, and is held there
     assert handler.entered["mine"].wait(STALL)

@@ -11,7 +11,7 @@ import time
 import anyio
 import anyio.lowlevel
 import pytest
-from support import STALL, Gate, Recorder, in_thread
+from support import STALL, Gate, Gates, Recorder, in_thread
 
 import aioqlog
 
@@ -48,22 +48,6 @@ async def test_stats_count_what_happened(logger: logging.Logger) -> None:
     assert [(h.handled, h.errors, h.pending) for h in stats.handlers] == [(3, 0, 0), (2, 1, 0)]
     assert stats.undelivered == 0
     assert stats.recursion_dropped == 0
-
-
-class Gates(Recorder):
-    """A recorder whose emit of a named message blocks until that message's gate opens."""
-
-    def __init__(self, *messages: str) -> None:
-        super().__init__()
-        self.entered = {m: threading.Event() for m in messages}
-        self.opened = {m: threading.Event() for m in messages}
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if message in self.opened:
-            self.entered[message].set()
-            self.opened[message].wait(STALL)
-        super().emit(record)
 
 
 @pytest.mark.anyio
