@@ -1638,9 +1638,13 @@ class QueueListener:
             before = 0 if q._attached or q._right else q._exit_backlog()[0] + q._in_hand
             return busy, before
 
+        if self._gave_up or bound is None or not q._exiting:
+            # Given up on already (said once), or not exiting: a reconfiguration
+            # that closes us does not wait on it.
+            return True
         busy, before = left()
-        if not (busy or before) or bound is None or not q._exiting:
-            return True  # not exiting: a reconfiguration that closes us does not wait on it
+        if not (busy or before):
+            return True
         progress = self._progress()
         deadline = time.monotonic() + bound
         while True:

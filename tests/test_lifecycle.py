@@ -1781,7 +1781,7 @@ log.setLevel(logging.INFO)
 log.propagate = False
 q = aioqlog.LogQueue(maxsize=10)
 log.addHandler(aioqlog.QueueHandler(q))
-listener = aioqlog.QueueListener(q, Stuck(), shutdown_timeout=0.5)
+listener = aioqlog.QueueListener(q, Stuck(), shutdown_timeout=1.0)
 
 async def main():
     listener.start()
@@ -1792,7 +1792,7 @@ asyncio.run(main())
 threading.Thread(target=log.info, args=("stuck",), daemon=True).start()
 while not listener.stats.handlers[0].pending:
     time.sleep(0.01)
-print("main done", flush=True)
+print("main done", time.time(), flush=True)
 """
 
 
@@ -1850,12 +1850,13 @@ def test_a_handler_stuck_in_a_logging_threads_call_after_stop_does_not_hold_the_
     Before, the exit waited only for aioqlog's own threads, and
     logging.shutdown waited for ever for the lock the stuck emit held.
     """
-    started = time.monotonic()
     result = _script(_STUCK_IN_A_LOGGING_THREAD, tmp_path)
+    ended = time.time()
     assert result.returncode == 0, result.stderr
-    assert "main done" in result.stdout
-    assert time.monotonic() - started < 30, result.stderr
-    assert "is still busy (it handled nothing for 0.5s at exit)" in result.stderr
+    main_done = float(result.stdout.split()[-1])
+    # Given up on once: not again in the exit's second pass, nor at logging.shutdown.
+    assert ended - main_done < 2.0, result.stderr
+    assert result.stderr.count("is still busy (it handled nothing for 1s at exit)") == 1
     assert "(1 records undelivered)" in result.stderr
 
 
