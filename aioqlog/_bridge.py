@@ -131,6 +131,16 @@ BATCH_LIMIT = 256
 #: the loop's path, and a long burst that never yields is drained meanwhile.
 SPILL = 2048
 
+#: While a consumer thread serves a buffer (the queue, on the one-hop path, or
+#: a sync handler's lane), a producer that finds this many records waiting (at
+#: most a quarter of the bound) checks that the thread took some since the
+#: last check, and checks again each ``PACE_STEP`` more (see ``Pace``).
+PACE = 4096
+PACE_STEP = 256
+#: Seconds a producer then sleeps without the GIL: long enough for the thread
+#: waiting for it to wake and take it (a bare ``sleep(0)`` takes it back first).
+PAUSE = 0.0001
+
 _SAFETY_TICK: float | None = 0.25
 _OVERFLOWS: tuple[str, ...] = get_args(Overflow)
 _TOKEN = True
@@ -218,6 +228,51 @@ _Parked = tuple[
 def _ring_later(queue: LogQueue) -> None:
     """Ring a deferred consumer thread: the loop has turned (a callback on it)."""
     queue._ring_deferred()
+
+
+class Pace:
+    """Keep a consumer thread from starving behind a producer that holds the GIL.
+
+    A thread waiting for the GIL asks for it after a switch interval (5 ms),
+    but each time the holder drops it and takes it straight back (an event
+    loop's poll on every turn, a socket write) the waiter wakes, finds it
+    taken, and waits a whole interval again. A busy loop that does that
+    every few hundred microseconds keeps a consumer thread from the GIL for
+    as long as it stays busy, and the buffer between them fills up to its
+    bound, then drops. So a producer that finds ``mark`` records waiting
+    checks that the consumer took some since the last check, and sleeps
+    ``PAUSE`` seconds without the GIL if it took none; the next check comes
+    ``PACE_STEP`` records later. The consumer then gets the GIL for up to a
+    switch interval, as a fair scheduler would have given it. A consumer busy
+    in its handler's I/O (it needs no GIL) costs the producer ``PAUSE`` every
+    ``PACE_STEP`` records, and a handler thread never pauses.
+    """
+
+    __slots__ = ("_seen", "mark")
+
+    def __init__(self) -> None:
+        #: Where checks start; ``OFF`` while no consumer thread serves.
+        self.mark = Pace.OFF
+        self._seen = 0
+
+    #: A mark no buffer reaches.
+    OFF: int = 1 << 62
+
+    def serve(self, bound: int | None, taken: int) -> None:
+        """Start checking for a consumer thread that serves a buffer of *bound* (None: stop)."""
+        self.mark = Pace.OFF if bound is None else min(max(1, bound // 4), PACE)
+        self._seen = taken
+
+    def check(self, taken: Callable[[], int], waiting: Callable[[], int]) -> int:
+        """Pause if ``taken()`` did not move since the last check; return where to check next.
+
+        ``taken()`` counts what the consumer took so far; ``waiting()``, the
+        records waiting now.
+        """
+        if taken() == self._seen and not on_handler_thread():
+            time.sleep(PAUSE)
+        self._seen = taken()
+        return max(waiting(), self.mark) + PACE_STEP
 
 
 def wait_while_moving(
@@ -452,8 +507,10 @@ class LogQueue:
         # against its variables again before it is shared.
         self._exposed = False
         # The length at which put_nowait leaves its fast path: maxsize, or
-        # SPILL while a consumer thread's ring waits for the loop's next turn.
+        # SPILL while a consumer thread's ring waits for the loop's next turn,
+        # or the next pace check while a consumer thread serves (_pace).
         self._limit = self._maxsize
+        self._pace = Pace()
         # That ring (one slot: whoever pops it rings).
         self._deferred: deque[Callable[[], None]] = deque()
 
@@ -603,14 +660,36 @@ class LogQueue:
 
         Returns whether to append the record.
         """
-        if len(self._items) < self._maxsize:
-            self._ring_deferred()  # a long burst on the loop: drain it meanwhile
+        n = len(self._items)
+        if n < self._maxsize:
+            if self._deferred:
+                self._ring_deferred()  # a long burst on the loop: drain it meanwhile
+            elif n >= self._pace.mark:
+                # A consumer thread serves: leave it the GIL if it is starved.
+                following = self._pace.check(self._taken_so_far, self._items.__len__)
+                self._limit = min(self._maxsize, following)
+            else:
+                self._limit = self._base_limit()
             return True
         return self._make_room()
 
+    def _taken_so_far(self) -> int:
+        return self._taken
+
+    def _base_limit(self) -> int:
+        """Return ``_limit`` while no ring is deferred: the first pace check, or the bound."""
+        return min(self._maxsize, self._pace.mark)
+
+    def _serve_from_thread(self, serving: bool) -> None:
+        """Note whether a consumer thread takes from the queue (see ``Pace``)."""
+        # Precondition: the caller holds the delivery right.
+        self._pace.serve(self._maxsize if serving else None, self._taken)
+        if not self._deferred:
+            self._limit = self._base_limit()
+
     def _ring_deferred(self) -> None:
         """Ring the consumer thread whose ring waits for the loop's next turn, if any."""
-        self._limit = self._maxsize
+        self._limit = self._base_limit()
         try:
             bell = self._deferred.pop()
         except IndexError:
@@ -974,6 +1053,8 @@ class LogQueue:
                     append((item, ctx if ctx is not None else contextvars.Context()))
         except IndexError:  # a "drop_old" eviction raced us
             self._taken -= count - len(batch)
+        if self._limit > self._pace.mark and not self._deferred:
+            self._limit = self._base_limit()  # pace checks from the mark again
         if self._blocked:
             with self._room:
                 self._room.notify_all()

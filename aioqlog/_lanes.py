@@ -45,7 +45,14 @@ from typing import Final, Literal, Protocol
 from ._async_handler import AsyncHandler, overrides_batch
 from ._backend import Backend, Task, Waiter, loop_runs_here
 from ._batch import BatchEmit, batch_emitter
-from ._bridge import BATCH_LIMIT, DEFAULT_BLOCK_TIMEOUT, Overflow, Parking, wait_while_moving
+from ._bridge import (
+    BATCH_LIMIT,
+    DEFAULT_BLOCK_TIMEOUT,
+    Overflow,
+    Pace,
+    Parking,
+    wait_while_moving,
+)
 from ._context import (
     DEPTH,
     SUMMARY_DEPTH,
@@ -398,6 +405,9 @@ class ThreadLane(Lane):
         self._room_waiters = 0
         self._room_stall: int | None = None
         self.room_patience = DEFAULT_BLOCK_TIMEOUT
+        # The listener's task checks that the worker keeps up (keep_pace).
+        self._pace = Pace()
+        self._pace_next = Pace.OFF
 
     def put(
         self, record: logging.LogRecord, ctx: contextvars.Context, *, past_bound: bool = False
@@ -427,6 +437,18 @@ class ThreadLane(Lane):
     def wake_worker(self) -> None:
         if self._parked:
             self._ring()
+
+    def keep_pace(self) -> None:
+        """Leave the GIL to a starved worker (see ``Pace``): the listener's task, per batch."""
+        pending = self.pending
+        if pending >= self._pace_next:
+            self._pace_next = self._pace.check(self._taken, lambda: self.pending)
+        elif pending < self._pace.mark:
+            self._pace_next = self._pace.mark
+
+    def _taken(self) -> int:
+        """Records the worker took from the buffer so far (and evictions)."""
+        return self.put_count - len(self.buffer)
 
     def _may_wait_for_room(self) -> bool:
         """Return whether this thread may wait for room in the draining buffer.
@@ -491,6 +513,8 @@ class ThreadLane(Lane):
             self.gave_up_at = None
             self.on_idle = None
             self._loop_thread = threading.get_ident()
+            self._pace.serve(self.capacity, self._taken())
+            self._pace_next = self._pace.mark
             thread = self.thread
             if thread is None:
                 name = f"aioqlog-{self.handler.get_name() or type(self.handler).__name__}"

@@ -179,6 +179,7 @@ class _OneHop:
                 return False
             # Everything logged before stop() is in the lane.
             self.serving = False
+            q._serve_from_thread(False)
             self._lent = None
         self._ended()
         return False
@@ -223,6 +224,8 @@ class _OneHop:
                 return
             self.serving = False
             self._withdraw()
+            if self._lent is not None:
+                self._lent[1]._serve_from_thread(False)
             self._lent = None
         self._ended()
 
@@ -558,6 +561,7 @@ class QueueListener:
         self._lanes = [
             make_lane(h, q.maxsize, q.overflow, copy_records=copying) for h in self.handlers
         ]
+        self._thread_lanes = [lane for lane in self._lanes if isinstance(lane, ThreadLane)]
         self._run_state = _Run()
         # The one-hop path while it serves the queue (see _OneHop).
         self._one_hop: _OneHop | None = None
@@ -924,6 +928,7 @@ class QueueListener:
             assert isinstance(lane, ThreadLane)  # a lone sync handler
             one_hop = self._one_hop = _OneHop(self, lane)
             lane.feed = one_hop
+            q._serve_from_thread(True)
             lane.wake_worker()  # records already queued
         self._run_state.serving = True
 
@@ -1016,6 +1021,8 @@ class QueueListener:
                     self._dispatch(batch)
                     del batch  # hold no record (nor its context's values) while waiting
                     self._report_drops(force=False)
+                    for lane in self._thread_lanes:
+                        lane.keep_pace()
                     await checkpoint()  # let the loop breathe between batches
                     continue
             self._report_drops(force=True)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 from support import STALL, Gate, Recorder, in_thread
 
@@ -77,6 +78,47 @@ async def test_a_burst_loses_nothing_through_a_plain_pair(basic_config: Path) ->
             tg.start_soon(anyio.to_thread.run_sync, _burst, "t2", n)
     assert listener.stats.dropped == 0
     assert _lines_by_tag(basic_config) == {tag: list(range(n)) for tag in ("loop", "t1", "t2")}
+
+
+async def _serve_busily(count: int) -> None:
+    """Log *count* records from the loop as a busy service does: bursts of 50, then a turn.
+
+    Each turn polls for I/O, dropping the GIL for a moment and taking it
+    straight back: on its own, that keeps a thread waiting for the GIL waiting.
+    """
+    log = logging.getLogger("burst")
+    for start in range(0, count, 50):
+        for i in range(start, start + 50):
+            log.info("loop %d", i)
+        await anyio.lowlevel.checkpoint()
+
+
+@pytest.mark.parametrize("handlers", [1, 2], ids=["one hop", "lanes"])
+@pytest.mark.anyio
+async def test_a_loop_that_stays_busy_does_not_starve_the_handler_threads(
+    basic_config: Path, handlers: int
+) -> None:
+    """A loop busy logging five times the queue's bound writes every line.
+
+    The handlers' threads need the GIL to format; the log calls leave it to
+    them when they fall behind (see ``Pace``), instead of filling the queue
+    (one hop) or the lanes (two handlers), and dropping, until the loop idles.
+    """
+    n = 40_000
+    root = logging.getLogger()
+    (handler,) = root.handlers
+    extra = logging.FileHandler(basic_config.with_name("extra.log"))
+    extra.setFormatter(handler.formatter)
+    q = aioqlog.LogQueue(maxsize=n // 5)
+    root.handlers[:] = [aioqlog.QueueHandler(q)]
+    try:
+        async with aioqlog.QueueListener(q, *[handler, extra][:handlers]) as listener:
+            await _serve_busily(n)
+    finally:
+        extra.close()
+    stats = listener.stats
+    assert (stats.dropped, [h.dropped for h in stats.handlers]) == (0, [0] * handlers)
+    assert _lines_by_tag(basic_config) == {"loop": list(range(n))}
 
 
 @pytest.mark.anyio
