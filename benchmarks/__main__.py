@@ -53,6 +53,7 @@ class Sizes:
     http_records: int
     burst_rounds: int
     burst_sizes: tuple[int, ...]
+    busy_records: int
 
 
 FULL = Sizes(
@@ -70,6 +71,7 @@ FULL = Sizes(
     http_records=5_000,
     burst_rounds=3,
     burst_sizes=(5_000, 20_000),
+    busy_records=100_000,  # twice the default maxsize
 )
 QUICK = Sizes(
     rounds=2,
@@ -86,6 +88,7 @@ QUICK = Sizes(
     http_records=200,
     burst_rounds=1,
     burst_sizes=(300,),
+    busy_records=1_000,
 )
 
 SCENARIOS = (
@@ -112,7 +115,7 @@ def run_scenario(name: str, loop: str, sizes: Sizes) -> list[Table]:
     if name == "throughput_tight":
         return [run_on(loop, lambda: throughput.measure(loop, s.rounds, s.tight_records, name))]
     if name == "burst":
-        return burst.measure(loop, s.burst_rounds, s.burst_sizes)
+        return burst.measure(loop, s.burst_rounds, s.burst_sizes, s.busy_records)
     if name == "threads":
         return run_on(loop, lambda: threads.measure(loop, s.rounds, s.thread_records))
     if name == "loop_lag":

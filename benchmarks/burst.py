@@ -18,7 +18,14 @@ setting left at its default.
   + ``QueueListener``.
 * ``loguru enqueue``: a loguru file sink with ``enqueue=True``; ``await complete()``.
 
+A second table, ``burst_busy``, keeps the loop busy instead, as a loaded
+service does: it logs N records in bursts of ``BURST`` with an
+``await asyncio.sleep(0)`` after each, and no thread logs. Every turn polls for
+I/O, dropping the GIL for a moment and taking it straight back, which keeps a
+thread waiting for the GIL waiting (see ``aioqlog._bridge.Pace``).
+
     python -m benchmarks.burst "aioqlog pair" 5000 asyncio /tmp/out.log  # one run
+    python -m benchmarks.burst "aioqlog pair" 100000 asyncio /tmp/out.log busy
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ import aioqlog
 from benchmarks._harness import FORMAT, Table, median, rotations, run_on
 from benchmarks.caller_cost import ARG, MESSAGE
 from benchmarks.memory import peak_kb
+from benchmarks.throughput import BURST, produce
 
 #: The logger every variant's producers log to (it propagates to the root).
 LOGGER = "bench.burst"
@@ -180,24 +188,31 @@ def reference() -> str:
     return "stdlib dictConfig queue" if HAS_DICTCONFIG_QUEUE else "stdlib pair"
 
 
-async def child(variant: str, n: int, path: Path) -> dict[str, Any]:
-    """Run one burst in this process; return what was written and the peak RSS."""
+async def child(variant: str, n: int, path: Path, *, busy: bool = False) -> dict[str, Any]:
+    """Run one burst in this process; return what was written and the peak RSS.
+
+    *busy*: the loop logs *n* records in bursts of ``BURST``, yielding after
+    each, and no thread logs.
+    """
     counted: Counted = {}
 
-    def produce(log: Log) -> None:
+    def burst(log: Log) -> None:
         for i in range(n):
             log(ARG, i)
 
     t0 = time.perf_counter()
     async with VARIANTS[variant](path, counted) as log:
-        produce(log)  # on the loop, never yielding
-        await asyncio.gather(asyncio.to_thread(produce, log), asyncio.to_thread(produce, log))
+        if busy:
+            await produce(log, n, BURST)
+        else:
+            burst(log)  # on the loop, never yielding
+            await asyncio.gather(asyncio.to_thread(burst, log), asyncio.to_thread(burst, log))
     elapsed = time.perf_counter() - t0
     with path.open("rb") as f:
         # The burst's lines only: aioqlog reports what it drops in a line of its own.
         written = sum(1 for line in f if b" done in " in line)
     return {
-        "logged": 3 * n,
+        "logged": n if busy else 3 * n,
         "written": written,
         "dropped": counted.get("dropped", 0),
         "peak_mb": peak_kb() / 1024,
@@ -205,10 +220,11 @@ async def child(variant: str, n: int, path: Path) -> dict[str, Any]:
     }
 
 
-def one_run(variant: str, n: int, loop: str, path: Path) -> dict[str, Any]:
+def one_run(variant: str, n: int, loop: str, path: Path, *, busy: bool) -> dict[str, Any]:
     """Run :func:`child` in a fresh interpreter and return what it printed."""
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.burst", variant, str(n), loop, str(path)],
+        [sys.executable, "-m", "benchmarks.burst", variant, str(n), loop, str(path)]
+        + (["busy"] if busy else []),
         check=True,
         capture_output=True,
         text=True,
@@ -217,58 +233,73 @@ def one_run(variant: str, n: int, loop: str, path: Path) -> dict[str, Any]:
     return result
 
 
-def measure(loop: str, rounds: int, sizes: tuple[int, ...]) -> list[Table]:
-    """Return one table per burst size N: peak RSS (MiB) and lines written, per variant."""
-    names = available()
-    tables = []
-    with tempfile.TemporaryDirectory(prefix="aioqlog-bench-") as tmp:
-        for n in sizes:
-            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
-            for k, order in enumerate(rotations(names, rounds)):
-                for name in order:
-                    path = Path(tmp) / f"burst-{n}-{k}-{names.index(name)}.log"
-                    runs[name].append(one_run(name, n, loop, path))
-                    path.unlink(missing_ok=True)
-            notes = [
-                f"N = {n:,}: the loop logs N records without yielding, then two threads "
-                f"(asyncio.to_thread) log N each; {3 * n:,} lines expected; every setting at "
-                "its default; a fresh process per run",
-                "peak RSS: the process's VmHWM at the end of the run (imports included); "
-                f"ratio to {reference()} within each round",
-            ]
-            if not HAS_DICTCONFIG_QUEUE:
-                notes.append(
-                    "stdlib dictConfig queue: not measured, dictConfig's queue handler needs "
-                    f"Python 3.12 (this is {sys.version.split()[0]})"
-                )
-            for name in names:
-                worst = min(r["written"] for r in runs[name])
-                if worst < 3 * n:
-                    notes.append(f"{name} wrote only {worst:,} of {3 * n:,} lines in its worst run")
-            tables.append(
-                Table(
-                    scenario="burst",
-                    loop=loop,
-                    title=f"A burst of {3 * n:,} records with the defaults (N = {n:,})",
-                    unit="MiB peak RSS",
-                    baseline=reference(),
-                    samples={name: [r["peak_mb"] for r in runs[name]] for name in names},
-                    better="lower",
-                    notes=notes,
-                    extra={
-                        "n": n,
-                        "logged": 3 * n,
-                        "written": {name: [r["written"] for r in runs[name]] for name in names},
-                        "dropped": {name: [r["dropped"] for r in runs[name]] for name in names},
-                        "wall_s": {
-                            name: median([r["wall_s"] for r in runs[name]]) for name in names
-                        },
-                    },
-                )
-            )
+def measure(loop: str, rounds: int, sizes: tuple[int, ...], busy: int) -> list[Table]:
+    """Return a table per burst size N, then the busy loop's (*busy* records).
+
+    Each: peak RSS (MiB) and lines written, per variant.
+    """
+    tables = [_table(loop, rounds, n, busy=False) for n in sizes]
+    tables.append(_table(loop, rounds, busy, busy=True))
     return tables
+
+
+def _table(loop: str, rounds: int, n: int, *, busy: bool) -> Table:
+    names = available()
+    logged = n if busy else 3 * n
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    with tempfile.TemporaryDirectory(prefix="aioqlog-bench-") as tmp:
+        for k, order in enumerate(rotations(names, rounds)):
+            for name in order:
+                path = Path(tmp) / f"burst-{n}-{k}-{names.index(name)}.log"
+                runs[name].append(one_run(name, n, loop, path, busy=busy))
+                path.unlink(missing_ok=True)
+    if busy:
+        notes = [
+            f"N = {n:,}: the loop logs N records in bursts of {BURST}, with an "
+            "await asyncio.sleep(0) after each, as a busy service does; no thread logs; "
+            "every setting at its default; a fresh process per run",
+        ]
+        title = f"A loop that stays busy: {n:,} records in bursts of {BURST}, with the defaults"
+    else:
+        notes = [
+            f"N = {n:,}: the loop logs N records without yielding, then two threads "
+            f"(asyncio.to_thread) log N each; {logged:,} lines expected; every setting at "
+            "its default; a fresh process per run",
+        ]
+        title = f"A burst of {logged:,} records with the defaults (N = {n:,})"
+    notes.append(
+        "peak RSS: the process's VmHWM at the end of the run (imports included); "
+        f"ratio to {reference()} within each round"
+    )
+    if not HAS_DICTCONFIG_QUEUE:
+        notes.append(
+            "stdlib dictConfig queue: not measured, dictConfig's queue handler needs "
+            f"Python 3.12 (this is {sys.version.split()[0]})"
+        )
+    for name in names:
+        worst = min(r["written"] for r in runs[name])
+        if worst < logged:
+            notes.append(f"{name} wrote only {worst:,} of {logged:,} lines in its worst run")
+    return Table(
+        scenario="burst_busy" if busy else "burst",
+        loop=loop,
+        title=title,
+        unit="MiB peak RSS",
+        baseline=reference(),
+        samples={name: [r["peak_mb"] for r in runs[name]] for name in names},
+        better="lower",
+        notes=notes,
+        extra={
+            "n": n,
+            "logged": logged,
+            "written": {name: [r["written"] for r in runs[name]] for name in names},
+            "dropped": {name: [r["dropped"] for r in runs[name]] for name in names},
+            "wall_s": {name: median([r["wall_s"] for r in runs[name]]) for name in names},
+        },
+    )
 
 
 if __name__ == "__main__":
     kind, size, loop_kind, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
-    print(json.dumps(run_on(loop_kind, lambda: child(kind, size, out))))
+    busy_loop = sys.argv[5:] == ["busy"]
+    print(json.dumps(run_on(loop_kind, lambda: child(kind, size, out, busy=busy_loop))))

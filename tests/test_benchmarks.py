@@ -87,6 +87,7 @@ def test_the_quick_run_measures_every_scenario_on_both_loops(quick_run: dict[str
         "threads_4",
         "threads_16",
         "burst",
+        "burst_busy",
         "http",
         "http_full_lag",
         "http_lag",
@@ -168,7 +169,7 @@ def test_aioqlog_writes_every_record_in_every_scenario(quick_run: dict[str, Any]
             records = table["extra"]["records"]
             for name, received in table["extra"]["received"].items():
                 assert received == [records] * 2, (scenario, name, received)
-    for table in _tables(quick_run, "burst"):
+    for table in _tables(quick_run, "burst") + _tables(quick_run, "burst_busy"):
         # What the defaults do in a burst is a target (reported); that nothing is lost
         # uncounted is a guarantee: every line is written or counted as dropped.
         extra = table["extra"]
@@ -217,6 +218,7 @@ def test_the_report_renders_the_page_the_plots_and_the_readme_block(
         "## A tight burst that never yields",
         "## End-to-end throughput on a busy machine",
         "## A burst with the defaults",
+        "## A loop that stays busy",
         "## Loop lag",
         "## Shipping over HTTP",
     ):
