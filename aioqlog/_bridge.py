@@ -133,13 +133,17 @@ SPILL = 2048
 
 #: While a consumer thread serves a buffer (the queue, on the one-hop path, or
 #: a sync handler's lane), a producer that finds this many records waiting (at
-#: most a quarter of the bound) checks that the thread took some since the
-#: last check, and checks again each ``PACE_STEP`` more (see ``Pace``).
+#: most a quarter of the bound) leaves the GIL to the thread, and does so again
+#: each ``PACE_STEP`` more records (see ``Pace``).
 PACE = 4096
 PACE_STEP = 256
-#: Seconds a producer then sleeps without the GIL: long enough for the thread
-#: waiting for it to wake and take it (a bare ``sleep(0)`` takes it back first).
+#: Seconds a producer sleeps without the GIL at a time: long enough for the
+#: thread waiting for it to wake and take it (a bare ``sleep(0)`` takes it back
+#: first).
 PAUSE = 0.0001
+#: The most a producer sleeps at one check while the threads keep using the
+#: CPU they are left: a switch interval.
+PAUSE_LIMIT = 0.005
 
 _SAFETY_TICK: float | None = 0.25
 _OVERFLOWS: tuple[str, ...] = get_args(Overflow)
@@ -238,41 +242,87 @@ class Pace:
     loop's poll on every turn, a socket write) the waiter wakes, finds it
     taken, and waits a whole interval again. A busy loop that does that
     every few hundred microseconds keeps a consumer thread from the GIL for
-    as long as it stays busy, and the buffer between them fills up to its
-    bound, then drops. So a producer that finds ``mark`` records waiting
-    checks that the consumer took some since the last check, and sleeps
-    ``PAUSE`` seconds without the GIL if it took none; the next check comes
-    ``PACE_STEP`` records later. The consumer then gets the GIL for up to a
-    switch interval, as a fair scheduler would have given it. A consumer busy
-    in its handler's I/O (it needs no GIL) costs the producer ``PAUSE`` every
-    ``PACE_STEP`` records, and a handler thread never pauses.
+    as long as it stays busy (and a handler that makes a system call per
+    record, such as a rotating file's size check, needs the GIL back after
+    each), so the buffer between them fills up to its bound, then drops.
+
+    So a producer that finds ``mark`` records waiting sleeps ``PAUSE`` seconds
+    without the GIL, and again for as long as the consumer thread used at
+    least half of that time on a CPU (it was waiting for the GIL, and ran),
+    the records still waiting number ``mark`` or more, and ``PAUSE_LIMIT`` is
+    not spent (with several consumer threads, such as the listener's lanes,
+    what counts is the CPU they used together: the one behind may have to
+    wait for the others' turns); the next check comes ``PACE_STEP`` records
+    later. A consumer blocked in its handler's I/O uses no CPU: it costs the
+    producer one ``PAUSE`` per check. Where a thread's CPU clock cannot be
+    read, a check sleeps ``PAUSE`` once, and only if the consumer took no
+    record since the last check. A handler's own thread never pauses.
     """
 
-    __slots__ = ("_seen", "mark")
+    __slots__ = ("_clocks", "_seen", "mark")
+
+    #: A mark no buffer reaches.
+    OFF: int = 1 << 62
 
     def __init__(self) -> None:
         #: Where checks start; ``OFF`` while no consumer thread serves.
         self.mark = Pace.OFF
         self._seen = 0
+        self._clocks: list[int] = []
 
-    #: A mark no buffer reaches.
-    OFF: int = 1 << 62
+    def serve(self, bound: int | None, taken: int, threads: Iterable[int] = ()) -> None:
+        """Check for a consumer thread serving a buffer of *bound* (None: stop checking).
 
-    def serve(self, bound: int | None, taken: int) -> None:
-        """Start checking for a consumer thread that serves a buffer of *bound* (None: stop)."""
+        *threads* are the idents of the threads whose CPU use shows that
+        leaving them the GIL helps: the consumer's, and any other consumer
+        thread it competes with for the GIL.
+        """
         self.mark = Pace.OFF if bound is None else min(max(1, bound // 4), PACE)
         self._seen = taken
+        self._clocks = []
+        if bound is not None and _cpu_clock is not None:
+            try:
+                self._clocks = [_cpu_clock(ident) for ident in threads]
+            except OSError:
+                self._clocks = []
 
     def check(self, taken: Callable[[], int], waiting: Callable[[], int]) -> int:
-        """Pause if ``taken()`` did not move since the last check; return where to check next.
+        """Leave the GIL to the consumer thread; return where to check next.
 
-        ``taken()`` counts what the consumer took so far; ``waiting()``, the
-        records waiting now.
+        ``taken()`` counts the records the consumer took so far;
+        ``waiting()``, the records waiting now.
         """
-        if taken() == self._seen and not on_handler_thread():
-            time.sleep(PAUSE)
+        if not on_handler_thread():
+            if self._clocks:
+                self._give_way(self._clocks, waiting)
+            elif taken() == self._seen:
+                time.sleep(PAUSE)
         self._seen = taken()
         return max(waiting(), self.mark) + PACE_STEP
+
+    def _give_way(self, clocks: list[int], waiting: Callable[[], int]) -> None:
+        """Sleep without the GIL while the consumer threads run (see the class docstring)."""
+        try:
+            started = time.monotonic()
+            used = sum(map(time.clock_gettime, clocks))
+            while True:
+                before = time.monotonic()
+                time.sleep(PAUSE)
+                now = time.monotonic()
+                cpu = sum(map(time.clock_gettime, clocks))
+                if (
+                    cpu - used < (now - before) / 2
+                    or now - started >= PAUSE_LIMIT
+                    or waiting() < self.mark
+                ):
+                    return
+                used = cpu
+        except OSError:  # a thread is gone
+            self._clocks = []
+
+
+#: A thread's CPU clock, where the platform has one (``pthread_getcpuclockid``).
+_cpu_clock: Callable[[int], int] | None = getattr(time, "pthread_getcpuclockid", None)
 
 
 def wait_while_moving(
@@ -680,10 +730,13 @@ class LogQueue:
         """Return ``_limit`` while no ring is deferred: the first pace check, or the bound."""
         return min(self._maxsize, self._pace.mark)
 
-    def _serve_from_thread(self, serving: bool) -> None:
-        """Note whether a consumer thread takes from the queue (see ``Pace``)."""
+    def _serve_from_thread(self, thread_id: int | None) -> None:
+        """Note which consumer thread takes from the queue, if one does (see ``Pace``)."""
         # Precondition: the caller holds the delivery right.
-        self._pace.serve(self._maxsize if serving else None, self._taken)
+        if thread_id is None:
+            self._pace.serve(None, self._taken)
+        else:
+            self._pace.serve(self._maxsize, self._taken, (thread_id,))
         if not self._deferred:
             self._limit = self._base_limit()
 

@@ -438,6 +438,12 @@ class ThreadLane(Lane):
         if self._parked:
             self._ring()
 
+    def pace_with(self, workers: Sequence[ThreadLane]) -> None:
+        """Start the checks of ``keep_pace``, counting the CPU of *workers*' threads too."""
+        threads = {lane.thread.ident for lane in (self, *workers) if lane.thread is not None}
+        self._pace.serve(self.capacity, self._taken(), (t for t in threads if t is not None))
+        self._pace_next = self._pace.mark
+
     def keep_pace(self) -> None:
         """Leave the GIL to a starved worker (see ``Pace``): the listener's task, per batch."""
         pending = self.pending
@@ -513,13 +519,12 @@ class ThreadLane(Lane):
             self.gave_up_at = None
             self.on_idle = None
             self._loop_thread = threading.get_ident()
-            self._pace.serve(self.capacity, self._taken())
-            self._pace_next = self._pace.mark
             thread = self.thread
             if thread is None:
                 name = f"aioqlog-{self.handler.get_name() or type(self.handler).__name__}"
                 thread = self.thread = threading.Thread(target=self._work, name=name, daemon=True)
                 thread.start()
+            self.pace_with(())
         # A worker still draining an earlier run's records serves this run too.
         self.wake_worker()
         return thread.ident

@@ -179,7 +179,7 @@ class _OneHop:
                 return False
             # Everything logged before stop() is in the lane.
             self.serving = False
-            q._serve_from_thread(False)
+            q._serve_from_thread(None)
             self._lent = None
         self._ended()
         return False
@@ -225,7 +225,7 @@ class _OneHop:
             self.serving = False
             self._withdraw()
             if self._lent is not None:
-                self._lent[1]._serve_from_thread(False)
+                self._lent[1]._serve_from_thread(None)
             self._lent = None
         self._ended()
 
@@ -923,12 +923,14 @@ class QueueListener:
             thread_id = lane.start(backend)
             if thread_id is not None:
                 q._add_nonblocking(thread_id)
+        for lane in self._thread_lanes:
+            lane.pace_with(self._thread_lanes)
         if self._may_skip_loop:
             lane = self._lanes[0]
             assert isinstance(lane, ThreadLane)  # a lone sync handler
             one_hop = self._one_hop = _OneHop(self, lane)
             lane.feed = one_hop
-            q._serve_from_thread(True)
+            q._serve_from_thread(lane.thread.ident if lane.thread is not None else None)
             lane.wake_worker()  # records already queued
         self._run_state.serving = True
 

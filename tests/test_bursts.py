@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import threading
 import time
 from collections.abc import Iterator
@@ -93,20 +94,30 @@ async def _serve_busily(count: int) -> None:
         await anyio.lowlevel.checkpoint()
 
 
-@pytest.mark.parametrize("handlers", [1, 2], ids=["one hop", "lanes"])
+@pytest.mark.parametrize(
+    ("handlers", "rotating"),
+    [(1, False), (2, False), (1, True), (2, True)],
+    ids=["one hop", "lanes", "one hop, rotating", "lanes, rotating"],
+)
 @pytest.mark.anyio
 async def test_a_loop_that_stays_busy_does_not_starve_the_handler_threads(
-    basic_config: Path, handlers: int
+    basic_config: Path, handlers: int, rotating: bool
 ) -> None:
     """A loop busy logging five times the queue's bound writes every line.
 
     The handlers' threads need the GIL to format; the log calls leave it to
     them when they fall behind (see ``Pace``), instead of filling the queue
     (one hop) or the lanes (two handlers), and dropping, until the loop idles.
+    A rotating file's handler needs the GIL back after each record's size
+    check (a system call): it is left the GIL for as long as it uses it.
     """
     n = 40_000
     root = logging.getLogger()
     (handler,) = root.handlers
+    if rotating:
+        handler.close()
+        handler = logging.handlers.RotatingFileHandler(basic_config, maxBytes=1 << 30)
+        handler.setFormatter(root.handlers[0].formatter)
     extra = logging.FileHandler(basic_config.with_name("extra.log"))
     extra.setFormatter(handler.formatter)
     q = aioqlog.LogQueue(maxsize=n // 5)
@@ -116,6 +127,7 @@ async def test_a_loop_that_stays_busy_does_not_starve_the_handler_threads(
             await _serve_busily(n)
     finally:
         extra.close()
+        handler.close()
     stats = listener.stats
     assert (stats.dropped, [h.dropped for h in stats.handlers]) == (0, [0] * handlers)
     assert _lines_by_tag(basic_config) == {"loop": list(range(n))}
