@@ -124,6 +124,11 @@ DEFAULT_BLOCK_TIMEOUT = 1.0
 #: under a millisecond, so the loop's other work never waits long.
 BATCH_LIMIT = 256
 
+#: When more records wait, the listener's task takes half of them, up to this
+#: many: a loop that logs more than ``BATCH_LIMIT`` records between two turns
+#: would otherwise queue them faster than the task takes them, one batch a turn.
+TURN_LIMIT = 4096
+
 #: A burst logged on the loop's thread rings a parked consumer thread at the
 #: loop's next turn, or once this many records are queued (at most half the
 #: queue's bound, so that the thread has room to catch up), whichever comes

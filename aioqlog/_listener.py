@@ -35,7 +35,7 @@ from typing import Any, NoReturn
 from . import _lifecycle
 from ._async_handler import AsyncHandler
 from ._backend import Backend, Task, loop_runs_here, running_backend
-from ._bridge import BATCH_LIMIT, LogQueue, Parking
+from ._bridge import BATCH_LIMIT, TURN_LIMIT, LogQueue, Parking
 from ._context import DEPTH, MAX_DEPTH, SUMMARY_DEPTH, Entry, depth_of, run_in_context
 from ._diagnostics import check_seconds
 from ._diagnostics import write_stderr as _stderr
@@ -509,9 +509,9 @@ class QueueListener:
         """
         q = self.queue
         while True:
-            limit = BATCH_LIMIT
+            limit = max(BATCH_LIMIT, min(q.qsize() // 2, TURN_LIMIT))
             if q.overflow == "block":
-                limit = await self._room_for_batch()
+                limit = await self._room_for_batch(limit)
             stopping = self._run_state.stopping
             if stopping:
                 # Take what was logged before stop(); later records are
@@ -736,8 +736,8 @@ class QueueListener:
         assert run.backend is not None  # running
         return max(0.0, deadline - run.backend.time())
 
-    async def _room_for_batch(self) -> int:
-        """Under "block", wait until every running lane has room; return how much.
+    async def _room_for_batch(self, want: int) -> int:
+        """Under "block", wait until every running lane has room; return how much (<= *want*).
 
         A lane whose handler handles nothing for half of ``block_timeout``
         while full is passed over until it moves again: its records are
@@ -750,7 +750,7 @@ class QueueListener:
         backend = self._run_state.backend
         assert backend is not None  # running
         while True:
-            room = BATCH_LIMIT
+            room = want
             full: Lane | None = None
             for lane in self._lanes:
                 if lane.state != RUNNING:

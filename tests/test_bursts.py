@@ -81,27 +81,27 @@ async def test_a_burst_loses_nothing_through_a_plain_pair(basic_config: Path) ->
     assert _lines_by_tag(basic_config) == {tag: list(range(n)) for tag in ("loop", "t1", "t2")}
 
 
-async def _serve_busily(count: int) -> None:
-    """Log *count* records from the loop as a busy service does: bursts of 50, then a turn.
+async def _serve_busily(count: int, burst: int = 50) -> None:
+    """Log *count* records from the loop as a busy service does: a *burst*, then a turn.
 
     Each turn polls for I/O, dropping the GIL for a moment and taking it
     straight back: on its own, that keeps a thread waiting for the GIL waiting.
     """
     log = logging.getLogger("burst")
-    for start in range(0, count, 50):
-        for i in range(start, start + 50):
+    for start in range(0, count, burst):
+        for i in range(start, min(count, start + burst)):
             log.info("loop %d", i)
         await anyio.lowlevel.checkpoint()
 
 
 @pytest.mark.parametrize(
-    ("handlers", "rotating"),
-    [(1, False), (2, False), (1, True), (2, True)],
-    ids=["one hop", "lanes", "one hop, rotating", "lanes, rotating"],
+    ("handlers", "rotating", "burst"),
+    [(1, False, 50), (2, False, 50), (1, True, 50), (2, True, 50), (2, False, 500)],
+    ids=["one hop", "lanes", "one hop, rotating", "lanes, rotating", "lanes, bursts of 500"],
 )
 @pytest.mark.anyio
 async def test_a_loop_that_stays_busy_does_not_starve_the_handler_threads(
-    basic_config: Path, handlers: int, rotating: bool
+    basic_config: Path, handlers: int, rotating: bool, burst: int
 ) -> None:
     """A loop busy logging five times the queue's bound writes every line.
 
@@ -109,7 +109,8 @@ async def test_a_loop_that_stays_busy_does_not_starve_the_handler_threads(
     them when they fall behind (see ``Pace``), instead of filling the queue
     (one hop) or the lanes (two handlers), and dropping, until the loop idles.
     A rotating file's handler needs the GIL back after each record's size
-    check (a system call): it is left the GIL for as long as it uses it.
+    check (a system call): it is left the GIL for as long as it uses it. Bursts
+    longer than the listener's batch: its task takes more in a turn.
     """
     n = 40_000
     root = logging.getLogger()
@@ -124,7 +125,7 @@ async def test_a_loop_that_stays_busy_does_not_starve_the_handler_threads(
     root.handlers[:] = [aioqlog.QueueHandler(q)]
     try:
         async with aioqlog.QueueListener(q, *[handler, extra][:handlers]) as listener:
-            await _serve_busily(n)
+            await _serve_busily(n, burst)
     finally:
         extra.close()
         handler.close()
