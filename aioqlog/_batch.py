@@ -33,11 +33,13 @@ Anything else is handled record by record, as before.
 
 from __future__ import annotations
 
+import codecs
 import contextvars
 import copy
 import io
 import logging
 import logging.handlers
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -380,35 +382,203 @@ def _flush(
 def _rotating(handler: logging.handlers.BaseRotatingHandler) -> BatchEmit:
     rotating: Any = handler  # shouldRollover/doRollover: on each concrete class
     clock = _Clock()
+    sized = isinstance(handler, logging.handlers.RotatingFileHandler)
+    seeks = _size_rule() if sized else None
+    size = None if seeks is None else _Size(rotating, seeks=seeks)
+    # The stdlib's shouldRollover by size reads the file, so it must find each
+    # record written before it is asked about the next.
+    joined = not sized or seeks is not None
 
     def deliver(entries: list[Entry]) -> tuple[int, int]:
+        terminator = handler.terminator
         texts, kept, handled, errors = _format_all(handler, entries, clock)
         if not texts:
             return handled, errors
         handler.acquire()
         try:
+            if size is not None:
+                size.begin(terminator)
+            # The records between two rollovers: written together, as _write_all does.
+            run: list[str] = []
+            run_records: list[_LogRecord] = []
+
+            def write_run() -> None:
+                nonlocal handled, errors
+                failed = _write_all(handler, run, run_records)
+                if failed and size is not None:
+                    size.pos = None
+                handled += len(run_records) - failed
+                errors += failed
+                run.clear()
+                run_records.clear()
+
             for text, record in zip(texts, kept, strict=True):
-                # As BaseRotatingHandler.emit, record by record, without a flush
-                # each: rollover is decided before each record is written.
+                # As BaseRotatingHandler.emit, record by record: rollover is
+                # decided before each record is written.
                 try:
-                    if rotating.shouldRollover(record):
+                    rolls = (
+                        rotating.shouldRollover(record)
+                        if size is None
+                        else size.rolls(record, text)
+                    )
+                    if rolls:
+                        if run:
+                            write_run()
                         rotating.doRollover()
+                        if size is not None:
+                            size.pos = None
                     if handler.stream is None:
                         _open_on_first_use(handler)
-                    if handler.stream:
-                        handler.stream.write(text)
                 except Exception:  # noqa: BLE001
+                    if size is not None:
+                        size.pos = None
+                    if run:
+                        write_run()
                     errors += 1
                     report_error(handler, record)
-                else:
-                    handled += 1
-            try:
-                if handler.stream:
-                    handler.flush()
-            except Exception:  # noqa: BLE001
-                report_error(handler, kept[-1])
+                    continue
+                if not handler.stream:
+                    handled += 1  # a closed handler in "w" mode: as FileHandler.emit
+                    continue
+                run.append(text)
+                run_records.append(record)
+                # Where the size is not known past this record, the file must
+                # hold it before the next is decided on: the size is read there.
+                if not joined or (size is not None and not size.wrote(text)):
+                    write_run()
+            if run:
+                write_run()
         finally:
             handler.release()
         return handled, errors
 
     return deliver
+
+
+#: The names ``RotatingFileHandler.shouldRollover`` uses, in the two versions
+#: of it that Pythons 3.10 to 3.13 ship. The older seeks to the file's end and
+#: tells, after checking that the file is a regular one. The newer tells
+#: without seeking, never rolls an empty file over, and checks for a regular
+#: file only when the size says to roll over.
+_SEEK_NAMES = frozenset(
+    {"_open", "baseFilename", "exists", "format", "isfile", "len", "maxBytes", "os", "path"}
+    | {"seek", "stream", "tell"}
+)
+_TELL_NAMES = _SEEK_NAMES - {"seek"}
+
+
+def _size_rule() -> bool | None:
+    """Return whether this Python's ``shouldRollover`` seeks (True), tells (False), or None.
+
+    None means a version of it this module does not know (or one replaced on
+    the class): it is then called, as it is, for each record.
+    """
+    names = frozenset(logging.handlers.RotatingFileHandler.shouldRollover.__code__.co_names)
+    if names == _SEEK_NAMES:
+        return True
+    if names == _TELL_NAMES:
+        return False
+    return None
+
+
+def _irregular(path: str) -> bool:
+    """Say whether *path* is something other than a regular file: never rolled over."""
+    return os.path.exists(path) and not os.path.isfile(path)
+
+
+class _Size:
+    """Decide a ``RotatingFileHandler``'s rollovers in a batch, its file's size kept in memory.
+
+    ``shouldRollover`` reads the size from the stream for each record: a
+    ``tell`` (which writes out the stream's buffer first), after a ``seek`` to
+    the end on older Pythons, and on those a check that the file is a regular
+    one: up to five system calls per record, each a chance for logging threads
+    to take the GIL from the worker. This reads the size once a batch, the same
+    way, then adds each record's bytes as written, and makes the same decision
+    as ``shouldRollover`` from it, with the same length (the formatted record
+    and a newline, in characters). The size is read again after a rollover, a
+    failure, or a record whose bytes it cannot count without encoding it (a
+    stream other than a text file in UTF-8, ASCII or Latin-1; a non-ASCII record
+    outside strict UTF-8). A record that finds no stream open goes to
+    ``shouldRollover`` itself, which opens the file.
+
+    Whether the file is a regular one is checked once for each stream the
+    handler opens (a file that is not is never sought, sized or rolled over)
+    and again before each rollover, not for each record.
+
+    What it does not see: another process appending to the same file within
+    a batch (a size read from the file, as older Pythons do per record, would
+    include that).
+    """
+
+    __slots__ = ("extra", "handler", "irregular", "plain", "pos", "seeks", "stream", "utf8")
+
+    def __init__(self, handler: logging.handlers.RotatingFileHandler, *, seeks: bool) -> None:
+        self.handler = handler
+        self.seeks = seeks
+        self.extra = 0
+        #: The file's size in bytes as the stream would tell it, while known.
+        self.pos: int | None = None
+        #: The stream the rest describes, held so that its identity stays its own.
+        self.stream: object = None
+        self.plain = self.utf8 = self.irregular = False
+
+    def begin(self, terminator: str) -> None:
+        """Start a batch whose texts end in *terminator*: the size is read afresh."""
+        # Precondition: the handler's lock is held until the batch is written.
+        # shouldRollover measures "%s\n" % the formatted record; a text ends in the terminator.
+        self.extra = 1 - len(terminator)
+        self.pos = None
+
+    def rolls(self, record: _LogRecord, text: str) -> bool:
+        """Say whether writing *text* (*record*'s) rolls the file over first."""
+        handler = self.handler
+        stream = handler.stream
+        if stream is None:
+            self.pos = None
+            return bool(handler.shouldRollover(record))
+        max_bytes = handler.maxBytes
+        if max_bytes <= 0:
+            return False
+        pos = self.pos
+        if pos is None or stream is not self.stream:
+            if stream is not self.stream:
+                self._learn(stream)
+            if self.seeks:
+                if self.irregular:
+                    return False
+                stream.seek(0, 2)
+            pos = self.pos = stream.tell()
+        if (not pos and not self.seeks) or pos + len(text) + self.extra < max_bytes:
+            return False
+        return not _irregular(handler.baseFilename)
+
+    def wrote(self, text: str) -> bool:
+        """Add the bytes *text* takes in the file; say whether the size is still known.
+
+        Once it is not, the file must hold *text* before the size is read again.
+        """
+        if self.pos is None:
+            return False
+        if self.plain and text.isascii():
+            self.pos += len(text)
+        elif self.utf8:
+            self.pos += len(text.encode())
+        else:
+            self.pos = None
+            return False
+        return True
+
+    def _learn(self, stream: Any) -> None:
+        """Learn what *stream* is: a regular file's, and one byte per ASCII character?"""
+        self.stream = stream
+        self.irregular = self.seeks and _irregular(self.handler.baseFilename)
+        self.plain = self.utf8 = False
+        if type(stream) is not io.TextIOWrapper or os.linesep != "\n":
+            return
+        try:
+            name = codecs.lookup(stream.encoding).name
+        except LookupError:
+            return
+        self.plain = name in ("utf-8", "ascii", "iso8859-1")
+        self.utf8 = name == "utf-8" and stream.errors == "strict"

@@ -6,6 +6,7 @@ import contextvars
 import io
 import logging
 import logging.handlers
+import os
 import sys
 import threading
 import time
@@ -520,3 +521,138 @@ def test_a_file_failing_mid_batch_writes_nothing_twice_and_reports_each_record()
     assert whole.startswith(written)
     assert (handled, errors) == (0, 400)
     assert reported == [f"line {i:04d}" for i in range(400)]
+
+
+def _sized_records() -> list[logging.LogRecord]:
+    """Records of every length near a small maxBytes, some non-ASCII, one longer than it.
+
+    The first is longer than any limit, on an empty file (older Pythons roll
+    that over, newer ones do not). The next 30 are 20 characters each, so that
+    some of the limits the test uses fall exactly where a record would end.
+    """
+    words = ["a", "caf\u00e9", "\u65e5\u672c", "x" * 37, "emoji \U0001f600", "b" * 120, "z" * 300]
+    same = [("%s", ("z" * 300,))] + [("%s", (f"{i:020d}",)) for i in range(30)]
+    rest = [("%d %s", (i, words[i * 7 % 11 % 7])) for i in range(150)]
+    return [
+        logging.LogRecord("app", logging.INFO, __file__, 1, msg, args, None)
+        for msg, args in same + rest
+    ]
+
+
+ROTATING_CASES = {
+    "utf-8": {"encoding": "utf-8"},
+    "delay": {"encoding": "utf-8", "delay": True},
+    "latin-1": {"encoding": "latin-1", "errors": "replace"},
+    "utf-16": {"encoding": "utf-16"},
+    "crlf terminator": {"encoding": "utf-8", "terminator": "\r\n"},
+    "no terminator": {"encoding": "utf-8", "terminator": ""},
+}
+
+
+@pytest.mark.parametrize("case", list(ROTATING_CASES))
+@pytest.mark.parametrize("max_bytes", [0, 61, 63, 65, 200, 256])
+def test_a_batch_rolls_a_sized_file_over_before_the_same_records(
+    case: str, max_bytes: int, tmp_path: Path
+) -> None:
+    """Rollover by size, decided from a size kept through the batch, falls where it would.
+
+    Every file, backups included, holds the same bytes as with the handler
+    attached directly, at each length around the limit, with multibyte
+    records and a record longer than the limit.
+    """
+    _assert_batches_write_as_direct(tmp_path, max_bytes, dict(ROTATING_CASES[case]))
+
+
+@pytest.mark.parametrize("max_bytes", [61, 200])
+def test_a_shouldrollover_of_unknown_shape_is_asked_for_each_record_after_the_last_is_written(
+    max_bytes: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replaced RotatingFileHandler.shouldRollover runs per record, the file up to date."""
+    asked: list[int] = []
+    own = logging.handlers.RotatingFileHandler.shouldRollover
+
+    def should_rollover(self: logging.handlers.RotatingFileHandler, record: Any) -> bool:
+        asked.append(record.lineno)
+        return bool(own(self, record))
+
+    monkeypatch.setattr(logging.handlers.RotatingFileHandler, "shouldRollover", should_rollover)
+    _assert_batches_write_as_direct(tmp_path, max_bytes, {"encoding": "utf-8"})
+    assert len(asked) == 2 * len(_sized_records())
+
+
+def _assert_batches_write_as_direct(
+    tmp_path: Path, max_bytes: int, options: dict[str, Any]
+) -> None:
+    """Write _sized_records() to a RotatingFileHandler directly, then in batches: same files."""
+    terminator = options.pop("terminator", "\n")
+    outputs = []
+    for batched in (False, True):
+        directory = tmp_path / str(batched)
+        directory.mkdir()
+        handler = logging.handlers.RotatingFileHandler(
+            directory / "out.log", maxBytes=max_bytes, backupCount=200, **options
+        )
+        handler.terminator = terminator
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        records = _sized_records()
+        if batched:
+            emit = batch_emitter(handler)
+            assert emit is not None
+            for start in range(0, len(records), 64):
+                batch = records[start : start + 64]
+                assert emit([(r, contextvars.copy_context()) for r in batch]) == (len(batch), 0)
+        else:
+            for record in records:
+                handler.handle(record)
+        handler.close()
+        outputs.append(_files(directory))
+    assert outputs[1] == outputs[0]
+    assert len(outputs[0]) > (1 if max_bytes else 0) * 20
+
+
+@pytest.mark.parametrize("delay", [False, True])
+def test_a_batch_reads_a_sized_files_size_once_not_per_record(delay: bool, tmp_path: Path) -> None:
+    """Within a batch the size is kept, not read: shouldRollover runs only where no file is open."""
+    handler = logging.handlers.RotatingFileHandler(
+        tmp_path / "out.log", maxBytes=2_000, backupCount=50, encoding="utf-8", delay=delay
+    )
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    calls: list[bool] = []
+    own = handler.shouldRollover
+
+    def counted(record: logging.LogRecord) -> bool:
+        calls.append(handler.stream is None)
+        return bool(own(record))
+
+    handler.shouldRollover = counted  # type: ignore[method-assign]
+    emit = batch_emitter(handler)
+    assert emit is not None
+    records = [
+        logging.LogRecord("app", logging.INFO, __file__, 1, "line %04d %s", (i, "y" * 30), None)
+        for i in range(500)
+    ]
+    assert emit([(r, contextvars.copy_context()) for r in records]) == (500, 0)
+    handler.close()
+    rolled = len(list(tmp_path.iterdir())) - 1
+    assert rolled > 5
+    # With delay, only the first record finds no file open: a record written
+    # after a rollover opens the next file, as FileHandler.emit does.
+    assert calls == ([True] if delay else [])
+
+
+def test_a_batch_never_rolls_over_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    """A sized handler writing to a device (a link to /dev/null) never renames it in a batch."""
+    base = tmp_path / "out.log"
+    base.symlink_to(os.devnull)
+    handler = logging.handlers.RotatingFileHandler(base, maxBytes=100, backupCount=5)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    emit = batch_emitter(handler)
+    assert emit is not None
+    records = [
+        logging.LogRecord("app", logging.INFO, __file__, 1, "line %04d", (i,), None)
+        for i in range(200)
+    ]
+    assert emit([(r, contextvars.copy_context()) for r in records]) == (200, 0)
+    handler.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["out.log"]
+    assert base.is_symlink()

@@ -96,8 +96,8 @@ async def _serve_busily(count: int, burst: int = 50) -> None:
 
 @pytest.mark.parametrize(
     ("handlers", "rotating", "burst"),
-    [(1, False, 50), (2, False, 50), (2, False, 500)],
-    ids=["one hop", "lanes", "lanes, bursts of 500"],
+    [(1, False, 50), (2, False, 50), (2, False, 500), (1, True, 50), (2, True, 50)],
+    ids=["one hop", "lanes", "lanes, bursts of 500", "one hop, rotating", "lanes, rotating"],
 )
 @pytest.mark.anyio
 async def test_a_loop_that_stays_busy_does_not_starve_the_handler_threads(
@@ -108,9 +108,10 @@ async def test_a_loop_that_stays_busy_does_not_starve_the_handler_threads(
     The handlers' threads need the GIL to format; the log calls leave it to
     them when they fall behind (see ``Pace``), instead of filling the queue
     (one hop) or the lanes (two handlers), and dropping, until the loop idles.
-    A rotating file's handler needs the GIL back after each record's size
-    check (a system call): it is left the GIL for as long as it uses it. Bursts
-    longer than the listener's batch: its task takes more in a turn.
+    A rotating file's handler decides its rollovers from a size kept through
+    each batch, not from a system call per record, each of which would leave
+    the GIL to the loop. Bursts longer than the listener's batch: its task
+    takes more in a turn.
     """
     n = 40_000
     root = logging.getLogger()
