@@ -539,7 +539,7 @@ def _sized_records() -> list[logging.LogRecord]:
     ]
 
 
-ROTATING_CASES = {
+ROTATING_CASES: dict[str, dict[str, Any]] = {
     "utf-8": {"encoding": "utf-8"},
     "delay": {"encoding": "utf-8", "delay": True},
     "latin-1": {"encoding": "latin-1", "errors": "replace"},
