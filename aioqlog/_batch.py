@@ -26,7 +26,9 @@ Two ways in:
   writes, byte for byte: each record passes the filters and is formatted
   inside its own log call's context, ``handleError`` runs once for each record
   that fails to format, the terminator is the handler's, and a rotating handler
-  decides rollover for each record in turn (a rollover can fall mid-batch).
+  decides rollover for each record in turn (a rollover can fall mid-batch). A
+  ``RotatingFileHandler`` decides it from its file's size kept through the
+  batch (``_Size``), not read from the file per record.
 
 Anything else is handled record by record, as before.
 """
