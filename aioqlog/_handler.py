@@ -199,6 +199,10 @@ def _frozen_message(record: logging.LogRecord) -> dict[str, object]:
         if isinstance(args, tuple):
             frozen_args = tuple(_freeze(a) for a in args)
         elif isinstance(args, Mapping):
+            if type(args) is not dict:
+                # Through "%s" a mapping prints as itself (an OrderedDict, a
+                # class that hides secrets in its repr): a dict copy would not.
+                return _rendered_now(record)
             frozen_args = {k: _freeze(v) for k, v in args.items()}
         else:
             frozen_args = args

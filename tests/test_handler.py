@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import sys
 from typing import Any
@@ -61,6 +62,31 @@ def test_mapping_arguments_are_frozen_too() -> None:
     prepared = snapshot(record)
     state["n"].append(2)
     assert prepared.getMessage() == "n=[1]"
+
+
+class _Secrets(dict):  # type: ignore[type-arg]
+    """A mapping whose repr hides its values."""
+
+    def __repr__(self) -> str:
+        return f"Secrets(<{len(self)} keys>)"
+
+
+@pytest.mark.parametrize(
+    "mapping",
+    [
+        collections.OrderedDict(a=[1]),
+        collections.Counter(a=1),
+        collections.defaultdict(list, a=[1]),
+        _Secrets(password="hunter2"),
+    ],
+    ids=["OrderedDict", "Counter", "defaultdict", "own repr"],
+)
+def test_a_mapping_argument_prints_as_its_own_class(mapping: dict[str, Any]) -> None:
+    """Through "%s", a dict subclass prints as itself (its repr), as when handled at once."""
+    record = _make("config: %s", mapping)
+    expected = record.getMessage()
+    assert expected != f"config: {dict(mapping)}" or type(mapping) is dict
+    assert snapshot(record).getMessage() == expected
 
 
 class _Counter:
