@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import codecs
 import contextvars
-import copy
 import io
 import logging
 import logging.handlers
@@ -76,9 +75,14 @@ def batch_emitter(handler: logging.Handler) -> BatchEmit | None:
     if callable(getattr(handler, "emit_batch", None)):
         return _protocol(handler)
     kind = type(handler)
+    own = vars(handler)
     for base, methods in _BUILT_IN:
         if issubclass(kind, base):
-            if any(getattr(kind, name, None) is not getattr(base, name, None) for name in methods):
+            # A method overridden in a subclass, or replaced on the instance.
+            if any(
+                getattr(kind, name, None) is not getattr(base, name, None) or name in own
+                for name in methods
+            ):
                 return None
             if isinstance(handler, logging.handlers.BaseRotatingHandler):
                 return _rotating(handler)
@@ -158,8 +162,8 @@ class _Clock:
         self.key: object = None
         self.text = ""
 
-    def formatter(self, handler: logging.Handler, size: int) -> Callable[[_LogRecord], str]:
-        """Return how to format a batch of *size* records for *handler*, as it would.
+    def formatter(self, handler: logging.Handler) -> Callable[[_LogRecord], str]:
+        """Return how to format a batch of records for *handler*, as it would.
 
         The handler's formatter is never changed, and one swapped or changed
         since the last batch is honoured: this is decided again per batch.
@@ -186,19 +190,11 @@ class _Clock:
             return default_msec % (self.text, record.msecs)
 
         plain = _plain_format(handler, fmt, format_time)
-        if plain is not None:
-            return plain
-        if size < _COPY_WORTH:
-            return handler.format
-        # A copy of the formatter with this clock: its own format() runs, as is.
-        fast = copy.copy(fmt)
-        fast.formatTime = format_time  # type: ignore[method-assign]
-        return fast.format
+        # A formatter of its own class is called as it is: a copy of it with
+        # this clock would keep its own state apart (a line counter), and some
+        # cannot be copied at all (one that forwards attributes to another).
+        return handler.format if plain is None else plain
 
-
-#: A formatter of its own class is copied (to give it the clock) only for a
-#: batch at least this large: a copy costs about as much as a few strftime.
-_COPY_WORTH = 8
 
 #: What ``_plain_format`` does in place of the stdlib's own methods: an
 #: instance attribute of any of these names means the formatter is not plain.
@@ -257,7 +253,7 @@ def _format_all(
     texts: list[str] = []
     kept: list[_LogRecord] = []
     handled = errors = 0
-    fmt = clock.formatter(handler, len(entries))
+    fmt = clock.formatter(handler)
     # With no filters (the common case), filtering passes every record: skip
     # the call and the switch into the record's context.
     unfiltered = filters_nothing(handler)

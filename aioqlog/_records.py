@@ -41,10 +41,11 @@ def handler_takes(
 def filters_nothing(handler: logging.Handler) -> bool:
     """Return whether *handler*'s filtering passes every record unchanged.
 
-    True for a handler with no filters that keeps the stdlib's ``filter``:
-    the lanes then skip the call, and the switch into each record's context.
+    True for a handler with no filters that keeps the stdlib's ``filter``
+    (neither overridden in a subclass nor replaced on the instance): the lanes
+    then skip the call, and the switch into each record's context.
     """
-    return not handler.filters and type(handler).filter is _FILTER
+    return not handler.filters and type(handler).filter is _FILTER and "filter" not in vars(handler)
 
 
 def own_record(
