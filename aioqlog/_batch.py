@@ -504,12 +504,22 @@ class _Size:
     handler opens (a file that is not is never sought, sized or rolled over)
     and again before each rollover, not for each record.
 
-    What it does not see: another process appending to the same file within
-    a batch (a size read from the file, as older Pythons do per record, would
+    What it does not see: another process appending to the same file, or
+    cutting it, within a batch (a size read from the file per record would
     include that).
     """
 
-    __slots__ = ("extra", "handler", "irregular", "plain", "pos", "seeks", "stream", "utf8")
+    __slots__ = (
+        "confirm",
+        "extra",
+        "handler",
+        "irregular",
+        "plain",
+        "pos",
+        "seeks",
+        "stream",
+        "utf8",
+    )
 
     def __init__(self, handler: logging.handlers.RotatingFileHandler, *, seeks: bool) -> None:
         self.handler = handler
@@ -519,7 +529,7 @@ class _Size:
         self.pos: int | None = None
         #: The stream the rest describes, held so that its identity stays its own.
         self.stream: object = None
-        self.plain = self.utf8 = self.irregular = False
+        self.plain = self.utf8 = self.irregular = self.confirm = False
 
     def begin(self, terminator: str) -> None:
         """Start a batch whose texts end in *terminator*: the size is read afresh."""
@@ -547,6 +557,7 @@ class _Size:
                     return False
                 stream.seek(0, 2)
             pos = self.pos = stream.tell()
+            self.confirm = not self.seeks
         if (not pos and not self.seeks) or pos + len(text) + self.extra < max_bytes:
             return False
         return not _irregular(handler.baseFilename)
@@ -557,6 +568,14 @@ class _Size:
         Once it is not, the file must hold *text* before the size is read again.
         """
         if self.pos is None:
+            return False
+        if self.confirm:
+            # Where shouldRollover tells without seeking, the stream's position
+            # is where its last write ended, and a write to a file opened for
+            # appending ends at the file's end, whatever another writer added
+            # or cut since: it reads that after the batch's first write.
+            self.confirm = False
+            self.pos = None
             return False
         if self.plain and text.isascii():
             self.pos += len(text)

@@ -747,3 +747,40 @@ async def test_a_filter_replaced_on_the_handler_filters_behind_a_listener(
         logger.info("public")
         logger.info("secret")
     assert stream.getvalue() == "public\n"
+
+
+@pytest.mark.parametrize("change", ["append", "truncate"])
+def test_a_sized_file_changed_between_batches_rolls_over_where_it_would(
+    change: str, tmp_path: Path
+) -> None:
+    """Another writer appends to the file, or cuts it (copytruncate), between two batches."""
+    outputs: list[dict[str, bytes]] = []
+    records = [
+        logging.LogRecord("app", logging.INFO, __file__, 1, "line %02d %s", (i, "x" * 50), None)
+        for i in range(40)
+    ]
+    for batched in (False, True):
+        directory = tmp_path / str(batched)
+        directory.mkdir()
+        path = directory / "out.log"
+        handler = logging.handlers.RotatingFileHandler(path, maxBytes=1_000, backupCount=50)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        emit = batch_emitter(handler)
+        assert emit is not None
+        for start in range(0, 40, 10):
+            batch = records[start : start + 10]
+            if batched:
+                assert emit([(r, contextvars.copy_context()) for r in batch]) == (10, 0)
+            else:
+                for record in batch:
+                    handler.handle(record)
+            if change == "append":
+                with path.open("a") as other:
+                    other.write("another writer " + "y" * 600 + "\n")
+            else:
+                os.truncate(path, 0)
+        handler.close()
+        outputs.append(_files(directory))
+    assert outputs[1] == outputs[0]
+    # Appended to, it rolls over mid-batch; cut, it never fills up.
+    assert len(outputs[0]) > 1 if change == "append" else len(outputs[0]) == 1
