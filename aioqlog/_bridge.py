@@ -127,6 +127,9 @@ BATCH_LIMIT = 256
 #: When more records wait, the listener's task takes half of them, up to this
 #: many: a loop that logs more than ``BATCH_LIMIT`` records between two turns
 #: would otherwise queue them faster than the task takes them, one batch a turn.
+#: Past ``BATCH_LIMIT``, it takes no more than it hands on in as long as the
+#: loop's thread worked elsewhere since its last batch: what threads log while
+#: the loop idles is no reason to hold the loop longer (``QueueListener.dequeue``).
 TURN_LIMIT = 4096
 
 #: A burst logged on the loop's thread rings a parked consumer thread at the

@@ -509,7 +509,7 @@ class QueueListener:
         """
         q = self.queue
         while True:
-            limit = max(BATCH_LIMIT, min(q.qsize() // 2, TURN_LIMIT))
+            limit = max(BATCH_LIMIT, min(q.qsize() // 2, TURN_LIMIT, self._turn_room()))
             if q.overflow == "block":
                 limit = await self._room_for_batch(limit)
             stopping = self._run_state.stopping
@@ -582,6 +582,8 @@ class QueueListener:
         self._drops_reported = 0
         self._recursion_reported = 0
         self._summary_due = 0.0  # time.monotonic() before which no summary goes out
+        self._turn_cost = 0.0  # seconds the task took to hand on a record, in its last batch
+        self._turn_ended = 0.0  # time.thread_time() when the task's last batch was handed on
 
     def _bind(self) -> None:
         self.queue._bind(self)
@@ -1020,11 +1022,14 @@ class QueueListener:
             else:
                 batch = await self.dequeue()
                 if batch:
+                    began = time.perf_counter()
                     self._dispatch(batch)
+                    self._turn_cost = (time.perf_counter() - began) / len(batch)
                     del batch  # hold no record (nor its context's values) while waiting
                     self._report_drops(force=False)
                     for lane in self._thread_lanes:
                         lane.keep_pace()
+                    self._turn_ended = time.thread_time()
                     await checkpoint()  # let the loop breathe between batches
                     continue
             self._report_drops(force=True)
@@ -1032,6 +1037,21 @@ class QueueListener:
                 return
             if self._time_left() == 0.0 or q._left_before_stop() <= 0:
                 return
+
+    def _turn_room(self) -> int:
+        """Return how many records the task hands on in its fair share of the loop.
+
+        That is as long as the loop's thread worked elsewhere (in CPU time)
+        since the task's last batch, at what a record took the task in that
+        batch (by the clock): a loop that logs a long burst between two turns
+        gives the task as long to take it, and threads that log while the loop
+        idles do not make the task hold the loop for longer. While threads
+        hold the GIL the loop's thread waits for it: no work of the loop's.
+        """
+        cost = self._turn_cost
+        if cost <= 0.0:
+            return TURN_LIMIT
+        return int((time.thread_time() - self._turn_ended) / cost)
 
     async def _while_one_hop(self) -> None:
         """Wait while the lone lane's worker serves the queue, until it is done.

@@ -11,13 +11,16 @@ whole run's time, the mean log call, and the loop's lag.
 * ``threads``: four threads log N records each as fast as they can, while the
   loop idles.
 
-Handlers: ``file`` (``FileHandler``) and ``rotating`` (``RotatingFileHandler``,
+Handlers: ``file`` (``FileHandler``), ``file+null`` (the same beside a
+``NullHandler``: records go through the listener's task) and ``rotating``
+(``RotatingFileHandler``,
 ``maxBytes`` 4 MB, ``backupCount`` 20: a rollover every 60,000 records or so,
 every line kept).
 It is not part of ``make bench-report``: the guarantees quote it.
 
     python -m benchmarks.busy_handlers                      # the tables, 3 rounds
     python -m benchmarks.busy_handlers --rounds 5 --records 200000
+    python -m benchmarks.busy_handlers --shapes threads --handlers file+null
     python -m benchmarks.busy_handlers one rotating busy aioqlog 200000 /tmp/x  # one run
 """
 
@@ -42,14 +45,14 @@ from benchmarks.memory import peak_kb
 
 BURST = 50
 THREADS = 4
-HANDLERS = ("file", "rotating")
+HANDLERS = ("file", "rotating", "file+null")
 SHAPES = ("busy", "threads")
 MODES = ("direct", "aioqlog")
 
 
 def _handler(kind: str, path: Path) -> logging.Handler:
     handler: logging.Handler
-    if kind == "file":
+    if kind in ("file", "file+null"):
         handler = logging.FileHandler(path, encoding="utf-8")
     else:
         handler = logging.handlers.RotatingFileHandler(
@@ -124,7 +127,8 @@ def one(kind: str, shape: str, mode: str, n: int, path: Path) -> dict[str, Any]:
     else:
         q = aioqlog.LogQueue()
         root.handlers[:] = [aioqlog.QueueHandler(q)]
-        listener = aioqlog.QueueListener(q, handler)
+        extra = [logging.NullHandler()] if kind == "file+null" else []
+        listener = aioqlog.QueueListener(q, handler, *extra)
     result = asyncio.run(_run(shape, n, handler, listener))
     root.handlers[:] = []
     result["lines"] = _lines(path)
@@ -159,14 +163,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--records", type=int, default=200_000, help="per producer")
+    parser.add_argument("--shapes", nargs="+", choices=SHAPES, default=list(SHAPES))
+    parser.add_argument("--handlers", nargs="+", choices=HANDLERS, default=["file", "rotating"])
     args, rest = parser.parse_known_args()
     if rest[:1] == ["one"]:
         kind, shape, mode, n, path = rest[1:6]
         print(json.dumps(one(kind, shape, mode, int(n), Path(path))))
         return
-    for shape in SHAPES:
+    for shape in args.shapes:
         n = args.records if shape == "busy" else args.records // 2
-        for kind in HANDLERS:
+        for kind in args.handlers:
             runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
             for r in range(args.rounds):
                 for mode in MODES if r % 2 == 0 else MODES[::-1]:

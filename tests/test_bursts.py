@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -15,6 +16,7 @@ import pytest
 from support import STALL, Gate, Recorder, in_thread
 
 import aioqlog
+from aioqlog._bridge import BATCH_LIMIT
 
 
 @pytest.fixture
@@ -133,6 +135,58 @@ async def test_a_loop_that_stays_busy_does_not_starve_the_handler_threads(
     stats = listener.stats
     assert (stats.dropped, [h.dropped for h in stats.handlers]) == (0, [0] * handlers)
     assert _lines_by_tag(basic_config) == {"loop": list(range(n))}
+
+
+class _Sizing(aioqlog.QueueListener):
+    """Remember the size of each batch the listener's task takes."""
+
+    def __init__(self, queue: aioqlog.LogQueue, *handlers: logging.Handler) -> None:
+        super().__init__(queue, *handlers)
+        self.sizes: list[int] = []
+
+    async def dequeue(self) -> list[tuple[logging.LogRecord, Any]]:
+        batch = await super().dequeue()
+        self.sizes.append(len(batch))
+        return batch
+
+
+@pytest.mark.anyio
+async def test_threads_logging_while_the_loop_idles_get_a_batch_a_turn(
+    logger: logging.Logger,
+) -> None:
+    """Past a batch, a turn takes what the task hands on in the loop's own working time.
+
+    A backlog that threads logged while the loop did nothing is taken a batch
+    a turn, so each turn stays short; one the loop logged itself between two
+    turns is taken in larger turns, as it must be for the task to keep up.
+    """
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    first, second = Recorder(), Recorder()
+    listener = _Sizing(q, first, second)
+    async with listener:
+        logger.info("warm up")  # one batch handed on: the task knows what a record costs
+        await first.arrived(1)
+
+        def log_from_a_thread() -> None:
+            for i in range(20_000):
+                logger.info("t %d", i)
+
+        thread = threading.Thread(target=log_from_a_thread)
+        thread.start()
+        thread.join()  # the loop's thread waits here, working on nothing
+        await first.arrived(20_001)
+        from_threads = list(listener.sizes)
+        for i in range(20_000):
+            logger.info("loop %d", i)
+        await first.arrived(40_001)
+    assert listener.stats.dropped == 0
+    # The loop's own bookkeeping between turns (a few hundred microseconds at
+    # most) leaves room for a little more than a batch; 20,000 queued records
+    # would otherwise go 4,096 a turn.
+    assert max(from_threads[1:]) < 4 * BATCH_LIMIT
+    assert len(from_threads) > 20_000 // (4 * BATCH_LIMIT)
+    assert max(listener.sizes[len(from_threads) :]) > 4 * BATCH_LIMIT
 
 
 @pytest.mark.anyio
