@@ -166,9 +166,21 @@ class _Clock:
         """Return how to format a batch of records for *handler*, as it would.
 
         The handler's formatter is never changed, and one swapped or changed
-        since the last batch is honoured: this is decided again per batch.
+        since the last batch is honoured: this is decided again per batch. A
+        formatter that is not a whole ``logging.Formatter`` (an object with
+        only ``format``, a subclass that skips ``Formatter.__init__``) is
+        called as it is, as the handler would.
         """
         fmt = handler.formatter or logging._defaultFormatter  # type: ignore[attr-defined]
+        try:
+            return self._clocked(handler, fmt)
+        except AttributeError:
+            return handler.format
+
+    def _clocked(
+        self, handler: logging.Handler, fmt: logging.Formatter
+    ) -> Callable[[_LogRecord], str]:
+        """Return *fmt*'s format with this clock, where it can have it (see ``formatter``)."""
         converter = fmt.converter
         if (
             type(fmt).formatTime is not logging.Formatter.formatTime

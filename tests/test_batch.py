@@ -687,7 +687,24 @@ class _Numbering(logging.Formatter):
         return f"{self.count} {super().format(record)}"
 
 
-@pytest.mark.parametrize("formatter", ["forwarding", "numbering"])
+class _Duck:
+    """A formatter that is no logging.Formatter: it has format() and nothing else."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "duck " + record.getMessage()
+
+
+class _Uninitialised(logging.Formatter):
+    """A Formatter subclass that never calls Formatter.__init__."""
+
+    def __init__(self) -> None:
+        pass
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "own " + record.getMessage()
+
+
+@pytest.mark.parametrize("formatter", ["forwarding", "numbering", "duck", "uninitialised"])
 def test_a_formatter_of_its_own_class_formats_the_batch_itself(formatter: str) -> None:
     """The handler's own formatter formats every record: not a copy, which may fail or fork."""
     outputs = []
@@ -698,8 +715,14 @@ def test_a_formatter_of_its_own_class_formats_the_batch_itself(formatter: str) -
     for batched in (False, True):
         stream = io.StringIO()
         handler = logging.StreamHandler(stream)
-        inner = logging.Formatter("%(message)s")
-        handler.setFormatter(_Forwarding(inner) if formatter == "forwarding" else _Numbering())
+        made: Any = {
+            "forwarding": _Forwarding,
+            "numbering": _Numbering,
+            "duck": _Duck,
+            "uninitialised": _Uninitialised,
+        }[formatter]
+        args = [logging.Formatter("%(message)s")] if formatter == "forwarding" else []
+        handler.setFormatter(made(*args))
         if batched:
             emit = batch_emitter(handler)
             assert emit is not None
