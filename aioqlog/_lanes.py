@@ -255,8 +255,9 @@ class Lane:
         is counted per call: a call as long as ``shutdown_timeout`` would look
         stuck however much it did. So a call takes as many records as the last
         one handled in ``call_budget`` seconds (a quarter of the listener's
-        ``shutdown_timeout``; under ``"block"`` at most half of
-        ``block_timeout``, which a waiting thread measures progress by), and the
+        ``shutdown_timeout``; under ``"block"`` at most an eighth of
+        ``block_timeout``, a quarter of how long the listener waits for a full
+        lane to move before passing it over), and the
         first takes one. A fast handler soon gets whole batches; a slow one,
         calls it finishes well within the bound.
         """

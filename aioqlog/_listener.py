@@ -916,8 +916,12 @@ class QueueListener:
         q = self.queue
         timeout = self.shutdown_timeout
         budget = None if timeout is None else timeout / 4
-        if q.overflow == "block":  # a waiting thread gives up after block_timeout without progress
-            budget = q.block_timeout / 2 if budget is None else min(budget, q.block_timeout / 2)
+        if q.overflow == "block":
+            # A lane full and not moving for half of block_timeout is passed over
+            # (_room_for_batch): a call a quarter of that leaves room for a slow
+            # machine's jitter before it looks stuck.
+            most = q.block_timeout / 8
+            budget = most if budget is None else min(budget, most)
         for lane in self._lanes:
             lane.call_budget = budget
             if isinstance(lane, ThreadLane):
