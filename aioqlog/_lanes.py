@@ -255,7 +255,8 @@ class Lane:
         is counted per call: a call as long as ``shutdown_timeout`` would look
         stuck however much it did. So a call takes as many records as the last
         one handled in ``call_budget`` seconds (a quarter of the listener's
-        ``shutdown_timeout``; under ``"block"`` at most an eighth of
+        ``shutdown_timeout``, and of the exit's one-second look for progress
+        after a stop gave up; under ``"block"`` at most an eighth of
         ``block_timeout``, a quarter of how long the listener waits for a full
         lane to move before passing it over), and the
         first takes one. A fast handler soon gets whole batches; a slow one,
@@ -579,6 +580,7 @@ class ThreadLane(Lane):
                     self.errors += errors
                     self.done_count += len(batch)
                 else:
+                    started = time.monotonic()
                     for record, ctx in batch:
                         try:
                             ctx.copy().run(handler.handle, record)
@@ -591,6 +593,7 @@ class ThreadLane(Lane):
                         if self._watch.slot:  # the listener waits for room (under "block")
                             self.notify()
                     del record, ctx
+                    self.timed(time.monotonic() - started, len(batch), completed=True)
                 # Hold no record (nor its context's values) while parked.
                 self.in_hand = _EMPTY_HAND
                 del batch

@@ -23,6 +23,7 @@ import contextlib
 import contextvars
 import functools
 import logging
+import math
 import signal
 import sys
 import threading
@@ -70,6 +71,11 @@ _CANCEL_GRACE = 1.0
 
 #: Seconds a stop (or the exit) waits on the handlers before saying what it waits for.
 _NOTICE_AFTER = 1.0
+
+#: Most seconds one batch call is sized to take (see ``Lane.call_size``): a
+#: quarter of the short look at exit that tells a slow handler from a stuck
+#: one, so a slow handler's progress shows several times within it.
+_CALL_BUDGET = _NOTICE_AFTER / 4
 
 _copy_context = contextvars.copy_context
 
@@ -915,15 +921,17 @@ class QueueListener:
         """Start the lanes (and the one-hop path), once the delivery right is taken."""
         q = self.queue
         timeout = self.shutdown_timeout
-        budget = None if timeout is None else timeout / 4
+        budgets = [None if timeout is None else timeout / 4]
         if q.overflow == "block":
             # A lane full and not moving for half of block_timeout is passed over
             # (_room_for_batch): a call a quarter of that leaves room for a slow
             # machine's jitter before it looks stuck.
-            most = q.block_timeout / 8
-            budget = most if budget is None else min(budget, most)
+            budgets.append(q.block_timeout / 8)
         for lane in self._lanes:
-            lane.call_budget = budget
+            # A worker thread's progress is also what the exit's short look
+            # watches once a stop gave up on it (_wait_for_threads).
+            kept = [*budgets, _CALL_BUDGET] if isinstance(lane, ThreadLane) else budgets
+            lane.call_budget = min((b for b in kept if b is not None), default=None)
             if isinstance(lane, ThreadLane):
                 lane.room_patience = q.block_timeout
             thread_id = lane.start(backend)
@@ -1623,8 +1631,14 @@ class QueueListener:
         ):
             # A stop() already waited shutdown_timeout for each of them, or the
             # user pressed Ctrl-C: a short look tells a slow handler (it moves)
-            # from a stuck one.
-            bound = _NOTICE_AFTER if bound is None else min(bound, _NOTICE_AFTER)
+            # from a stuck one. Calls are sized to a quarter of it, but one
+            # record may take longer: then the look lasts twice the slowest
+            # record seen (not after Ctrl-C, which asks for a quick exit).
+            slowest = max(
+                (lane.per_record for lane in draining if lane.per_record < math.inf), default=0.0
+            )
+            look = _NOTICE_AFTER if hurry else max(_NOTICE_AFTER, 2 * slowest)
+            bound = look if bound is None else min(bound, look)
         began = last_move = time.monotonic()
         progress = self._progress()
         while threads := self._threads():

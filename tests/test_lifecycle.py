@@ -1237,6 +1237,89 @@ def test_exit_right_after_a_bounded_stop_waits_for_a_slow_handler(tmp_path: Path
     assert "still busy" not in result.stderr
 
 
+_SLOW_BATCH_EXIT = """
+    import asyncio, logging, time
+    import aioqlog
+
+    class SlowBatches(logging.FileHandler):
+        def emit_batch(self, records):
+            for record in records:
+                time.sleep(0.02)  # a slow handler, not a stuck one
+                self.emit(record)
+
+    log = logging.getLogger("app")
+    log.propagate = False
+    q = aioqlog.LogQueue()
+    log.addHandler(aioqlog.QueueHandler(q))
+
+    async def main():
+        listener = aioqlog.QueueListener(q, SlowBatches("app.log"), shutdown_timeout=8)
+        async with listener:
+            for i in range(150):
+                log.warning("r%d", i)
+            await listener.stop(0.2)
+
+    asyncio.run(main())
+"""
+
+
+def test_exit_after_a_bounded_stop_sees_a_batch_handlers_progress(tmp_path: Path) -> None:
+    """A batch call is short enough for the exit's short look to see it progress.
+
+    With shutdown_timeout=8 a call sized to a quarter of it would last 2 s,
+    longer than the second the exit looks for progress after a stop() gave up.
+    """
+    result = _script(_SLOW_BATCH_EXIT, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert _lines(tmp_path / "app.log") == [f"r{i}" for i in range(150)], result.stderr
+    assert "still busy" not in result.stderr
+
+
+_SLOW_RECORD_EXIT = """
+    import asyncio, logging, threading, time
+    import aioqlog
+
+    class Slow(logging.FileHandler):
+        first = threading.Event()
+
+        def emit(self, record):
+            time.sleep(1.3)  # each record takes longer than the exit's short look
+            super().emit(record)
+            self.first.set()
+
+    log = logging.getLogger("app")
+    log.propagate = False
+    q = aioqlog.LogQueue()
+    log.addHandler(aioqlog.QueueHandler(q))
+    slow = Slow("app.log")
+
+    async def main():
+        listener = aioqlog.QueueListener(q, slow)
+        async with listener:
+            log.warning("r0")
+            await asyncio.to_thread(slow.first.wait, 10)
+            log.warning("r1")
+            log.warning("r2")
+            await listener.stop(0.1)
+
+    asyncio.run(main())
+"""
+
+
+def test_exit_after_a_bounded_stop_waits_longer_for_a_handler_slower_than_its_look(
+    tmp_path: Path,
+) -> None:
+    """A handler whose every record takes over a second is slow, not stuck, at exit.
+
+    The short look after a stop() gave up lasts twice the slowest record the
+    handler was seen to take.
+    """
+    result = _script(_SLOW_RECORD_EXIT, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert _lines(tmp_path / "app.log") == ["r0", "r1", "r2"], result.stderr
+    assert "still busy" not in result.stderr
+
+
 # ------------------------------------- what an async handler holds and drops
 
 
