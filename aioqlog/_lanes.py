@@ -441,7 +441,10 @@ class ThreadLane(Lane):
             self._ring()
 
     def pace_with(self, workers: Sequence[ThreadLane]) -> None:
-        """Start the checks of ``keep_pace``, counting the CPU of *workers*' threads too."""
+        """Start the checks of ``keep_pace``, counting the CPU of *workers*' threads too.
+
+        The listener calls it once every lane of a run has started (and has its thread).
+        """
         threads = {lane.thread.ident for lane in (self, *workers) if lane.thread is not None}
         self._pace.serve(self.capacity, self._taken(), (t for t in threads if t is not None))
         self._pace_next = self._pace.mark
@@ -526,7 +529,6 @@ class ThreadLane(Lane):
                 name = f"aioqlog-{self.handler.get_name() or type(self.handler).__name__}"
                 thread = self.thread = threading.Thread(target=self._work, name=name, daemon=True)
                 thread.start()
-            self.pace_with(())
         # A worker still draining an earlier run's records serves this run too.
         self.wake_worker()
         return thread.ident
