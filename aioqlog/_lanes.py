@@ -153,6 +153,7 @@ class Lane:
         # seconds per record of the last call (inf: none made yet): see call_size.
         self.call_budget: float | None = None
         self.per_record = math.inf
+        self.most_taken = 0  # records in the largest call timed
         # The batch the worker is handling and done_count when it took it, in
         # one attribute (read from other threads): see oldest_created.
         self.in_hand: tuple[Sequence[Entry], int] = _EMPTY_HAND
@@ -258,14 +259,17 @@ class Lane:
         ``shutdown_timeout``, and of the exit's one-second look for progress
         after a stop gave up; under ``"block"`` at most an eighth of
         ``block_timeout``, a quarter of how long the listener waits for a full
-        lane to move before passing it over), and the
-        first takes one. A fast handler soon gets whole batches; a slow one,
-        calls it finishes well within the bound.
+        lane to move before passing it over). The first call takes one
+        record, and none takes more than twice as many as the largest call
+        before it: a handler's records do not all cost the same (a rotating
+        file's that roll it over cost more), so a few cheap ones say little
+        about the next. A fast handler gets whole batches after a few calls; a
+        slow one, calls it finishes well within the bound.
         """
         budget, per_record = self.call_budget, self.per_record
         if budget is None or per_record <= 0.0:  # a clock too coarse to tell: any size
             return limit
-        return max(1, min(limit, int(budget / per_record)))
+        return max(1, min(limit, 2 * self.most_taken, int(budget / per_record)))
 
     def timed(self, seconds: float, count: int, *, completed: bool) -> None:
         """Note that a batch call on *count* records took *seconds* (see ``call_size``).
@@ -276,6 +280,7 @@ class Lane:
         if count:
             rate = seconds / count
             self.per_record = rate if completed else max(self.per_record, rate)
+            self.most_taken = max(self.most_taken, count)
 
     def _take(self, limit: int) -> list[Entry]:
         buffer = self.buffer

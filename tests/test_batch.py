@@ -169,7 +169,10 @@ class _CountingStream(io.StringIO):
 
 @pytest.mark.anyio
 async def test_a_batch_is_written_and_flushed_once(logger: logging.Logger) -> None:
-    """A backlog of 200 records reaches a StreamHandler in a handful of flushes, not 200."""
+    """A backlog of 200 records reaches a StreamHandler in a handful of flushes, not 200.
+
+    The first calls grow by doubling (1, 2, 4, ...: see ``Lane.call_size``).
+    """
     stream = _CountingStream()
     handler = logging.StreamHandler(stream)
     gate = _Gate()
@@ -183,7 +186,7 @@ async def test_a_batch_is_written_and_flushed_once(logger: logging.Logger) -> No
             logger.info("r%d", i)
         gate.release.set()
     assert stream.getvalue().splitlines() == ["first", *(f"r{i}" for i in range(200))]
-    assert stream.flushes <= 5
+    assert stream.flushes <= 9
 
 
 def test_a_subclass_that_overrides_what_the_batch_bypasses_goes_record_by_record() -> None:
@@ -301,7 +304,15 @@ async def test_emit_batch_gets_runs_of_one_context_in_order(logger: logging.Logg
         logger.info("boom")
         logger.info("filtered out")
         gate.release.set()
-    assert handler.calls == [
+    # Each call holds one context's records; a run may take more than one call
+    # (the first calls grow by doubling: see Lane.call_size).
+    runs: list[tuple[str, list[str]]] = []
+    for name, messages in handler.calls:
+        if runs and runs[-1][0] == name:
+            runs[-1][1].extend(messages)
+        else:
+            runs.append((name, list(messages)))
+    assert runs == [
         ("-", ["first"]),
         ("a", ["a 0", "a 1", "a 2"]),
         ("b", ["b 0", "b 1"]),

@@ -252,11 +252,23 @@ class _SlowBatches(_Slow):
             self.emit(record)
 
 
-@pytest.mark.parametrize("batches", [False, True], ids=["records", "batches"])
+class _UnevenBatches(_SlowBatches):
+    """A slow batch handler whose first record costs nothing: its first call says little."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "r0":
+            Recorder.emit(self, record)
+        else:
+            super().emit(record)
+
+
+@pytest.mark.parametrize(
+    "batches", [None, _SlowBatches, _UnevenBatches], ids=["records", "batches", "uneven batches"]
+)
 @pytest.mark.parametrize("handlers", [1, 2])
 @pytest.mark.anyio
 async def test_block_drops_nothing_behind_a_slow_handler_that_keeps_working(
-    handlers: int, batches: bool, logger: logging.Logger
+    handlers: int, batches: type[_Slow] | None, logger: logging.Logger
 ) -> None:
     """Under "block" a thread is paced by the slowest handler, however long room takes.
 
@@ -264,11 +276,12 @@ async def test_block_drops_nothing_behind_a_slow_handler_that_keeps_working(
     only every maxsize records (0.5 s here), longer than block_timeout: the
     thread goes on waiting while the handler makes progress. A batch call
     counts as progress once it returns, so under "block" calls are kept short
-    enough for a waiting thread to see progress.
+    enough for a waiting thread to see progress, and grow from one record by
+    doubling: a cheap first call does not make the next one long.
     """
     q = aioqlog.LogQueue(maxsize=50, overflow="block", block_timeout=0.2)
     logger.addHandler(aioqlog.QueueHandler(q))
-    slow = (_SlowBatches if batches else _Slow)(0.01, name="slow")
+    slow = (batches or _Slow)(0.01, name="slow")
     others = [Recorder(name="fast")] if handlers == 2 else []
     async with aioqlog.QueueListener(q, slow, *others, shutdown_timeout=None) as listener:
         await in_thread(lambda: _log(logger, 200))

@@ -1275,6 +1275,44 @@ def test_exit_after_a_bounded_stop_sees_a_batch_handlers_progress(tmp_path: Path
     assert "still busy" not in result.stderr
 
 
+_UNEVEN_BATCH_END = """
+    import asyncio, logging, time
+    import aioqlog
+
+    class Uneven(logging.FileHandler):
+        def emit_batch(self, records):
+            for record in records:
+                if record.getMessage() != "r0":
+                    time.sleep(0.02)  # as a rotating file's records that roll it over
+                self.emit(record)
+
+    log = logging.getLogger("app")
+    log.propagate = False
+    q = aioqlog.LogQueue()
+    log.addHandler(aioqlog.QueueHandler(q))
+
+    async def main():
+        aioqlog.QueueListener(q, Uneven("app.log"), shutdown_timeout=1).start()
+        for i in range(100):
+            log.warning("r%d", i)  # the first call takes one record: r0, a cheap one
+
+    asyncio.run(main())  # ends without stop()
+"""
+
+
+def test_a_cheap_first_call_does_not_make_the_next_one_look_stuck(tmp_path: Path) -> None:
+    """Batch calls grow by doubling, so each shows progress well within the bound.
+
+    Sized from the first call's cost alone, the second would take all 99 slow
+    records (2 s), longer than shutdown_timeout: given up on as stuck at the
+    loop's end, then at exit.
+    """
+    result = _script(_UNEVEN_BATCH_END, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert _lines(tmp_path / "app.log") == [f"r{i}" for i in range(100)], result.stderr
+    assert "still busy" not in result.stderr
+
+
 _SLOW_RECORD_EXIT = """
     import asyncio, logging, threading, time
     import aioqlog
