@@ -139,8 +139,9 @@ TURN_LIMIT = 4096
 #: the loop's path, and a long burst that never yields is drained meanwhile.
 SPILL = 2048
 
-#: While a consumer thread serves a buffer (the queue, on the one-hop path, or
-#: a sync handler's lane), a producer that finds this many records waiting (at
+#: While a consumer thread serves a buffer (the queue, on the one-hop path or
+#: for the loop's thread on the path through the loop, or a sync handler's
+#: lane), a producer that finds this many records waiting (at
 #: most a quarter of the bound) leaves the GIL to the thread, and does so again
 #: each ``PACE_STEP`` more records (see ``Pace``).
 PACE = 4096
@@ -152,6 +153,8 @@ PAUSE = 0.0001
 #: The most a producer sleeps at one check while the threads keep using the
 #: CPU they are left: a switch interval.
 PAUSE_LIMIT = 0.005
+#: The most a producer waits for its turn to pause while others pause.
+TURN_WAIT = 4 * PAUSE_LIMIT
 
 _SAFETY_TICK: float | None = 0.25
 _OVERFLOWS: tuple[str, ...] = get_args(Overflow)
@@ -265,10 +268,15 @@ class Pace:
     blocked in its handler's I/O uses no CPU: it costs the producer one
     ``PAUSE`` per check. Where a thread's CPU clock cannot be read, a check
     sleeps ``PAUSE`` once, and only if the consumer took no record since the
-    last check. A handler's own thread never pauses.
+    last check. A handler's own thread never pauses, nor does a consumer
+    that also produces (the loop's thread, on the path through the loop).
+
+    Several producers (threads logging flat out) pause one at a time: the
+    others wait for their turn (at most ``TURN_WAIT``) without the GIL, since
+    one that kept running meanwhile would take the GIL the pause leaves.
     """
 
-    __slots__ = ("_clocks", "_seen", "mark")
+    __slots__ = ("_clocks", "_own", "_seen", "_turn", "mark")
 
     #: A mark no buffer reaches.
     OFF: int = 1 << 62
@@ -278,16 +286,25 @@ class Pace:
         self.mark = Pace.OFF
         self._seen = 0
         self._clocks: list[int] = []
+        self._own = 0
+        self._turn = threading.Lock()
 
-    def serve(self, bound: int | None, taken: int, threads: Iterable[int] = ()) -> None:
+    def serve(
+        self, bound: int | None, taken: int, threads: Iterable[int] = (), *, own: int = 0
+    ) -> None:
         """Check for a consumer thread serving a buffer of *bound* (None: stop checking).
 
         *threads* are the idents of the threads whose CPU use shows that
         leaving them the GIL helps: the consumer's, and any other consumer
-        thread it competes with for the GIL.
+        thread it competes with for the GIL. *own* is a consumer that also
+        produces (an event loop's thread that logs): it never pauses, since
+        what it waits for is itself.
         """
         self.mark = Pace.OFF if bound is None else min(max(1, bound // 4), PACE)
         self._seen = taken
+        self._own = own
+        # Anew for each run: one a thread held across a fork stays held in the child.
+        self._turn = threading.Lock()
         self._clocks = []
         if bound is not None and _cpu_clock is not None:
             try:
@@ -302,10 +319,19 @@ class Pace:
         ``waiting()``, the records waiting now.
         """
         step = PACE_STEP
-        if not on_handler_thread():
+        if not on_handler_thread() and threading.get_ident() != self._own:
             if self._clocks:
-                if self._give_way(self._clocks, waiting):
-                    step //= 4  # still behind, and working: the next turn comes sooner
+                # One producer pauses at a time, and the others wait for their
+                # turn here, without the GIL: while one pauses, another that
+                # kept running would take the GIL from the consumers. Not for
+                # long: a check never holds a log call much past PAUSE_LIMIT.
+                turn = self._turn
+                if turn.acquire(timeout=TURN_WAIT):
+                    try:
+                        if waiting() >= self.mark and self._give_way(self._clocks, waiting):
+                            step //= 4  # still behind, and working: the next turn comes sooner
+                    finally:
+                        turn.release()
             elif taken() == self._seen:
                 time.sleep(PAUSE)
         self._seen = taken()
@@ -754,6 +780,19 @@ class LogQueue:
         if not self._deferred:
             self._limit = self._base_limit()
 
+    def _serve_from_loop(self, workers: Iterable[int]) -> None:
+        """Note that the loop's thread, the caller, takes from the queue for *workers*.
+
+        Threads that log while the queue fills pause for it as for a consumer
+        thread (see ``Pace``), counting the CPU that the loop's thread and the
+        workers it hands records to use; the loop's thread never pauses.
+        """
+        # Precondition: the caller holds the delivery right, on the loop's thread.
+        me = threading.get_ident()
+        self._pace.serve(self._maxsize, self._taken, (me, *workers), own=me)
+        if not self._deferred:
+            self._limit = self._base_limit()
+
     def _ring_deferred(self) -> None:
         """Ring the consumer thread whose ring waits for the loop's next turn, if any."""
         self._limit = self._base_limit()
@@ -1168,6 +1207,9 @@ class LogQueue:
             self._attached = False
             self._nonblocking = frozenset()
             self._room.notify_all()
+        self._pace.serve(None, self._taken)  # no consumer to pause for
+        if not self._deferred:
+            self._limit = self._base_limit()
         self._right.append(_TOKEN)
         # Records still queued are the listener's to hand off (it must not
         # deliver them here, on the loop thread).

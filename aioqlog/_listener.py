@@ -946,6 +946,9 @@ class QueueListener:
             lane.feed = one_hop
             q._serve_from_thread(lane.thread.ident if lane.thread is not None else None)
             lane.wake_worker()  # records already queued
+        else:
+            threads = (lane.thread for lane in self._thread_lanes)
+            q._serve_from_loop(t.ident for t in threads if t is not None and t.ident is not None)
         self._run_state.serving = True
 
     def _on_task_done(self, task: Task) -> None:

@@ -137,6 +137,37 @@ async def test_a_loop_that_stays_busy_does_not_starve_the_handler_threads(
     assert _lines_by_tag(basic_config) == {"loop": list(range(n))}
 
 
+@pytest.mark.anyio
+async def test_threads_logging_flat_out_through_the_loop_lose_nothing(basic_config: Path) -> None:
+    """Threads flat out, two handlers (the listener's task takes each record): all kept.
+
+    The loop's thread needs the GIL to take records from the queue, and
+    threads that never block keep it from the GIL for a switch interval each,
+    in turn; without pausing for it, one at a time (see ``Pace``), they fill
+    the queue to its bound and most of their records are dropped.
+    """
+    n, threads = 80_000, 2
+    root = logging.getLogger()
+    (handler,) = root.handlers
+    extra = logging.FileHandler(basic_config.with_name("extra.log"))
+    extra.setFormatter(handler.formatter)
+    q = aioqlog.LogQueue()
+    root.handlers[:] = [aioqlog.QueueHandler(q)]
+    try:
+        async with aioqlog.QueueListener(q, handler, extra) as listener:
+            workers = [threading.Thread(target=_burst, args=(f"t{k}", n)) for k in range(threads)]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                await in_thread(worker.join)
+    finally:
+        extra.close()
+        handler.close()
+    stats = listener.stats
+    assert (stats.dropped, [h.dropped for h in stats.handlers]) == (0, [0, 0])
+    assert _lines_by_tag(basic_config) == {f"t{k}": list(range(n)) for k in range(threads)}
+
+
 class _Sizing(aioqlog.QueueListener):
     """Remember the size of each batch the listener's task takes."""
 
