@@ -274,12 +274,18 @@ class Lane:
     def timed(self, seconds: float, count: int, *, completed: bool) -> None:
         """Note that a batch call on *count* records took *seconds* (see ``call_size``).
 
-        A call that did not complete (it raised, or was cancelled) only says
+        The estimate rises at once and falls by at most a quarter a call. A
+        call that did not complete (it raised, or was cancelled) only says
         that a record takes at least that long: it never lowers the estimate.
         """
         if count:
             rate = seconds / count
-            self.per_record = rate if completed else max(self.per_record, rate)
+            before = self.per_record
+            if completed and before != math.inf:
+                # Up at once, down a quarter a call: a handler whose records
+                # cost unevenly is sized for its costly ones, not the last call's.
+                rate = max(rate, before * 0.75)
+            self.per_record = rate if completed else max(before, rate)
             self.most_taken = max(self.most_taken, count)
 
     def _take(self, limit: int) -> list[Entry]:

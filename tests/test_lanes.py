@@ -524,3 +524,21 @@ async def test_a_batch_cut_off_by_stop_waits_whole_for_the_next_start(
     assert handler.delivered == [["a", "b", "c", "d"]]  # one context: one run
     stats = listener.stats
     assert (stats.handlers[0].handled, stats.handlers[0].errors) == (4, 0)
+
+
+def test_a_cheap_call_lowers_the_sizing_estimate_by_a_quarter_at_most() -> None:
+    """A handler seen to cost 10 ms a record is not handed 200 records after one cheap call.
+
+    Its records may cost unevenly (a few costly ones among cheap ones): sized
+    from the cheap call alone, the next could last seconds, longer than a
+    waiting thread or the exit watch for progress.
+    """
+    lane = ThreadLane(Recorder(), 1000, "block", copy_records=False)
+    lane.call_budget = 0.1
+    lane.timed(1.0, 100, completed=True)  # 10 ms a record
+    assert lane.call_size(1024) == 10
+    lane.timed(0.001, 100, completed=True)  # then a cheap call
+    assert lane.call_size(1024) == 13  # 0.1 s / 7.5 ms, not 200
+    for _ in range(40):
+        lane.timed(0.001, 100, completed=True)
+    assert lane.call_size(1024) == 200  # cheap for good: back to twice the largest call
