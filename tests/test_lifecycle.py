@@ -1231,13 +1231,28 @@ def test_exit_right_after_a_bounded_stop_waits_for_a_slow_handler(tmp_path: Path
 
     At exit the handler is still making progress, so every record is written.
     """
-    result = _script(_SLOW_EXIT, tmp_path)
+    _writes_every_line(_SLOW_EXIT, tmp_path, [f"r{i}" for i in range(300)])
+
+
+#: The scripts' logger "app", behind a QueueHandler on the queue q.
+_APP_QUEUE = """
+    log = logging.getLogger("app")
+    log.propagate = False
+    q = aioqlog.LogQueue()
+    log.addHandler(aioqlog.QueueHandler(q))
+"""
+
+
+def _writes_every_line(source: str, tmp_path: Path, lines: list[str]) -> None:
+    """Run *source*; assert it exits cleanly, app.log holds *lines*, nothing was given up on."""
+    result = _script(source, tmp_path)
     assert result.returncode == 0, result.stderr
-    assert _lines(tmp_path / "app.log") == [f"r{i}" for i in range(300)], result.stderr
+    assert _lines(tmp_path / "app.log") == lines, result.stderr
     assert "still busy" not in result.stderr
 
 
-_SLOW_BATCH_EXIT = """
+_SLOW_BATCH_EXIT = (
+    """
     import asyncio, logging, time
     import aioqlog
 
@@ -1247,11 +1262,9 @@ _SLOW_BATCH_EXIT = """
                 time.sleep(0.02)  # a slow handler, not a stuck one
                 self.emit(record)
 
-    log = logging.getLogger("app")
-    log.propagate = False
-    q = aioqlog.LogQueue()
-    log.addHandler(aioqlog.QueueHandler(q))
-
+"""
+    + _APP_QUEUE
+    + """
     async def main():
         listener = aioqlog.QueueListener(q, SlowBatches("app.log"), shutdown_timeout=8)
         async with listener:
@@ -1261,6 +1274,7 @@ _SLOW_BATCH_EXIT = """
 
     asyncio.run(main())
 """
+)
 
 
 def test_exit_after_a_bounded_stop_sees_a_batch_handlers_progress(tmp_path: Path) -> None:
@@ -1269,13 +1283,11 @@ def test_exit_after_a_bounded_stop_sees_a_batch_handlers_progress(tmp_path: Path
     With shutdown_timeout=8 a call sized to a quarter of it would last 2 s,
     longer than the second the exit looks for progress after a stop() gave up.
     """
-    result = _script(_SLOW_BATCH_EXIT, tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert _lines(tmp_path / "app.log") == [f"r{i}" for i in range(150)], result.stderr
-    assert "still busy" not in result.stderr
+    _writes_every_line(_SLOW_BATCH_EXIT, tmp_path, [f"r{i}" for i in range(150)])
 
 
-_UNEVEN_BATCH_END = """
+_UNEVEN_BATCH_END = (
+    """
     import asyncio, logging, time
     import aioqlog
 
@@ -1286,11 +1298,9 @@ _UNEVEN_BATCH_END = """
                     time.sleep(0.02)  # as a rotating file's records that roll it over
                 self.emit(record)
 
-    log = logging.getLogger("app")
-    log.propagate = False
-    q = aioqlog.LogQueue()
-    log.addHandler(aioqlog.QueueHandler(q))
-
+"""
+    + _APP_QUEUE
+    + """
     async def main():
         aioqlog.QueueListener(q, Uneven("app.log"), shutdown_timeout=1).start()
         for i in range(100):
@@ -1298,6 +1308,7 @@ _UNEVEN_BATCH_END = """
 
     asyncio.run(main())  # ends without stop()
 """
+)
 
 
 def test_a_cheap_first_call_does_not_make_the_next_one_look_stuck(tmp_path: Path) -> None:
@@ -1307,13 +1318,11 @@ def test_a_cheap_first_call_does_not_make_the_next_one_look_stuck(tmp_path: Path
     records (2 s), longer than shutdown_timeout: given up on as stuck at the
     loop's end, then at exit.
     """
-    result = _script(_UNEVEN_BATCH_END, tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert _lines(tmp_path / "app.log") == [f"r{i}" for i in range(100)], result.stderr
-    assert "still busy" not in result.stderr
+    _writes_every_line(_UNEVEN_BATCH_END, tmp_path, [f"r{i}" for i in range(100)])
 
 
-_SLOW_RECORD_EXIT = """
+_SLOW_RECORD_EXIT = (
+    """
     import asyncio, logging, threading, time
     import aioqlog
 
@@ -1325,11 +1334,9 @@ _SLOW_RECORD_EXIT = """
             super().emit(record)
             self.first.set()
 
-    log = logging.getLogger("app")
-    log.propagate = False
-    q = aioqlog.LogQueue()
-    log.addHandler(aioqlog.QueueHandler(q))
-    slow = Slow("app.log")
+"""
+    + _APP_QUEUE
+    + """    slow = Slow("app.log")
 
     async def main():
         listener = aioqlog.QueueListener(q, slow)
@@ -1342,6 +1349,7 @@ _SLOW_RECORD_EXIT = """
 
     asyncio.run(main())
 """
+)
 
 
 def test_exit_after_a_bounded_stop_waits_longer_for_a_handler_slower_than_its_look(
@@ -1352,10 +1360,7 @@ def test_exit_after_a_bounded_stop_waits_longer_for_a_handler_slower_than_its_lo
     The short look after a stop() gave up lasts twice the slowest record the
     handler was seen to take.
     """
-    result = _script(_SLOW_RECORD_EXIT, tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert _lines(tmp_path / "app.log") == ["r0", "r1", "r2"], result.stderr
-    assert "still busy" not in result.stderr
+    _writes_every_line(_SLOW_RECORD_EXIT, tmp_path, ["r0", "r1", "r2"])
 
 
 # ------------------------------------- what an async handler holds and drops
