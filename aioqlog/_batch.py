@@ -31,6 +31,12 @@ Two ways in:
   batch (``_Size``), not read from the file per record.
 
 Anything else is handled record by record, as before.
+
+A batch call can last a while (a formatter or a stream turned slow after a run
+of cheap records): the built-in paths count each step of it in ``Steps`` (each
+record filtered and formatted, each write and rollover, each call of
+``emit_batch``), so that a shutdown waiting on the lane sees a slow handler
+move, not a stuck one.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ from ._context import DEPTH, Entry
 from ._diagnostics import report_error
 from ._records import filters_nothing
 
-__all__ = ["BatchEmit", "batch_emitter"]
+__all__ = ["BatchEmit", "Steps", "batch_emitter"]
 
 #: Handle a batch of (record, context) entries; return (handled, errors).
 BatchEmit = Callable[[list[Entry]], tuple[int, int]]
@@ -70,10 +76,27 @@ _BUILT_IN: tuple[tuple[type[logging.Handler], tuple[str, ...]], ...] = (
 )
 
 
-def batch_emitter(handler: logging.Handler) -> BatchEmit | None:
-    """Return how to hand *handler* a batch, or None to go record by record."""
+class Steps:
+    """Progress inside a batch call: a count that grows at each step the call takes.
+
+    Written by the worker that makes the call, read by whoever waits on it.
+    """
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+def batch_emitter(handler: logging.Handler, steps: Steps | None = None) -> BatchEmit | None:
+    """Return how to hand *handler* a batch, or None to go record by record.
+
+    The returned callable counts its steps in *steps* as it goes (see ``Steps``).
+    """
+    if steps is None:
+        steps = Steps()
     if callable(getattr(handler, "emit_batch", None)):
-        return _protocol(handler)
+        return _protocol(handler, steps)
     kind = type(handler)
     own = vars(handler)
     for base, methods in _BUILT_IN:
@@ -85,8 +108,8 @@ def batch_emitter(handler: logging.Handler) -> BatchEmit | None:
             ):
                 return None
             if isinstance(handler, logging.handlers.BaseRotatingHandler):
-                return _rotating(handler)
-            return _stream(handler)  # type: ignore[arg-type]
+                return _rotating(handler, steps)
+            return _stream(handler, steps)  # type: ignore[arg-type]
     return None
 
 
@@ -101,7 +124,7 @@ def _passed(handler: logging.Handler, record: _LogRecord, ctx: contextvars.Conte
     return rv if isinstance(rv, _LogRecord) else record
 
 
-def _protocol(handler: logging.Handler) -> BatchEmit:
+def _protocol(handler: logging.Handler, steps: Steps) -> BatchEmit:
     emit_batch: Callable[[list[_LogRecord]], object] = handler.emit_batch  # type: ignore[attr-defined]
 
     def deliver(entries: list[Entry]) -> tuple[int, int]:
@@ -120,6 +143,7 @@ def _protocol(handler: logging.Handler) -> BatchEmit:
             ):
                 record, record_ctx = entries[i]
                 i += 1
+                steps.count += 1
                 try:
                     passed = _passed(handler, record, record_ctx.copy())
                 except BaseException:  # noqa: BLE001 - the lane must outlive any handler
@@ -142,6 +166,7 @@ def _protocol(handler: logging.Handler) -> BatchEmit:
                 handled += len(records)
             finally:
                 handler.release()
+                steps.count += 1
         return handled, errors
 
     return deliver
@@ -258,9 +283,12 @@ def _plain_format(
 
 
 def _format_all(
-    handler: logging.StreamHandler[Any], entries: list[Entry], clock: _Clock
+    handler: logging.StreamHandler[Any], entries: list[Entry], clock: _Clock, steps: Steps
 ) -> tuple[list[str], list[_LogRecord], int, int]:
-    """Filter and format each record in its own context; return texts, records, counts."""
+    """Filter and format each record in its own context; return texts, records, counts.
+
+    Each record is a step (see ``Steps``).
+    """
     terminator = handler.terminator
     texts: list[str] = []
     kept: list[_LogRecord] = []
@@ -270,6 +298,7 @@ def _format_all(
     # the call and the switch into the record's context.
     unfiltered = filters_nothing(handler)
     for record, ctx in entries:
+        steps.count += 1
         try:
             # One copy per record: its filters and its formatting see the same
             # context, as when the handler handles it directly.
@@ -289,13 +318,13 @@ def _format_all(
     return texts, kept, handled, errors
 
 
-def _stream(handler: logging.StreamHandler[Any]) -> BatchEmit:
+def _stream(handler: logging.StreamHandler[Any], steps: Steps) -> BatchEmit:
     is_file = isinstance(handler, logging.FileHandler)
     watched = isinstance(handler, logging.handlers.WatchedFileHandler)
     clock = _Clock()
 
     def deliver(entries: list[Entry]) -> tuple[int, int]:
-        texts, kept, handled, errors = _format_all(handler, entries, clock)
+        texts, kept, handled, errors = _format_all(handler, entries, clock, steps)
         if not texts:
             return handled, errors
         handler.acquire()
@@ -311,7 +340,7 @@ def _stream(handler: logging.StreamHandler[Any]) -> BatchEmit:
                 return handled, errors + len(kept)
             if is_file and not handler.stream:
                 return handled + len(kept), errors
-            failed = _write_all(handler, texts, kept)
+            failed = _write_all(handler, texts, kept, steps)
         finally:
             handler.release()
         return handled + len(kept) - failed, errors + failed
@@ -327,9 +356,11 @@ def _open_on_first_use(handler: logging.FileHandler) -> None:
 
 
 def _write_all(
-    handler: logging.StreamHandler[Any], texts: list[str], records: list[_LogRecord]
+    handler: logging.StreamHandler[Any], texts: list[str], records: list[_LogRecord], steps: Steps
 ) -> int:
     """Write the texts, then flush once; report each failure; return how many failed.
+
+    Each write is a step (see ``Steps``).
 
     Nothing is ever written twice. A file (the stdlib's text stream) gets the
     batch in one write: a write per record would reach the disk every few
@@ -346,6 +377,7 @@ def _write_all(
     # Precondition: the handler's lock is held.
     stream = handler.stream
     if type(stream) is io.TextIOWrapper:  # a file, or stderr
+        steps.count += 1
         try:
             stream.write("".join(texts))
         except UnicodeError:
@@ -361,6 +393,7 @@ def _write_all(
     failed = 0
     last_failed = False
     for text, record in zip(texts, records, strict=True):
+        steps.count += 1
         try:
             stream.write(text)
         except Exception:  # noqa: BLE001 - as StreamHandler.emit: handleError, go on
@@ -389,7 +422,7 @@ def _flush(
     return failed
 
 
-def _rotating(handler: logging.handlers.BaseRotatingHandler) -> BatchEmit:
+def _rotating(handler: logging.handlers.BaseRotatingHandler, steps: Steps) -> BatchEmit:
     rotating: Any = handler  # shouldRollover/doRollover: on each concrete class
     clock = _Clock()
     sized = isinstance(handler, logging.handlers.RotatingFileHandler)
@@ -401,7 +434,7 @@ def _rotating(handler: logging.handlers.BaseRotatingHandler) -> BatchEmit:
 
     def deliver(entries: list[Entry]) -> tuple[int, int]:
         terminator = handler.terminator
-        texts, kept, handled, errors = _format_all(handler, entries, clock)
+        texts, kept, handled, errors = _format_all(handler, entries, clock, steps)
         if not texts:
             return handled, errors
         handler.acquire()
@@ -414,7 +447,7 @@ def _rotating(handler: logging.handlers.BaseRotatingHandler) -> BatchEmit:
 
             def write_run() -> None:
                 nonlocal handled, errors
-                failed = _write_all(handler, run, run_records)
+                failed = _write_all(handler, run, run_records, steps)
                 if failed and size is not None:
                     size.pos = None
                 handled += len(run_records) - failed
@@ -435,6 +468,7 @@ def _rotating(handler: logging.handlers.BaseRotatingHandler) -> BatchEmit:
                         if run:
                             write_run()
                         rotating.doRollover()
+                        steps.count += 1
                         if size is not None:
                             size.pos = None
                     if handler.stream is None:

@@ -406,8 +406,8 @@ class Consumer(Protocol):
     * ``_on_consumer_lost()``: the loop closed under the attached consumer.
     * ``_finish(when)``: deliver everything still on its way, now (the
       ``QueueHandler`` is being closed, as by ``logging.shutdown()``).
-    * ``_handled_so_far()``: how many records its handlers have finished, a
-      count that grows while they make progress (read by a producer waiting
+    * ``_handled_so_far()``: a count that grows while its handlers make
+      progress (records finished, steps of a batch call; read by a producer waiting
       for room under ``"block"``, from its own thread, with the queue's lock
       held: it takes no lock).
     * ``_hand_off(drain)``: run ``drain(limit=...)`` in a helper thread of its

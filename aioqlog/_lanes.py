@@ -44,7 +44,7 @@ from typing import Final, Literal, Protocol
 
 from ._async_handler import AsyncHandler, overrides_batch
 from ._backend import Backend, Task, Waiter, loop_runs_here
-from ._batch import BatchEmit, batch_emitter
+from ._batch import BatchEmit, Steps, batch_emitter
 from ._bridge import (
     BATCH_LIMIT,
     DEFAULT_BLOCK_TIMEOUT,
@@ -141,9 +141,11 @@ class Lane:
         self.dropped = 0
         self.drops_reported = 0
         self.done_count = 0
+        # Steps taken inside batch calls (see progress()).
+        self.steps = Steps()
         self.handled = 0
         self.errors = 0
-        # done_count when the listener found this lane full and not moving for
+        # progress() when the listener found this lane full and not moving for
         # block_timeout (under "block"); it is passed over until it moves.
         self.stalled_at: int | None = None
         # A one-slot deque: the listener parks here waiting for progress.
@@ -160,6 +162,15 @@ class Lane:
         # put_count when a thread lane stopped serving a run: later puts were
         # logged after its stop began (see pending_after_stop).
         self.stop_mark: int | None = None
+
+    def progress(self) -> int:
+        """A count that grows while the handler makes progress: what waits on it watch.
+
+        Records finished, plus the steps a batch call took so far (each record
+        formatted, each write or rollover), so that a long call that moves is
+        told from a stuck one.
+        """
+        return self.done_count + self.steps.count
 
     @property
     def pending(self) -> int:
@@ -411,7 +422,7 @@ class ThreadLane(Lane):
         self.abandoned = False
         # Set by the listener while the worker takes records off the queue itself.
         self.feed: Feed | None = None
-        # While it drains: threads waiting for room, the done_count at which
+        # While it drains: threads waiting for room, the progress() at which
         # such a wait last found the worker stuck, and how long a wait lasts
         # without progress (the queue's block_timeout; see _wait_for_room).
         self._room = threading.Condition(self._lock)
@@ -482,7 +493,7 @@ class ThreadLane(Lane):
         """
         stall = self._room_stall
         if stall is not None:
-            if self.done_count == stall:
+            if self.progress() == stall:
                 return False
             self._room_stall = None
         return not loop_runs_here() and not on_handler_thread()
@@ -494,13 +505,13 @@ class ThreadLane(Lane):
             moved = wait_while_moving(
                 self._room,
                 lambda: self.state == DRAINING and self.pending >= self.capacity,
-                lambda: self.done_count,
+                self.progress,
                 self.room_patience,
             )
         finally:
             self._room_waiters -= 1
         if not moved:
-            self._room_stall = self.done_count
+            self._room_stall = self.progress()
 
     def _room_made(self) -> None:
         """Wake the threads waiting for room (the worker handled a batch)."""
@@ -562,7 +573,7 @@ class ThreadLane(Lane):
         # The worker thread: take what is buffered, handle it, park when empty,
         # exit once closing with nothing left.
         handler = self.handler
-        emit_batch = batch_emitter(handler)
+        emit_batch = batch_emitter(handler, self.steps)
         mark_handler_thread()
         self._serve(handler, emit_batch)
         if self._watch.slot:

@@ -764,7 +764,7 @@ class QueueListener:
                 if lane.state != RUNNING:
                     continue
                 if lane.stalled_at is not None:
-                    if lane.done_count == lane.stalled_at:
+                    if lane.progress() == lane.stalled_at:
                         continue  # still stuck: passed over
                     lane.stalled_at = None
                 free = lane.room()
@@ -778,10 +778,10 @@ class QueueListener:
             left = self._time_left()
             if left == 0.0:
                 return 0
-            done = full.done_count
+            done = full.progress()
             wait = patience if left is None else min(left, patience)
             in_time = await full.wait_progress(full.has_room, wait, backend)
-            if not in_time and wait == patience and full.done_count == done:
+            if not in_time and wait == patience and full.progress() == done:
                 full.stalled_at = done  # full, and not a record handled for block_timeout
 
     async def _settle(self, feeding: _OneHop | None = None) -> bool:
@@ -803,10 +803,7 @@ class QueueListener:
                     lane.settled() and (fed is None or not fed.serving)
                 )
 
-            def done(lane: Lane = lane) -> int:
-                return lane.done_count
-
-            if not await self._follow(lane, settled, done, notice):
+            if not await self._follow(lane, settled, lane.progress, notice):
                 return False
         return True
 
@@ -1393,8 +1390,8 @@ class QueueListener:
             lane.put(record, summary_context(), past_bound=True)
 
     def _handled_so_far(self) -> int:
-        """How many records the lanes have finished: grows while handlers make progress."""
-        return sum(lane.done_count for lane in self._lanes)
+        """What the lanes have done (records finished, steps of calls): grows while they move."""
+        return sum(lane.progress() for lane in self._lanes)
 
     # --------------------------------------------------------------- stats
 
@@ -1613,7 +1610,7 @@ class QueueListener:
         return threads
 
     def _progress(self) -> int:
-        return self.queue._taken + sum(lane.done_count for lane in self._lanes)
+        return self.queue._taken + sum(lane.progress() for lane in self._lanes)
 
     def _wait_for_threads(self, when: str, *, hurry: bool = False) -> bool:
         """Join the drainers and lane workers while they make progress.

@@ -19,7 +19,7 @@ import pytest
 from support import STALL, in_thread
 
 import aioqlog
-from aioqlog._batch import batch_emitter
+from aioqlog._batch import Steps, batch_emitter
 
 REQUEST: contextvars.ContextVar[str] = contextvars.ContextVar("request", default="-")
 
@@ -818,3 +818,61 @@ def test_a_sized_file_changed_between_batches_rolls_over_where_it_would(
     assert outputs[1] == outputs[0]
     # Appended to, it rolls over mid-batch; cut, it never fills up.
     assert len(outputs[0]) > 1 if change == "append" else len(outputs[0]) == 1
+
+
+class _SeesSteps(logging.Formatter):
+    """Notes the batch's step count each time it formats a record (mid-call)."""
+
+    def __init__(self, steps: Steps) -> None:
+        super().__init__("%(message)s")
+        self.steps = steps
+        self.seen: list[int] = []
+
+    def format(self, record: logging.LogRecord) -> str:
+        self.seen.append(self.steps.count)
+        return super().format(record)
+
+
+@pytest.mark.parametrize("kind", sorted(HANDLERS))
+def test_a_batch_counts_its_steps_while_it_runs(kind: str, tmp_path: Path) -> None:
+    """Each record formatted is a step, seen from outside before the call returns.
+
+    What a shutdown watches to tell a handler that turned slow mid-batch from
+    a stuck one.
+    """
+    handler = HANDLERS[kind](tmp_path)
+    steps = Steps()
+    formatter = _SeesSteps(steps)
+    handler.setFormatter(formatter)
+    emit = batch_emitter(handler, steps)
+    assert emit is not None
+    records = _sized_records()
+    assert emit([(r, contextvars.copy_context()) for r in records]) == (len(records), 0)
+    _close(handler)
+    assert formatter.seen == sorted(set(formatter.seen))  # grew at every record
+    assert len(formatter.seen) == len(records)
+    assert steps.count > formatter.seen[-1]
+
+
+def test_each_write_to_a_stream_other_than_a_file_is_a_step() -> None:
+    """A stream written record by record (not a file's) counts each write as a step."""
+
+    class SlowPipe(io.StringIO):
+        def __init__(self, steps: Steps) -> None:
+            super().__init__()
+            self.steps = steps
+            self.seen: list[int] = []
+
+        def write(self, text: str) -> int:
+            self.seen.append(self.steps.count)
+            return super().write(text)
+
+    steps = Steps()
+    pipe = SlowPipe(steps)
+    handler = logging.StreamHandler(pipe)
+    emit = batch_emitter(handler, steps)
+    assert emit is not None
+    records = _sized_records()[:50]
+    assert emit([(r, contextvars.copy_context()) for r in records]) == (50, 0)
+    # 50 records formatted (steps 0-49), then each write a step of its own.
+    assert pipe.seen == list(range(51, 101))

@@ -1363,6 +1363,58 @@ def test_exit_after_a_bounded_stop_waits_longer_for_a_handler_slower_than_its_lo
     _writes_every_line(_SLOW_RECORD_EXIT, tmp_path, ["r0", "r1", "r2"])
 
 
+_TURNS_COSTLY_EXIT = (
+    """
+    import asyncio, logging, threading, time
+    import aioqlog
+
+    class TurnsCostly(logging.Formatter):
+        costly = False
+        formatted = 0
+        cheap_done = threading.Event()
+
+        def format(self, record):
+            if self.costly:
+                time.sleep(0.02)  # a formatter that turned slow, not a stuck one
+            TurnsCostly.formatted += 1
+            if TurnsCostly.formatted == 2000:
+                self.cheap_done.set()
+            return super().format(record)
+
+"""
+    + _APP_QUEUE
+    + """    handler = logging.FileHandler("app.log")
+    handler.setFormatter(TurnsCostly("%(message)s"))
+
+    async def main():
+        listener = aioqlog.QueueListener(q, handler)
+        async with listener:
+            for i in range(2000):
+                log.warning("r%d", i)  # cheap: the calls grow to hundreds of records
+            await asyncio.to_thread(TurnsCostly.cheap_done.wait, 30)
+            TurnsCostly.costly = True
+            for i in range(2000, 2100):
+                log.warning("r%d", i)  # one call takes them all: 2 s
+            await listener.stop(0.1)
+
+    asyncio.run(main())
+"""
+)
+
+
+def test_exit_after_a_bounded_stop_sees_progress_inside_a_long_batch_call(
+    tmp_path: Path,
+) -> None:
+    """A built-in batch path counts each record it formats as progress.
+
+    After a long run of cheap records the handler turns costly all at once:
+    its next call takes 100 records at 20 ms each, twice the exit's short look
+    after a stop() gave up. Counted only when the call returns, it looked
+    stuck, and the exit left it mid-call.
+    """
+    _writes_every_line(_TURNS_COSTLY_EXIT, tmp_path, [f"r{i}" for i in range(2100)])
+
+
 # ------------------------------------- what an async handler holds and drops
 
 
