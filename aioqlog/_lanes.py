@@ -432,6 +432,10 @@ class ThreadLane(Lane):
         # The listener's task checks that the worker keeps up (keep_pace).
         self._pace = Pace()
         self._pace_next = Pace.OFF
+        # Whether the forking thread holds the handler's lock (see hold_for_fork),
+        # and progress() when such a wait last ran out of time.
+        self._held_for_fork = False
+        self._fork_stall: int | None = None
 
     def put(
         self, record: logging.LogRecord, ctx: contextvars.Context, *, past_bound: bool = False
@@ -482,6 +486,42 @@ class ThreadLane(Lane):
     def _taken(self) -> int:
         """Records the worker took from the buffer so far (and evictions)."""
         return self.put_count - len(self.buffer)
+
+    def hold_for_fork(self, timeout: float) -> None:
+        """Take the handler's lock before a fork, waiting at most *timeout* seconds.
+
+        The worker writes under that lock, so while the forking thread holds it
+        no write of the worker's spans the fork: the child never finds the
+        stream's own lock (a file's buffer) held by a thread it does not have,
+        which would hang its first write or flush for ever. A handler given up
+        on at exit is not waited for, nor one whose lock a wait found held for
+        all of its time, until it has moved since: a stuck handler delays one
+        fork, not every fork.
+        """
+        lock = self.handler.lock
+        if lock is None or self.abandoned:
+            return
+        if self._fork_stall is not None and self._fork_stall == self.progress():
+            timeout = 0.0
+        taken = lock.acquire(timeout=timeout) if timeout > 0.0 else lock.acquire(blocking=False)
+        self._held_for_fork = taken
+        self._fork_stall = None if taken else self.progress()
+
+    def release_after_fork(self) -> None:
+        """Release what ``hold_for_fork`` took, in the parent or the child.
+
+        In the child ``logging`` has made the handler's lock anew already
+        (its hook runs first), unless the handler's lock is one of its own.
+        """
+        if not self._held_for_fork:
+            return
+        self._held_for_fork = False
+        lock = self.handler.lock
+        if lock is not None:
+            try:
+                lock.release()
+            except RuntimeError:
+                pass  # made anew in the child: not held
 
     def _may_wait_for_room(self) -> bool:
         """Return whether this thread may wait for room in the draining buffer.

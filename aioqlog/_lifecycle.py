@@ -14,7 +14,9 @@ its hook when it is first imported, before this module).
 In a child made by ``os.fork()``, every queue and listener forgets the
 parent's records, wake-up tokens, locks, task and threads, so the child
 neither duplicates the parent's records nor waits on a lock a vanished thread
-held, and it can start listeners of its own.
+held, and it can start listeners of its own. Before the fork, each sync
+handler's lock is taken (for a second at most), so that no worker is inside a
+write when it happens: the stream's own lock would stay held in the child.
 
 This module reaches queues and listeners only through the two Protocols
 below, ``ExitQueue`` and ``ExitListener``, so it imports neither the bridge nor
@@ -28,6 +30,7 @@ import concurrent.futures.thread  # noqa: F401 - its exit hook must be registere
 import logging
 import os
 import threading
+import time
 import weakref
 from typing import Protocol
 
@@ -86,6 +89,14 @@ class ExitListener(Protocol):
         """Say on stderr what threads logging on through the exit lost (after the last _at_exit)."""
         ...
 
+    def _before_fork(self, deadline: float) -> None:
+        """Hold its sync handlers' locks until the fork, waiting until *deadline* at most."""
+        ...
+
+    def _after_fork_in_parent(self) -> None:
+        """Release what ``_before_fork`` held."""
+        ...
+
     def _after_fork_in_child(self) -> None:
         """Forget, in a forked child, the parent's run: its task, threads and records."""
         ...
@@ -134,7 +145,36 @@ def _at_exit() -> None:
             )
 
 
+#: Seconds a fork waits, at most, for the handlers' workers to finish their writes.
+FORK_WAIT = 1.0
+
+# The listeners whose handlers' locks the fork under way holds.
+_forking: list[ExitListener] = []
+
+
+def _before_fork() -> None:
+    # No worker writes across the fork: a write holds the stream's own lock
+    # (a file's buffer), which in the child no thread would ever release.
+    deadline = time.monotonic() + FORK_WAIT
+    for listener in list(_listeners):
+        _forking.append(listener)
+        try:
+            listener._before_fork(deadline)
+        except Exception as exc:  # noqa: BLE001 - the fork must go on
+            write_stderr(f"could not prepare {listener!r} for a fork: {exc!r}")
+
+
+def _after_fork_in_parent() -> None:
+    while _forking:
+        listener = _forking.pop()
+        try:
+            listener._after_fork_in_parent()
+        except Exception as exc:  # noqa: BLE001
+            write_stderr(f"could not resume {listener!r} after a fork: {exc!r}")
+
+
 def _after_fork_in_child() -> None:
+    _forking.clear()  # each listener releases what it held as it starts afresh
     # Queues first: a listener rebuilt after them finds its queue clean.
     for queue in list(_queues):
         queue._after_fork_in_child()
@@ -168,4 +208,8 @@ _register_early = getattr(threading, "_register_atexit", None)
 if _register_early is not None:
     _register_early(_finish_listeners)
 if hasattr(os, "register_at_fork"):  # not on Windows, which cannot fork
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )

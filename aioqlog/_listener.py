@@ -1441,6 +1441,20 @@ class QueueListener:
 
     # -------------------------------------------------------------- at exit
 
+    def _before_fork(self, deadline: float) -> None:
+        """Keep a fork from landing inside a handler's write: hold each sync handler's lock.
+
+        Waits for each until the ``time.monotonic()`` *deadline* at most (see
+        ``ThreadLane.hold_for_fork``).
+        """
+        for lane in self._thread_lanes:
+            lane.hold_for_fork(max(0.0, deadline - time.monotonic()))
+
+    def _after_fork_in_parent(self) -> None:
+        """Release what ``_before_fork`` held: the workers write on."""
+        for lane in reversed(self._thread_lanes):
+            lane.release_after_fork()
+
     def _after_fork_in_child(self) -> None:
         """Forget, in a forked child, the parent's run: its task, threads and records.
 
@@ -1448,6 +1462,8 @@ class QueueListener:
         their records are the parent's); the listener is stopped, delivers in
         the caller like one never started, and can be started on a new loop.
         """
+        for lane in reversed(self._thread_lanes):
+            lane.release_after_fork()
         self._start_afresh()
 
     def _at_exit(self) -> None:

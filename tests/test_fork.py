@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import threading
@@ -128,3 +129,96 @@ async def test_a_lock_held_by_another_thread_at_fork_does_not_deadlock_the_child
         holder.join(STALL)
     assert code == CHILD_OK
     del listener
+
+
+class _BufferedStream(io.StringIO):
+    """A stream whose write holds a lock of its own, as a file's buffer does.
+
+    A plain ``threading.Lock``: a forked child gets it as the parent left it,
+    as it gets a buffer's. A write of a line starting "slow" waits, inside
+    that lock, until a fork is about to happen (*forking*).
+    """
+
+    def __init__(self, forking: threading.Event) -> None:
+        super().__init__()
+        self.inner = threading.Lock()
+        self.writing = threading.Event()
+        self.forking = forking
+
+    def write(self, text: str) -> int:
+        with self.inner:
+            if text.startswith("slow"):
+                self.writing.set()
+                self.forking.wait(STALL)
+            return super().write(text)
+
+
+class _SeesTheFork:
+    """A handler's lock that tells when a thread waits for it with a timeout (the fork's hook).
+
+    It notes how each such wait was asked for: (blocking, timeout).
+    """
+
+    def __init__(self, forking: threading.Event) -> None:
+        self.lock = threading.RLock()
+        self.forking = forking
+        self.waits: list[tuple[bool, float]] = []
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if timeout >= 0 or not blocking:
+            self.waits.append((blocking, timeout))
+            self.forking.set()
+        return self.lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self.lock.release()
+
+    def _at_fork_reinit(self) -> None:
+        self.lock._at_fork_reinit()  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+async def test_a_fork_waits_for_a_workers_write_to_end(logger: logging.Logger) -> None:
+    """A fork while the worker writes waits for the write: the child's stream is not held.
+
+    Without the wait the child would find the stream's own lock held by the
+    worker, a thread it does not have, and hang on its first write.
+    """
+    forking = threading.Event()
+    stream = _BufferedStream(forking)
+    handler = logging.StreamHandler(stream)
+    handler.lock = _SeesTheFork(forking)  # type: ignore[assignment]
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+
+    def child() -> int:
+        logger.warning("child")  # delivered in the caller: no listener runs in the child
+        return CHILD_OK if stream.getvalue().endswith("slow\nchild\n") else 1
+
+    async with aioqlog.QueueListener(q, handler):
+        logger.warning("slow")
+        assert await in_thread(lambda: stream.writing.wait(STALL))
+        code = await in_thread(lambda: fork_and_run(child))
+    assert code == CHILD_OK
+    assert stream.getvalue() == "slow\n"
+
+
+@pytest.mark.anyio
+async def test_a_handler_stuck_in_a_write_delays_one_fork_not_every_fork(
+    logger: logging.Logger,
+) -> None:
+    """The first fork waits for a stuck handler's lock for a while; the next ones do not wait."""
+    stuck = Gate()
+    lock = _SeesTheFork(threading.Event())
+    stuck.lock = lock  # type: ignore[assignment]
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    async with aioqlog.QueueListener(q, stuck, shutdown_timeout=0.5):
+        logger.warning("stuck")
+        assert await in_thread(lambda: stuck.entered.wait(STALL))
+        for _ in range(3):
+            assert await in_thread(lambda: fork_and_run(lambda: CHILD_OK)) == CHILD_OK
+        stuck.opened.set()
+    (blocking, timeout), *later = lock.waits
+    assert blocking and timeout > 0.5  # the first fork waited for it
+    assert later == [(False, -1)] * 2  # the next two only looked
