@@ -220,5 +220,6 @@ async def test_a_handler_stuck_in_a_write_delays_one_fork_not_every_fork(
             assert await in_thread(lambda: fork_and_run(lambda: CHILD_OK)) == CHILD_OK
         stuck.opened.set()
     (blocking, timeout), *later = lock.waits
-    assert blocking and timeout > 0.5  # the first fork waited for it
+    assert blocking  # the first fork waited for it
+    assert timeout > 0.5
     assert later == [(False, -1)] * 2  # the next two only looked
