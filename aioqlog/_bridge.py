@@ -770,26 +770,19 @@ class LogQueue:
         """Return ``_limit`` while no ring is deferred: the first pace check, or the bound."""
         return min(self._maxsize, self._pace.mark)
 
-    def _serve_from_thread(self, thread_id: int | None) -> None:
-        """Note which consumer thread takes from the queue, if one does (see ``Pace``)."""
+    def _serve_from(self, threads: Iterable[int] | None, *, own: int = 0) -> None:
+        """Note which consumer threads take from the queue (None: none, see ``Pace``).
+
+        Threads that log while the queue fills pause for them, counting the
+        CPU that *threads* use: a lone handler's worker, or the loop's thread
+        and the workers it hands records to. *own*, one of them that also logs
+        (the loop's thread), never pauses: what it would wait for is itself.
+        """
         # Precondition: the caller holds the delivery right.
-        if thread_id is None:
+        if threads is None:
             self._pace.serve(None, self._taken)
         else:
-            self._pace.serve(self._maxsize, self._taken, (thread_id,))
-        if not self._deferred:
-            self._limit = self._base_limit()
-
-    def _serve_from_loop(self, workers: Iterable[int]) -> None:
-        """Note that the loop's thread, the caller, takes from the queue for *workers*.
-
-        Threads that log while the queue fills pause for it as for a consumer
-        thread (see ``Pace``), counting the CPU that the loop's thread and the
-        workers it hands records to use; the loop's thread never pauses.
-        """
-        # Precondition: the caller holds the delivery right, on the loop's thread.
-        me = threading.get_ident()
-        self._pace.serve(self._maxsize, self._taken, (me, *workers), own=me)
+            self._pace.serve(self._maxsize, self._taken, threads, own=own)
         if not self._deferred:
             self._limit = self._base_limit()
 
@@ -1207,9 +1200,7 @@ class LogQueue:
             self._attached = False
             self._nonblocking = frozenset()
             self._room.notify_all()
-        self._pace.serve(None, self._taken)  # no consumer to pause for
-        if not self._deferred:
-            self._limit = self._base_limit()
+        self._serve_from(None)  # no consumer to pause for
         self._right.append(_TOKEN)
         # Records still queued are the listener's to hand off (it must not
         # deliver them here, on the loop thread).

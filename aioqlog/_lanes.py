@@ -152,7 +152,9 @@ class Lane:
         self._watch = Parking()
         self._loop_thread = 0
         # Seconds one batch call may be expected to take (None: any), and the
-        # seconds per record of the last call (inf: none made yet): see call_size.
+        # seconds per record calls are sized by, an estimate that rises at once
+        # and falls by a quarter a call at most (inf: none made yet): see
+        # call_size and timed.
         self.call_budget: float | None = None
         self.per_record = math.inf
         self.most_taken = 0  # records in the largest call timed

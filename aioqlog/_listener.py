@@ -185,7 +185,7 @@ class _OneHop:
                 return False
             # Everything logged before stop() is in the lane.
             self.serving = False
-            q._serve_from_thread(None)
+            q._serve_from(None)
             self._lent = None
         self._ended()
         return False
@@ -231,7 +231,7 @@ class _OneHop:
             self.serving = False
             self._withdraw()
             if self._lent is not None:
-                self._lent[1]._serve_from_thread(None)
+                self._lent[1]._serve_from(None)
             self._lent = None
         self._ended()
 
@@ -918,17 +918,17 @@ class QueueListener:
         """Start the lanes (and the one-hop path), once the delivery right is taken."""
         q = self.queue
         timeout = self.shutdown_timeout
-        budgets = [None if timeout is None else timeout / 4]
+        budget = math.inf if timeout is None else timeout / 4
         if q.overflow == "block":
             # A lane full and not moving for half of block_timeout is passed over
             # (_room_for_batch): a call a quarter of that leaves room for a slow
             # machine's jitter before it looks stuck.
-            budgets.append(q.block_timeout / 8)
+            budget = min(budget, q.block_timeout / 8)
         for lane in self._lanes:
             # A worker thread's progress is also what the exit's short look
             # watches once a stop gave up on it (_wait_for_threads).
-            kept = [*budgets, _CALL_BUDGET] if isinstance(lane, ThreadLane) else budgets
-            lane.call_budget = min((b for b in kept if b is not None), default=None)
+            kept = min(budget, _CALL_BUDGET) if isinstance(lane, ThreadLane) else budget
+            lane.call_budget = None if kept == math.inf else kept
             if isinstance(lane, ThreadLane):
                 lane.room_patience = q.block_timeout
             thread_id = lane.start(backend)
@@ -941,11 +941,14 @@ class QueueListener:
             assert isinstance(lane, ThreadLane)  # a lone sync handler
             one_hop = self._one_hop = _OneHop(self, lane)
             lane.feed = one_hop
-            q._serve_from_thread(lane.thread.ident if lane.thread is not None else None)
+            worker = lane.thread.ident if lane.thread is not None else None
+            q._serve_from(None if worker is None else (worker,))
             lane.wake_worker()  # records already queued
         else:
+            me = threading.get_ident()
             threads = (lane.thread for lane in self._thread_lanes)
-            q._serve_from_loop(t.ident for t in threads if t is not None and t.ident is not None)
+            workers = [t.ident for t in threads if t is not None and t.ident is not None]
+            q._serve_from((me, *workers), own=me)
         self._run_state.serving = True
 
     def _on_task_done(self, task: Task) -> None:
