@@ -4,8 +4,8 @@ A lane's worker that calls ``handler.handle(record)`` per record takes the
 handler's lock, formats, writes and flushes once per record. Every flush is a
 system call that releases the GIL, and while logging threads hold it the
 worker waits out the switch interval (5 ms) before it runs again, so a burst
-outruns it. A batch is formatted first, then written and flushed once, under
-the lock once.
+outruns it. A batch is formatted first, then written to a file and flushed
+once, under the lock once.
 
 Two ways in:
 
@@ -36,7 +36,9 @@ A batch call can last a while (a formatter or a stream turned slow after a run
 of cheap records): the built-in paths count each step of it in ``Steps`` (each
 record filtered and formatted, each write and rollover, each call of
 ``emit_batch``), so that a shutdown waiting on the lane sees a slow handler
-move, not a stuck one.
+move, not a stuck one; and each record they are done with, so that a handler
+stuck in the middle of a call is reported holding only the records it has not
+handled yet.
 """
 
 from __future__ import annotations
@@ -77,15 +79,20 @@ _BUILT_IN: tuple[tuple[type[logging.Handler], tuple[str, ...]], ...] = (
 
 
 class Steps:
-    """Progress inside a batch call: a count that grows at each step the call takes.
+    """Progress inside a batch call, written by the worker that makes it.
 
-    Written by the worker that makes the call, read by whoever waits on it.
+    ``count`` grows at each step the call takes, for good (read by whoever
+    waits on the handler to move); ``finished`` counts the records of the
+    call under way that the handler is done with (filtered out, failed, or
+    written and flushed), and goes back to 0 once the call returns and its
+    records are counted as done.
     """
 
-    __slots__ = ("count",)
+    __slots__ = ("count", "finished")
 
     def __init__(self) -> None:
         self.count = 0
+        self.finished = 0
 
 
 def batch_emitter(handler: logging.Handler, steps: Steps | None = None) -> BatchEmit | None:
@@ -148,10 +155,12 @@ def _protocol(handler: logging.Handler, steps: Steps) -> BatchEmit:
                     passed = _passed(handler, record, record_ctx.copy())
                 except BaseException:  # noqa: BLE001 - the lane must outlive any handler
                     errors += 1
+                    steps.finished += 1
                     report_error(handler, record)
                     continue
                 if passed is None:
                     handled += 1
+                    steps.finished += 1
                 else:
                     records.append(passed)
             if not records:
@@ -167,6 +176,7 @@ def _protocol(handler: logging.Handler, steps: Steps) -> BatchEmit:
             finally:
                 handler.release()
                 steps.count += 1
+                steps.finished += len(records)
         return handled, errors
 
     return deliver
@@ -307,11 +317,13 @@ def _format_all(
                 passed = _passed(handler, record, run_ctx)
                 if passed is None:
                     handled += 1
+                    steps.finished += 1
                     continue
                 record = passed
             texts.append(run_ctx.run(fmt, record) + terminator)
         except BaseException:  # noqa: BLE001 - as StreamHandler.emit: handleError, go on
             errors += 1
+            steps.finished += 1
             report_error(handler, record)
             continue
         kept.append(record)
@@ -358,21 +370,22 @@ def _open_on_first_use(handler: logging.FileHandler) -> None:
 def _write_all(
     handler: logging.StreamHandler[Any], texts: list[str], records: list[_LogRecord], steps: Steps
 ) -> int:
-    """Write the texts, then flush once; report each failure; return how many failed.
-
-    Each write is a step (see ``Steps``).
+    """Write the texts and flush; report each failure; return how many failed.
 
     Nothing is ever written twice. A file (the stdlib's text stream) gets the
-    batch in one write: a write per record would reach the disk every few
-    kilobytes, and each system call lets logging threads take the GIL, which
-    the worker then waits a switch interval to get back. Such a write either
-    fails to encode (nothing written: each record is then written on its own,
-    as when attached directly) or fails in a system call (there, or in the
-    flush), when what reached the file cannot be known: then each record of
-    the batch is reported. Any other
-    stream gets a write per record, so a failing write is that record's alone,
-    whatever part of it the stream took, and the records after it are written.
-    A failed flush is the last record's, as when each record is flushed.
+    batch in one write, then one flush: a write per record would reach the
+    disk every few kilobytes, and each system call lets logging threads take
+    the GIL, which the worker then waits a switch interval to get back. Such a
+    write either fails to encode (nothing written: each record is then written
+    on its own, as when attached directly) or fails in a system call (there,
+    or in the flush), when what reached the file cannot be known: then each
+    record of the batch is reported. Any other stream (a pipe's, a socket's, a
+    stream of the application's own) gets each record written and flushed, as
+    ``StreamHandler.emit`` does: a failing write or flush is that record's
+    alone, and each record is done with once its flush returned, so a stream
+    stuck for good holds only the records from the one it is stuck on.
+
+    Each write is a step; each record done with is ``finished`` (see ``Steps``).
     """
     # Precondition: the handler's lock is held.
     stream = handler.stream
@@ -389,36 +402,20 @@ def _write_all(
                 for record in records:
                     report_error(handler, record)
                 return len(records)
+            finally:
+                steps.finished += len(records)
             return 0
     failed = 0
-    last_failed = False
+    flush = handler.flush
     for text, record in zip(texts, records, strict=True):
         steps.count += 1
         try:
             stream.write(text)
+            flush()
         except Exception:  # noqa: BLE001 - as StreamHandler.emit: handleError, go on
             failed += 1
-            last_failed = True
             report_error(handler, record)
-        else:
-            last_failed = False
-    return _flush(handler, records, failed=failed, last_failed=last_failed)
-
-
-def _flush(
-    handler: logging.StreamHandler[Any],
-    records: list[_LogRecord],
-    *,
-    failed: int,
-    last_failed: bool,
-) -> int:
-    """Flush the handler once for *records*; return the failures, a failed flush the last's."""
-    try:
-        handler.flush()
-    except Exception:  # noqa: BLE001
-        if not last_failed:
-            failed += 1
-            report_error(handler, records[-1])
+        steps.finished += 1
     return failed
 
 
@@ -479,10 +476,12 @@ def _rotating(handler: logging.handlers.BaseRotatingHandler, steps: Steps) -> Ba
                     if run:
                         write_run()
                     errors += 1
+                    steps.finished += 1
                     report_error(handler, record)
                     continue
                 if not handler.stream:
                     handled += 1  # a closed handler in "w" mode: as FileHandler.emit
+                    steps.finished += 1
                     continue
                 run.append(text)
                 run_records.append(record)

@@ -176,8 +176,16 @@ class Lane:
 
     @property
     def pending(self) -> int:
-        """Records in the buffer or being handled right now."""
-        return self.put_count - self.done_count - self.evicted
+        """Records in the buffer or being handled right now.
+
+        Those of a batch call under way that the handler is done with are not
+        (see ``Steps.finished``): a handler stuck in the middle of a call
+        holds only the rest.
+        """
+        # done_count is read first: the worker clears steps.finished before
+        # adding its call to done_count, so this may count a finished record
+        # as pending for a moment, never the other way.
+        return self.put_count - self.done_count - self.evicted - self.steps.finished
 
     def pending_after_stop(self) -> int:
         """Of ``pending``, the records put after this lane stopped serving a run.
@@ -189,7 +197,8 @@ class Lane:
         if mark is None:
             return 0
         pending = self.pending
-        return pending - max(0, min(pending, mark - self.done_count - self.evicted))
+        finished = self.done_count + self.steps.finished
+        return pending - max(0, min(pending, mark - finished - self.evicted))
 
     def oldest_created(self) -> float | None:
         """When the oldest record not handled yet was logged; None if none waits.
@@ -197,7 +206,7 @@ class Lane:
         The worker's hand comes first: it holds the records taken from the buffer.
         """
         batch, start = self.in_hand
-        index = self.done_count - start
+        index = self.done_count + self.steps.finished - start
         if 0 <= index < len(batch):
             return batch[index][0].created
         try:
@@ -644,6 +653,7 @@ class ThreadLane(Lane):
                     self.timed(time.monotonic() - started, len(batch), completed=completed)
                     self.handled += handled
                     self.errors += errors
+                    self.steps.finished = 0  # first: see pending
                     self.done_count += len(batch)
                 else:
                     started = time.monotonic()

@@ -157,23 +157,30 @@ def _log_rest(logger: logging.Logger) -> None:
         logger.warning("record %d %s", i, "x" * (i % 40))
 
 
-class _CountingStream(io.StringIO):
-    def __init__(self) -> None:
-        super().__init__()
-        self.flushes = 0
+class _CountingFile(io.RawIOBase):
+    """A file's raw stream that keeps what it is given and counts the writes (system calls)."""
 
-    def flush(self) -> None:
-        self.flushes += 1
-        super().flush()
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.writes = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        self.writes += 1
+        self.data += bytes(b)
+        return len(b)
 
 
 @pytest.mark.anyio
 async def test_a_batch_is_written_and_flushed_once(logger: logging.Logger) -> None:
-    """A backlog of 200 records reaches a StreamHandler in a handful of flushes, not 200.
+    """A backlog of 200 records reaches a file in a handful of writes, not 200.
 
     The first calls grow by doubling (1, 2, 4, ...: see ``Lane.call_size``).
     """
-    stream = _CountingStream()
+    raw = _CountingFile()
+    stream = io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8")
     handler = logging.StreamHandler(stream)
     gate = _Gate()
     handler.addFilter(gate)
@@ -185,8 +192,8 @@ async def test_a_batch_is_written_and_flushed_once(logger: logging.Logger) -> No
         for i in range(200):
             logger.info("r%d", i)
         gate.release.set()
-    assert stream.getvalue().splitlines() == ["first", *(f"r{i}" for i in range(200))]
-    assert stream.flushes <= 9
+    assert raw.data.decode().splitlines() == ["first", *(f"r{i}" for i in range(200))]
+    assert raw.writes <= 9
 
 
 def test_a_subclass_that_overrides_what_the_batch_bypasses_goes_record_by_record() -> None:
@@ -461,8 +468,12 @@ class _Picky:
 
 
 def test_a_stream_failing_mid_batch_gets_the_same_bytes_and_reports() -> None:
-    """Part of a failing record written, the rest after it, nothing twice; one report each."""
+    """Part of a failing record written, the rest after it, nothing twice; one report each.
+
+    A stream other than a file is written and flushed record by record, as attached directly.
+    """
     texts: list[str] = []
+    flushes: list[int] = []
     reports: list[list[tuple[str, BaseException | None]]] = []
     for batched in (False, True):
         stream = _Picky()
@@ -483,14 +494,15 @@ def test_a_stream_failing_mid_batch_gets_the_same_bytes_and_reports() -> None:
             emit = batch_emitter(handler)
             assert emit is not None
             assert emit([(r, contextvars.copy_context()) for r in records]) == (3, 2)
-            assert stream.flushes == 1
         else:
             for record in records:
                 handler.handle(record)
         texts.append("".join(stream.data))
+        flushes.append(stream.flushes)
         reports.append(reported)
     assert texts[1] == texts[0] == "line 0\nline 1\nbell line 3\ncaf\u00e9 "
     assert reports[1] == reports[0] == [("bell \x07 here", None), ("caf\u00e9 \x07", None)]
+    assert flushes[1] == flushes[0] == 3
 
 
 class _FullDisk(io.RawIOBase):
@@ -876,3 +888,58 @@ def test_each_write_to_a_stream_other_than_a_file_is_a_step() -> None:
     assert emit([(r, contextvars.copy_context()) for r in records]) == (50, 0)
     # 50 records formatted (steps 0-49), then each write a step of its own.
     assert pipe.seen == list(range(51, 101))
+
+
+class _StuckOn(io.StringIO):
+    """A stream (not a file) that hangs on the line "stuck" until released.
+
+    *done* is set once it holds *lines* lines.
+    """
+
+    def __init__(self, lines: int) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.done = threading.Event()
+        self.lines = lines
+
+    def write(self, text: str) -> int:
+        if text == "stuck\n":
+            self.entered.set()
+            self.release.wait(STALL)
+        written = super().write(text)
+        self.lines -= text.count("\n")
+        if not self.lines:
+            self.done.set()
+        return written
+
+
+@pytest.mark.anyio
+async def test_a_stream_stuck_mid_batch_holds_only_the_records_from_the_stuck_one(
+    logger: logging.Logger,
+) -> None:
+    """A stop() that gives up on a handler stuck mid-call counts what it wrote as delivered.
+
+    The records written before the stuck one, in the same call, are not among
+    those reported undelivered.
+    """
+    stream = _StuckOn(lines=3_051)
+    handler = logging.StreamHandler(stream)
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    listener = aioqlog.QueueListener(q, handler)
+    listener.start()
+    try:
+        for i in range(3_000):
+            logger.info("cheap %d", i)  # no await: the calls grow to hundreds of records
+        logger.info("stuck")
+        for i in range(50):
+            logger.info("after %d", i)
+        assert await in_thread(lambda: stream.entered.wait(STALL))
+        stats = await listener.stop(0.3)
+        assert stream.getvalue().count("\n") == 3_000
+        assert stats.undelivered == 51
+        assert stats.handlers[0].pending == 51
+    finally:
+        stream.release.set()
+    assert await in_thread(lambda: stream.done.wait(STALL))  # its worker wrote the rest
