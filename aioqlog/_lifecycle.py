@@ -150,11 +150,22 @@ FORK_WAIT = 1.0
 
 # The listeners whose handlers' locks the fork under way holds.
 _forking: list[ExitListener] = []
+# Whether the fork under way holds logging's module lock (taken here first).
+_logging_lock_held = False
 
 
 def _before_fork() -> None:
     # No worker writes across the fork: a write holds the stream's own lock
     # (a file's buffer), which in the child no thread would ever release.
+    # logging's own hook takes its module lock after this one: taken here
+    # first, so that the handlers' locks come after it, as when logging
+    # closes handlers under it (dictConfig). Held the other way round, a
+    # thread holding it and waiting for a handler's lock would wait for ever.
+    global _logging_lock_held
+    lock = getattr(logging, "_lock", None)
+    if lock is not None:
+        lock.acquire()  # as logging's own hook is about to, for as long
+        _logging_lock_held = True
     deadline = time.monotonic() + FORK_WAIT
     for listener in list(_listeners):
         _forking.append(listener)
@@ -171,10 +182,22 @@ def _after_fork_in_parent() -> None:
             listener._after_fork_in_parent()
         except Exception as exc:  # noqa: BLE001
             write_stderr(f"could not resume {listener!r} after a fork: {exc!r}")
+    _release_logging_lock()
+
+
+def _release_logging_lock() -> None:
+    global _logging_lock_held
+    if _logging_lock_held:
+        _logging_lock_held = False
+        try:
+            logging._lock.release()  # type: ignore[attr-defined]
+        except RuntimeError:
+            pass  # in the child, made anew by logging's own hook: not held
 
 
 def _after_fork_in_child() -> None:
     _forking.clear()  # each listener releases what it held as it starts afresh
+    _release_logging_lock()
     # Queues first: a listener rebuilt after them finds its queue clean.
     for queue in list(_queues):
         queue._after_fork_in_child()

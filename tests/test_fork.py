@@ -163,10 +163,13 @@ class _SeesTheFork:
         self.lock = threading.RLock()
         self.forking = forking
         self.waits: list[tuple[bool, float]] = []
+        # Whether the waiting thread held logging's module lock, at each wait.
+        self.logging_lock_held: list[bool] = []
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         if timeout >= 0 or not blocking:
             self.waits.append((blocking, timeout))
+            self.logging_lock_held.append(logging._lock._is_owned())  # type: ignore[attr-defined]
             self.forking.set()
         return self.lock.acquire(blocking, timeout)
 
@@ -223,3 +226,22 @@ async def test_a_handler_stuck_in_a_write_delays_one_fork_not_every_fork(
     assert blocking  # the first fork waited for it
     assert timeout > 0.5
     assert later == [(False, -1)] * 2  # the next two only looked
+
+
+@pytest.mark.anyio
+async def test_a_fork_takes_loggings_lock_before_the_handlers_locks(
+    logger: logging.Logger,
+) -> None:
+    """The order logging takes them in (dictConfig closes handlers under its lock).
+
+    The other way round, a fork holding a handler's lock would wait for
+    logging's, while a thread holding logging's waits for the handler's.
+    """
+    lock = _SeesTheFork(threading.Event())
+    handler = logging.StreamHandler(io.StringIO())
+    handler.lock = lock  # type: ignore[assignment]
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    async with aioqlog.QueueListener(q, handler):
+        assert await in_thread(lambda: fork_and_run(lambda: CHILD_OK)) == CHILD_OK
+    assert lock.logging_lock_held == [True]
