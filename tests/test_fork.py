@@ -176,6 +176,12 @@ class _SeesTheFork:
     def release(self) -> None:
         self.lock.release()
 
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
     def _at_fork_reinit(self) -> None:
         self.lock._at_fork_reinit()  # type: ignore[attr-defined]
 
