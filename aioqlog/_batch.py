@@ -379,7 +379,8 @@ def _write_all(
     write either fails to encode (nothing written: each record is then written
     on its own, as when attached directly) or fails in a system call (there,
     or in the flush), when what reached the file cannot be known: then each
-    record of the batch is reported. Any other stream (a pipe's, a socket's, a
+    record of the batch is reported (a pipe's or a socket's text stream, too:
+    it is the same class). Any other stream (a wrapper, a ``StringIO``, a
     stream of the application's own) gets each record written and flushed, as
     ``StreamHandler.emit`` does: a failing write or flush is that record's
     alone, and each record is done with once its flush returned, so a stream
@@ -395,15 +396,14 @@ def _write_all(
             stream.write("".join(texts))
         except UnicodeError:
             pass  # encoded before anything was written: write them one by one below
+        except Exception:  # noqa: BLE001 - some of it may be on disk: report, never rewrite
+            return _all_failed(handler, records, steps)
         else:
             try:
                 handler.flush()
-            except Exception:  # noqa: BLE001 - some of it may be on disk: report, never rewrite
-                for record in records:
-                    report_error(handler, record)
-                return len(records)
-            finally:
-                steps.finished += len(records)
+            except Exception:  # noqa: BLE001 - the same
+                return _all_failed(handler, records, steps)
+            steps.finished += len(records)
             return 0
     failed = 0
     flush = handler.flush
@@ -417,6 +417,14 @@ def _write_all(
             report_error(handler, record)
         steps.finished += 1
     return failed
+
+
+def _all_failed(handler: logging.Handler, records: list[_LogRecord], steps: Steps) -> int:
+    """Report each of *records*: a write of them all failed. Return how many."""
+    for record in records:
+        report_error(handler, record)
+    steps.finished += len(records)
+    return len(records)
 
 
 def _rotating(handler: logging.handlers.BaseRotatingHandler, steps: Steps) -> BatchEmit:

@@ -176,16 +176,25 @@ class Lane:
 
     @property
     def pending(self) -> int:
-        """Records in the buffer or being handled right now.
+        """Records in the buffer or being handled right now (the call under way's, all of them).
 
-        Those of a batch call under way that the handler is done with are not
-        (see ``Steps.finished``): a handler stuck in the middle of a call
-        holds only the rest.
+        What the lane's bound, its state and every wait on it go by: the
+        worker's call counts until it has returned and been counted.
         """
-        # done_count is read first: the worker clears steps.finished before
-        # adding its call to done_count, so this may count a finished record
-        # as pending for a moment, never the other way.
-        return self.put_count - self.done_count - self.evicted - self.steps.finished
+        return self.put_count - self.done_count - self.evicted
+
+    def unfinished(self) -> int:
+        """Of ``pending``, the records the handler is not done with: what is reported.
+
+        Those of the call under way that the handler is done with are left out
+        (see ``Steps.finished``): a handler stuck in the middle of a call is
+        reported holding only the rest.
+        """
+        # Read before put_count, and done_count before finished (which the
+        # worker clears before adding its call to done_count): this may count
+        # a finished record for a moment, never leave out one that is not.
+        done, finished, evicted = self.done_count, self.steps.finished, self.evicted
+        return max(0, self.put_count - done - finished - evicted)
 
     def pending_after_stop(self) -> int:
         """Of ``pending``, the records put after this lane stopped serving a run.
@@ -196,9 +205,9 @@ class Lane:
         mark = self.stop_mark
         if mark is None:
             return 0
-        pending = self.pending
-        finished = self.done_count + self.steps.finished
-        return pending - max(0, min(pending, mark - finished - self.evicted))
+        done = self.done_count + self.steps.finished
+        left = self.unfinished()
+        return left - max(0, min(left, mark - done - self.evicted))
 
     def oldest_created(self) -> float | None:
         """When the oldest record not handled yet was logged; None if none waits.
@@ -206,7 +215,7 @@ class Lane:
         The worker's hand comes first: it holds the records taken from the buffer.
         """
         batch, start = self.in_hand
-        index = self.done_count + self.steps.finished - start
+        index = self.done_count - start
         if 0 <= index < len(batch):
             return batch[index][0].created
         try:
@@ -217,8 +226,8 @@ class Lane:
     def room(self) -> int:
         """Return how many more records the lane takes without overflowing.
 
-        What the worker holds counts too: a lane never holds more than its
-        capacity, waiting or in hand.
+        What the worker holds counts too, until its call is counted: a lane
+        never holds more than its capacity, waiting or in hand.
         """
         return self.capacity - self.pending
 
@@ -275,8 +284,10 @@ class Lane:
         """Return how many records the handler's next batch call may take, at most *limit*.
 
         Progress (what a shutdown without ``stop()`` and the exit hook wait on)
-        is counted per call: a call as long as ``shutdown_timeout`` would look
-        stuck however much it did. So a call takes as many records as the last
+        is counted per call for a handler's own ``emit_batch`` or
+        ``aemit_batch`` (the built-in paths count it per record: ``Steps``): a
+        call as long as ``shutdown_timeout`` would look stuck however much it
+        did. So a call takes as many records as the last
         one handled in ``call_budget`` seconds (a quarter of the listener's
         ``shutdown_timeout``, and of the exit's one-second look for progress
         after a stop gave up; under ``"block"`` at most an eighth of
@@ -443,9 +454,11 @@ class ThreadLane(Lane):
         # The listener's task checks that the worker keeps up (keep_pace).
         self._pace = Pace()
         self._pace_next = Pace.OFF
-        # Whether the forking thread holds the handler's lock (see hold_for_fork),
-        # and progress() when such a wait last ran out of time.
-        self._held_for_fork = False
+        # The handler's lock while the forking thread holds it (see
+        # hold_for_fork), and progress() when such a wait last ran out of time
+        # (a lane that handles nothing keeps its progress: it is then only
+        # looked at, until it handles a record).
+        self._held_for_fork: threading.RLock | None = None
         self._fork_stall: int | None = None
 
     def put(
@@ -515,7 +528,7 @@ class ThreadLane(Lane):
         if self._fork_stall is not None and self._fork_stall == self.progress():
             timeout = 0.0
         taken = lock.acquire(timeout=timeout) if timeout > 0.0 else lock.acquire(blocking=False)
-        self._held_for_fork = taken
+        self._held_for_fork = lock if taken else None
         self._fork_stall = None if taken else self.progress()
 
     def release_after_fork(self) -> None:
@@ -524,10 +537,7 @@ class ThreadLane(Lane):
         In the child ``logging`` has made the handler's lock anew already
         (its hook runs first), unless the handler's lock is one of its own.
         """
-        if not self._held_for_fork:
-            return
-        self._held_for_fork = False
-        lock = self.handler.lock
+        lock, self._held_for_fork = self._held_for_fork, None
         if lock is not None:
             try:
                 lock.release()

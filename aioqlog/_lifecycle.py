@@ -167,7 +167,7 @@ def _before_fork() -> None:
         lock.acquire()  # as logging's own hook is about to, for as long
         _logging_lock_held = True
     deadline = time.monotonic() + FORK_WAIT
-    for listener in list(_listeners):
+    for listener in _snapshot(_listeners):
         _forking.append(listener)
         try:
             listener._before_fork(deadline)
@@ -187,12 +187,23 @@ def _after_fork_in_parent() -> None:
 
 def _release_logging_lock() -> None:
     global _logging_lock_held
-    if _logging_lock_held:
+    lock = getattr(logging, "_lock", None)
+    if _logging_lock_held and lock is not None:
         _logging_lock_held = False
         try:
-            logging._lock.release()  # type: ignore[attr-defined]
+            lock.release()
         except RuntimeError:
             pass  # in the child, made anew by logging's own hook: not held
+
+
+def _snapshot(listeners: weakref.WeakSet[ExitListener]) -> list[ExitListener]:
+    """Return *listeners* as a list, while other threads may add to them."""
+    for _ in range(100):
+        try:
+            return list(listeners)
+        except RuntimeError:  # a listener made meanwhile: "Set changed size during iteration"
+            continue
+    return []  # not one quiet moment: prepare none (the fork goes on as without aioqlog)
 
 
 def _after_fork_in_child() -> None:

@@ -813,8 +813,10 @@ class QueueListener:
         """Wait on *lane*'s progress until *ready()* holds; False if out of time first.
 
         *progress()* grows with each step the handler takes (records handled,
-        records its ``aclose()`` sent). The lane wakes the wait at each record
-        handled, when its ``aclose()`` task ends, and when the deadline moves.
+        steps of a batch call, records its ``aclose()`` sent). The lane wakes
+        the wait at each call (each record, for a handler fed one at a time),
+        when its ``aclose()`` task ends, and when the deadline moves; progress
+        inside a call is seen when the wait times out.
 
         When the loop is ending without ``stop()`` (the task was cancelled from
         outside), the wait is as long as the handler makes progress: each wake
@@ -1108,7 +1110,7 @@ class QueueListener:
         out_of_time = self._time_left() == 0.0
         for lane in self._lanes:
             if lane.pending and lane.state == RUNNING:
-                where = f"{lane.pending} for {lane.stats_name()}"
+                where = f"{lane.unfinished()} for {lane.stats_name()}"
                 if isinstance(lane, ThreadLane):
                     # Its worker goes on off the loop (the lane drains).
                     lane.stop_serving(gave_up=out_of_time)
@@ -1428,7 +1430,7 @@ class QueueListener:
                     handled=lane.handled,
                     errors=lane.errors,
                     dropped=lane.dropped + _own_drops(lane.handler),
-                    pending=lane.pending + _held(lane.handler),
+                    pending=lane.unfinished() + _held(lane.handler),
                     oldest_pending_age=_since(_oldest(lane, fed, q), now),
                 )
                 for lane in self._lanes
@@ -1748,7 +1750,7 @@ class QueueListener:
                 also = f", and {_lane_was_full(missed, lane)}" if missed else ""
                 _stderr(
                     f"{lane.stats_name()} is still busy ({why}); exiting without "
-                    f"flushing or closing it ({lane.pending} records undelivered{also})"
+                    f"flushing or closing it ({lane.unfinished()} records undelivered{also})"
                 )
                 _lifecycle.skip_at_shutdown(lane.handler)
                 lane.abandoned = True  # nothing waits for it again (at close)

@@ -523,8 +523,12 @@ class _FullDisk(io.RawIOBase):
         return take
 
 
-def test_a_file_failing_mid_batch_writes_nothing_twice_and_reports_each_record() -> None:
-    """What reached the file is a prefix of the batch; every record of it is reported."""
+@pytest.mark.parametrize("count", [400, 2_000])
+def test_a_file_failing_mid_batch_writes_nothing_twice_and_reports_each_record(count: int) -> None:
+    """What reached the file is a prefix of the batch; every record of it is reported.
+
+    400 records fail in the flush; 2,000, more than the text stream keeps, in the write.
+    """
     disk = _FullDisk(room=1_000)
     stream = io.TextIOWrapper(io.BufferedWriter(disk, buffer_size=1024), encoding="utf-8")
     handler = logging.StreamHandler(stream)
@@ -533,17 +537,17 @@ def test_a_file_failing_mid_batch_writes_nothing_twice_and_reports_each_record()
     handler.handleError = lambda record: reported.append(record.getMessage())  # type: ignore[method-assign]
     records = [
         logging.LogRecord("app", logging.INFO, __file__, 1, "line %04d", (i,), None)
-        for i in range(400)
+        for i in range(count)
     ]
     emit = batch_emitter(handler)
     assert emit is not None
     handled, errors = emit([(r, contextvars.copy_context()) for r in records])
     written = disk.data.decode()
-    whole = "".join(f"line {i:04d}\n" for i in range(400))
+    whole = "".join(f"line {i:04d}\n" for i in range(count))
     assert 0 < len(written) <= 1_000
     assert whole.startswith(written)
-    assert (handled, errors) == (0, 400)
-    assert reported == [f"line {i:04d}" for i in range(400)]
+    assert (handled, errors) == (0, count)
+    assert reported == [f"line {i:04d}" for i in range(count)]
 
 
 def _sized_records() -> list[logging.LogRecord]:

@@ -542,3 +542,37 @@ def test_a_cheap_call_lowers_the_sizing_estimate_by_a_quarter_at_most() -> None:
     for _ in range(40):
         lane.timed(0.001, 100, completed=True)
     assert lane.call_size(1024) == 200  # cheap for good: back to twice the largest call
+
+
+@pytest.mark.anyio
+async def test_a_stop_returns_once_the_workers_last_call_is_counted(
+    logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The records a call is done with are reported as such, but stop() waits for the count.
+
+    The worker counts a call once it returns (handled, errors, done): until
+    then the lane is not settled, and stop() does not end the run with its
+    counts short, nor leave callers counting in the caller beside it.
+    """
+    counting = threading.Event()
+    real_timed = ThreadLane.timed
+
+    def slow_count(self: ThreadLane, seconds: float, count: int, *, completed: bool) -> None:
+        if not counting.is_set():
+            counting.set()
+            threading.Event().wait(0.2)  # the worker, slow to count its first call
+        real_timed(self, seconds, count, completed=completed)
+
+    monkeypatch.setattr(ThreadLane, "timed", slow_count)
+    stream = io.StringIO()
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    # Two handlers: the listener's task hands records on, and waits on each lane alone.
+    handlers = logging.StreamHandler(stream), logging.NullHandler()
+    listener = aioqlog.QueueListener(q, *handlers)
+    listener.start()
+    logger.warning("r0")
+    assert await in_thread(lambda: counting.wait(STALL))  # written, being counted
+    stats = await listener.stop()
+    assert stream.getvalue() == "r0\n"
+    assert ([h.handled for h in stats.handlers], stats.undelivered) == ([1, 1], 0)
