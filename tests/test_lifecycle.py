@@ -2057,5 +2057,17 @@ def test_a_daemon_thread_logging_for_ever_under_block_does_not_hold_the_exit(
         r"the exit began were not delivered.*?, and (\d+) were dropped",
         result.stderr,
     )
-    assert said is not None, result.stderr
-    assert int(said[1]) + int(said[2]) > 0
+    if said is None:
+        # The thread logged nothing more once the exit began (it can stay
+        # waiting for room until the interpreter stops it, as on Python 3.10):
+        # then every record it logged is in the file, in order, or among the
+        # drops reported to the handler there.
+        lines = _lines(tmp_path / "app.log")
+        numbers = [int(line[1:]) for line in lines if line.startswith("r")]
+        reported = sum(
+            int(n) for n in re.findall(r"aioqlog dropped (\d+) records", "\n".join(lines))
+        )
+        assert numbers == sorted(set(numbers)), result.stderr
+        assert numbers[-1] + 1 == len(numbers) + reported, result.stderr
+    else:
+        assert int(said[1]) + int(said[2]) > 0
