@@ -84,15 +84,21 @@ class Steps:
     ``count`` grows at each step the call takes, for good (read by whoever
     waits on the handler to move); ``finished`` counts the records of the
     call under way that the handler is done with (filtered out, failed, or
-    written and flushed), and goes back to 0 once the call returns and its
-    records are counted as done.
+    written and flushed), ``failed`` those of them that failed. Both go back
+    to 0 once the call returns and its records are counted as done.
     """
 
-    __slots__ = ("count", "finished")
+    __slots__ = ("count", "failed", "finished")
 
     def __init__(self) -> None:
         self.count = 0
         self.finished = 0
+        self.failed = 0
+
+    def fail(self, records: int) -> None:
+        """Note that *records* of the call under way failed (they are finished, too)."""
+        self.failed += records
+        self.finished += records
 
 
 def batch_emitter(handler: logging.Handler, steps: Steps | None = None) -> BatchEmit | None:
@@ -155,7 +161,7 @@ def _protocol(handler: logging.Handler, steps: Steps) -> BatchEmit:
                     passed = _passed(handler, record, record_ctx.copy())
                 except BaseException:  # noqa: BLE001 - the lane must outlive any handler
                     errors += 1
-                    steps.finished += 1
+                    steps.fail(1)
                     report_error(handler, record)
                     continue
                 if passed is None:
@@ -170,13 +176,14 @@ def _protocol(handler: logging.Handler, steps: Steps) -> BatchEmit:
                 ctx.copy().run(emit_batch, records)
             except BaseException:  # noqa: BLE001
                 errors += len(records)
+                steps.fail(len(records))
                 report_error(handler, records[0])
             else:
                 handled += len(records)
+                steps.finished += len(records)
             finally:
                 handler.release()
                 steps.count += 1
-                steps.finished += len(records)
         return handled, errors
 
     return deliver
@@ -323,7 +330,7 @@ def _format_all(
             texts.append(run_ctx.run(fmt, record) + terminator)
         except BaseException:  # noqa: BLE001 - as StreamHandler.emit: handleError, go on
             errors += 1
-            steps.finished += 1
+            steps.fail(1)
             report_error(handler, record)
             continue
         kept.append(record)
@@ -414,8 +421,10 @@ def _write_all(
             flush()
         except Exception:  # noqa: BLE001 - as StreamHandler.emit: handleError, go on
             failed += 1
+            steps.fail(1)
             report_error(handler, record)
-        steps.finished += 1
+        else:
+            steps.finished += 1
     return failed
 
 
@@ -423,7 +432,7 @@ def _all_failed(handler: logging.Handler, records: list[_LogRecord], steps: Step
     """Report each of *records*: a write of them all failed. Return how many."""
     for record in records:
         report_error(handler, record)
-    steps.finished += len(records)
+    steps.fail(len(records))
     return len(records)
 
 
@@ -484,7 +493,7 @@ def _rotating(handler: logging.handlers.BaseRotatingHandler, steps: Steps) -> Ba
                     if run:
                         write_run()
                     errors += 1
-                    steps.finished += 1
+                    steps.fail(1)
                     report_error(handler, record)
                     continue
                 if not handler.stream:

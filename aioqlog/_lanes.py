@@ -196,6 +196,19 @@ class Lane:
         done, finished, evicted = self.done_count, self.steps.finished, self.evicted
         return max(0, self.put_count - done - finished - evicted)
 
+    def counts(self) -> tuple[int, int]:
+        """Return (handled, errors), with the records of the call under way finished so far.
+
+        A handler stuck in the middle of a call has those counted, as it has
+        them left out of ``unfinished``.
+        """
+        # Read before the call's counts, which the worker clears before adding
+        # them here: this may miss them for a moment, never count them twice.
+        handled, errors = self.handled, self.errors
+        steps = self.steps
+        finished, failed = steps.finished, steps.failed
+        return handled + max(0, finished - failed), errors + failed
+
     def pending_after_stop(self) -> int:
         """Of ``pending``, the records put after this lane stopped serving a run.
 
@@ -661,9 +674,10 @@ class ThreadLane(Lane):
                     else:
                         completed = True
                     self.timed(time.monotonic() - started, len(batch), completed=completed)
+                    # The call's own counts go first: see unfinished() and counts().
+                    self.steps.finished = self.steps.failed = 0
                     self.handled += handled
                     self.errors += errors
-                    self.steps.finished = 0  # first: see pending
                     self.done_count += len(batch)
                 else:
                     started = time.monotonic()

@@ -1425,15 +1425,7 @@ class QueueListener:
             high_water=max(q._high_water, depth),
             recursion_dropped=self._recursion_dropped + self._recursion_quiet,
             handlers=tuple(
-                HandlerStats(
-                    name=lane.stats_name(),
-                    handled=lane.handled,
-                    errors=lane.errors,
-                    dropped=lane.dropped + _own_drops(lane.handler),
-                    pending=lane.unfinished() + _held(lane.handler),
-                    oldest_pending_age=_since(_oldest(lane, fed, q), now),
-                )
-                for lane in self._lanes
+                _handler_stats(lane, _since(_oldest(lane, fed, q), now)) for lane in self._lanes
             ),
             oldest_queued_age=_since(q._oldest_created(), now),
             logged_after_stop=after,
@@ -1763,6 +1755,19 @@ class QueueListener:
             self._queued_reported = queued  # said once (this runs at close and at exit)
             if queued:
                 _stderr(f"{queued} records queued {when} were not delivered")
+
+
+def _handler_stats(lane: Lane, oldest_pending_age: float | None) -> HandlerStats:
+    """Return *lane*'s handler's stats (see ``QueueListener.stats``)."""
+    handled, errors = lane.counts()
+    return HandlerStats(
+        name=lane.stats_name(),
+        handled=handled,
+        errors=errors,
+        dropped=lane.dropped + _own_drops(lane.handler),
+        pending=lane.unfinished() + _held(lane.handler),
+        oldest_pending_age=oldest_pending_age,
+    )
 
 
 def _lane_was_full(dropped: int, lane: Lane) -> str:
