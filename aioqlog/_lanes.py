@@ -174,6 +174,14 @@ class Lane:
         """
         return self.done_count + self.steps.count
 
+    def moved_since(self, mark: int | None) -> bool:
+        """Return whether the handler moved since *mark*, the ``progress()`` a wait ran out at.
+
+        None (no wait ran out) counts as moved. ``progress()`` only grows, so a
+        lane that moved once stays moved until a later wait marks it again.
+        """
+        return mark is None or self.progress() != mark
+
     @property
     def pending(self) -> int:
         """Records in the buffer or being handled right now (the call under way's, all of them).
@@ -218,9 +226,7 @@ class Lane:
         mark = self.stop_mark
         if mark is None:
             return 0
-        done = self.done_count + self.steps.finished
-        left = self.unfinished()
-        return left - max(0, min(left, mark - done - self.evicted))
+        return min(self.unfinished(), max(0, self.put_count - mark))
 
     def oldest_created(self) -> float | None:
         """When the oldest record not handled yet was logged; None if none waits.
@@ -538,7 +544,7 @@ class ThreadLane(Lane):
         lock = self.handler.lock
         if lock is None or self.abandoned:
             return
-        if self._fork_stall is not None and self._fork_stall == self.progress():
+        if not self.moved_since(self._fork_stall):
             timeout = 0.0
         taken = lock.acquire(timeout=timeout) if timeout > 0.0 else lock.acquire(blocking=False)
         self._held_for_fork = lock if taken else None
@@ -565,11 +571,8 @@ class ThreadLane(Lane):
         a wait found the worker stuck, until it moves again: a stuck handler
         then costs counted drops, not a wait in every log call.
         """
-        stall = self._room_stall
-        if stall is not None:
-            if self.progress() == stall:
-                return False
-            self._room_stall = None
+        if not self.moved_since(self._room_stall):
+            return False
         return not loop_runs_here() and not on_handler_thread()
 
     def _wait_for_room(self) -> None:

@@ -763,10 +763,8 @@ class QueueListener:
             for lane in self._lanes:
                 if lane.state != RUNNING:
                     continue
-                if lane.stalled_at is not None:
-                    if lane.progress() == lane.stalled_at:
-                        continue  # still stuck: passed over
-                    lane.stalled_at = None
+                if not lane.moved_since(lane.stalled_at):
+                    continue  # still stuck: passed over
                 free = lane.room()
                 if free < room:
                     room = free
@@ -1449,6 +1447,10 @@ class QueueListener:
 
     def _after_fork_in_parent(self) -> None:
         """Release what ``_before_fork`` held: the workers write on."""
+        self._release_after_fork()
+
+    def _release_after_fork(self) -> None:
+        """Release the handlers' locks ``_before_fork`` took, in the parent or the child."""
         for lane in reversed(self._thread_lanes):
             lane.release_after_fork()
 
@@ -1459,8 +1461,7 @@ class QueueListener:
         their records are the parent's); the listener is stopped, delivers in
         the caller like one never started, and can be started on a new loop.
         """
-        for lane in reversed(self._thread_lanes):
-            lane.release_after_fork()
+        self._release_after_fork()
         self._start_afresh()
 
     def _at_exit(self) -> None:
@@ -1623,7 +1624,7 @@ class QueueListener:
         return threads
 
     def _progress(self) -> int:
-        return self.queue._taken + sum(lane.progress() for lane in self._lanes)
+        return self.queue._taken + self._handled_so_far()
 
     def _wait_for_threads(self, when: str, *, hurry: bool = False) -> bool:
         """Join the drainers and lane workers while they make progress.
