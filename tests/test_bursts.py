@@ -6,7 +6,7 @@ import logging
 import logging.handlers
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import pytest
 from support import STALL, Gate, Recorder, in_thread
 
 import aioqlog
-from aioqlog._bridge import BATCH_LIMIT
+from aioqlog._bridge import BATCH_LIMIT, PACE_STEP, Pace
 
 
 @pytest.fixture
@@ -370,3 +370,46 @@ async def test_block_passes_a_lone_stuck_handler_over(logger: logging.Logger) ->
     assert listener.stats.handlers[0].dropped > 0
     stuck.opened.set()
     await listener.stop()
+
+
+@pytest.mark.anyio
+async def test_threads_dropping_at_a_full_queue_still_leave_the_gil_to_its_consumers(
+    logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread that drops at a full queue checks on its consumers every ``PACE_STEP`` drops.
+
+    While the loop's thread is busy (a process pool's forks, its threads'
+    starts), it takes nothing off the queue, and threads logging flat out
+    fill it, then drop. A log call that drops is several times faster than one
+    that queues: without the pauses (see ``Pace``) those threads would keep
+    the loop's thread from the GIL each time it lets it go, and the queue
+    would stay full, dropping, for as long as they log.
+    """
+    maxsize, drops = 100, 4 * PACE_STEP
+    q = aioqlog.LogQueue(maxsize=maxsize)
+    logger.addHandler(aioqlog.QueueHandler(q))
+    checks: list[int] = []
+    check = Pace.check
+
+    def counted(pace: Pace, taken: Callable[[], int], waiting: Callable[[], int]) -> int:
+        if waiting() >= maxsize:
+            checks.append(q.dropped)
+        return check(pace, taken, waiting)
+
+    def flat_out() -> None:
+        for _ in range(maxsize + drops):
+            logger.info("flat out")
+
+    # Two handlers: the listener's task, on the loop's thread, takes each record.
+    first = Recorder()
+    async with aioqlog.QueueListener(q, first, Recorder()):
+        logger.info("serving")
+        await first.arrived(1)
+        monkeypatch.setattr(Pace, "check", counted)
+        thread = threading.Thread(target=flat_out)
+        thread.start()
+        thread.join(STALL)  # on the loop's thread: the queue fills, then drops
+        assert not thread.is_alive()
+        monkeypatch.undo()
+    assert q.dropped == drops
+    assert checks == list(range(PACE_STEP, drops + 1, PACE_STEP))
