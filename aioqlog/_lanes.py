@@ -369,6 +369,24 @@ class Lane:
         )
         return record, summary_context()
 
+    def held_summaries(self) -> list[str]:
+        """Return the text of each of aioqlog's summaries this lane holds undelivered.
+
+        What a handler given up on never got to say: the drops it was to be
+        told of, queued behind the record it is stuck on. Read from another
+        thread while the worker is stuck (logging threads may still add to the
+        buffer, so it is copied, again if it changed meanwhile).
+        """
+        batch, start = self.in_hand
+        entries = list(batch[max(0, self.done_count + self.steps.finished - start) :])
+        for _ in range(10):
+            try:
+                entries += self.buffer
+                break
+            except RuntimeError:  # changed while copied
+                continue
+        return [record.getMessage() for record, ctx in entries if ctx.get(DEPTH) == SUMMARY_DEPTH]
+
     # Progress notification: the worker tells the listener it finished a batch.
 
     def notify(self) -> None:

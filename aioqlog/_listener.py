@@ -1590,7 +1590,7 @@ class QueueListener:
                 _stderr(
                     f"{held} records for {lane.stats_name()} were never delivered{also}: "
                     f"an async handler needs a running listener to await it, and none ran "
-                    f"after they were logged"
+                    f"after they were logged{_held_reports(lane)}"
                 )
 
     def _stop_in(self, backend: Backend) -> bool:
@@ -1741,6 +1741,7 @@ class QueueListener:
                 missed = lane.dropped - lane.drops_reported
                 lane.drops_reported += missed
                 also = f", and {_lane_was_full(missed, lane)}" if missed else ""
+                also += _held_reports(lane)
                 _stderr(
                     f"{lane.stats_name()} is still busy ({why}); exiting without "
                     f"flushing or closing it ({lane.unfinished()} records undelivered{also})"
@@ -1769,6 +1770,16 @@ def _handler_stats(lane: Lane, oldest_pending_age: float | None) -> HandlerStats
         pending=lane.unfinished() + _held(lane.handler),
         oldest_pending_age=oldest_pending_age,
     )
+
+
+def _held_reports(lane: Lane) -> str:
+    """Say which of aioqlog's own reports (drop summaries) are among *lane*'s undelivered records.
+
+    The drops they tell of were counted as reported once they were queued
+    for the handler: one that never gets them has them said here instead.
+    """
+    told = "; ".join(lane.held_summaries())
+    return f"; among them, aioqlog's own reports: {told}" if told else ""
 
 
 def _lane_was_full(dropped: int, lane: Lane) -> str:

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import io
 import logging
+import re
 import signal
 import subprocess
 import sys
@@ -800,3 +801,42 @@ def test_an_aclose_that_swallows_cancellation_leaves_no_task_behind(loop: str) -
     assert err.count("stubborn.aclose() was cut off: stop()'s time ran out") == 1
     assert "left running" not in err
     assert "never delivered" not in err
+
+
+_STUCK_BEHIND_DROPS = """
+class StuckAsync(aioqlog.AsyncHandler):
+    async def aemit(self, record):
+        if record.getMessage() == "stuck":
+            await asyncio.Event().wait()
+
+q = aioqlog.LogQueue(maxsize=10)
+log.addHandler(aioqlog.QueueHandler(q))
+handler = Stuck(sys.stdout) if sys.argv[1] == "sync" else StuckAsync()
+
+async def main():
+    listener = aioqlog.QueueListener(q, handler, shutdown_timeout=0.5)
+    async with listener:
+        log.info("stuck")
+        for i in range(50):
+            log.info("behind %d", i)
+            await asyncio.sleep(0)
+    stats = listener.stats
+    print(stats.dropped + stats.handlers[0].dropped)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_the_drops_a_stuck_handler_was_to_be_told_of_are_said_at_exit(kind: str) -> None:
+    """A handler stuck for good never gets the drop summaries queued behind its record.
+
+    Those drops were counted as reported once their summary was queued for
+    it: the exit's report of what it left undelivered names them.
+    """
+    result = _run_script(_STUCK_BEHIND_DROPS, kind)
+    assert result.returncode == 0, result.stderr
+    dropped = int(result.stdout.split()[-1])
+    assert dropped > 0
+    said = re.findall(r"dropped (\d+) records|(\d+) more were dropped", result.stderr)
+    assert sum(int(a or b) for a, b in said) == dropped, result.stderr
