@@ -262,6 +262,30 @@ async def test_a_huge_record_is_cut_and_the_rest_arrives(
     assert handler.truncated == 1
 
 
+@pytest.mark.parametrize("cut", range(4))
+@pytest.mark.anyio
+async def test_a_record_is_cut_between_two_characters(
+    cut: int, unix_socket: socket.socket, logger: logging.Logger
+) -> None:
+    """The cut never falls inside a UTF-8 sequence: what arrives decodes, one character short."""
+    handler = Reported(unix_socket.getsockname(), transport="unix", hostname="h", app_name="a")
+    async with _serve(logger, handler):
+        logger.info("ab")
+    whole = unix_socket.recv(65536)
+    handler = Reported(
+        unix_socket.getsockname(),
+        transport="unix",
+        hostname="h",
+        app_name="a",
+        max_message=len(whole) + 2 * 3 + cut,  # past "ab", "日本" and `cut` bytes of "語"
+    )
+    async with _serve(logger, handler):
+        logger.info("ab日本語テキスト")
+    message = unix_socket.recv(65536)
+    assert message.decode().endswith(" - ab日本" + ("語" if cut == 3 else ""))
+    assert handler.truncated == 1
+
+
 @pytest.fixture
 def unix_socket(tmp_path: Path) -> Iterator[socket.socket]:
     """A bound unix datagram socket (as /dev/log) that the tests read from."""

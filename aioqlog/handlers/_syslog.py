@@ -261,11 +261,22 @@ class AsyncSyslogHandler(BufferedSender[bytes, bytes]):
             self.sent += 1
 
     def _cut(self, message: bytes) -> bytes:
-        """Return *message* cut to max_message bytes (counted when cut)."""
-        if len(message) <= self.max_message:
+        """Return *message* cut to max_message bytes at most (counted when cut).
+
+        Cut between two characters: a UTF-8 sequence the limit falls inside
+        is left out whole, so the server gets valid UTF-8.
+        """
+        end = self.max_message
+        if len(message) <= end:
             return message
         self.truncated += 1
-        return message[: self.max_message]
+        # A continuation byte (0b10xxxxxx) at the cut: back up to the byte
+        # that begins its sequence (three at most), and cut before it.
+        for _ in range(3):
+            if message[end] & 0xC0 != 0x80:
+                break
+            end -= 1
+        return message[:end]
 
     async def _connect(self) -> None:
         if self.transport == "tcp":
