@@ -385,7 +385,10 @@ class Lane:
                 break
             except RuntimeError:  # changed while copied
                 continue
-        return [record.getMessage() for record, ctx in entries if ctx.get(DEPTH) == SUMMARY_DEPTH]
+        # Those in hand run a level deeper (see to_handle): at the mark or past it.
+        return [
+            record.getMessage() for record, ctx in entries if ctx.get(DEPTH, 0) >= SUMMARY_DEPTH
+        ]
 
     # Progress notification: the worker tells the listener it finished a batch.
 
