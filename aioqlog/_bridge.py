@@ -778,7 +778,8 @@ class LogQueue:
         and the workers it hands records to. *own*, one of them that also logs
         (the loop's thread), never pauses: what it would wait for is itself.
         """
-        # Precondition: the caller holds the delivery right.
+        # Precondition: no other thread calls this meanwhile (the consumer
+        # attaching or detaching, or the holder of the delivery right).
         if threads is None:
             self._pace.serve(None, self._taken)
         else:
@@ -1036,12 +1037,8 @@ class LogQueue:
         *limit*), unless *drain* is false (a new consumer is about to attach
         and take it).
         """
-        with self._lock:
-            if not self._attached:
-                return
-            self._attached = False
-            self._nonblocking = frozenset()
-            self._room.notify_all()
+        if not self._detach():
+            return
         consumer = self._consumer
         try:
             if consumer is not None:
@@ -1067,6 +1064,10 @@ class LogQueue:
         self._nonblocking = frozenset((self._loop_thread, *nonblocking))
         self._kicked = False
         self._attached = True
+        # Threads that log pause for the loop's thread from here on (see Pace),
+        # before the listener's task first runs too: the loop may stay busy
+        # until then. The listener adds the threads it hands records to.
+        self._serve_from((self._loop_thread,), own=self._loop_thread)
 
     def _add_nonblocking(self, thread_id: int) -> None:
         """Forbid *thread_id* (a lane's worker) to wait under ``"block"``."""
@@ -1096,12 +1097,20 @@ class LogQueue:
         With *drain*, deliver what is queued in this thread; otherwise the
         caller arranges it (``_drain_in_caller`` from a thread of its own).
         """
+        self._detach()
+        if drain:
+            self._drain_in_caller()
+
+    def _detach(self) -> bool:
+        """Mark the consumer gone: nobody waits or pauses for it; False if none was attached."""
         with self._lock:
+            if not self._attached:
+                return False
             self._attached = False
             self._nonblocking = frozenset()
             self._room.notify_all()
-        if drain:
-            self._drain_in_caller()
+        self._serve_from(None)  # no consumer to pause for
+        return True
 
     async def _wait(self) -> None:
         """Sleep until a record arrives or ``_kick`` is called."""
@@ -1210,11 +1219,7 @@ class LogQueue:
     def _release(self) -> None:
         """Detach the consumer and hand the delivery right back to producers."""
         # Precondition: the consumer holds the right and its lanes deliver inline now.
-        with self._lock:
-            self._attached = False
-            self._nonblocking = frozenset()
-            self._room.notify_all()
-        self._serve_from(None)  # no consumer to pause for
+        self._detach()
         self._right.append(_TOKEN)
         # Records still queued are the listener's to hand off (it must not
         # deliver them here, on the loop thread).
