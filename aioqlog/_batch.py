@@ -45,10 +45,13 @@ from __future__ import annotations
 
 import codecs
 import contextvars
+import functools
 import io
 import logging
 import logging.handlers
+import operator
 import os
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -63,6 +66,7 @@ __all__ = ["BatchEmit", "Steps", "batch_emitter"]
 BatchEmit = Callable[[list[Entry]], tuple[int, int]]
 
 _LogRecord = logging.LogRecord
+_GET_MESSAGE = logging.LogRecord.getMessage
 
 # The methods a built-in batch path replaces, per stdlib class: a subclass that
 # overrides any of them gets record-by-record delivery instead.
@@ -195,13 +199,17 @@ class _Clock:
     Records of one batch mostly share their second, and ``strftime`` with
     ``localtime`` is the costliest step of formatting a plain record. The text
     is the stdlib's: the same calls, on the same whole second (``localtime``
-    and ``gmtime`` floor the timestamp), with the milliseconds added per record.
+    and ``gmtime`` floor the timestamp), with the milliseconds added per record
+    (from a table where the stdlib's ``"%s,%03d"`` would write the same).
     """
 
-    __slots__ = ("key", "text")
+    __slots__ = ("key", "second", "text")
 
     def __init__(self) -> None:
+        #: What the text depends on besides the second: the formatter's settings.
         self.key: object = None
+        #: The whole second ``text`` is for (None: none yet).
+        self.second: int | None = None
         self.text = ""
 
     def formatter(self, handler: logging.Handler) -> Callable[[_LogRecord], str]:
@@ -230,18 +238,32 @@ class _Clock:
             or converter not in (time.localtime, time.gmtime)
         ):
             return handler.format
+        datefmt = fmt.datefmt
         default_time = fmt.default_time_format
         default_msec = fmt.default_msec_format
+        key = (datefmt, default_time, converter)
+        if key != self.key:
+            self.key, self.second = key, None
+        pattern = datefmt or default_time
+        with_msecs = not datefmt and default_msec
+        table = _MSECS if with_msecs == "%s,%03d" else None
 
-        def format_time(record: _LogRecord, datefmt: str | None = None) -> str:
+        def format_time(record: _LogRecord) -> str:
             created = record.created
-            key = (int(created), datefmt, default_time, converter)
-            if key != self.key:
-                self.text = time.strftime(datefmt or default_time, converter(created))
-                self.key = key
-            if datefmt or not default_msec:
-                return self.text
-            return default_msec % (self.text, record.msecs)
+            if type(created) is float and 0.0 <= created < _LAST_SECOND:
+                second = int(created)  # as localtime and gmtime take it: floored
+                if second != self.second:
+                    self.text = time.strftime(pattern, converter(created))
+                    self.second = second
+                text = self.text
+            else:  # not a time this cache can key: as the stdlib does, each time
+                text = time.strftime(pattern, converter(created))
+            if not with_msecs:
+                return text
+            msecs = record.msecs
+            if table is not None and type(msecs) is float and 0.0 <= msecs < 1000.0:
+                return text + table[int(msecs)]  # "%03d" takes the float's whole part
+            return with_msecs % (text, msecs)
 
         plain = _plain_format(handler, fmt, format_time)
         # A formatter of its own class is called as it is: a copy of it with
@@ -250,23 +272,84 @@ class _Clock:
         return handler.format if plain is None else plain
 
 
+#: ``",%03d" % n`` for each whole millisecond.
+_MSECS = tuple(f",{n:03d}" for n in range(1000))
+#: Past this (the year 5138), a time is formatted afresh for each record.
+_LAST_SECOND = 1e11
+
 #: What ``_plain_format`` does in place of the stdlib's own methods: an
 #: instance attribute of any of these names means the formatter is not plain.
 _FORMATTER_STEPS = ("format", "formatTime", "formatMessage", "usesTime")
+
+#: A ``%``-style field the positional form handles: a name, then flags, width,
+#: precision and a conversion, none of them read from the arguments (``*``).
+_FIELD = re.compile(r"%(?:%|\(([A-Za-z_][A-Za-z0-9_]*)\)([#0 +-]*\d*(?:\.\d+)?[diouxXeEfFgGcrsa]))")
+
+
+@functools.lru_cache(maxsize=64)
+def _positional(text: str) -> tuple[str, tuple[str, ...]] | None:
+    """Return *text* with its fields by position, and their names; None where it cannot be.
+
+    ``text % record.__dict__`` and ``positional % values`` (the fields read
+    from the record as attributes, in order) give the same string for a
+    ``LogRecord`` that holds every field as an attribute of its own: each
+    field is converted as the mapping form converts it. Reading attributes
+    spares the record's ``__dict__``, which CPython 3.11+ builds on first use.
+    """
+    fields: list[str] = []
+    parts: list[str] = []
+    at = 0
+    for match in _FIELD.finditer(text):
+        if "%" in text[at : match.start()]:
+            return None  # a "%" this form does not know: leave the text to the stdlib
+        parts.append(text[at : match.start()])
+        name, spec = match.group(1), match.group(2)
+        if name is None:
+            parts.append("%%")
+        else:
+            fields.append(name)
+            parts.append("%" + spec)
+        at = match.end()
+    if "%" in text[at:] or not fields:
+        return None
+    parts.append(text[at:])
+    return "".join(parts), tuple(fields)
+
+
+def _getter(text: str) -> tuple[str, Callable[[_LogRecord], tuple[Any, ...]]] | None:
+    """Return ``_positional(text)`` with what reads its fields from a record, as a tuple.
+
+    None also where a field is named like something of the class ``LogRecord``
+    (a method): that is no attribute of the record's own, and the stdlib's
+    mapping form would not find it.
+    """
+    compiled = _positional(text)
+    if compiled is None:
+        return None
+    positional, fields = compiled
+    if any(hasattr(_LogRecord, name) for name in fields):
+        return None
+    if len(fields) == 1:
+        name = fields[0]
+        return positional, lambda record: (getattr(record, name),)
+    return positional, operator.attrgetter(*fields)
 
 
 def _plain_format(
     handler: logging.Handler,
     fmt: logging.Formatter,
-    format_time: Callable[[_LogRecord, str | None], str],
+    format_time: Callable[[_LogRecord], str],
 ) -> Callable[[_LogRecord], str] | None:
     """Return ``Formatter.format`` for a stdlib ``Formatter`` with ``%``-style, inlined.
 
     The steps are the stdlib's, in its order (``Formatter.format``,
-    ``PercentStyle.format``), without a call per step; the clock gives the
-    time. A record with an exception or stack goes through the formatter's
-    own ``format``. None if *fmt* is anything else (a subclass, another style,
-    a method replaced on the instance) or the handler's ``format`` is its own.
+    ``LogRecord.getMessage``, ``PercentStyle.format``), without a call per
+    step; the clock gives the time. A ``LogRecord`` (not a subclass) with every
+    field as its own attribute is formatted by position (see ``_positional``);
+    any other, from its ``__dict__`` as the stdlib does. A record with an
+    exception or stack goes through the formatter's own ``format``. None if
+    *fmt* is anything else (a subclass, another style, a method replaced on
+    the instance) or the handler's ``format`` is its own.
     """
     style = fmt._style
     if (
@@ -280,18 +363,37 @@ def _plain_format(
     text: str = style._fmt
     defaults: dict[str, Any] | None = getattr(style, "_defaults", None)
     uses_time = style.usesTime()
-    datefmt = fmt.datefmt
     full = fmt.format
+    by_position = _getter(text)
+    positional, getter = by_position if by_position is not None else ("", None)
+    # LogRecord.getMessage is inlined unless the application replaced it on the class.
+    own_message = _LogRecord.getMessage is _GET_MESSAGE
 
     def format_plain(record: _LogRecord) -> str:
         if record.exc_info or record.exc_text or record.stack_info:
             return full(record)
-        record.message = record.getMessage()
+        if own_message and type(record) is _LogRecord:
+            # LogRecord.getMessage, inlined.
+            msg = record.msg
+            if type(msg) is not str:
+                msg = str(msg)
+            if record.args:
+                msg = msg % record.args
+            record.message = msg
+        else:
+            record.message = record.getMessage()
         if uses_time:
-            record.asctime = format_time(record, datefmt)
-        values = defaults | record.__dict__ if defaults else record.__dict__
+            record.asctime = format_time(record)
+        if getter is not None and type(record) is _LogRecord:
+            try:
+                values = getter(record)
+            except AttributeError:
+                pass  # a field it lacks: the stdlib's way below (defaults, or its error)
+            else:
+                return positional % values
+        mapping = defaults | record.__dict__ if defaults else record.__dict__
         try:
-            return text % values
+            return text % mapping
         except KeyError as e:
             # As PercentStyle.format: the same error, raised while handling the KeyError.
             raise ValueError(f"Formatting field not found in record: {e}")  # noqa: B904

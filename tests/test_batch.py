@@ -394,6 +394,19 @@ FORMATTERS: dict[str, Callable[[], logging.Formatter | None]] = {
     "no msecs": _no_msecs,
     "brace style": lambda: logging.Formatter("{asctime} {message}", style="{"),
     "own class": lambda: _Upper("%(asctime)s %(message)s"),
+    "widths and conversions": lambda: logging.Formatter(
+        "%(levelname)-8s|%(lineno)5d|%(msecs)03d|%(created).3f|%(name)r|%(levelno)#x|"
+        "%(process)+d|%(msecs)5.1f%%|%(lineno)c %(message)s"
+    ),
+    "one field": lambda: logging.Formatter("%(message)s"),
+    "no field": lambda: logging.Formatter("the same text", validate=False),
+    "a method's name": lambda: logging.Formatter("%(getMessage)s %(message)s"),
+    "the wrong conversion": lambda: logging.Formatter("%(request)d %(message)s"),
+    "a lone percent": lambda: logging.Formatter("%(message)s at 100%"),
+    "a positional field": lambda: logging.Formatter("%(message)s %s"),
+    "defaults and widths": lambda: logging.Formatter(
+        "[%(request)8s] %(message)s", defaults={"request": "-"}
+    ),
 }
 
 
@@ -415,6 +428,19 @@ def _records() -> list[logging.LogRecord]:
             record.exc_info = exc_info
         if i == 12:
             record.stack_info = "Stack (most recent call last):\n  here"
+        if i == 20:
+            record.msecs = 999.99  # "%03d" takes the whole part
+        if i == 21:
+            record.msecs = 1234.0  # past three digits
+        if i == 22:
+            record.created, record.msecs = -0.5, 500.0  # before 1970: floored, not truncated
+        if i == 23:
+            record.created = 0.25
+        if i == 24:
+            record.msg, record.args = 42, None  # not a string
+        if i == 25:
+            record.args = {"n": 1}  # a mapping, for "%(n)s" templates
+            record.msg = "n=%(n)d"
         made.append(record)
     return made
 
@@ -447,6 +473,36 @@ def test_a_batch_formats_each_record_as_the_handler_would(formatter: str) -> Non
     assert outputs[1] == outputs[0]
     assert errors[1] == errors[0]
     assert outputs[0].count("\n") >= 40 or errors[0]
+
+
+def test_a_get_message_the_application_replaced_is_the_one_called(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``LogRecord.getMessage`` replaced on the class (brace-style messages) is honoured."""
+
+    def braces(record: logging.LogRecord) -> str:
+        return str(record.msg).format(*record.args)  # type: ignore[misc]
+
+    monkeypatch.setattr(logging.LogRecord, "getMessage", braces)
+    outputs = []
+    for batched in (False, True):
+        stream = io.StringIO()
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        records = [
+            logging.LogRecord("app", logging.INFO, __file__, i, "n={} {}", (i, "x"), None)
+            for i in range(3)
+        ]
+        if batched:
+            emit = batch_emitter(handler)
+            assert emit is not None
+            emit([(record, contextvars.copy_context()) for record in records])
+        else:
+            for record in records:
+                handler.handle(record)
+        outputs.append(stream.getvalue())
+    assert outputs[0] == "INFO n=0 x\nINFO n=1 x\nINFO n=2 x\n"
+    assert outputs[1] == outputs[0]
 
 
 class _Picky:
