@@ -28,8 +28,8 @@ class Target:
     check: Callable[[Table], Verdict]
 
 
-#: The reference that bounds what any queue in front of a thread reaches on the
-#: machine (``benchmarks.bare``): its figure is shown beside aioqlog's.
+#: What a queue in front of a thread costs on the machine without aioqlog's
+#: promises (``benchmarks.bare``): its figure is shown beside aioqlog's.
 BARE = "bare queue"
 
 

@@ -27,9 +27,9 @@ The variants:
 * ``loguru enqueue``: a file sink with ``enqueue=True``; ``await complete()``.
 * ``aiologging``: ``await logger.info(...)`` to its ``AsyncFileHandler``, then
   ``await manager.shutdown()``.
-* ``bare queue``: not a logging library but the least a queue in front of a
-  thread can cost on this machine (``benchmarks.bare``): a bound on the ratios any
-  queued design reaches here, measured in the same run.
+* ``bare queue``: not a logging library but a deque in front of a thread that
+  formats with the handler's own ``format`` (``benchmarks.bare``): what a queue
+  costs on this machine without aioqlog's promises, measured in the same run.
 """
 
 from __future__ import annotations
