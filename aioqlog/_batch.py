@@ -66,7 +66,6 @@ __all__ = ["BatchEmit", "Steps", "batch_emitter"]
 BatchEmit = Callable[[list[Entry]], tuple[int, int]]
 
 _LogRecord = logging.LogRecord
-_GET_MESSAGE = logging.LogRecord.getMessage
 
 # The methods a built-in batch path replaces, per stdlib class: a subclass that
 # overrides any of them gets record-by-record delivery instead.
@@ -194,21 +193,21 @@ def _protocol(handler: logging.Handler, steps: Steps) -> BatchEmit:
 
 
 class _Clock:
-    """``Formatter.formatTime`` with its ``strftime`` done once per second.
+    """``Formatter.formatTime`` with its ``strftime`` done once per second of a batch.
 
     Records of one batch mostly share their second, and ``strftime`` with
     ``localtime`` is the costliest step of formatting a plain record. The text
     is the stdlib's: the same calls, on the same whole second (``localtime``
     and ``gmtime`` floor the timestamp), with the milliseconds added per record
-    (from a table where the stdlib's ``"%s,%03d"`` would write the same).
+    (from a table where the stdlib's ``"%s,%03d"`` would write the same). Each
+    batch starts afresh, so that a change of timezone (``TZ``, ``time.tzset()``)
+    or of the formatter's settings shows from the next batch on.
     """
 
-    __slots__ = ("key", "second", "text")
+    __slots__ = ("second", "text")
 
     def __init__(self) -> None:
-        #: What the text depends on besides the second: the formatter's settings.
-        self.key: object = None
-        #: The whole second ``text`` is for (None: none yet).
+        #: The whole second ``text`` is for (None: none yet in this batch).
         self.second: int | None = None
         self.text = ""
 
@@ -241,9 +240,7 @@ class _Clock:
         datefmt = fmt.datefmt
         default_time = fmt.default_time_format
         default_msec = fmt.default_msec_format
-        key = (datefmt, default_time, converter)
-        if key != self.key:
-            self.key, self.second = key, None
+        self.second = None
         pattern = datefmt or default_time
         with_msecs = not datefmt and default_msec
         table = _MSECS if with_msecs == "%s,%03d" else None
@@ -343,10 +340,11 @@ def _plain_format(
     """Return ``Formatter.format`` for a stdlib ``Formatter`` with ``%``-style, inlined.
 
     The steps are the stdlib's, in its order (``Formatter.format``,
-    ``LogRecord.getMessage``, ``PercentStyle.format``), without a call per
-    step; the clock gives the time. A ``LogRecord`` (not a subclass) with every
-    field as its own attribute is formatted by position (see ``_positional``);
-    any other, from its ``__dict__`` as the stdlib does. A record with an
+    ``PercentStyle.format``), without a call per step; the record's own
+    ``getMessage`` gives the message, the clock the time. A ``LogRecord``
+    (not a subclass) with every field as its own attribute is formatted by
+    position (see ``_positional``); any other, from its ``__dict__`` as the
+    stdlib does. A record with an
     exception or stack goes through the formatter's own ``format``. None if
     *fmt* is anything else (a subclass, another style, a method replaced on
     the instance) or the handler's ``format`` is its own.
@@ -366,22 +364,11 @@ def _plain_format(
     full = fmt.format
     by_position = _getter(text)
     positional, getter = by_position if by_position is not None else ("", None)
-    # LogRecord.getMessage is inlined unless the application replaced it on the class.
-    own_message = _LogRecord.getMessage is _GET_MESSAGE
 
     def format_plain(record: _LogRecord) -> str:
         if record.exc_info or record.exc_text or record.stack_info:
             return full(record)
-        if own_message and type(record) is _LogRecord:
-            # LogRecord.getMessage, inlined.
-            msg = record.msg
-            if type(msg) is not str:
-                msg = str(msg)
-            if record.args:
-                msg = msg % record.args
-            record.message = msg
-        else:
-            record.message = record.getMessage()
+        record.message = record.getMessage()
         if uses_time:
             record.asctime = format_time(record)
         if getter is not None and type(record) is _LogRecord:

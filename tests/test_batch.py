@@ -505,6 +505,77 @@ def test_a_get_message_the_application_replaced_is_the_one_called(
     assert outputs[1] == outputs[0]
 
 
+def _direct_and_batched(
+    make_formatter: Callable[[], logging.Formatter],
+    make_records: Callable[[], list[logging.LogRecord]],
+) -> list[tuple[str, list[str]]]:
+    """Return (text, errors reported) from the handler attached directly, then batched."""
+    results = []
+    for batched in (False, True):
+        stream = io.StringIO()
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(make_formatter())
+        failed: list[str] = []
+
+        def report(record: logging.LogRecord, failed: list[str] = failed) -> None:
+            failed.append(repr(sys.exc_info()[1]))
+
+        handler.handleError = report  # type: ignore[method-assign]
+        records = make_records()
+        if batched:
+            emit = batch_emitter(handler)
+            assert emit is not None
+            emit([(record, contextvars.copy_context()) for record in records])
+        else:
+            for record in records:
+                handler.handle(record)
+        results.append((stream.getvalue(), failed))
+    return results
+
+
+def test_a_get_message_set_on_the_record_itself_is_the_one_called() -> None:
+    """A filter that replaces one record's ``getMessage`` (say, to redact it) is honoured."""
+
+    def records() -> list[logging.LogRecord]:
+        redacted = logging.LogRecord("app", logging.INFO, __file__, 1, "secret %s", ("x",), None)
+        redacted.getMessage = lambda: "REDACTED"  # type: ignore[method-assign]
+        broken = logging.LogRecord("app", logging.INFO, __file__, 2, "a", None, None)
+        broken.getMessage = "not callable"  # type: ignore[assignment,method-assign]
+        return [redacted, broken]
+
+    direct, batched = _direct_and_batched(lambda: logging.Formatter("%(message)s"), records)
+    assert direct == ("REDACTED\n", ["TypeError(\"'str' object is not callable\")"])
+    assert batched == direct
+
+
+def test_a_change_of_timezone_shows_from_the_next_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The date is cached within a batch only: ``time.tzset()`` between two batches shows."""
+    if not hasattr(time, "tzset"):
+        pytest.skip("time.tzset() is Unix-only")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    emit = batch_emitter(handler)
+    assert emit is not None
+
+    def batch(message: str) -> None:
+        record = logging.LogRecord("app", logging.INFO, __file__, 1, message, None, None)
+        record.created, record.msecs = 1_700_000_000.5, 500.0
+        emit([(record, contextvars.copy_context())])
+
+    try:
+        monkeypatch.setenv("TZ", "UTC")
+        time.tzset()
+        batch("utc")
+        monkeypatch.setenv("TZ", "Asia/Kolkata")
+        time.tzset()
+        batch("kolkata")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert stream.getvalue() == ("2023-11-14 22:13:20,500 utc\n2023-11-15 03:43:20,500 kolkata\n")
+
+
 class _Picky:
     """A stream that writes a text up to a BEL character, then fails (a device refusing a byte)."""
 
