@@ -445,80 +445,20 @@ def _records() -> list[logging.LogRecord]:
     return made
 
 
-@pytest.mark.parametrize("formatter", list(FORMATTERS))
-def test_a_batch_formats_each_record_as_the_handler_would(formatter: str) -> None:
-    """Same text, same handleError calls, whatever the formatter, the time or the record."""
-    outputs: list[str] = []
-    errors: list[list[tuple[int, str]]] = []
-    for batched in (False, True):
-        stream = io.StringIO()
-        handler = logging.StreamHandler(stream)
-        handler.setFormatter(FORMATTERS[formatter]())
-        failed: list[tuple[int, str]] = []
-
-        def report(record: logging.LogRecord, failed: list[tuple[int, str]] = failed) -> None:
-            failed.append((record.lineno, repr(sys.exc_info()[1])))
-
-        handler.handleError = report  # type: ignore[method-assign]
-        records = _records()
-        if batched:
-            emit = batch_emitter(handler)
-            assert emit is not None
-            emit([(record, contextvars.copy_context()) for record in records])
-        else:
-            for record in records:
-                handler.handle(record)
-        outputs.append(stream.getvalue())
-        errors.append(failed)
-    assert outputs[1] == outputs[0]
-    assert errors[1] == errors[0]
-    assert outputs[0].count("\n") >= 40 or errors[0]
-
-
-def test_a_get_message_the_application_replaced_is_the_one_called(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """``LogRecord.getMessage`` replaced on the class (brace-style messages) is honoured."""
-
-    def braces(record: logging.LogRecord) -> str:
-        return str(record.msg).format(*record.args)  # type: ignore[misc]
-
-    monkeypatch.setattr(logging.LogRecord, "getMessage", braces)
-    outputs = []
-    for batched in (False, True):
-        stream = io.StringIO()
-        handler = logging.StreamHandler(stream)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-        records = [
-            logging.LogRecord("app", logging.INFO, __file__, i, "n={} {}", (i, "x"), None)
-            for i in range(3)
-        ]
-        if batched:
-            emit = batch_emitter(handler)
-            assert emit is not None
-            emit([(record, contextvars.copy_context()) for record in records])
-        else:
-            for record in records:
-                handler.handle(record)
-        outputs.append(stream.getvalue())
-    assert outputs[0] == "INFO n=0 x\nINFO n=1 x\nINFO n=2 x\n"
-    assert outputs[1] == outputs[0]
-
-
 def _direct_and_batched(
-    make_formatter: Callable[[], logging.Formatter],
+    make_formatter: Callable[[], logging.Formatter | None],
     make_records: Callable[[], list[logging.LogRecord]],
-) -> list[tuple[str, list[str]]]:
-    """Return (text, errors reported) from the handler attached directly, then batched."""
+) -> list[tuple[str, list[tuple[int, str]]]]:
+    """Return (text, errors as (line, error)) attached directly, then batched."""
     results = []
     for batched in (False, True):
         stream = io.StringIO()
         handler = logging.StreamHandler(stream)
         handler.setFormatter(make_formatter())
-        failed: list[str] = []
+        failed: list[tuple[int, str]] = []
 
-        def report(record: logging.LogRecord, failed: list[str] = failed) -> None:
-            failed.append(repr(sys.exc_info()[1]))
+        def report(record: logging.LogRecord, failed: list[tuple[int, str]] = failed) -> None:
+            failed.append((record.lineno, repr(sys.exc_info()[1])))
 
         handler.handleError = report  # type: ignore[method-assign]
         records = make_records()
@@ -533,6 +473,37 @@ def _direct_and_batched(
     return results
 
 
+@pytest.mark.parametrize("formatter", list(FORMATTERS))
+def test_a_batch_formats_each_record_as_the_handler_would(formatter: str) -> None:
+    """Same text, same handleError calls, whatever the formatter, the time or the record."""
+    (direct, direct_errors), (batched, batched_errors) = _direct_and_batched(
+        FORMATTERS[formatter], _records
+    )
+    assert batched == direct
+    assert batched_errors == direct_errors
+    assert direct.count("\n") >= 40 or direct_errors
+
+
+def test_a_get_message_the_application_replaced_is_the_one_called(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``LogRecord.getMessage`` replaced on the class (brace-style messages) is honoured."""
+
+    def braces(record: logging.LogRecord) -> str:
+        return str(record.msg).format(*record.args)  # type: ignore[misc]
+
+    monkeypatch.setattr(logging.LogRecord, "getMessage", braces)
+    (direct, _), (batched, _) = _direct_and_batched(
+        lambda: logging.Formatter("%(levelname)s %(message)s"),
+        lambda: [
+            logging.LogRecord("app", logging.INFO, __file__, i, "n={} {}", (i, "x"), None)
+            for i in range(3)
+        ],
+    )
+    assert direct == "INFO n=0 x\nINFO n=1 x\nINFO n=2 x\n"
+    assert batched == direct
+
+
 def test_a_get_message_set_on_the_record_itself_is_the_one_called() -> None:
     """A filter that replaces one record's ``getMessage`` (say, to redact it) is honoured."""
 
@@ -544,7 +515,7 @@ def test_a_get_message_set_on_the_record_itself_is_the_one_called() -> None:
         return [redacted, broken]
 
     direct, batched = _direct_and_batched(lambda: logging.Formatter("%(message)s"), records)
-    assert direct == ("REDACTED\n", ["TypeError(\"'str' object is not callable\")"])
+    assert direct == ("REDACTED\n", [(2, "TypeError(\"'str' object is not callable\")")])
     assert batched == direct
 
 
