@@ -474,6 +474,8 @@ class ThreadLane(Lane):
         # Orders the worker's exit against start() and puts made while DRAINING.
         self._lock = threading.Lock()
         self._closing = False
+        # Drainers that lent the worker (see lend): it waits for their records.
+        self._loans = 0
         self.thread: threading.Thread | None = None
         # done_count when a stop() ran out of time with records still here:
         # a worker that has not moved since may be stuck, not slow (see _at_exit).
@@ -644,14 +646,53 @@ class ThreadLane(Lane):
             self.gave_up_at = None
             self.on_idle = None
             self._loop_thread = threading.get_ident()
-            thread = self.thread
-            if thread is None:
-                name = f"aioqlog-{self.handler.get_name() or type(self.handler).__name__}"
-                thread = self.thread = threading.Thread(target=self._work, name=name, daemon=True)
-                thread.start()
+            thread = self.thread or self._spawn_worker()
         # A worker still draining an earlier run's records serves this run too.
         self.wake_worker()
         return thread.ident
+
+    def _spawn_worker(self) -> threading.Thread:
+        """With the lock held: start the worker thread (RuntimeError if none can start)."""
+        name = f"aioqlog-{self.handler.get_name() or type(self.handler).__name__}"
+        thread = self.thread = threading.Thread(target=self._work, name=name, daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:
+            self.thread = None  # the interpreter is exiting: no thread starts then
+            raise
+        return thread
+
+    def lend(self) -> bool:
+        """Have the worker handle what a drainer puts here, until ``end_loan()``; say if so.
+
+        A thread delivering queued records while no listener runs (a drainer)
+        puts them here instead of calling the handler itself. A handler stuck
+        in its emit then holds up its own lane only: the drainer waits for
+        room while it moves, then its records are dropped and counted (see
+        ``put``), and the other handlers go on getting theirs. Not a lane
+        that serves a run or was given up on, nor once no thread can start.
+        """
+        with self._lock:
+            if self.state == RUNNING or self.abandoned:
+                return False
+            if self.thread is None:
+                try:
+                    self._spawn_worker()
+                except RuntimeError:
+                    return False
+            self._loans += 1
+            self._closing = False  # the worker waits for the drainer's records
+            self.state = DRAINING
+        return True
+
+    def end_loan(self) -> None:
+        """The drainer is done: the worker finishes what it holds, then exits (see ``lend``)."""
+        with self._lock:
+            self._loans -= 1
+            if self._loans or self.state != DRAINING:
+                return  # another drainer still puts, or a run took the lane meanwhile
+            self._closing = True
+        self.wake_worker()
 
     def stop_serving(self, *, gave_up: bool = False) -> None:
         """Stop taking records from the loop; the worker finishes what it holds.

@@ -976,9 +976,12 @@ class QueueListener:
             if q.qsize():
                 self._start_drainer(q._drain_in_caller)
         elif not task.cancelled() and task.exception() is not None and q._attached:
-            self._start_drainer(q._consumer_lost)
+            # Taken back here (no handler code runs), so that the drainer
+            # finds the lanes stopped and lends their workers (see below).
+            q._consumer_lost(drain=False)
+            self._start_drainer(q._drain_in_caller)
 
-    def _start_drainer(self, drain: Callable[..., None]) -> None:
+    def _start_drainer(self, drain: Callable[..., None], *, lend: bool = True) -> None:
         """Run ``drain(limit=1)`` in a helper thread (never on the loop), joined at exit.
 
         *drain* takes records off the queue in batches of at most *limit*: a
@@ -986,28 +989,45 @@ class QueueListener:
         or in a lane, counted, even when a handler gets stuck on the one
         before it (a batch in the drainer's hands would be counted nowhere).
 
+        With more than one sync handler, and *lend*, the drainer hands the
+        records to the lanes' workers rather than calling each handler itself
+        (``ThreadLane.lend``): one handler stuck in its emit cannot keep the
+        others from getting theirs. (Without *lend*, ``delivered`` counts
+        records once handled: ``_drain_off_loop`` waits on that.)
+
         A daemon, so that a stuck handler cannot hang the interpreter before the
         exit hook runs; the exit hook waits for it while it makes progress.
         """
         one = functools.partial(drain, limit=1)
+        lanes = self._thread_lanes if lend and len(self._thread_lanes) > 1 else []
 
         def run() -> None:
+            lent = [lane for lane in lanes if lane.lend()]
             try:
                 one()
             finally:
+                for lane in lent:
+                    lane.end_loan()
+                with self._drainers_lock:
+                    # Done: what waits for drainers (_draining) no longer waits for this one.
+                    me = threading.current_thread()
+                    self._drainers = [t for t in self._drainers if t is not me]
                 self._after_drain()
 
         thread = threading.Thread(target=run, name="aioqlog-drain", daemon=True)
+        with self._drainers_lock:  # logging threads hand off too
+            # Listed before it starts: it takes itself off once done (see run).
+            self._drainers = [t for t in self._drainers if t.is_alive()]
+            self._drainers.append(thread)
         try:
             thread.start()
         except RuntimeError:
             # The interpreter is exiting (Python 3.12+ starts no thread then,
             # and a daemon thread's loop can end only now): drain right here.
+            with self._drainers_lock:
+                self._drainers = [t for t in self._drainers if t is not thread]
             one()
             return
-        with self._drainers_lock:  # logging threads hand off too
-            self._drainers = [t for t in self._drainers if t.is_alive()]
-            self._drainers.append(thread)
 
     def _hand_off(self, drain: Callable[..., None]) -> None:
         """Have a helper thread deliver what other threads queued (see ``_drain_in_caller``)."""
@@ -1215,7 +1235,7 @@ class QueueListener:
             finally:
                 signal()
 
-        self._start_drainer(drain)
+        self._start_drainer(drain, lend=False)
         if not self._run_state.cancelled and not await backend.wait(done, self._time_left()):
             left = remaining[0]
             if left > 0:
@@ -1653,6 +1673,10 @@ class QueueListener:
             )
             look = _NOTICE_AFTER if hurry else max(_NOTICE_AFTER, 2 * slowest)
             bound = look if bound is None else min(bound, look)
+        # A handler that moves is slow, not stuck: waited for while it moves,
+        # a stall at a time as long as shutdown_timeout, or the short look
+        # after Ctrl-C (another handler's progress is no reason to wait longer).
+        after_move = bound if hurry else self.shutdown_timeout
         began = last_move = time.monotonic()
         progress = self._progress()
         while threads := self._threads():
@@ -1661,7 +1685,7 @@ class QueueListener:
             moved = self._progress()
             if moved != progress:
                 progress, last_move = moved, now
-                bound = self.shutdown_timeout
+                bound = after_move
             elif bound is not None and now - last_move >= bound:
                 self._give_up_on_threads(bound, when)
                 return False

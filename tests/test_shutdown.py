@@ -641,6 +641,113 @@ def test_records_a_drainer_has_not_handed_on_are_counted_when_it_is_stuck() -> N
     assert "2 records queued at exit were not delivered" in result.stderr
 
 
+def test_a_handler_stuck_at_exit_does_not_keep_the_others_from_the_backlog() -> None:
+    """A backlog no listener took, delivered at exit: the healthy handler gets all of it.
+
+    The exit's helper thread hands the records to each handler's worker, so
+    the one stuck on the first record holds up its own lane only.
+    """
+    result = _run_script(
+        """
+        q = aioqlog.LogQueue()
+        log.addHandler(aioqlog.QueueHandler(q))
+        for message in ("stuck", "a", "b"):
+            log.info(message)
+
+        async def main():
+            aioqlog.QueueListener(
+                q, Stuck(sys.stderr), logging.StreamHandler(sys.stdout), shutdown_timeout=0.5
+            )
+
+        asyncio.run(main())
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["stuck", "a", "b"], result.stderr
+    assert "(it handled nothing for 0.5s at exit)" in result.stderr
+    assert "(3 records undelivered)" in result.stderr
+
+
+def test_a_task_interrupted_in_its_first_step_leaves_no_handler_starved() -> None:
+    """Python 3.10's Ctrl-C ends the listener's task as it opens the lanes, records queued.
+
+    (Simulated on every version: Python 3.11+ cancels the main task instead.)
+    The queue is taken back and drained through the lanes' workers: the
+    handler stuck on the first record does not keep the other from them.
+    """
+    result = _run_script(
+        """
+        q = aioqlog.LogQueue()
+        log.addHandler(aioqlog.QueueHandler(q))
+        for message in ("stuck", "a", "b"):
+            log.info(message)
+
+        async def main():
+            listener = aioqlog.QueueListener(
+                q, Stuck(sys.stderr), logging.StreamHandler(sys.stdout), shutdown_timeout=0.5
+            )
+            opened = listener._open_lanes
+
+            def interrupted(backend):
+                opened(backend)
+                raise KeyboardInterrupt  # Python 3.10's default SIGINT handler, here
+
+            listener._open_lanes = interrupted
+            listener.start()
+            await asyncio.sleep(3600)
+
+        try:
+            asyncio.run(main())
+        except KeyboardInterrupt:
+            pass
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["stuck", "a", "b"], result.stderr
+    assert "(3 records undelivered)" in result.stderr
+
+
+def test_after_ctrl_c_another_handlers_progress_does_not_lengthen_the_look() -> None:
+    """The program ends on a KeyboardInterrupt: a stuck handler gets the short look only.
+
+    The healthy handler moves for about a second after the exit began; the
+    stuck one is given up on a second after that, not ``shutdown_timeout``.
+    """
+    result = _run_script(
+        """
+        q = aioqlog.LogQueue()
+        log.addHandler(aioqlog.QueueHandler(q))
+        log.info("stuck")
+        for i in range(400):
+            log.info("record %d", i)
+
+        class Slower(Slow):
+            def emit(self, record):
+                time.sleep(0.002)
+                super().emit(record)
+
+        async def main():
+            listener = aioqlog.QueueListener(
+                q, Stuck(sys.stderr), Slower(sys.stdout), shutdown_timeout=30
+            )
+            opened = listener._open_lanes
+
+            def interrupted(backend):
+                opened(backend)
+                raise KeyboardInterrupt  # Python 3.10's default SIGINT handler, here
+
+            listener._open_lanes = interrupted
+            listener.start()
+            await asyncio.sleep(3600)
+
+        asyncio.run(main())
+        """
+    )
+    assert "KeyboardInterrupt" in result.stderr
+    assert len(result.stdout.splitlines()) == 401, result.stderr
+    assert "(it handled nothing for 1s at exit)" in result.stderr, result.stderr
+
+
 def test_records_for_async_handlers_never_served_are_reported_at_exit() -> None:
     """An async handler's backlog that no listener will await is reported at exit, once."""
     result = _run_script(
