@@ -588,6 +588,8 @@ class QueueListener:
         self._drops_reported = 0
         self._recursion_reported = 0
         self._summary_due = 0.0  # time.monotonic() before which no summary goes out
+        # What _fan_out had not handed on when an interrupt ended it (see _serve).
+        self._not_handed_on: list[Entry] = []
         self._turn_cost = 0.0  # seconds the task took to hand on a record, in its last batch
         self._turn_ended = 0.0  # time.thread_time() when the task's last batch was handed on
 
@@ -625,18 +627,32 @@ class QueueListener:
         lone = lanes[0] if len(lanes) == 1 else None
         kept: list[Entry] = []
         keep = kept.append
-        for entry in batch:
-            record, ctx = entry
-            depth = depth_of(record, ctx)
-            if depth > MAX_DEPTH:
-                self._refuse(depth)
-                continue
-            if lone is None:
-                for lane in lanes:
-                    if handler_takes(lane.handler, record, respect_level=respect):
-                        lane.put(record, ctx)
-            elif handler_takes(lone.handler, record, respect_level=respect):
-                keep(entry)
+        entries = iter(batch)
+        entry: Entry | None = None
+        try:
+            for entry in entries:
+                record, ctx = entry
+                depth = depth_of(record, ctx)
+                if depth > MAX_DEPTH:
+                    self._refuse(depth)
+                    continue
+                if lone is None:
+                    for lane in lanes:
+                        if handler_takes(lane.handler, record, respect_level=respect):
+                            lane.put(record, ctx)
+                elif handler_takes(lone.handler, record, respect_level=respect):
+                    keep(entry)
+        except BaseException:
+            # A KeyboardInterrupt lands wherever the loop's thread is (Python
+            # 3.10's Ctrl-C, 3.11+'s second one), here too: keep what was not
+            # handed on yet for _serve, the record under way among it (it may
+            # reach a handler twice: at least once, rather than lost).
+            undone = kept
+            if entry is not None and not (undone and undone[-1] is entry):
+                undone.append(entry)
+            undone.extend(entries)
+            self._not_handed_on = undone
+            raise
         if lone is not None and kept:
             lone.put_many(kept)
 
@@ -1058,7 +1074,14 @@ class QueueListener:
                 batch = await self.dequeue()
                 if batch:
                     began = time.perf_counter()
-                    self._dispatch(batch)
+                    try:
+                        self._dispatch(batch)
+                    except BaseException:
+                        # The task ends here: the lanes run, so handing on the
+                        # rest blocks nobody, and their workers deliver it.
+                        undone, self._not_handed_on = self._not_handed_on, []
+                        self._fan_out(undone)
+                        raise
                     self._turn_cost = (time.perf_counter() - began) / len(batch)
                     del batch  # hold no record (nor its context's values) while waiting
                     self._report_drops(force=False)
