@@ -1182,6 +1182,13 @@ class LogQueue:
                 self._room.notify_all()
         return batch
 
+    def _give_back(self, entries: list[Entry]) -> None:
+        """Put *entries*, taken and not delivered, back at the head of the queue, in order."""
+        # Precondition: the caller holds the delivery right (it took them).
+        # Each carries its context: the queue holds such pairs as they are.
+        self._items.extendleft(reversed(entries))
+        self._taken -= len(entries)
+
     def _listen_in_thread(self, bell: Callable[[], None]) -> _Parked:
         """Announce that a consumer thread is about to sleep; return its token.
 

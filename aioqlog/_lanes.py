@@ -525,8 +525,12 @@ class ThreadLane(Lane):
                         self._ring()
                     return
         self.put_count += 1
-        self._deliver_one(record, ctx)
-        self.done_count += 1
+        try:
+            self._deliver_one(record, ctx)
+        finally:
+            # Also when interrupted (KeyboardInterrupt): the call is over, and
+            # the listener gives the record back to the queue.
+            self.done_count += 1
 
     def wake_worker(self) -> None:
         if self._parked:

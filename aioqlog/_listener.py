@@ -28,7 +28,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, NoReturn
@@ -602,13 +602,19 @@ class QueueListener:
             self._fan_out(batch)
             return
         one = self._dispatch_one
+        entries = iter(batch)
+        entry: Entry | None = None
         try:
-            for record, ctx in batch:
+            for entry in entries:
+                record, ctx = entry
                 # handle() gives the lanes the record's context as logged; the
                 # hooks run one level deeper (see _dispatch_one), in a copy:
                 # records logged in one context share it (see to_handle).
                 self._origin = ctx
                 ctx.copy().run(one, record, depth_of(record, ctx))
+        except BaseException:
+            self._keep_not_handed_on([], entry, entries)
+            raise
         finally:
             self._origin = None
 
@@ -624,7 +630,9 @@ class QueueListener:
         """
         lanes = self._lanes
         respect = self.respect_handler_level
-        lone = lanes[0] if len(lanes) == 1 else None
+        # Not a lane that delivers in the caller: one record at a time there,
+        # so that an interrupt in a handler leaves the rest known (see below).
+        lone = lanes[0] if len(lanes) == 1 and lanes[0].state == RUNNING else None
         kept: list[Entry] = []
         keep = kept.append
         entries = iter(batch)
@@ -643,18 +651,28 @@ class QueueListener:
                 elif handler_takes(lone.handler, record, respect_level=respect):
                     keep(entry)
         except BaseException:
-            # A KeyboardInterrupt lands wherever the loop's thread is (Python
-            # 3.10's Ctrl-C, 3.11+'s second one), here too: keep what was not
-            # handed on yet for _serve, the record under way among it (it may
-            # reach a handler twice: at least once, rather than lost).
-            undone = kept
-            if entry is not None and not (undone and undone[-1] is entry):
-                undone.append(entry)
-            undone.extend(entries)
-            self._not_handed_on = undone
+            self._keep_not_handed_on(kept, entry, entries)
             raise
         if lone is not None and kept:
             lone.put_many(kept)
+
+    def _keep_not_handed_on(
+        self, kept: list[Entry], entry: Entry | None, entries: Iterator[Entry]
+    ) -> None:
+        """Note what an interrupted ``_dispatch`` had not handed on yet; see ``_serve``.
+
+        A ``KeyboardInterrupt`` lands wherever the main thread is (Python
+        3.10's Ctrl-C, 3.11+'s second one; in a handler called in the caller,
+        too): *kept* (taken for a lone lane, not yet given to it), the record
+        under way, *entry*, and what *entries* had left. The record under way
+        may have reached some handlers: it may reach them twice (at least
+        once, rather than lost).
+        """
+        undone = kept
+        if entry is not None and not (undone and undone[-1] is entry):
+            undone.append(entry)
+        undone.extend(entries)
+        self._not_handed_on = undone
 
     def _dispatch_idle(self, batch: list[Entry]) -> None:
         """Deliver *batch* while no listener runs (in a logging thread), and report drops.
@@ -662,7 +680,15 @@ class QueueListener:
         The drops are reported once the queue is empty: the records queued
         before them are delivered first, whatever the size of the batches.
         """
-        self._dispatch(batch)
+        try:
+            self._dispatch(batch)
+        except BaseException:
+            # Interrupted in a handler (KeyboardInterrupt): what this call had
+            # not handed on goes back to the head of the queue, for the next
+            # delivery (a log call's, or the exit's), not lost with the batch.
+            undone, self._not_handed_on = self._not_handed_on, []
+            self.queue._give_back(undone)
+            raise
         if not self.queue.qsize():
             # Not rate-limited: nothing else would report them later. Each
             # summary follows a queue that filled while one thread delivered.
@@ -1080,7 +1106,7 @@ class QueueListener:
                         # The task ends here: the lanes run, so handing on the
                         # rest blocks nobody, and their workers deliver it.
                         undone, self._not_handed_on = self._not_handed_on, []
-                        self._fan_out(undone)
+                        self._dispatch(undone)
                         raise
                     self._turn_cost = (time.perf_counter() - began) / len(batch)
                     del batch  # hold no record (nor its context's values) while waiting

@@ -707,15 +707,21 @@ def test_a_task_interrupted_in_its_first_step_leaves_no_handler_starved() -> Non
     assert "(3 records undelivered)" in result.stderr
 
 
-def test_an_interrupt_in_the_middle_of_a_batch_loses_none_of_it() -> None:
+@pytest.mark.parametrize("listener", ["QueueListener", "Preparing"])
+def test_an_interrupt_in_the_middle_of_a_batch_loses_none_of_it(listener: str) -> None:
     """A KeyboardInterrupt ends the listener's task while it hands a batch on: all delivered.
 
     Python 3.10's Ctrl-C (and 3.11+'s second) lands wherever the loop's
     thread is; here, as the task reads the fifth record's handler level.
-    The records of the batch not handed on yet still reach both handlers.
+    The records of the batch not handed on yet still reach both handlers,
+    also through a listener whose ``prepare`` is its own.
     """
     result = _run_script(
         """
+        class Preparing(aioqlog.QueueListener):
+            def prepare(self, record):
+                return record
+
         class Interrupting(logging.StreamHandler):
             reads = 0
 
@@ -734,7 +740,7 @@ def test_an_interrupt_in_the_middle_of_a_batch_loses_none_of_it() -> None:
         log.addHandler(aioqlog.QueueHandler(q))
 
         async def main():
-            listener = aioqlog.QueueListener(
+            listener = LISTENER(
                 q,
                 Interrupting(sys.stdout),
                 logging.StreamHandler(sys.stdout),
@@ -749,10 +755,46 @@ def test_an_interrupt_in_the_middle_of_a_batch_loses_none_of_it() -> None:
             asyncio.run(main())
         except KeyboardInterrupt:
             pass
-        """
+        """.replace("LISTENER", f"aioqlog.{listener}" if listener == "QueueListener" else listener)
     )
     assert result.returncode == 0, result.stderr
     assert sorted(result.stdout.splitlines()) == sorted(2 * [f"record {i}" for i in range(10)])
+
+
+def test_an_interrupt_in_a_handler_called_in_the_caller_gives_the_rest_back() -> None:
+    """No listener runs: a KeyboardInterrupt in a handler ends the delivery, not the records.
+
+    The thread delivering a backlog in the caller is interrupted in the first
+    handler's emit: what it had not handed on goes back to the queue, and
+    the next log call delivers it (the record under way, to both handlers);
+    the exit finds nothing busy.
+    """
+    result = _run_script(
+        """
+        class Interrupting(logging.StreamHandler):
+            fired = False
+
+            def emit(self, record):
+                if record.getMessage() == "boom" and not Interrupting.fired:
+                    Interrupting.fired = True
+                    raise KeyboardInterrupt
+                super().emit(record)
+
+        q = aioqlog.LogQueue()
+        log.addHandler(aioqlog.QueueHandler(q))
+        for message in ("a", "boom", "b", "c"):
+            log.info(message)
+        try:
+            # Made where no loop runs: it delivers the backlog in this thread.
+            aioqlog.QueueListener(q, Interrupting(sys.stdout), logging.StreamHandler(sys.stdout))
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+        log.info("d")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "interrupted\n"
+    assert sorted(result.stdout.splitlines()) == sorted(2 * ["a", "boom", "b", "c", "d"])
 
 
 def test_after_ctrl_c_another_handlers_progress_does_not_lengthen_the_look() -> None:
