@@ -20,9 +20,11 @@ __all__ = [
     "MAX_DEPTH",
     "SUMMARY_DEPTH",
     "Entry",
+    "delivering_for_others",
     "depth_of",
     "handling",
     "mark_handler_thread",
+    "mark_helper_thread",
     "on_handler_thread",
     "run_in_context",
     "to_handle",
@@ -57,6 +59,25 @@ def on_handler_thread() -> bool:
     """Return whether the calling thread is a lane's worker (see ``HANDLER_THREADS``)."""
     ident = threading.get_ident()
     return ident in _HANDLER_IDENTS and (ident, threading.current_thread().name) in HANDLER_THREADS
+
+
+#: Set in aioqlog's own helper threads that deliver queued records (drainers).
+_HELPER = threading.local()
+
+
+def delivering_for_others() -> bool:
+    """Return whether the calling thread is a helper delivering other threads' records.
+
+    Such a thread is aioqlog's, not the application's: an exception that a
+    handler raises there (even ``KeyboardInterrupt`` or ``SystemExit``) goes
+    to its ``handleError``, as on a lane's worker, and delivery goes on.
+    """
+    return getattr(_HELPER, "on", False)
+
+
+def mark_helper_thread() -> None:
+    """Record the calling thread as a helper delivering for others (see above)."""
+    _HELPER.on = True
 
 
 def mark_handler_thread() -> None:

@@ -57,6 +57,7 @@ from ._context import (
     DEPTH,
     SUMMARY_DEPTH,
     Entry,
+    delivering_for_others,
     depth_of,
     handling,
     mark_handler_thread,
@@ -631,12 +632,19 @@ class ThreadLane(Lane):
 
     def _deliver_one(self, record: logging.LogRecord, ctx: contextvars.Context) -> None:
         # In the caller while IDLE: errors are the handler's, as if attached
-        # to the logger; KeyboardInterrupt and friends propagate as they would.
+        # to the logger; KeyboardInterrupt and friends propagate as they would,
+        # except in a helper thread of aioqlog's, where they are the handler's
+        # errors too (as on a worker): nothing there would handle them.
         if self.copy_records:
             record = copy_record(record)
         try:
             handling(ctx, depth_of(record, ctx)).run(self.handler.handle, record)
         except Exception:  # noqa: BLE001
+            self.errors += 1
+            report_error(self.handler, record)
+        except BaseException:
+            if not delivering_for_others():
+                raise
             self.errors += 1
             report_error(self.handler, record)
         else:

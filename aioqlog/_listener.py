@@ -37,7 +37,16 @@ from . import _lifecycle
 from ._async_handler import AsyncHandler
 from ._backend import Backend, Task, loop_runs_here, running_backend
 from ._bridge import BATCH_LIMIT, TURN_LIMIT, LogQueue, Parking
-from ._context import DEPTH, MAX_DEPTH, SUMMARY_DEPTH, Entry, depth_of, run_in_context
+from ._context import (
+    DEPTH,
+    MAX_DEPTH,
+    SUMMARY_DEPTH,
+    Entry,
+    delivering_for_others,
+    depth_of,
+    mark_helper_thread,
+    run_in_context,
+)
 from ._diagnostics import check_seconds
 from ._diagnostics import write_stderr as _stderr
 from ._lanes import (
@@ -705,6 +714,10 @@ class QueueListener:
             self.handle(record)
         except Exception as exc:  # noqa: BLE001 - an overridden hook must not stop delivery
             _stderr(f"QueueListener.handle() raised {exc!r}; the record was not delivered")
+        except BaseException as exc:
+            if not delivering_for_others():
+                raise  # KeyboardInterrupt in the application's thread: its own
+            _stderr(f"QueueListener.handle() raised {exc!r}; the record was not delivered")
 
     def _refuse(self, depth: int) -> None:
         """Count a record that a handler logged too deep in handler-caused logging."""
@@ -1044,6 +1057,7 @@ class QueueListener:
         lanes = self._thread_lanes if lend and len(self._thread_lanes) > 1 else []
 
         def run() -> None:
+            mark_helper_thread()
             lent = [lane for lane in lanes if lane.lend()]
             try:
                 one()
@@ -1627,7 +1641,9 @@ class QueueListener:
             # wait, so the exit does not wait again (a third Ctrl-C).
             # (The count is the handlers' own, next: taken now, it could be
             # one record behind a worker still finishing its emit.)
-            _stderr("Ctrl-C cut the shutdown short; not waiting for the handlers' threads")
+            if "cut short" not in self._noticed:
+                self._noticed.add("cut short")  # once: the exit runs this more than once
+                _stderr("Ctrl-C cut the shutdown short; not waiting for the handlers' threads")
             self._give_up_on_threads(None, when)
             return
         try:
@@ -1727,6 +1743,11 @@ class QueueListener:
         # after Ctrl-C (another handler's progress is no reason to wait longer).
         after_move = bound if hurry else self.shutdown_timeout
         began = last_move = time.monotonic()
+        # Ctrl-C ends the program, and a stop spent its bound on each of them
+        # already: the look is all they get, moving or not.
+        cap = None
+        if hurry and draining and all(lane.gave_up_at is not None for lane in draining):
+            cap = began + (_NOTICE_AFTER if bound is None else bound)
         progress = self._progress()
         while threads := self._threads():
             threads[0].join(0.05)
@@ -1737,6 +1758,9 @@ class QueueListener:
                 bound = after_move
             elif bound is not None and now - last_move >= bound:
                 self._give_up_on_threads(bound, when)
+                return False
+            if cap is not None and now >= cap:
+                self._give_up_on_threads(None, when)
                 return False
             if now - began >= _NOTICE_AFTER and when not in self._noticed:
                 self._noticed.add(when)  # once: the exit runs this more than once

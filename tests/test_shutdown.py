@@ -797,6 +797,72 @@ def test_an_interrupt_in_a_handler_called_in_the_caller_gives_the_rest_back() ->
     assert sorted(result.stdout.splitlines()) == sorted(2 * ["a", "boom", "b", "c", "d"])
 
 
+def test_a_handler_interrupting_a_helper_thread_goes_to_its_handle_error() -> None:
+    """A backlog delivered at exit by a helper thread: KeyboardInterrupt in emit is an error.
+
+    The helper is aioqlog's own thread: the exception goes to the handler's
+    ``handleError``, as on a lane's worker, and the records after it are
+    delivered, not left queued with nothing to deliver them.
+    """
+    result = _run_script(
+        """
+        class Interrupting(logging.StreamHandler):
+            def emit(self, record):
+                if record.getMessage() == "boom":
+                    raise KeyboardInterrupt
+                super().emit(record)
+
+        q = aioqlog.LogQueue()
+        log.addHandler(aioqlog.QueueHandler(q))
+        for message in ("a", "boom", "b", "c"):
+            log.info(message)
+
+        async def main():
+            aioqlog.QueueListener(q, Interrupting(sys.stdout))
+
+        asyncio.run(main())
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["a", "b", "c"], result.stderr
+    assert result.stderr.count("--- Logging error ---") == 1, result.stderr
+    assert "KeyboardInterrupt" in result.stderr
+
+
+def test_a_program_ending_on_ctrl_c_does_not_wait_on_what_a_stop_gave_up_on() -> None:
+    """KeyboardInterrupt ends the program after a stop() ran out of time: the exit looks, no more.
+
+    The slow handler still moves (5 ms a record, 10 s of work left), but a
+    stop already spent its bound on it and the user pressed Ctrl-C: the exit
+    reports what it leaves instead of waiting for it.
+    """
+    result = _run_script(
+        """
+        class Slower(logging.Handler):
+            def emit(self, record):
+                time.sleep(0.005)
+
+        q = aioqlog.LogQueue()
+        log.addHandler(aioqlog.QueueHandler(q))
+
+        async def main():
+            listener = aioqlog.QueueListener(
+                q, logging.StreamHandler(sys.stdout), Slower()
+            )
+            listener.start()
+            for i in range(2000):
+                log.info("record %d", i)
+            await listener.stop(timeout=0.5)
+
+        asyncio.run(main())
+        raise KeyboardInterrupt  # the program ends on Ctrl-C
+        """
+    )
+    assert "KeyboardInterrupt" in result.stderr
+    assert len(result.stdout.splitlines()) == 2000
+    assert "is still busy (interrupted at exit)" in result.stderr, result.stderr
+
+
 def test_after_ctrl_c_another_handlers_progress_does_not_lengthen_the_look() -> None:
     """The program ends on a KeyboardInterrupt: a stuck handler gets the short look only.
 
