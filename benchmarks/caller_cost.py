@@ -19,7 +19,8 @@ so no queue overflows.
   the stdlib logger in the loop's default executor and awaits it.
 * ``bare queue``: not a logging library but the least a queue in front of a
   thread costs (``benchmarks.bare``), its thread counting what it is handed:
-  a ceiling for aioqlog's ratio, measured in the same rounds.
+  what handing a record to a queue costs the caller without aioqlog's
+  guarantees, measured in the same rounds.
 """
 
 from __future__ import annotations
