@@ -368,7 +368,10 @@ class QueueListener:
         # listener never started delivers them with the next record logged, or
         # at exit.
         if not loop_runs_here():
-            queue._drain_in_caller()
+            # Through the workers, with several sync handlers (see _lending):
+            # a stuck one cannot hold this thread, nor the others, for good.
+            with self._lending():
+                queue._drain_in_caller()
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -1054,16 +1057,16 @@ class QueueListener:
         exit hook runs; the exit hook waits for it while it makes progress.
         """
         one = functools.partial(drain, limit=1)
-        lanes = self._thread_lanes if lend and len(self._thread_lanes) > 1 else []
 
         def run() -> None:
             mark_helper_thread()
-            lent = [lane for lane in lanes if lane.lend()]
             try:
-                one()
+                if lend:
+                    with self._lending():
+                        one()
+                else:
+                    one()
             finally:
-                for lane in lent:
-                    lane.end_loan()
                 with self._drainers_lock:
                     # Done: what waits for drainers (_draining) no longer waits for this one.
                     me = threading.current_thread()
@@ -1084,6 +1087,23 @@ class QueueListener:
                 self._drainers = [t for t in self._drainers if t is not thread]
             one()
             return
+
+    @contextlib.contextmanager
+    def _lending(self) -> Iterator[None]:
+        """Within: with more than one sync handler, this thread hands records to their workers.
+
+        A thread delivering queued records while no listener runs would call
+        each handler in turn, so that one stuck in its emit would keep the
+        others from theirs; it puts them in the lanes instead, whose workers
+        handle them (``ThreadLane.lend``). One sync handler is called here.
+        """
+        lanes = self._thread_lanes if len(self._thread_lanes) > 1 else []
+        lent = [lane for lane in lanes if lane.lend()]
+        try:
+            yield
+        finally:
+            for lane in lent:
+                lane.end_loan()
 
     def _hand_off(self, drain: Callable[..., None]) -> None:
         """Have a helper thread deliver what other threads queued (see ``_drain_in_caller``)."""
