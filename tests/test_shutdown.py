@@ -450,6 +450,31 @@ class Stuck(logging.StreamHandler):
 log = logging.getLogger("app")
 log.propagate = False
 log.setLevel(logging.INFO)
+
+def backlog(*messages):
+    # A queue behind "app", with *messages* logged before any listener exists.
+    q = aioqlog.LogQueue()
+    log.addHandler(aioqlog.QueueHandler(q))
+    for message in messages:
+        log.info(message)
+    return q
+
+def stuck_beside_stdout(q):
+    # A listener whose first handler hangs on "stuck", the second writes to stdout.
+    return aioqlog.QueueListener(
+        q, Stuck(sys.stderr), logging.StreamHandler(sys.stdout), shutdown_timeout=0.5
+    )
+
+def interrupted_in_its_first_step(listener):
+    # Python 3.10's default SIGINT handler: KeyboardInterrupt as the task opens the lanes.
+    opened = listener._open_lanes
+
+    def interrupted(backend):
+        opened(backend)
+        raise KeyboardInterrupt
+
+    listener._open_lanes = interrupted
+    return listener
 {body}
 """
 
@@ -518,10 +543,7 @@ def test_a_handler_stuck_on_a_backlog_left_for_exit_cannot_hang_it() -> None:
     """
     result = _run_script(
         """
-        q = aioqlog.LogQueue()
-        log.addHandler(aioqlog.QueueHandler(q))
-        for message in ("first", "stuck", "last"):
-            log.info(message)
+        q = backlog("first", "stuck", "last")
 
         async def main():
             aioqlog.QueueListener(q, Stuck(sys.stdout), shutdown_timeout=0.5)
@@ -649,15 +671,10 @@ def test_a_handler_stuck_at_exit_does_not_keep_the_others_from_the_backlog() -> 
     """
     result = _run_script(
         """
-        q = aioqlog.LogQueue()
-        log.addHandler(aioqlog.QueueHandler(q))
-        for message in ("stuck", "a", "b"):
-            log.info(message)
+        q = backlog("stuck", "a", "b")
 
         async def main():
-            aioqlog.QueueListener(
-                q, Stuck(sys.stderr), logging.StreamHandler(sys.stdout), shutdown_timeout=0.5
-            )
+            stuck_beside_stdout(q)
 
         asyncio.run(main())
         """
@@ -676,13 +693,7 @@ def test_a_listener_made_behind_a_backlog_is_not_held_by_a_stuck_handler() -> No
     """
     result = _run_script(
         """
-        q = aioqlog.LogQueue()
-        log.addHandler(aioqlog.QueueHandler(q))
-        for message in ("stuck", "a", "b"):
-            log.info(message)
-        aioqlog.QueueListener(
-            q, Stuck(sys.stderr), logging.StreamHandler(sys.stdout), shutdown_timeout=0.5
-        )
+        stuck_beside_stdout(backlog("stuck", "a", "b"))
         print("made", file=sys.stderr)
         """
     )
@@ -701,23 +712,10 @@ def test_a_task_interrupted_in_its_first_step_leaves_no_handler_starved() -> Non
     """
     result = _run_script(
         """
-        q = aioqlog.LogQueue()
-        log.addHandler(aioqlog.QueueHandler(q))
-        for message in ("stuck", "a", "b"):
-            log.info(message)
+        q = backlog("stuck", "a", "b")
 
         async def main():
-            listener = aioqlog.QueueListener(
-                q, Stuck(sys.stderr), logging.StreamHandler(sys.stdout), shutdown_timeout=0.5
-            )
-            opened = listener._open_lanes
-
-            def interrupted(backend):
-                opened(backend)
-                raise KeyboardInterrupt  # Python 3.10's default SIGINT handler, here
-
-            listener._open_lanes = interrupted
-            listener.start()
+            interrupted_in_its_first_step(stuck_beside_stdout(q)).start()
             await asyncio.sleep(3600)
 
         try:
@@ -804,10 +802,7 @@ def test_an_interrupt_in_a_handler_called_in_the_caller_gives_the_rest_back() ->
                     raise KeyboardInterrupt
                 super().emit(record)
 
-        q = aioqlog.LogQueue()
-        log.addHandler(aioqlog.QueueHandler(q))
-        for message in ("a", "boom", "b", "c"):
-            log.info(message)
+        q = backlog("a", "boom", "b", "c")
         try:
             # Made where no loop runs: it delivers the backlog in this thread.
             aioqlog.QueueListener(q, Interrupting(sys.stdout))
@@ -836,10 +831,7 @@ def test_a_handler_interrupting_a_helper_thread_goes_to_its_handle_error() -> No
                     raise KeyboardInterrupt
                 super().emit(record)
 
-        q = aioqlog.LogQueue()
-        log.addHandler(aioqlog.QueueHandler(q))
-        for message in ("a", "boom", "b", "c"):
-            log.info(message)
+        q = backlog("a", "boom", "b", "c")
 
         async def main():
             aioqlog.QueueListener(q, Interrupting(sys.stdout))
@@ -895,11 +887,7 @@ def test_after_ctrl_c_another_handlers_progress_does_not_lengthen_the_look() -> 
     """
     result = _run_script(
         """
-        q = aioqlog.LogQueue()
-        log.addHandler(aioqlog.QueueHandler(q))
-        log.info("stuck")
-        for i in range(400):
-            log.info("record %d", i)
+        q = backlog("stuck", *(f"record {i}" for i in range(400)))
 
         class Slower(Slow):
             def emit(self, record):
@@ -910,14 +898,7 @@ def test_after_ctrl_c_another_handlers_progress_does_not_lengthen_the_look() -> 
             listener = aioqlog.QueueListener(
                 q, Stuck(sys.stderr), Slower(sys.stdout), shutdown_timeout=30
             )
-            opened = listener._open_lanes
-
-            def interrupted(backend):
-                opened(backend)
-                raise KeyboardInterrupt  # Python 3.10's default SIGINT handler, here
-
-            listener._open_lanes = interrupted
-            listener.start()
+            interrupted_in_its_first_step(listener).start()
             await asyncio.sleep(3600)
 
         asyncio.run(main())
