@@ -370,14 +370,18 @@ def wait_while_moving(
     full: Callable[[], bool],
     progress: Callable[[], int],
     patience: float,
+    *,
     quit_waiting: Callable[[], bool] = lambda: False,
+    held_up: Callable[[], bool] = lambda: False,
 ) -> bool:
     """With *room*'s lock held, wait until ``full()`` is false; return whether it is.
 
     Room can come back slowly (a handler handles a record at a time), so the
     wait gives up only after *patience* seconds in which ``progress()`` (a
-    count of records handled) did not move, or once ``quit_waiting()``. Whoever
-    makes room notifies *room*.
+    count of records handled) did not move, or once ``quit_waiting()``. Those
+    seconds do not run out while ``held_up()``: what makes the room is in a
+    bounded wait of its own, and goes on once it ends. Whoever makes room
+    notifies *room*.
     """
     deadline = time.monotonic() + patience
     moved = progress()
@@ -387,7 +391,7 @@ def wait_while_moving(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             now = progress()
-            if now == moved:
+            if now == moved and not held_up():
                 return False
             moved, deadline = now, time.monotonic() + patience
             continue
@@ -410,6 +414,9 @@ class Consumer(Protocol):
       progress (records finished, steps of a batch call; read by a producer waiting
       for room under ``"block"``, from its own thread, with the queue's lock
       held: it takes no lock).
+    * ``_delivery_held_up()``: whether the thread delivering while no consumer
+      is attached waits, for a bounded time, for room in a handler's buffer
+      (read like ``_handled_so_far``).
     * ``_hand_off(drain)``: run ``drain(limit=...)`` in a helper thread of its
       own (here, if no thread can start: the interpreter is exiting).
 
@@ -430,6 +437,8 @@ class Consumer(Protocol):
     def _finish(self, when: str) -> None: ...
 
     def _handled_so_far(self) -> int: ...
+
+    def _delivery_held_up(self) -> bool: ...
 
     def _hand_off(self, drain: Callable[..., None]) -> None: ...
 
@@ -913,7 +922,8 @@ class LogQueue:
                     lambda: len(items) >= maxsize,
                     self._handled_so_far,
                     self._block_timeout,
-                    self._past_exit_mark,
+                    quit_waiting=self._past_exit_mark,
+                    held_up=self._delivery_held_up,
                 )
             finally:
                 self._waiting.discard(me)
@@ -948,6 +958,16 @@ class LogQueue:
         """Return how many records the consumer's handlers have finished (0: no consumer)."""
         consumer = self._consumer
         return 0 if consumer is None else consumer._handled_so_far()
+
+    def _delivery_held_up(self) -> bool:
+        """Return whether the thread delivering here waits for room in a handler's buffer.
+
+        That wait is bounded (``ThreadLane._wait_for_room``): a thread waiting
+        for room in the queue behind it waits on, rather than giving up while it
+        runs and dropping what the other handlers take once it ends.
+        """
+        consumer = self._consumer
+        return consumer is not None and not self._attached and consumer._delivery_held_up()
 
     def _wake(self) -> None:
         """Wake the parked consumer, if this caller wins its token."""

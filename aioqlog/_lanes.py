@@ -491,7 +491,8 @@ class ThreadLane(Lane):
         # such a wait last found the worker stuck, and how long a wait lasts
         # without progress (the queue's block_timeout; see _wait_for_room).
         self._room = threading.Condition(self._lock)
-        self._room_waiters = 0
+        self.room_waiters = 0
+        self.room_waits_ended = 0
         self._room_stall: int | None = None
         self.room_patience = DEFAULT_BLOCK_TIMEOUT
         # The listener's task checks that the worker keeps up (keep_pace).
@@ -605,7 +606,7 @@ class ThreadLane(Lane):
 
     def _wait_for_room(self) -> None:
         """With the lock held: wait while the buffer is full and the worker makes progress."""
-        self._room_waiters += 1
+        self.room_waiters += 1
         try:
             moved = wait_while_moving(
                 self._room,
@@ -614,7 +615,11 @@ class ThreadLane(Lane):
                 self.room_patience,
             )
         finally:
-            self._room_waiters -= 1
+            # Counted ended before it stops being waited: a thread waiting for
+            # room in the queue behind this one sees one or the other (see the
+            # listener's _handled_so_far and _delivery_held_up).
+            self.room_waits_ended += 1
+            self.room_waiters -= 1
         if not moved:
             self._room_stall = self.progress()
 
@@ -776,7 +781,7 @@ class ThreadLane(Lane):
                 del batch
                 if self._watch.slot:
                     self.notify()
-                if self._room_waiters:
+                if self.room_waiters:
                     self._room_made()
                 continue
             feed = self.feed

@@ -1496,8 +1496,26 @@ class QueueListener:
             lane.put(record, summary_context(), past_bound=True)
 
     def _handled_so_far(self) -> int:
-        """What the lanes have done (records finished, steps of calls): grows while they move."""
-        return sum(lane.progress() for lane in self._lanes)
+        """A count that grows while delivery moves: what threads waiting for room watch.
+
+        What the lanes have done (records finished, steps of calls), and each
+        wait for room in a thread lane that ended: the thread delivering in the
+        caller goes on past it (see ``_delivery_held_up``).
+        """
+        return sum(lane.progress() for lane in self._lanes) + sum(
+            lane.room_waits_ended for lane in self._thread_lanes
+        )
+
+    def _delivery_held_up(self) -> bool:
+        """Return whether a thread delivering while no listener runs waits for room in a lane.
+
+        Only that thread puts into a lane that may make it wait (one that is
+        DRAINING): see ``ThreadLane._wait_for_room``, which bounds the wait.
+        Threads waiting for room in the queue behind it wait on, rather than
+        give up while it runs and drop what the other handlers would take once
+        it ends; its end counts as a move (see ``_handled_so_far``).
+        """
+        return any(lane.room_waiters for lane in self._thread_lanes)
 
     # --------------------------------------------------------------- stats
 

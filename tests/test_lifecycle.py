@@ -1059,7 +1059,7 @@ def test_behind_a_handler_catching_up_a_thread_waits_for_room_instead_of_droppin
     listener, gate = _stopped_behind_first(logger, aioqlog.LogQueue(maxsize=2))
     lane = listener._lanes[0]
     thread = _log_in_thread(logger, "a", "b", "c")  # "first" and "a" fill the lane
-    _until(lambda: lane._room_waiters == 1)  # type: ignore[attr-defined]
+    _until(lambda: lane.room_waiters == 1)  # type: ignore[attr-defined]
     gate.opened.set()
     join_all([thread])
     assert gate.wait_for(4)
@@ -1089,6 +1089,110 @@ def test_behind_a_stuck_handler_one_wait_then_counted_drops_reported_when_it_mov
         "aioqlog dropped 2 records for this handler: it fell behind "
         "(maxsize=2, overflow='drop_new')",
     ]
+
+
+class _PausesAt(aioqlog.QueueListener):
+    """A listener whose ``prepare`` of "pause" blocks until *opened* is set."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.entered = threading.Event()
+        self.opened = threading.Event()
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        if record.getMessage() == "pause":
+            self.entered.set()
+            self.opened.wait(STALL)
+        return super().prepare(record)
+
+
+def test_behind_a_stuck_handler_threads_wait_for_the_queue_instead_of_dropping(
+    logger: logging.Logger,
+) -> None:
+    """After a stop that gave up on a stuck handler, the healthy one still gets every record.
+
+    The thread delivering in the caller waits block_timeout once for room in
+    the stuck handler's lane. A thread that found the queue full before that
+    wait began waits behind it, as it would for the handler's lock, instead of
+    giving up while it runs: only the stuck handler's record is dropped, and
+    counted, and the healthy handler gets every record.
+    """
+    q = aioqlog.LogQueue(maxsize=2, block_timeout=0.2)
+    logger.addHandler(aioqlog.QueueHandler(q))
+    stuck, healthy = Gate(name="stuck"), Recorder(name="healthy")
+    listener = _PausesAt(q, stuck, healthy)
+
+    async def stopped_behind_first() -> None:
+        listener.start()
+        logger.info("first")
+        await in_thread(lambda: stuck.entered.wait(STALL))
+        with contextlib.redirect_stderr(io.StringIO()):
+            await listener.stop(timeout=0.05)
+
+    asyncio.run(stopped_behind_first())
+    try:
+        logger.info("fills the stuck lane")
+        delivering = _log_in_thread(logger, "pause")  # holds the delivery, then waits for room
+        assert listener.entered.wait(STALL)
+        waiting = _log_in_thread(logger, "a", "b", "c")  # a, b queued; c finds the queue full
+        _until(lambda: q._blocked == 1)
+        listener.opened.set()
+        join_all([delivering, waiting])
+        assert q.dropped == 0
+        assert healthy.wait_for(6)
+        assert healthy.messages() == ["first", "fills the stuck lane", "pause", "a", "b", "c"]
+        assert listener.stats.handlers[0].dropped >= 1  # the stuck one's, counted
+    finally:
+        stuck.opened.set()
+
+
+def test_behind_a_stuck_handler_the_healthy_one_loses_nothing_to_threads_logging_flat_out(
+    logger: logging.Logger,
+) -> None:
+    """The same, with four threads logging flat out as the wait for the stuck lane ends.
+
+    Their waits for room in the queue run out about when the delivering
+    thread's wait does: the end of that wait counts as a move, so they wait
+    on while delivery goes on past it. Several rounds, each after its own
+    stop that gave up, since which wait ends first is down to the scheduler.
+    """
+    for _ in range(4):
+        _four_threads_behind_a_stuck_handler(logger, per_thread=1000)
+
+
+def _four_threads_behind_a_stuck_handler(logger: logging.Logger, per_thread: int) -> None:
+    q = aioqlog.LogQueue(maxsize=100, block_timeout=0.2)
+    queue_handler = aioqlog.QueueHandler(q)
+    logger.addHandler(queue_handler)
+    healthy, stuck = Recorder(name="healthy"), Gate(name="stuck")
+    listener = aioqlog.QueueListener(q, healthy, stuck)
+
+    async def stopped_behind_first() -> None:
+        listener.start()
+        logger.info("first")
+        await in_thread(lambda: stuck.entered.wait(STALL))
+        with contextlib.redirect_stderr(io.StringIO()):
+            await listener.stop(timeout=0.05)
+
+    start = threading.Barrier(4)
+
+    def log(k: int) -> None:
+        start.wait()
+        for i in range(per_thread):
+            logger.info("t%d %d", k, i)
+
+    threads = [threading.Thread(target=log, args=(k,)) for k in range(4)]
+    try:
+        asyncio.run(stopped_behind_first())
+        for thread in threads:
+            thread.start()
+        join_all(threads)
+        assert q.dropped == 0
+        assert healthy.wait_for(1 + 4 * per_thread)
+        assert listener.stats.handlers[1].dropped > 0  # the stuck one's, counted
+    finally:
+        stuck.opened.set()
+        logger.removeHandler(queue_handler)
 
 
 # ------------------------------------------------------- arguments with no end
