@@ -1802,8 +1802,22 @@ class QueueListener:
                 return False
             if now - began >= _NOTICE_AFTER and when not in self._noticed:
                 self._noticed.add(when)  # once: the exit runs this more than once
-                _stderr(f"delivering {self._left_over()} records {when}{_ctrl_c_skips(' (', ')')}")
+                self._say_what_the_exit_waits_for(when, threads)
         return self._watch_callers(bound, when)
+
+    def _say_what_the_exit_waits_for(self, when: str, threads: list[threading.Thread]) -> None:
+        """Say on stderr what is still being delivered, or, with nothing left, who is waited for.
+
+        A thread may still be finishing when no record is left (a drainer
+        returning, a worker closing its call): the notice then names it.
+        """
+        skips = _ctrl_c_skips(" (", ")")
+        left = self._left_over()
+        if left:
+            _stderr(f"delivering {left} records {when}{skips}")
+        else:
+            names = ", ".join(sorted({thread.name for thread in threads}))
+            _stderr(f"waiting {when} for {names} to finish{skips}")
 
     def _watch_callers(self, bound: float | None, when: str) -> bool:
         """At exit, wait for logging threads' own calls, and give up on a stuck one.

@@ -1129,3 +1129,34 @@ def test_the_drops_a_stuck_handler_was_to_be_told_of_are_said_at_exit(kind: str)
     written = re.findall(r"^aioqlog dropped (\d+) records", result.stdout, re.MULTILINE)
     told = [int(a or b) for a, b in said] + [int(n) for n in written]
     assert sum(told) == dropped, (result.stdout, result.stderr)
+
+
+def test_the_exit_notice_names_the_threads_it_waits_for_once_nothing_is_left(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With no record left, a notice that the exit takes a while names who it waits for.
+
+    It used to say "delivering 0 records at exit".
+    """
+    from aioqlog import _listener
+
+    listener = aioqlog.QueueListener(aioqlog.LogQueue(), Recorder())
+    release = threading.Event()
+    said: list[str] = []
+
+    def say(message: str) -> None:
+        said.append(message)
+        release.set()  # the thread finishes once the notice is out
+
+    drainer = threading.Thread(target=release.wait, args=(STALL,), name="aioqlog-drain")
+    drainer.start()
+    listener._drainers.append(drainer)
+    monkeypatch.setattr(_listener, "_NOTICE_AFTER", 0.0)
+    monkeypatch.setattr(_listener, "_stderr", say)
+    try:
+        assert listener._wait_for_threads("at exit")
+    finally:
+        release.set()
+        drainer.join()
+    assert said, "no notice"
+    assert said[0].startswith("waiting at exit for aioqlog-drain to finish"), said
