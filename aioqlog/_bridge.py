@@ -411,9 +411,10 @@ class Consumer(Protocol):
     * ``_finish(when)``: deliver everything still on its way, now (the
       ``QueueHandler`` is being closed, as by ``logging.shutdown()``).
     * ``_handled_so_far()``: a count that grows while its handlers make
-      progress (records finished, steps of a batch call; read by a producer waiting
-      for room under ``"block"``, from its own thread, with the queue's lock
-      held: it takes no lock).
+      progress (records finished, steps of a batch call, and the end of each
+      bounded wait for room in a handler's buffer; read by a producer waiting
+      for room, from its own thread, with the queue's lock held: it takes no
+      lock).
     * ``_delivery_held_up()``: whether the thread delivering while no consumer
       is attached waits, for a bounded time, for room in a handler's buffer
       (read like ``_handled_so_far``).
