@@ -1550,10 +1550,23 @@ class QueueListener:
             logged_after_stop=after,
         )
 
-    def _left_over(self) -> int:
-        """Return every record queued or held by a lane, however late it was logged (at exit)."""
+    def _left_over(self) -> str:
+        """Say what is queued or held for a handler, however late it was logged ("": nothing).
+
+        A queued record waits once, for every handler; in the lanes, a record
+        waits once for each handler that has it still to handle: with several
+        handlers, what each holds is said apart, not summed.
+        """
         stats = self.stats
-        return stats.undelivered + stats.logged_after_stop
+        queued = stats.queue_depth
+        held = [h for h in stats.handlers if h.pending]
+        if not queued and not held:
+            return ""
+        if len(stats.handlers) == 1:
+            return f"{queued + held[0].pending if held else queued} records"
+        parts = [f"{queued} records queued"] if queued else []
+        parts.extend(f"{h.pending} for {h.name}" for h in held)
+        return ", ".join(parts)
 
     # -------------------------------------------------------------- at exit
 
@@ -1732,7 +1745,7 @@ class QueueListener:
             future.cancel()
             _stderr(
                 f"could not stop {self!r} on its event loop at exit ({exc!r}); "
-                f"{self._left_over()} records were not delivered"
+                f"not delivered: {self._left_over() or 'nothing'}"
             )
         return True
 
@@ -1749,6 +1762,17 @@ class QueueListener:
     def _progress(self) -> int:
         return self.queue._taken + self._handled_so_far()
 
+    def _only_given_up_on(self, threads: list[threading.Thread]) -> bool:
+        """Return whether *threads* are all workers that a stop gave up on, unmoved since."""
+        workers = {
+            lane.thread: lane
+            for lane in self._thread_lanes
+            if lane.thread is not None
+            and lane.gave_up_at is not None
+            and lane.done_count == lane.gave_up_at
+        }
+        return all(thread in workers for thread in threads)
+
     def _wait_for_threads(self, when: str, *, hurry: bool = False) -> bool:
         """Join the drainers and lane workers while they make progress.
 
@@ -1761,21 +1785,23 @@ class QueueListener:
         draining = [
             lane for lane in self._lanes if isinstance(lane, ThreadLane) and lane.state == DRAINING
         ]
+        # A stop() already waited shutdown_timeout for each of them, or the
+        # user pressed Ctrl-C: a short look tells a slow handler (it moves)
+        # from a stuck one. Calls are sized to a quarter of it, but one
+        # record may take longer: then the look lasts twice the slowest
+        # record seen (not after Ctrl-C, which asks for a quick exit).
+        slowest = max(
+            (lane.per_record for lane in draining if lane.per_record < math.inf), default=0.0
+        )
+        look = _NOTICE_AFTER if hurry else max(_NOTICE_AFTER, 2 * slowest)
+        if bound is not None:
+            look = min(bound, look)
         if hurry or (
             draining
             and all(lane.gave_up_at is not None for lane in draining)
             and not any(t.is_alive() for t in self._drainers)
         ):
-            # A stop() already waited shutdown_timeout for each of them, or the
-            # user pressed Ctrl-C: a short look tells a slow handler (it moves)
-            # from a stuck one. Calls are sized to a quarter of it, but one
-            # record may take longer: then the look lasts twice the slowest
-            # record seen (not after Ctrl-C, which asks for a quick exit).
-            slowest = max(
-                (lane.per_record for lane in draining if lane.per_record < math.inf), default=0.0
-            )
-            look = _NOTICE_AFTER if hurry else max(_NOTICE_AFTER, 2 * slowest)
-            bound = look if bound is None else min(bound, look)
+            bound = look
         # A handler that moves is slow, not stuck: waited for while it moves,
         # a stall at a time as long as shutdown_timeout, or the short look
         # after Ctrl-C (another handler's progress is no reason to wait longer).
@@ -1794,8 +1820,13 @@ class QueueListener:
             if moved != progress:
                 progress, last_move = moved, now
                 bound = after_move
-            elif bound is not None and now - last_move >= bound:
-                self._give_up_on_threads(bound, when)
+            elif (wait := look if self._only_given_up_on(threads) else bound) is not None and (
+                now - last_move >= wait
+            ):
+                # Once the others are done, a worker that a stop gave up on and
+                # that has not moved since gets the short look, not a stall as
+                # long as shutdown_timeout after the others' last move.
+                self._give_up_on_threads(wait, when)
                 return False
             if cap is not None and now >= cap:
                 self._give_up_on_threads(None, when)
@@ -1813,8 +1844,10 @@ class QueueListener:
         """
         skips = _ctrl_c_skips(" (", ")")
         left = self._left_over()
-        if left:
-            _stderr(f"delivering {left} records {when}{skips}")
+        if left and len(self._lanes) == 1:
+            _stderr(f"delivering {left} {when}{skips}")
+        elif left:
+            _stderr(f"delivering {when}: {left}{skips}")
         else:
             names = ", ".join(sorted({thread.name for thread in threads}))
             _stderr(f"waiting {when} for {names} to finish{skips}")

@@ -57,10 +57,11 @@ class ListenerStats:
         oldest_queued_age: Seconds since the oldest record still in the queue
             was logged, or ``None`` when the queue is empty.
         logged_after_stop: Of the records queued or pending for a sync
-            handler, those logged after ``stop()`` began (or the loop ended):
-            not the stop's to deliver, they are on their way in the logging
-            threads, as without a listener, or at exit. Not counted in
-            ``undelivered``.
+            handler right now, those logged after ``stop()`` began (or the
+            loop ended): not the stop's to deliver, they are on their way in
+            the logging threads, as without a listener, or at exit. Not
+            counted in ``undelivered``. Like ``undelivered``, a count of
+            deliveries: a record pending for two handlers counts twice.
 
     Example:
         >>> stats = listener.stats  # doctest: +SKIP
@@ -84,8 +85,11 @@ class ListenerStats:
     def undelivered(self) -> int:
         """Records accepted but not (yet) delivered: queued, in a lane, or held by a handler.
 
-        Once a stop has begun, only the records logged before it count: a
-        stop that delivered everything it had to reads 0, however many
-        records threads logged meanwhile (see ``logged_after_stop``).
+        A count of deliveries still to make: a queued record counts once, and
+        each handler's ``pending`` is added, so a record that two handlers
+        still hold counts twice. Once a stop has begun, only the records
+        logged before it count: a stop that delivered everything it had to
+        reads 0, however many records threads logged meanwhile (see
+        ``logged_after_stop``).
         """
         return self.queue_depth + sum(h.pending for h in self.handlers) - self.logged_after_stop

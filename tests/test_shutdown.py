@@ -1160,3 +1160,87 @@ def test_the_exit_notice_names_the_threads_it_waits_for_once_nothing_is_left(
         drainer.join()
     assert said, "no notice"
     assert said[0].startswith("waiting at exit for aioqlog-drain to finish"), said
+
+
+def test_once_the_others_are_done_a_handler_a_stop_gave_up_on_gets_the_short_look(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A helper thread still delivering when the exit begins does not lengthen the look.
+
+    The stop gave up on the stuck handler, which has not moved since: once
+    the helper is done, the exit gives it the one-second look, not
+    ``shutdown_timeout`` after the helper's end.
+    """
+    from aioqlog import _listener
+
+    q = aioqlog.LogQueue()
+    logger = logging.getLogger("test.exit.short_look")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    handler = aioqlog.QueueHandler(q)
+    logger.addHandler(handler)
+    stuck, healthy = Gate(name="stuck"), Recorder(name="healthy")
+    listener = aioqlog.QueueListener(q, stuck, healthy, shutdown_timeout=STALL)
+
+    async def stopped_behind_first() -> None:
+        listener.start()
+        logger.info("first")
+        await in_thread(lambda: stuck.entered.wait(STALL))
+        with contextlib.redirect_stderr(io.StringIO()):
+            await listener.stop(timeout=0.05)
+
+    said: list[str] = []
+    helper_done = threading.Event()
+    helper = threading.Thread(target=helper_done.wait, args=(STALL,), name="aioqlog-drain")
+    try:
+        asyncio.run(stopped_behind_first())
+        monkeypatch.setattr(_listener, "_stderr", said.append)
+        helper.start()
+        listener._drainers.append(helper)  # still delivering as the exit begins
+        threading.Timer(0.2, helper_done.set).start()
+        began = time.monotonic()
+        assert not listener._wait_for_threads("at exit")
+        assert time.monotonic() - began < STALL / 2
+    finally:
+        helper_done.set()
+        stuck.opened.set()
+        logger.removeHandler(handler)
+    assert any("(it handled nothing for 1s at exit)" in line for line in said), said
+
+
+def test_the_exit_notice_says_what_each_handler_holds_not_a_sum_of_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With two handlers, the records each still holds are said apart.
+
+    Summed, two records waiting for two handlers read "delivering 4 records".
+    """
+    from aioqlog import _listener
+
+    q = aioqlog.LogQueue()
+    logger = logging.getLogger("test.exit.notice_per_handler")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    handler = aioqlog.QueueHandler(q)
+    logger.addHandler(handler)
+    one, two = Gate(name="one"), Gate(name="two")
+    listener = aioqlog.QueueListener(q, one, two)
+
+    async def stopped_behind_both() -> None:
+        listener.start()
+        logger.info("a")
+        logger.info("b")
+        await in_thread(lambda: one.entered.wait(STALL) and two.entered.wait(STALL))
+        with contextlib.redirect_stderr(io.StringIO()):
+            await listener.stop(timeout=0.05)
+
+    said: list[str] = []
+    try:
+        asyncio.run(stopped_behind_both())
+        monkeypatch.setattr(_listener, "_stderr", said.append)
+        listener._say_what_the_exit_waits_for("at exit", [])
+    finally:
+        one.opened.set()
+        two.opened.set()
+        logger.removeHandler(handler)
+    assert said[0].startswith("delivering at exit: 2 for one, 2 for two"), said
