@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
+import io
 import logging
 import socket
 import sys
@@ -253,3 +255,24 @@ def a_peer_that_never_reads() -> Iterator[int]:
         yield server.getsockname()[1]
     finally:
         server.close()
+
+
+def stop_behind(
+    listener: aioqlog.QueueListener, logger: logging.Logger, *messages: str, held: tuple[Gate, ...]
+) -> None:
+    """Start *listener*, log *messages*, and stop it while each of *held* holds a record.
+
+    The stop's timeout runs out with those handlers stuck in their emit: it
+    gives up on them, and their lanes drain off the loop.
+    """
+
+    async def stopped() -> None:
+        listener.start()
+        for message in messages:
+            logger.info(message)
+        for gate in held:
+            await in_thread(functools.partial(gate.entered.wait, STALL))
+        with contextlib.redirect_stderr(io.StringIO()):
+            await listener.stop(timeout=0.05)
+
+    asyncio.run(stopped())

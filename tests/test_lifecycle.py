@@ -36,6 +36,7 @@ from support import (
     join_all,
     run,
     run_on,
+    stop_behind,
 )
 
 import aioqlog
@@ -1036,14 +1037,7 @@ def _stopped_behind_first(
     gate = Gate(name="gate")
     listener = aioqlog.QueueListener(q, gate)
 
-    async def stopped_behind_first() -> None:
-        listener.start()
-        logger.info("first")
-        await in_thread(lambda: gate.entered.wait(STALL))
-        with contextlib.redirect_stderr(io.StringIO()):
-            await listener.stop(timeout=0.05)
-
-    asyncio.run(stopped_behind_first())
+    stop_behind(listener, logger, "first", held=(gate,))
     return listener, gate
 
 
@@ -1122,14 +1116,7 @@ def test_behind_a_stuck_handler_threads_wait_for_the_queue_instead_of_dropping(
     stuck, healthy = Gate(name="stuck"), Recorder(name="healthy")
     listener = _PausesAt(q, stuck, healthy)
 
-    async def stopped_behind_first() -> None:
-        listener.start()
-        logger.info("first")
-        await in_thread(lambda: stuck.entered.wait(STALL))
-        with contextlib.redirect_stderr(io.StringIO()):
-            await listener.stop(timeout=0.05)
-
-    asyncio.run(stopped_behind_first())
+    stop_behind(listener, logger, "first", held=(stuck,))
     try:
         logger.info("fills the stuck lane")
         delivering = _log_in_thread(logger, "pause")  # holds the delivery, then waits for room
@@ -1167,13 +1154,6 @@ def _four_threads_behind_a_stuck_handler(logger: logging.Logger, per_thread: int
     healthy, stuck = Recorder(name="healthy"), Gate(name="stuck")
     listener = aioqlog.QueueListener(q, healthy, stuck)
 
-    async def stopped_behind_first() -> None:
-        listener.start()
-        logger.info("first")
-        await in_thread(lambda: stuck.entered.wait(STALL))
-        with contextlib.redirect_stderr(io.StringIO()):
-            await listener.stop(timeout=0.05)
-
     start = threading.Barrier(4)
 
     def log(k: int) -> None:
@@ -1183,7 +1163,7 @@ def _four_threads_behind_a_stuck_handler(logger: logging.Logger, per_thread: int
 
     threads = [threading.Thread(target=log, args=(k,)) for k in range(4)]
     try:
-        asyncio.run(stopped_behind_first())
+        stop_behind(listener, logger, "first", held=(stuck,))
         for thread in threads:
             thread.start()
         join_all(threads)

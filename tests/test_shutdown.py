@@ -19,7 +19,18 @@ from collections.abc import Callable
 import anyio
 import anyio.abc
 import pytest
-from support import STALL, AsyncRecorder, Gate, Recorder, bounded, in_thread, join_all, run, run_on
+from support import (
+    STALL,
+    AsyncRecorder,
+    Gate,
+    Recorder,
+    bounded,
+    in_thread,
+    join_all,
+    run,
+    run_on,
+    stop_behind,
+)
 
 import aioqlog
 
@@ -1163,7 +1174,7 @@ def test_the_exit_notice_names_the_threads_it_waits_for_once_nothing_is_left(
 
 
 def test_once_the_others_are_done_a_handler_a_stop_gave_up_on_gets_the_short_look(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, logger: logging.Logger
 ) -> None:
     """A helper thread still delivering when the exit begins does not lengthen the look.
 
@@ -1174,26 +1185,14 @@ def test_once_the_others_are_done_a_handler_a_stop_gave_up_on_gets_the_short_loo
     from aioqlog import _listener
 
     q = aioqlog.LogQueue()
-    logger = logging.getLogger("test.exit.short_look")
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    handler = aioqlog.QueueHandler(q)
-    logger.addHandler(handler)
+    logger.addHandler(aioqlog.QueueHandler(q))
     stuck, healthy = Gate(name="stuck"), Recorder(name="healthy")
     listener = aioqlog.QueueListener(q, stuck, healthy, shutdown_timeout=STALL)
-
-    async def stopped_behind_first() -> None:
-        listener.start()
-        logger.info("first")
-        await in_thread(lambda: stuck.entered.wait(STALL))
-        with contextlib.redirect_stderr(io.StringIO()):
-            await listener.stop(timeout=0.05)
-
     said: list[str] = []
     helper_done = threading.Event()
     helper = threading.Thread(target=helper_done.wait, args=(STALL,), name="aioqlog-drain")
     try:
-        asyncio.run(stopped_behind_first())
+        stop_behind(listener, logger, "first", held=(stuck,))
         monkeypatch.setattr(_listener, "_stderr", said.append)
         helper.start()
         listener._drainers.append(helper)  # still delivering as the exit begins
@@ -1204,12 +1203,11 @@ def test_once_the_others_are_done_a_handler_a_stop_gave_up_on_gets_the_short_loo
     finally:
         helper_done.set()
         stuck.opened.set()
-        logger.removeHandler(handler)
     assert any("(it handled nothing for 1s at exit)" in line for line in said), said
 
 
 def test_the_exit_notice_says_what_each_handler_holds_not_a_sum_of_them(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, logger: logging.Logger
 ) -> None:
     """With two handlers, the records each still holds are said apart.
 
@@ -1218,29 +1216,15 @@ def test_the_exit_notice_says_what_each_handler_holds_not_a_sum_of_them(
     from aioqlog import _listener
 
     q = aioqlog.LogQueue()
-    logger = logging.getLogger("test.exit.notice_per_handler")
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    handler = aioqlog.QueueHandler(q)
-    logger.addHandler(handler)
+    logger.addHandler(aioqlog.QueueHandler(q))
     one, two = Gate(name="one"), Gate(name="two")
     listener = aioqlog.QueueListener(q, one, two)
-
-    async def stopped_behind_both() -> None:
-        listener.start()
-        logger.info("a")
-        logger.info("b")
-        await in_thread(lambda: one.entered.wait(STALL) and two.entered.wait(STALL))
-        with contextlib.redirect_stderr(io.StringIO()):
-            await listener.stop(timeout=0.05)
-
     said: list[str] = []
     try:
-        asyncio.run(stopped_behind_both())
+        stop_behind(listener, logger, "a", "b", held=(one, two))
         monkeypatch.setattr(_listener, "_stderr", said.append)
         listener._say_what_the_exit_waits_for("at exit", [])
     finally:
         one.opened.set()
         two.opened.set()
-        logger.removeHandler(handler)
     assert said[0].startswith("delivering at exit: 2 for one, 2 for two"), said
