@@ -130,6 +130,8 @@ class Lane:
         self, handler: logging.Handler, capacity: int, overflow: Overflow, *, copy_records: bool
     ):
         self.handler = handler
+        # Told apart from another handler of the listener named alike (see stats_name).
+        self.position: int | None = None
         self.capacity = capacity
         self.overflow: Overflow = overflow
         # With several lanes, each formats its own copy of a record: formatting
@@ -407,9 +409,14 @@ class Lane:
         return await self._watch.wait(ready, timeout, backend)
 
     def stats_name(self) -> str:
-        """Return how the handler is named in stats and reports."""
-        name = self.handler.get_name()
-        return name if name else repr(self.handler)
+        """Return how the handler is named in stats and reports.
+
+        Its name, or its repr when it has none; followed by `` #N``, its
+        position among the listener's handlers (from 1), when another of them
+        would be named alike (two unnamed handlers of one class).
+        """
+        name = self.handler.get_name() or repr(self.handler)
+        return name if self.position is None else f"{name} #{self.position}"
 
     # Interface of the concrete lanes.
 

@@ -28,6 +28,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -580,6 +581,10 @@ class QueueListener:
             make_lane(h, q.maxsize, q.overflow, copy_records=copying) for h in self.handlers
         ]
         self._thread_lanes = [lane for lane in self._lanes if isinstance(lane, ThreadLane)]
+        names = Counter(lane.stats_name() for lane in self._lanes)
+        for position, lane in enumerate(self._lanes, 1):
+            if names[lane.stats_name()] > 1:
+                lane.position = position
         self._run_state = _Run()
         # The one-hop path while it serves the queue (see _OneHop).
         self._one_hop: _OneHop | None = None

@@ -12,7 +12,10 @@ class HandlerStats:
     """What one handler of a listener has done so far.
 
     Attributes:
-        name: The handler's name, or its repr when it has none.
+        name: The handler's name, or its repr when it has none; followed by
+            `` #N``, the handler's position among the listener's handlers (from
+            1), when another of them is named alike (two unnamed handlers of
+            one class), so that stderr's reports tell them apart.
         handled: Records passed to the handler that it finished without raising
             (its own filters may have rejected some of them). For an async
             handler that buffers records (the network handlers), "finished"

@@ -238,8 +238,8 @@ async def test_each_listener_has_its_own_series(logger: logging.Logger) -> None:
     assert handled == {
         (logger.name, "file"): 1,
         ("listener", "file"): 0,
-        ("listener-2", "file"): 0,
-        ("listener-2", "file (2)"): 0,  # two handlers of one listener share a name
+        ("listener-2", "file #1"): 0,  # two handlers of one listener share a name
+        ("listener-2", "file #2"): 0,
     }
     collector.remove(plain)
     assert {dict(k[1])["listener"] for k in scrape(registry)} == {logger.name, "listener-2"}

@@ -1228,3 +1228,31 @@ def test_the_exit_notice_says_what_each_handler_holds_not_a_sum_of_them(
         one.opened.set()
         two.opened.set()
     assert said[0].startswith("delivering at exit: 2 for one, 2 for two"), said
+
+
+def test_two_unnamed_handlers_of_one_class_are_told_apart_on_stderr_and_in_stats(
+    monkeypatch: pytest.MonkeyPatch, logger: logging.Logger
+) -> None:
+    """Named by their repr alone, both would read "<Gate (NOTSET)>": each gets its position."""
+    from aioqlog import _listener
+
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    one, two = Gate(), Gate()
+    listener = aioqlog.QueueListener(q, one, two, logging.NullHandler())
+    said: list[str] = []
+    try:
+        stop_behind(listener, logger, "a", held=(one, two))
+        monkeypatch.setattr(_listener, "_stderr", said.append)
+        listener._say_what_the_exit_waits_for("at exit", [])
+    finally:
+        one.opened.set()
+        two.opened.set()
+    assert said[0].startswith(
+        "delivering at exit: 1 for <Gate (NOTSET)> #1, 1 for <Gate (NOTSET)> #2"
+    ), said
+    assert [h.name for h in listener.stats.handlers] == [
+        "<Gate (NOTSET)> #1",
+        "<Gate (NOTSET)> #2",
+        "<NullHandler (NOTSET)>",
+    ]

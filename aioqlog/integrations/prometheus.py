@@ -246,12 +246,10 @@ def _add(families: dict[str, Family], name: str, stats: ListenerStats, maxsize: 
     families["queue_age"].add_metric(labels, stats.oldest_queued_age or 0.0)
     families["dropped"].add_metric([name, QUEUE_OVERFLOW], stats.dropped)
     families["dropped"].add_metric([name, RECURSION], stats.recursion_dropped)
-    seen: dict[str, int] = {}
     for handler in stats.handlers:
-        # Two handlers of one listener may share a name: a series each, all the same.
-        count = seen[handler.name] = seen.get(handler.name, 0) + 1
-        label = handler.name if count == 1 else f"{handler.name} ({count})"
-        labels = [name, label]
+        # Two handlers of one listener named alike are told apart by
+        # HandlerStats.name itself ("file #1", "file #2"): a series each.
+        labels = [name, handler.name]
         families["handled"].add_metric(labels, handler.handled)
         families["errors"].add_metric(labels, handler.errors)
         families["handler_dropped"].add_metric(labels, handler.dropped)
