@@ -676,7 +676,7 @@ class QueueListener:
     def _keep_not_handed_on(
         self, kept: list[Entry], entry: Entry | None, entries: Iterator[Entry]
     ) -> None:
-        """Note what an interrupted ``_dispatch`` had not handed on yet; see ``_serve``.
+        """Note what an interrupted ``_dispatch`` had not handed on yet; see ``_hand_on``.
 
         A ``KeyboardInterrupt`` lands wherever the main thread is (Python
         3.10's Ctrl-C, 3.11+'s second one; in a handler called in the caller,
@@ -1139,14 +1139,7 @@ class QueueListener:
                 batch = await self.dequeue()
                 if batch:
                     began = time.perf_counter()
-                    try:
-                        self._dispatch(batch)
-                    except BaseException:
-                        # The task ends here: the lanes run, so handing on the
-                        # rest blocks nobody, and their workers deliver it.
-                        undone, self._not_handed_on = self._not_handed_on, []
-                        self._dispatch(undone)
-                        raise
+                    self._hand_on(batch)
                     self._turn_cost = (time.perf_counter() - began) / len(batch)
                     del batch  # hold no record (nor its context's values) while waiting
                     self._report_drops(force=False)
@@ -1197,7 +1190,21 @@ class QueueListener:
         self._end_one_hop()
         left = self.queue._left_before_stop()
         if not in_time and left > 0:
-            self._dispatch(self.queue._take(left))
+            self._hand_on(self.queue._take(left))
+
+    def _hand_on(self, batch: list[Entry]) -> None:
+        """Hand *batch* to the lanes from the listener's task, none of it lost to an interrupt.
+
+        A ``KeyboardInterrupt`` in the middle (see ``_keep_not_handed_on``)
+        ends the task, but first the rest of the batch goes to the lanes: they
+        run, so handing it on blocks nobody, and their workers deliver it.
+        """
+        try:
+            self._dispatch(batch)
+        except BaseException:
+            undone, self._not_handed_on = self._not_handed_on, []
+            self._dispatch(undone)
+            raise
 
     def _end_one_hop(self) -> None:
         """Take the queue back from the lone lane's worker, if it serves it."""

@@ -794,6 +794,67 @@ def test_an_interrupt_in_the_middle_of_a_batch_loses_none_of_it(listener: str) -
     assert sorted(result.stdout.splitlines()) == sorted(2 * [f"record {i}" for i in range(10)])
 
 
+def test_an_interrupt_as_a_stop_out_of_time_takes_the_queue_back_loses_none_of_it() -> None:
+    """A lone handler's worker serving the queue is stuck; the stop runs out; Ctrl-C lands.
+
+    The listener's task takes back what was logged before the stop and hands
+    it to the lane: an interrupt there (as it reads the third record's
+    handler level) leaves the records not handed on yet with the lane too,
+    and the worker delivers every one once the handler moves again.
+    """
+    result = _run_script(
+        """
+        entered, opened = threading.Event(), threading.Event()
+
+        class Interrupting(logging.StreamHandler):
+            armed = False
+            reads = 0
+
+            @property
+            def level(self):
+                if Interrupting.armed and threading.current_thread() is threading.main_thread():
+                    Interrupting.reads += 1
+                    if Interrupting.reads == 3:
+                        raise KeyboardInterrupt
+                return logging.NOTSET
+
+            @level.setter
+            def level(self, value):
+                pass
+
+            def emit(self, record):
+                if record.getMessage() == "record 0":
+                    entered.set()
+                    opened.wait(30)
+                super().emit(record)
+
+        q = aioqlog.LogQueue()
+        log.addHandler(aioqlog.QueueHandler(q))
+
+        async def main():
+            listener = aioqlog.QueueListener(
+                q, Interrupting(sys.stdout), respect_handler_level=True
+            )
+            listener.start()
+            log.info("record 0")
+            await asyncio.to_thread(entered.wait, 30)
+            assert listener._one_hop is not None, "the worker serves the queue"
+            for i in range(1, 10):
+                log.info("record %d", i)
+            Interrupting.armed = True
+            await listener.stop(timeout=0.2)
+
+        try:
+            asyncio.run(main())
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+        opened.set()
+        """
+    )
+    assert "interrupted" in result.stderr, result.stderr
+    assert result.stdout.splitlines() == [f"record {i}" for i in range(10)], result.stderr
+
+
 def test_an_interrupt_in_a_handler_called_in_the_caller_gives_the_rest_back() -> None:
     """No listener runs: a KeyboardInterrupt in a handler ends the delivery, not the records.
 
