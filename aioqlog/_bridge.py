@@ -539,7 +539,11 @@ class LogQueue:
             it, ``"drop_old"`` evicts the oldest queued record to make room,
             ``"block"`` makes the logging thread wait for room as long as the
             handlers make progress, and drop the record once they have
-            handled nothing for *block_timeout* seconds. A thread running an event loop
+            handled nothing for *block_timeout* seconds; after such a wait,
+            records that find the queue full are dropped without waiting
+            until the handlers handle something again (a stuck handler, or a
+            loop whose thread is busy in a long call, costs one wait, not one
+            per log call). A thread running an event loop
             never waits, nor do the listener's own threads: there ``"block"``
             acts as ``"drop_new"``, since waiting would stall the very code
             that makes room.
@@ -625,10 +629,10 @@ class LogQueue:
         self._dropped = 0
         self._evicted = 0
         self._blocked = 0
-        # While no listener runs: what the handlers had handled when a thread
-        # last gave up waiting for room (None: none gave up). Until they move
-        # on from there, a thread finding the queue full does not wait.
-        self._idle_stall: int | None = None
+        # What the handlers had handled when a thread last gave up waiting for
+        # room (None: none gave up). Until they move on from there, a thread
+        # finding the queue full does not wait (see _stalled).
+        self._stall: int | None = None
         # The threads waiting for room now.
         self._waiting: set[int] = set()
         # Written only by the holder of the delivery right.
@@ -834,16 +838,17 @@ class LogQueue:
             self._drain_in_caller(share=True)
             if len(self._items) < self._maxsize:
                 return True
-        if not self._attached:
-            if self._may_wait_idle():
-                # Another thread delivers what is queued, in order, and this one
-                # waits for its turn, as it would for the handler's lock without
-                # aioqlog (not for ever: see _may_wait_idle).
-                if self._wait_for_room():
-                    return True
-                self._idle_stall = self._handled_so_far()
-        elif self._overflow == "block" and self._may_wait() and self._wait_for_room():
-            return True
+        if self._attached:
+            waits = self._overflow == "block" and self._may_wait()
+        else:
+            # Another thread delivers what is queued, in order, and this one
+            # waits for its turn, as it would for the handler's lock without
+            # aioqlog, under every policy (not for ever: see _stalled).
+            waits = self._consumer is not None and self._may_wait()
+        if waits and not self._stalled():
+            if self._wait_for_room():
+                return True
+            self._stall = self._handled_so_far()
         if self._overflow == "drop_old":
             try:
                 evicted = self._items.popleft()
@@ -886,20 +891,21 @@ class LogQueue:
             return False  # a signal handler that logs while its thread waits here
         return self._attached or self._consumer is not None  # someone will make room
 
-    def _may_wait_idle(self) -> bool:
-        """Return whether this thread may wait for room while no listener runs.
+    def _stalled(self) -> bool:
+        """Return whether a wait for room found the handlers stuck, and they have not moved since.
 
-        Under every policy: no event loop is served then, and the records are
-        delivered by logging threads, one at a time. Not once a wait found the
-        handlers stuck, until they handle something again: a stuck handler
-        then costs drops (counted), not a wait in every log call.
+        A stuck handler, or a listener that cannot take records (its loop's
+        thread busy in a long call), then costs drops (counted), not a
+        *block_timeout* wait in every log call: one wait, until the handlers
+        handle something again. Whether a listener runs or not.
         """
-        stall = self._idle_stall
-        if stall is not None:
-            if self._handled_so_far() == stall:
-                return False
-            self._idle_stall = None
-        return self._consumer is not None and self._may_wait()
+        stall = self._stall
+        if stall is None:
+            return False
+        if self._handled_so_far() == stall:
+            return True
+        self._stall = None
+        return False
 
     def _wait_for_room(self) -> bool:
         """Wait for room while the handlers make progress; return whether room came.

@@ -151,6 +151,60 @@ async def test_block_gives_up_after_block_timeout(logger: logging.Logger) -> Non
     assert sum(int(m.split()[2]) for m in summaries) == q.dropped + lane_dropped
 
 
+@pytest.mark.anyio
+async def test_block_waits_once_while_the_loops_thread_is_busy_not_once_per_record(
+    logger: logging.Logger,
+) -> None:
+    """Under "block", a loop whose thread is busy in a long call costs one wait, then drops.
+
+    The loop's thread joins a thread that logs past the bound: no record can
+    be taken meanwhile. One wait of *block_timeout* finds the handlers
+    handling nothing; the records after it are dropped (counted) at once, not
+    each after a wait of its own. Once the handlers move again, a thread
+    that finds the queue full waits again.
+    """
+    q = LogQueue(maxsize=2, overflow="block", block_timeout=0.2)
+    logger.addHandler(aioqlog.QueueHandler(q))
+    waits: list[bool] = []
+    wait_for_room = q._wait_for_room
+
+    def counted() -> bool:
+        room = wait_for_room()
+        waits.append(room)
+        return room
+
+    q._wait_for_room = counted  # type: ignore[method-assign]
+    one, two = Recorder(), Recorder()  # two handlers: the records go through the loop
+
+    def logs_while_the_loop_waits_for_it(count: int) -> None:
+        producer = threading.Thread(target=_log_many, args=(logger, count))
+        producer.start()
+        producer.join()  # on the loop's thread: nothing is taken meanwhile
+
+    async with aioqlog.QueueListener(q, one, two):
+        await anyio.lowlevel.checkpoint()
+        logs_while_the_loop_waits_for_it(10)
+        assert waits == [False], waits  # one wait, gave up; then drops without waiting
+        assert q.dropped == 8
+
+        def both_handled_two() -> bool:
+            return all(
+                h.wait_until(lambda h=h: [r.name for r in h.records].count(logger.name) == 2)
+                for h in (one, two)
+            )
+
+        assert await in_thread(both_handled_two)
+        logs_while_the_loop_waits_for_it(3)
+        assert waits == [False, False], waits  # the handlers had moved: waited again
+    assert q.dropped == 9
+    assert [r.getMessage() for r in one.records if r.name == logger.name] == [
+        "r0",
+        "r1",
+        "r0",
+        "r1",
+    ]
+
+
 def _counting_loop_factory(
     base: Callable[[], asyncio.AbstractEventLoop],
 ) -> tuple[Callable[[], asyncio.AbstractEventLoop], list[int]]:
