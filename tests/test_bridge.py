@@ -187,11 +187,11 @@ async def test_block_waits_once_while_the_loops_thread_is_busy_not_once_per_reco
         assert waits == [False], waits  # one wait, gave up; then drops without waiting
         assert q.dropped == 8
 
+        def mine(handler: Recorder) -> int:
+            return [r.name for r in handler.records].count(logger.name)
+
         def both_handled_two() -> bool:
-            return all(
-                h.wait_until(lambda h=h: [r.name for r in h.records].count(logger.name) == 2)
-                for h in (one, two)
-            )
+            return one.wait_until(lambda: mine(one) == 2) and two.wait_until(lambda: mine(two) == 2)
 
         assert await in_thread(both_handled_two)
         logs_while_the_loop_waits_for_it(3)
