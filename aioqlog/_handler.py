@@ -8,10 +8,16 @@ later, in the handler's lane.
 Deferring the formatting is only correct if ``msg % args`` gives the same text
 later as it would now. It does when every argument is of an immutable builtin
 type (the overwhelming case). Otherwise the handler sends a copy of the record
-whose mutable arguments are replaced by a snapshot of their ``str()`` and
-``repr()`` taken at the call, so the template (``record.msg``) and the
-arguments stay available to error trackers that group by template, while the
-message shows each argument as it was when it was logged.
+whose other arguments are frozen at the call: a ``list``, ``dict``, ``tuple``
+or ``bytearray`` is copied, with the containers in it (so a filter or a JSON
+formatter finds the same types, and a filter that masks a value in a dict
+argument masks it in the message), and any other object is replaced by a
+``Snapshot`` of how it printed (its ``str()``, and its ``repr()`` where the
+template or a container needs it), through which its attributes still read.
+The template (``record.msg``) and the arguments stay available to error
+trackers that group by template, while the message shows each argument as it
+was when it was logged. None of this is done for a record that no handler
+behind the queue takes, by its level: it is never formatted.
 
 A dict message (a structlog event) is copied with every builtin container in
 it, so a list or dict value changed after the call still prints, and
@@ -33,11 +39,13 @@ creates on first use, about 0.1 µs on every call.
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import logging.handlers
 import queue as stdlib_queue
+import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._bridge import LogQueue
@@ -87,32 +95,78 @@ _CONTAINERS: frozenset[type] = frozenset({list, dict, set, tuple, bytearray})
 class Snapshot:
     """An argument as it printed at the log call: its ``str()`` and ``repr()``.
 
-    Stands in for a mutable argument in ``record.args`` so that formatting the
-    record later, in another thread, prints what the call would have printed.
+    Stands in for an argument of a class of its own (or a builtin one that can
+    change, such as a ``set``) in ``record.args`` so that formatting the record
+    later, in another thread, prints what the call would have printed. What
+    the call did not need (*text*, *representation*) is not computed then,
+    but from the object when first asked for. Other attributes are read from
+    the object itself, as it is now.
     """
 
-    __slots__ = ("_repr", "_str")
+    __slots__ = ("_obj", "_repr", "_str")
 
-    def __init__(self, obj: object) -> None:
-        self._str = str(obj)
-        self._repr = repr(obj)
+    def __init__(self, obj: object, *, text: bool = True, representation: bool = True) -> None:
+        self._obj = obj
+        self._str = str(obj) if text else None
+        self._repr = repr(obj) if representation else None
 
     def __str__(self) -> str:
-        return self._str
+        return str(self._obj) if self._str is None else self._str
 
     def __repr__(self) -> str:
-        return self._repr
+        return repr(self._obj) if self._repr is None else self._repr
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in Snapshot.__slots__:
+            raise AttributeError(name)  # protocols, and a copy not yet filled in
+        return getattr(self._obj, name)
 
 
-def _freeze(value: object) -> object:
-    return value if type(value) in _IMMUTABLE else Snapshot(value)
+# What freezing an argument copies: builtin containers whose repr (and so
+# their str) is that of their items, in an order a copy keeps.
+_COPIED: frozenset[type] = frozenset({list, dict, tuple, bytearray})
+
+# A conversion of an argument that prints its repr(): %r and %a, with any
+# mapping key, flags, width, precision and length modifier.
+_REPR_CONVERSION = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[hlL]?[ra]")
 
 
-def _copy_data(value: object, memo: dict[int, object] | None = None) -> object:
-    """Return *value* with every builtin container in it copied (cycles included)."""
+@functools.lru_cache(maxsize=256)
+def _prints_repr(template: str) -> bool:
+    """Return whether *template* may convert an argument with ``%r`` or ``%a``."""
+    return _REPR_CONVERSION.search(template.replace("%%", "")) is not None
+
+
+def _freeze(value: object, representation: bool) -> object:
+    """Return an argument as it prints now: itself, a copy, or a ``Snapshot``."""
     kind = type(value)
-    if kind not in _CONTAINERS:
+    if kind in _IMMUTABLE:
         return value
+    if kind in _COPIED:
+        return _copy_data(value, leaf=_frozen_leaf)
+    return Snapshot(value, representation=representation)
+
+
+def _frozen_leaf(value: object) -> object:
+    """Return an item of a copied container as the container prints it (by its repr)."""
+    return value if type(value) in _IMMUTABLE else Snapshot(value, text=False)
+
+
+def _copy_data(
+    value: object,
+    memo: dict[int, object] | None = None,
+    leaf: Callable[[object], object] | None = None,
+) -> object:
+    """Return *value* with every builtin container in it copied (cycles included).
+
+    With *leaf*, an argument's copy: what is not a ``list``, ``dict``,
+    ``tuple`` or ``bytearray`` (a ``set`` included) is replaced by
+    ``leaf(item)``; without, an ``extra`` value's: sets are copied too, and
+    other objects kept.
+    """
+    kind = type(value)
+    if kind not in (_CONTAINERS if leaf is None else _COPIED):
+        return value if leaf is None else leaf(value)
     if memo is None:
         memo = {}
     done = memo.get(id(value))
@@ -120,14 +174,20 @@ def _copy_data(value: object, memo: dict[int, object] | None = None) -> object:
         return done
     copied: Any
     if kind is list:
+        if leaf is not None and _IMMUTABLE.issuperset(map(type, value)):  # type: ignore[call-overload]
+            return list(value)  # type: ignore[call-overload]
         copied = memo[id(value)] = []
-        copied.extend(_copy_data(v, memo) for v in value)  # type: ignore[attr-defined]
+        copied.extend(_copy_data(v, memo, leaf) for v in value)  # type: ignore[attr-defined]
     elif kind is dict:
+        if leaf is not None and _IMMUTABLE.issuperset(map(type, value.values())):  # type: ignore[attr-defined]
+            return dict(value)  # type: ignore[call-overload]
         copied = memo[id(value)] = {}
         for k, v in value.items():  # type: ignore[attr-defined]
-            copied[k] = _copy_data(v, memo)
+            copied[k] = _copy_data(v, memo, leaf)
     elif kind is tuple:
-        copied = tuple(_copy_data(v, memo) for v in value)  # type: ignore[attr-defined]
+        if leaf is not None and _IMMUTABLE.issuperset(map(type, value)):  # type: ignore[call-overload]
+            return value  # as immutable as its items
+        copied = tuple(_copy_data(v, memo, leaf) for v in value)  # type: ignore[attr-defined]
     else:  # a set (of hashable, so immutable-enough, items) or a bytearray
         copied = kind(value)  # type: ignore[call-arg]
     memo[id(value)] = copied
@@ -145,16 +205,18 @@ def _event_dict(msg: dict[Any, Any]) -> dict[Any, Any]:
     return frozen
 
 
-def snapshot(record: logging.LogRecord) -> logging.LogRecord:
+def snapshot(record: logging.LogRecord, queue: LogQueue | None = None) -> logging.LogRecord:
     """Return *record*, or a copy of it that formats later exactly as it would now.
 
     The record the logger made is never modified: other handlers of the same
     logger may still be using it. A record with ``exc_info`` is always copied,
     so that what those handlers cache on it (``exc_text``) is theirs alone.
     ``extra`` values are copied when the record is (see the module docstring).
+    With *queue*, a record that none of the handlers behind it takes, by its
+    level, goes as it is: nothing formats it.
     """
     if record.exc_info:
-        return _snapshot_slow(record)
+        return _snapshot_slow(record, queue)
     msg = record.msg
     args = record.args
     if type(msg) is str:
@@ -168,10 +230,12 @@ def snapshot(record: logging.LogRecord) -> logging.LogRecord:
                 return record
     elif type(msg) in _IMMUTABLE and not args:
         return record
-    return _snapshot_slow(record)
+    return _snapshot_slow(record, queue)
 
 
-def _snapshot_slow(record: logging.LogRecord) -> logging.LogRecord:
+def _snapshot_slow(record: logging.LogRecord, queue: LogQueue | None) -> logging.LogRecord:
+    if queue is not None and _takers(record, queue) == []:
+        return record  # dropped behind the queue, by every handler's level
     changes = _frozen_message(record)
     attributes = record.__dict__
     if len(attributes) != _PLAIN_SIZE:
@@ -195,27 +259,37 @@ def _frozen_message(record: logging.LogRecord) -> dict[str, object]:
     if type(msg) in _IMMUTABLE and not args:
         return {}
     try:
-        frozen_args: tuple[object, ...] | Mapping[str, object] | None
-        if isinstance(args, tuple):
-            frozen_args = tuple(_freeze(a) for a in args)
-        elif isinstance(args, Mapping):
-            if type(args) is not dict:
-                # Through "%s" a mapping prints as itself (an OrderedDict, a
-                # class that hides secrets in its repr): a dict copy would not.
-                return _rendered_now(record)
-            frozen_args = {k: _freeze(v) for k, v in args.items()}
-        else:
-            frozen_args = args
         if type(msg) is dict:
             # A dict message is structured data for JSON formatters: keep a dict.
             frozen_msg: object = _event_dict(msg)
         elif type(msg) in _IMMUTABLE:
             frozen_msg = msg
         else:
-            frozen_msg = Snapshot(msg)
-        if frozen_args:
-            # Prove the snapshot formats; a numeric conversion (%d, %x...) of
-            # a snapshot does not, and then the message is rendered right now.
+            # Printed by getMessage() through str(); its attributes still read.
+            frozen_msg = Snapshot(msg, representation=False)
+        if not args:
+            return {"msg": frozen_msg}
+        # A Snapshot keeps the repr() too where the template may print it.
+        reprs = _prints_repr(str(frozen_msg))
+        frozen_args: tuple[object, ...] | Mapping[str, object] | None
+        if isinstance(args, tuple):
+            frozen_args = tuple(_freeze(a, reprs) for a in args)
+        elif isinstance(args, Mapping):
+            if type(args) is not dict:
+                # Through "%s" a mapping prints as itself (an OrderedDict, a
+                # class that hides secrets in its repr): a dict copy would not.
+                return _rendered_now(record)
+            frozen_args = {k: _freeze(v, reprs) for k, v in args.items()}
+        else:
+            frozen_args = args
+        if type(frozen_args) is dict:
+            top: Iterable[object] | None = frozen_args.values()
+        else:
+            top = frozen_args if type(frozen_args) is tuple else None
+        if top is None or any(type(v) is Snapshot for v in top):
+            # Prove the snapshots format; a numeric conversion (%d, %x...) of
+            # one does not, and then the message is rendered right now. (A
+            # copied container formats, or fails, as the argument itself would.)
             str(frozen_msg) % frozen_args
     except Exception:  # noqa: BLE001 - decided below, by the stdlib's own rendering
         return _rendered_now(record)
@@ -237,6 +311,20 @@ def _rendered_now(record: logging.LogRecord) -> dict[str, object]:
     return {"msg": message, "args": None}
 
 
+def _takers(record: logging.LogRecord, queue: LogQueue) -> list[logging.Handler] | None:
+    """Return the handlers behind *queue* that take *record*, by its level (None: unknown).
+
+    Unknown while no listener was made for the queue: the handlers it will
+    get are not known yet.
+    """
+    listener = queue._consumer
+    handlers = getattr(listener, "handlers", None)
+    if not handlers:
+        return None
+    respect = bool(getattr(listener, "respect_handler_level", False))
+    return [h for h in handlers if handler_takes(h, record, respect_level=respect)]
+
+
 def _exception_text(record: logging.LogRecord, queue: LogQueue) -> str | None:
     """Return the traceback text the handlers behind *queue* would write now, if one.
 
@@ -245,12 +333,9 @@ def _exception_text(record: logging.LogRecord, queue: LogQueue) -> str | None:
     exception when it handles the record) when no listener serves the queue,
     when the handlers' formatters disagree, or when one fails.
     """
-    listener = queue._consumer
-    handlers = getattr(listener, "handlers", None)
+    handlers = _takers(record, queue)
     if not handlers:
         return None
-    respect = bool(getattr(listener, "respect_handler_level", False))
-    handlers = [h for h in handlers if handler_takes(h, record, respect_level=respect)]
     exc_info = record.exc_info
     texts: dict[object, str] = {}
     try:
@@ -279,7 +364,8 @@ class QueueHandler(logging.handlers.QueueHandler):
 
     Unlike the stdlib's, it does not format records eagerly: ``msg``, ``args``,
     ``exc_info`` and ``stack_info`` reach the handlers as given (mutable
-    arguments as a snapshot of how they printed at the call), so a handler
+    arguments frozen at the call: lists and dicts copied, other objects as a
+    ``Snapshot`` of how they printed), so a handler
     behind the listener writes exactly what it would write attached directly.
     A record with an exception goes as a copy whose traceback the handlers'
     own formatters rendered at the call; like theirs would, that text is
@@ -387,10 +473,11 @@ class QueueHandler(logging.handlers.QueueHandler):
         if self.formatter is None and type(self)._plain:
             # emit(), prepare() and enqueue() as defined here, in one call.
             try:
-                prepared = snapshot(record)
+                queue = self.queue
+                prepared = snapshot(record, queue)
                 if prepared is not record:
                     prepared = self._complete(record, prepared)
-                self.queue.put_nowait(prepared)
+                queue.put_nowait(prepared)
             except Exception:  # noqa: BLE001 - logging never raises into the caller
                 self.handleError(record)
         else:
@@ -436,7 +523,7 @@ class QueueHandler(logging.handlers.QueueHandler):
         """
         if self.formatter is not None:
             return super().prepare(record)
-        prepared = snapshot(record)
+        prepared = snapshot(record, self.queue)
         if prepared is record:
             return record  # the common case: nothing to freeze, no exception
         return self._complete(record, prepared)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import sys
 import threading
@@ -124,6 +125,83 @@ async def test_output_matches_direct_handling(logger: logging.Logger, kind: str)
     # LogRecord.taskName is the asyncio task's name; trio's tasks have none there.
     if sys.version_info >= (3, 12) and sniffio.current_async_library() == "asyncio":
         assert "task=request-7" in joined
+
+
+class _Masking(logging.Filter):
+    """A redaction filter, as applications write them: it masks a dict argument's password."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        for arg in args:
+            if isinstance(arg, dict) and "password" in arg:
+                arg["password"] = "***"
+        return True
+
+
+class _ArgsAsJson(logging.Formatter):
+    """A JSON formatter that keeps the template and the arguments as data."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {"template": record.msg, "args": record.args, "message": record.getMessage()},
+            default=str,
+        )
+
+
+class _Order:
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+    def __str__(self) -> str:
+        return f"order {self.number}"
+
+
+def _log_data(logger: logging.Logger) -> None:
+    credentials = {"name": "bob", "password": "hunter2"}
+    items = ["a", {"n": 1}]
+    order = _Order(7)
+    logger.info("login %s from %s", credentials, ["10.0.0.1"])
+    logger.info("cart %s for %s", items, order)
+    items.append("b")
+    order.number = 8
+    logger.info("set %(key)s to %(value)s", {"key": "k", "value": [1, 2]})
+
+
+@pytest.mark.parametrize("handlers", [1, 2])
+@pytest.mark.anyio
+async def test_filters_and_formatters_that_read_the_arguments_write_what_they_would(
+    logger: logging.Logger, handlers: int
+) -> None:
+    """A redaction filter masks, and a JSON formatter dumps, the arguments as attached directly.
+
+    Lists and dicts arrive as lists and dicts (copies taken at the call): the
+    password is masked in the message, and the arguments serialise as data.
+    """
+
+    def writer() -> Recorder:
+        handler = Recorder()
+        handler.addFilter(_Masking())
+        handler.setFormatter(_ArgsAsJson())
+        return handler
+
+    direct = logging.getLogger(f"{logger.name}.direct")
+    direct.propagate = False
+    reference = writer()
+    direct.addHandler(reference)
+    try:
+        _log_data(direct)
+    finally:
+        direct.removeHandler(reference)
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    behind = [writer() for _ in range(handlers)]
+    async with aioqlog.QueueListener(q, *behind):
+        _log_data(logger)
+    assert len(reference.lines) == 3
+    for handler in behind:
+        assert handler.lines == reference.lines
+    assert "hunter2" not in "".join(reference.lines)
+    assert json.loads(reference.lines[1])["args"] == [["a", {"n": 1}], "order 7"]
 
 
 @pytest.mark.anyio

@@ -36,14 +36,131 @@ def test_a_mutable_argument_prints_as_it_was_at_the_call() -> None:
 
 
 def test_the_template_and_arguments_stay_for_error_trackers() -> None:
-    """Msg stays the template; args stay arguments (snapshots of the mutable ones)."""
+    """Msg stays the template; args stay arguments: containers copied, objects as snapshots."""
     items = [1, 2]
-    record = _make("items %s for %s", items, "ann")
+    when = {"at": [9]}
+    thing = _Thing()
+    record = _make("items %s at %s for %s by %s", items, when, "ann", thing)
     prepared = snapshot(record)
-    assert prepared.msg == "items %s for %s"
+    assert prepared.msg == "items %s at %s for %s by %s"
     assert isinstance(prepared.args, tuple)
-    assert isinstance(prepared.args[0], Snapshot)
-    assert prepared.args[1] == "ann"
+    copied, mapping, name, snapped = prepared.args
+    assert type(copied) is list
+    assert copied == items
+    assert copied is not items
+    assert type(mapping) is dict
+    assert mapping == when
+    assert mapping["at"] is not when["at"]
+    assert name == "ann"
+    assert isinstance(snapped, Snapshot)
+
+
+class _Thing:
+    """An object of the application's, with state of its own."""
+
+    def __init__(self) -> None:
+        self.kwargs = {"user": "ann"}
+        self.strs = self.reprs = 0
+
+    def __str__(self) -> str:
+        self.strs += 1
+        return f"thing of {self.kwargs['user']}"
+
+    def __repr__(self) -> str:
+        self.reprs += 1
+        return f"<Thing {self.kwargs['user']}>"
+
+
+def test_a_filter_that_masks_a_dict_argument_masks_it_in_the_message() -> None:
+    """A dict argument arrives as a dict (a copy): a redaction filter's change shows."""
+    credentials = {"name": "bob", "password": "hunter2"}
+    record = _make("login %s from %s", credentials, ["10.0.0.1"])
+    prepared = snapshot(record)
+    assert isinstance(prepared.args, tuple)
+    copied = prepared.args[0]
+    assert isinstance(copied, dict)
+    copied["password"] = "***"
+    assert prepared.getMessage() == "login {'name': 'bob', 'password': '***'} from ['10.0.0.1']"
+    assert credentials["password"] == "hunter2"  # the caller's own dict is untouched
+
+
+def test_container_arguments_serialise_as_json() -> None:
+    """A JSON formatter that dumps ``record.args`` finds lists and dicts, not snapshots."""
+    import json
+
+    record = _make("cart %s of %s", ["a", {"n": 1}], {"user": "ann"})
+    prepared = snapshot(record)
+    assert json.dumps(prepared.args) == '[["a", {"n": 1}], {"user": "ann"}]'
+
+
+def test_an_object_in_a_container_prints_as_it_was_at_the_call() -> None:
+    """Inside a copied list, an object of the application's is kept as its repr at the call."""
+    thing = _Thing()
+    record = _make("things %s", [thing])
+    prepared = snapshot(record)
+    thing.kwargs["user"] = "bob"
+    assert prepared.getMessage() == "things [<Thing ann>]"
+    assert (thing.strs, thing.reprs) == (0, 1)  # only what the list prints: its items' repr
+
+
+def test_a_snapshot_reads_the_objects_attributes() -> None:
+    """A message object (the cookbook's StructuredMessage) keeps its text and its attributes."""
+    thing = _Thing()
+    record = _make(thing)
+    prepared = snapshot(record)
+    thing.kwargs["user"] = "bob"
+    assert prepared.getMessage() == "thing of ann"
+    msg: Any = prepared.msg
+    assert msg.kwargs == {"user": "bob"}  # read from the object, as it is now
+    assert (thing.strs, thing.reprs) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    ("template", "reprs"),
+    [("%s", 0), ("%r", 1), ("%-20r", 1), ("%a", 1), ("%%r %s", 0), ("%(x)r", 1)],
+)
+def test_the_call_takes_the_repr_only_where_the_template_may_print_it(
+    template: str, reprs: int
+) -> None:
+    """``%s`` costs the call one ``str()``; a ``repr()`` is taken only for ``%r`` and ``%a``."""
+    thing = _Thing()
+    record = _make(template, {"x": thing}) if "(x)" in template else _make(template, thing)
+    expected = record.getMessage()
+    thing.strs = thing.reprs = 0
+    prepared = snapshot(record)
+    assert (thing.strs, thing.reprs) == (1, reprs)
+    thing.kwargs["user"] = "bob"
+    assert prepared.getMessage() == expected
+
+
+def test_a_set_argument_prints_as_it_was_at_the_call() -> None:
+    """A set is not copied (a copy may iterate in another order): it is a snapshot."""
+    tags = {"a", "b"}
+    record = _make("tags %s", tags)
+    expected = record.getMessage()
+    prepared = snapshot(record)
+    tags.add("c")
+    assert prepared.getMessage() == expected
+
+
+def test_a_record_no_handler_takes_is_not_frozen(logger: logging.Logger) -> None:
+    """Behind a listener whose handlers are all above the record's level, nothing is computed.
+
+    The stdlib skips the formatting of such a record; so does the call.
+    """
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    recorder = Recorder(level=logging.WARNING)
+    aioqlog.QueueListener(q, recorder)
+    thing = _Thing()
+    try:
+        logger.info("quiet %s", thing)
+        assert (thing.strs, thing.reprs) == (0, 0)
+        logger.warning("loud %s", thing)
+        assert (thing.strs, thing.reprs) == (1, 0)
+        assert recorder.messages() == ["loud thing of ann"]
+    finally:
+        logger.removeHandler(logger.handlers[-1])
 
 
 def test_the_callers_record_is_never_modified() -> None:
@@ -109,10 +226,18 @@ def test_numeric_conversions_of_mutable_objects_render_at_the_call() -> None:
     assert prepared.args is None
 
 
-def test_broken_formatting_is_left_for_the_handler_to_report() -> None:
-    """A %-format mismatch is not hidden: the record goes unchanged, the handler reports it."""
-    record = _make("%d items", "not a number", [])
-    assert snapshot(record) is record
+@pytest.mark.parametrize("args", [("not a number", []), ([1],), (_Counter(), _Counter())])
+def test_broken_formatting_is_left_for_the_handler_to_report(args: tuple[Any, ...]) -> None:
+    """A %-format mismatch is not hidden: the record formats later as it fails now.
+
+    The handler's formatter then fails as it would have, and reports it.
+    """
+    record = _make("%d items", *args)
+    with pytest.raises(TypeError) as now:
+        record.getMessage()
+    with pytest.raises(TypeError) as later:
+        snapshot(record).getMessage()
+    assert str(later.value) == str(now.value)
 
 
 def test_a_dict_message_stays_a_dict() -> None:
