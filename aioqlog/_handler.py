@@ -78,6 +78,7 @@ _IMMUTABLE: frozenset[type] = frozenset(
 )
 
 _FILTER_RETURNS_RECORD = sys.version_info >= (3, 12)
+_GET_MESSAGE = logging.LogRecord.getMessage
 
 _FORMAT_EXCEPTION = logging.Formatter.formatException
 _DEFAULT_FORMATTER: logging.Formatter = logging._defaultFormatter  # type: ignore[attr-defined]
@@ -120,6 +121,18 @@ class Snapshot:
         if name.startswith("__") or name in Snapshot.__slots__:
             raise AttributeError(name)  # protocols, and a copy not yet filled in
         return getattr(self._obj, name)
+
+    def __reduce__(self) -> tuple[Callable[[str, str], Snapshot], tuple[str, str]]:
+        # Pickled (a handler that ships records) or copied as what it printed:
+        # the object itself may not pickle.
+        return _printed, (str(self), repr(self))
+
+
+def _printed(text: str, representation: str) -> Snapshot:
+    """Return a ``Snapshot`` of what an object printed, without the object."""
+    printed = Snapshot.__new__(Snapshot)
+    printed._obj, printed._str, printed._repr = None, text, representation
+    return printed
 
 
 # What freezing an argument copies: builtin containers whose repr (and so
@@ -269,8 +282,9 @@ def _frozen_message(record: logging.LogRecord) -> dict[str, object]:
             frozen_msg = Snapshot(msg, representation=False)
         if not args:
             return {"msg": frozen_msg}
-        # A Snapshot keeps the repr() too where the template may print it.
-        reprs = _prints_repr(str(frozen_msg))
+        # A Snapshot keeps the repr() too where the template may print it (or
+        # where the record formats its message its own way).
+        reprs = type(record).getMessage is not _GET_MESSAGE or _prints_repr(str(frozen_msg))
         frozen_args: tuple[object, ...] | Mapping[str, object] | None
         if isinstance(args, tuple):
             frozen_args = tuple(_freeze(a, reprs) for a in args)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import logging
 import sys
+import threading
 from typing import Any
 
 import pytest
@@ -131,6 +132,20 @@ def test_the_call_takes_the_repr_only_where_the_template_may_print_it(
     assert (thing.strs, thing.reprs) == (1, reprs)
     thing.kwargs["user"] = "bob"
     assert prepared.getMessage() == expected
+
+
+def test_a_snapshot_pickles_and_copies_as_what_it_printed() -> None:
+    """A handler that pickles records (to ship them) gets the text; the object need not pickle."""
+    import copy
+    import pickle
+
+    thing = _Thing()
+    thing.kwargs["lock"] = threading.Lock()  # type: ignore[assignment]
+    record = _make("%s %r", thing, thing)
+    prepared = snapshot(record)
+    thing.kwargs["user"] = "bob"
+    for clone in (pickle.loads(pickle.dumps(prepared)), copy.deepcopy(prepared)):
+        assert clone.getMessage() == "thing of ann <Thing ann>"
 
 
 def test_a_set_argument_prints_as_it_was_at_the_call() -> None:
