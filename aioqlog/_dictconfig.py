@@ -72,6 +72,12 @@ class PendingListener(NamedTuple):
     respect_handler_level: bool
 
 
+MISSING_HANDLERS = (
+    "aioqlog.QueueHandler needs a 'handlers' key: the names of the handlers its listener "
+    "delivers to"
+)
+
+
 def is_placeholder(q: object) -> bool:
     """Return whether *q* is the empty ``queue.Queue()`` dictConfig passes by default."""
     return type(q) is stdlib_queue.Queue and q.maxsize == 0 and q.empty()
@@ -84,6 +90,16 @@ def made_by_dictconfig() -> bool:
     queue passed by hand is the caller's, and is never silently replaced.
     """
     return _dictconfig_frame("_configure_queue_handler") is not None
+
+
+def configured_without_handlers() -> bool:
+    """Return whether dictConfig's handler step builds a QueueHandler with no keys of ours.
+
+    Python 3.10/3.11 call the class with the entry's keys: none means no
+    ``'handlers'`` key. (Python 3.12+ pass a listener without handlers, which
+    ``adopt`` refuses.)
+    """
+    return _dictconfig_frame("configure_handler") is not None
 
 
 def _dictconfig_frame(step: str) -> FrameType | None:
@@ -153,10 +169,7 @@ def adopt(handler: QueueHandler, value: object) -> QueueListener | None:
                 "aioqlog.QueueHandler needs an aioqlog.QueueListener instead"
             )
         if not value.handlers:
-            raise ValueError(
-                "aioqlog.QueueHandler has no handlers to deliver to: list their names "
-                "under its 'handlers' key"
-            )
+            raise ValueError(MISSING_HANDLERS)
         listener = QueueListener(
             handler.queue, *value.handlers, respect_handler_level=_configured_respect(value)
         )
@@ -196,10 +209,7 @@ def from_config(
             f"'queue', 'handlers' and 'respect_handler_level'"
         )
     if "handlers" not in config:
-        raise ValueError(
-            "aioqlog.QueueHandler needs a 'handlers' key: the names of the handlers "
-            "its listener delivers to"
-        )
+        raise ValueError(MISSING_HANDLERS)
     names = config["handlers"]
     if isinstance(names, (str, bytes)) or not isinstance(names, Sequence) or not names:
         raise ValueError(

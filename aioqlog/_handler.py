@@ -50,7 +50,15 @@ from typing import TYPE_CHECKING, Any
 
 from ._bridge import LogQueue
 from ._diagnostics import write_stderr
-from ._dictconfig import PendingListener, adopt, from_config, is_placeholder, made_by_dictconfig
+from ._dictconfig import (
+    MISSING_HANDLERS,
+    PendingListener,
+    adopt,
+    configured_without_handlers,
+    from_config,
+    is_placeholder,
+    made_by_dictconfig,
+)
 from ._records import copy_record, handler_takes
 
 if TYPE_CHECKING:
@@ -437,6 +445,8 @@ class QueueHandler(logging.handlers.QueueHandler):
         connect = None
         if config:
             queue, connect = from_config(queue, config)
+        elif queue is None and configured_without_handlers():
+            raise ValueError(MISSING_HANDLERS)
         elif queue is None:
             queue = LogQueue()
         elif not isinstance(queue, LogQueue):

@@ -321,6 +321,12 @@ class QueueListener:
                     f"aioqlog.QueueListener handlers must be logging.Handler instances, "
                     f"got {handler!r}"
                 )
+            if getattr(handler, "queue", None) is queue:
+                raise ValueError(
+                    f"{handler!r} puts records on the queue this listener serves: each "
+                    f"record would come back to it; list the handlers that write the records "
+                    f"(a 'handlers' key that names its own handler, in dictConfig)"
+                )
         shutdown_timeout = check_seconds(
             shutdown_timeout, "QueueListener shutdown_timeout", allow_none=True
         )

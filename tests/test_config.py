@@ -201,6 +201,11 @@ BAD_CONFIGS = [
         id="factory-without-handlers",
     ),
     pytest.param(
+        {"class": "aioqlog.QueueHandler"},
+        ["needs a 'handlers' key"],
+        id="class-without-handlers",
+    ),
+    pytest.param(
         {**FACTORY_FORM, "maxsize": 10},
         ["'maxsize' is an option of the queue", '"queue": {"()": "aioqlog.LogQueue"'],
         id="queue-option-on-the-handler",
@@ -273,6 +278,34 @@ def test_a_stdlib_queue_passed_by_hand_is_refused(maxsize: int) -> None:
         r"maxsize=\.\.\.\) instead, or use logging\.handlers\.QueueHandler",
     ):
         aioqlog.QueueHandler(queue.Queue(maxsize))
+
+
+@pytest.mark.usefixtures("configured")
+@pytest.mark.parametrize("form", [CLASS_FORM, FACTORY_FORM], ids=["class", "factory"])
+@pytest.mark.anyio
+async def test_a_queue_handler_that_names_itself_is_refused(form: dict[str, Any]) -> None:
+    """Its records would come back to its own queue for ever: refused, saying what to list.
+
+    By dictConfig itself where it builds the listener (Python 3.12+), else by
+    ``listening()``, before any record goes round.
+    """
+
+    async def configure_and_listen() -> None:
+        logging.config.dictConfig(_config({**form, "handlers": ["queued"]}))
+        async with aioqlog.listening():
+            pass
+
+    with pytest.raises((ValueError, RuntimeError)) as caught:
+        await configure_and_listen()
+    assert "puts records on the queue this listener serves" in _error_text(caught.value)
+    assert "list the handlers that write the records" in _error_text(caught.value)
+
+
+def test_a_listener_refuses_the_handler_that_feeds_its_queue() -> None:
+    """``QueueListener(q, QueueHandler(q))`` would send each record round for ever."""
+    q = aioqlog.LogQueue()
+    with pytest.raises(ValueError, match="puts records on the queue this listener serves"):
+        aioqlog.QueueListener(q, logging.NullHandler(), aioqlog.QueueHandler(q))
 
 
 @pytest.mark.anyio
