@@ -942,7 +942,7 @@ class QueueListener:
             )
 
     def _wait_bound(self, who_make: str) -> str | None:
-        """Say how long a shutdown wait may last; None if it ends within a second.
+        """Say how long a shutdown wait may last; None if it is over.
 
         *who_make* names what the wait follows ("it makes", "the handlers make").
         """
@@ -951,7 +951,9 @@ class QueueListener:
         left = self._time_left()
         if left is None:
             return "no timeout"
-        return None if left < 1.0 else f"up to {left:.0f}s more"
+        if left < 0.05:
+            return None
+        return f"up to {left:.0f}s more" if left >= 1.0 else f"up to {left:.1f}s more"
 
     async def _run(self) -> None:
         """The listener's task: serve, then wind down, however it ends."""
@@ -1847,7 +1849,12 @@ class QueueListener:
                 self._give_up_on_threads(wait, when)
                 return False
             if cap is not None and now >= cap:
-                self._give_up_on_threads(None, when)
+                self._give_up_on_threads(
+                    None,
+                    when,
+                    why=f"Ctrl-C ended the program after its stop ran out of time; "
+                    f"{cap - began:g}s more {when}",
+                )
                 return False
             if now - began >= _NOTICE_AFTER and when not in self._noticed:
                 self._noticed.add(when)  # once: the exit runs this more than once
@@ -1922,12 +1929,15 @@ class QueueListener:
                 self._give_up_on_threads(bound, when)
                 return False
 
-    def _give_up_on_threads(self, waited: float | None, when: str) -> None:
+    def _give_up_on_threads(self, waited: float | None, when: str, *, why: str = "") -> None:
         """Report what the listener's busy threads still hold; go on without them.
 
-        *waited* is how long they made no progress (None: interrupted).
+        *waited* is how long they made no progress (None: interrupted, or
+        *why* says what ended the wait).
         """
-        if waited is None:
+        if why:
+            pass
+        elif waited is None:
             why = f"interrupted {when}"
         else:
             why = f"it handled nothing for {waited:g}s {when}"
