@@ -202,7 +202,12 @@ BAD_CONFIGS = [
     ),
     pytest.param(
         {"class": "aioqlog.QueueHandler"},
-        ["needs a 'handlers' key"],
+        # Python 3.12's dictConfig refuses it first, in its own words.
+        [
+            "No handlers specified for a QueueHandler"
+            if sys.version_info[:2] == (3, 12)
+            else "needs a 'handlers' key"
+        ],
         id="class-without-handlers",
     ),
     pytest.param(
@@ -297,6 +302,10 @@ async def test_a_queue_handler_that_names_itself_is_refused(form: dict[str, Any]
 
     with pytest.raises((ValueError, RuntimeError)) as caught:
         await configure_and_listen()
+    if sys.version_info >= (3, 12) and "class" in form:
+        # dictConfig resolves the names itself there, and refuses it in its own words.
+        assert "Unable to set required handler 'queued'" in _error_text(caught.value)
+        return
     assert "puts records on the queue this listener serves" in _error_text(caught.value)
     assert "list the handlers that write the records" in _error_text(caught.value)
 
