@@ -337,14 +337,18 @@ def _takers(record: logging.LogRecord, queue: LogQueue) -> list[logging.Handler]
     """Return the handlers behind *queue* that take *record*, by its level (None: unknown).
 
     Unknown while no listener was made for the queue: the handlers it will
-    get are not known yet.
+    get are not known yet; or when a handler's level cannot be read (the
+    listener's own check reports that).
     """
     listener = queue._consumer
     handlers = getattr(listener, "handlers", None)
     if not handlers:
         return None
     respect = bool(getattr(listener, "respect_handler_level", False))
-    return [h for h in handlers if handler_takes(h, record, respect_level=respect)]
+    try:
+        return [h for h in handlers if handler_takes(h, record, respect_level=respect)]
+    except Exception:  # noqa: BLE001 - a level that is a property of its own, say
+        return None
 
 
 def _exception_text(record: logging.LogRecord, queue: LogQueue) -> str | None:

@@ -415,7 +415,10 @@ class Lane:
         position among the listener's handlers (from 1), when another of them
         would be named alike (two unnamed handlers of one class).
         """
-        name = self.handler.get_name() or repr(self.handler)
+        try:
+            name = self.handler.get_name() or repr(self.handler)
+        except Exception:  # noqa: BLE001 - a repr that fails (it reads a broken level, say)
+            name = f"<{type(self.handler).__qualname__}>"
         return name if self.position is None else f"{name} #{self.position}"
 
     # Interface of the concrete lanes.

@@ -134,6 +134,27 @@ def test_the_call_takes_the_repr_only_where_the_template_may_print_it(
     assert prepared.getMessage() == expected
 
 
+def test_a_level_that_cannot_be_read_leaves_the_record_frozen() -> None:
+    """The call's level check never raises: a handler whose level fails means "maybe taken"."""
+
+    class Unreadable(logging.NullHandler):
+        @property
+        def level(self) -> int:
+            raise LookupError("no level")
+
+        @level.setter
+        def level(self, value: int) -> None:
+            pass
+
+    q = aioqlog.LogQueue()
+    aioqlog.QueueListener(q, Unreadable())
+    items = [1]
+    record = _make("items %s", items)
+    prepared = snapshot(record, q)
+    items.append(2)
+    assert prepared.getMessage() == "items [1]"
+
+
 def test_a_snapshot_pickles_and_copies_as_what_it_printed() -> None:
     """A handler that pickles records (to ship them) gets the text; the object need not pickle."""
     import copy
