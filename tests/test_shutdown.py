@@ -302,6 +302,29 @@ def test_a_full_queue_behind_a_listener_not_running_is_delivered_not_dropped(
     assert q.dropped == 0
 
 
+def _stop_behind_a_held_record(
+    anyio_backend: object, logger: logging.Logger, timeout: float
+) -> str:
+    """Stop a listener whose handler holds a record, with *timeout*; return its stderr."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    gate = Gate()
+    stderr = io.StringIO()
+
+    async def main() -> None:
+        listener = aioqlog.QueueListener(q, gate)
+        listener.start()
+        logger.info("held")
+        with contextlib.redirect_stderr(stderr):
+            await listener.stop(timeout=timeout)  # the notice comes after a second
+
+    try:
+        run_on(anyio_backend, main)
+    finally:
+        gate.opened.set()
+    return stderr.getvalue()
+
+
 def test_a_stop_notice_offers_ctrl_c_only_where_ctrl_c_skips(
     anyio_backend: object, logger: logging.Logger
 ) -> None:
@@ -310,54 +333,23 @@ def test_a_stop_notice_offers_ctrl_c_only_where_ctrl_c_skips(
     A server's own SIGINT handler shuts the server down its way, and does not
     cut the stop short: "press Ctrl-C to skip" would send the user astray.
     """
-    q = aioqlog.LogQueue()
-    logger.addHandler(aioqlog.QueueHandler(q))
-    gate = Gate()
-    stderr = io.StringIO()
-
-    async def main() -> None:
-        listener = aioqlog.QueueListener(q, gate)
-        listener.start()
-        logger.info("held")
-        with contextlib.redirect_stderr(stderr):
-            await listener.stop(timeout=2.5)  # the notice comes after a second
-
     previous = signal.signal(signal.SIGINT, lambda *_: None)  # the server's own
     try:
-        run_on(anyio_backend, main)
+        said = _stop_behind_a_held_record(anyio_backend, logger, 2.5)
     finally:
         signal.signal(signal.SIGINT, previous)
-        gate.opened.set()
-    assert "stopping: waiting for the handlers to deliver 1 records (up to 1s more)" in (
-        stderr.getvalue()
-    )
-    assert "Ctrl-C" not in stderr.getvalue()
+    assert "stopping: waiting for the handlers to deliver 1 records (up to 1s more)" in said
+    assert "Ctrl-C" not in said
 
 
 def test_a_stop_bound_under_two_seconds_still_gives_the_notice(
     anyio_backend: object, logger: logging.Logger
 ) -> None:
     """Any stop that waits on the handlers for over a second says so, however little is left."""
-    q = aioqlog.LogQueue()
-    logger.addHandler(aioqlog.QueueHandler(q))
-    gate = Gate()
-    stderr = io.StringIO()
-
-    async def main() -> None:
-        listener = aioqlog.QueueListener(q, gate)
-        listener.start()
-        logger.info("held")
-        with contextlib.redirect_stderr(stderr):
-            await listener.stop(timeout=1.5)
-
-    try:
-        run_on(anyio_backend, main)
-    finally:
-        gate.opened.set()
+    said = _stop_behind_a_held_record(anyio_backend, logger, 1.5)
     assert re.search(
-        r"stopping: waiting for the handlers to deliver 1 records \(up to 0\.\ds more",
-        stderr.getvalue(),
-    ), stderr.getvalue()
+        r"stopping: waiting for the handlers to deliver 1 records \(up to 0\.\ds more", said
+    ), said
 
 
 def test_records_after_stop_wait_for_the_next_start(
