@@ -9,11 +9,12 @@ Deferring the formatting is only correct if ``msg % args`` gives the same text
 later as it would now. It does when every argument is of an immutable builtin
 type (the overwhelming case). Otherwise the handler sends a copy of the record
 whose other arguments are frozen at the call: a ``list``, ``dict``, ``tuple``
-or ``bytearray`` is copied, with the containers in it (so a filter or a JSON
-formatter finds the same types, and a filter that masks a value in a dict
-argument masks it in the message), and any other object is replaced by a
-``Snapshot`` of how it printed (its ``str()``, and its ``repr()`` where the
-template or a container needs it), through which its attributes still read.
+or ``bytearray`` (or the standard library's dict subclasses) is copied, with
+the containers in it (so a filter or a JSON formatter finds the same types,
+and a filter that masks a value in a dict argument masks it in the message),
+and any other object is replaced by a ``Snapshot`` of its ``str()`` and
+``repr()``, through which its attributes still read. Enum members and the
+standard library's values that never change go as they are.
 The template (``record.msg``) and the arguments stay available to error
 trackers that group by template, while the message shows each argument as it
 was when it was logged. None of this is done for a record that no handler
@@ -39,12 +40,13 @@ creates on first use, about 0.1 µs on every call.
 from __future__ import annotations
 
 import datetime
+import enum
 import functools
 import logging
 import logging.handlers
 import queue as stdlib_queue
-import re
 import sys
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -86,7 +88,6 @@ _IMMUTABLE: frozenset[type] = frozenset(
 )
 
 _FILTER_RETURNS_RECORD = sys.version_info >= (3, 12)
-_GET_MESSAGE = logging.LogRecord.getMessage
 
 _FORMAT_EXCEPTION = logging.Formatter.formatException
 _DEFAULT_FORMATTER: logging.Formatter = logging._defaultFormatter  # type: ignore[attr-defined]
@@ -106,18 +107,18 @@ class Snapshot:
 
     Stands in for an argument of a class of its own (or a builtin one that can
     change, such as a ``set``) in ``record.args`` so that formatting the record
-    later, in another thread, prints what the call would have printed. What
-    the call did not need (*text*, *representation*) is not computed then,
-    but from the object when first asked for. Other attributes are read from
-    the object itself, as it is now.
+    later, in another thread, prints what the call would have printed. Other
+    attributes are read from the object itself, as it is when read.
     """
 
     __slots__ = ("_obj", "_repr", "_str")
 
-    def __init__(self, obj: object, *, text: bool = True, representation: bool = True) -> None:
+    def __init__(self, obj: object) -> None:
         self._obj = obj
-        self._str = str(obj) if text else None
-        self._repr = repr(obj) if representation else None
+        # One that fails now is left to fail where it is used (the handler's
+        # formatting reports it, as attached directly), not lost with the rest.
+        self._str: str | None = _or_none(str, obj)
+        self._repr: str | None = _or_none(repr, obj)
 
     def __str__(self) -> str:
         return str(self._obj) if self._str is None else self._str
@@ -136,6 +137,14 @@ class Snapshot:
         return _printed, (str(self), repr(self))
 
 
+def _or_none(convert: Callable[[object], str], obj: object) -> str | None:
+    """Return ``convert(obj)``, or None if it raises."""
+    try:
+        return convert(obj)
+    except Exception:  # noqa: BLE001 - raised again where the text is used
+        return None
+
+
 def _printed(text: str, representation: str) -> Snapshot:
     """Return a ``Snapshot`` of what an object printed, without the object."""
     printed = Snapshot.__new__(Snapshot)
@@ -144,33 +153,63 @@ def _printed(text: str, representation: str) -> Snapshot:
 
 
 # What freezing an argument copies: builtin containers whose repr (and so
-# their str) is that of their items, in an order a copy keeps.
-_COPIED: frozenset[type] = frozenset({list, dict, tuple, bytearray})
+# their str) is that of their items, in an order a copy keeps; and the
+# standard library's dict subclasses, whose copy() keeps their class.
+_DICTS: frozenset[type] = frozenset({dict, OrderedDict, defaultdict, Counter})
+_COPIED: frozenset[type] = _DICTS | {list, tuple, bytearray}
 
-# A conversion of an argument that prints its repr(): %r and %a, with any
-# mapping key, flags, width, precision and length modifier.
-_REPR_CONVERSION = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[hlL]?[ra]")
+# Classes of the standard library whose instances never change (by module
+# and name: a module not imported has no instances to log).
+_CONSTANT_CLASSES: frozenset[tuple[str, str]] = frozenset(
+    {("decimal", "Decimal"), ("fractions", "Fraction"), ("uuid", "UUID")}
+    | {("ipaddress", f"IPv{v}{it}") for v in (4, 6) for it in ("Address", "Network", "Interface")}
+    | {
+        (module, f"{pure}{flavour}Path")
+        for module in ("pathlib", "pathlib._local")
+        for pure in ("", "Pure")
+        for flavour in ("", "Posix", "Windows")
+    }
+)
 
 
-@functools.lru_cache(maxsize=256)
-def _prints_repr(template: str) -> bool:
-    """Return whether *template* may convert an argument with ``%r`` or ``%a``."""
-    return _REPR_CONVERSION.search(template.replace("%%", "")) is not None
+def _is_constant(kind: type) -> bool:
+    """Return whether instances of *kind* print later as they print now, as the builtins do.
+
+    Enum members (``HTTPStatus.OK``), and the standard library's immutable
+    values (``Decimal``, ``Fraction``, ``UUID``, ``ipaddress`` and ``pathlib``
+    objects): passed as they are, so a ``%d`` of an ``IntEnum`` formats later.
+    """
+    return issubclass(kind, enum.Enum) or (kind.__module__, kind.__qualname__) in _CONSTANT_CLASSES
 
 
-def _freeze(value: object, representation: bool) -> object:
-    """Return an argument as it prints now: itself, a copy, or a ``Snapshot``."""
+_constant: Callable[[type], bool] = functools.lru_cache(maxsize=256)(_is_constant)
+
+
+def _freeze(value: object) -> object:
+    """Return an argument (or an item of one) as it prints now: itself, a copy, or a snapshot."""
     kind = type(value)
-    if kind in _IMMUTABLE:
+    if kind in _IMMUTABLE or _constant(kind):
         return value
     if kind in _COPIED:
-        return _copy_data(value, leaf=_frozen_leaf)
-    return Snapshot(value, representation=representation)
+        return _copy_data(value, leaf=_freeze)
+    return Snapshot(value)
 
 
-def _frozen_leaf(value: object) -> object:
-    """Return an item of a copied container as the container prints it (by its repr)."""
-    return value if type(value) in _IMMUTABLE else Snapshot(value, text=False)
+_new_snapshot = object.__new__
+
+#: Up to how many items a list, dict or tuple argument holding other objects
+#: than builtin values is copied item by item; a longer one is a ``Snapshot``
+#: of its repr(), taken in one call at C speed (a copy would cost the caller
+#: several times what formatting it costs).
+ITEMWISE = 64
+
+
+def _printed_whole(value: object) -> Snapshot:
+    """Return a ``Snapshot`` of a container as it prints now (its str() is its repr())."""
+    printed = _new_snapshot(Snapshot)
+    text = repr(value)
+    printed._obj, printed._str, printed._repr = value, text, text
+    return printed
 
 
 def _copy_data(
@@ -197,18 +236,30 @@ def _copy_data(
     if kind is list:
         if leaf is not None and _IMMUTABLE.issuperset(map(type, value)):  # type: ignore[call-overload]
             return list(value)  # type: ignore[call-overload]
+        if leaf is not None and len(value) > ITEMWISE:  # type: ignore[arg-type]
+            return _printed_whole(value)
         copied = memo[id(value)] = []
-        copied.extend(_copy_data(v, memo, leaf) for v in value)  # type: ignore[attr-defined]
-    elif kind is dict:
-        if leaf is not None and _IMMUTABLE.issuperset(map(type, value.values())):  # type: ignore[attr-defined]
+        copied.extend([_copy_data(v, memo, leaf) for v in value])  # type: ignore[attr-defined]
+    elif kind in _DICTS:
+        values: Any = value.values()  # type: ignore[attr-defined]
+        if leaf is not None and kind is dict and _IMMUTABLE.issuperset(map(type, values)):
             return dict(value)  # type: ignore[call-overload]
-        copied = memo[id(value)] = {}
+        if leaf is not None and len(values) > ITEMWISE:
+            return _printed_whole(value)
+        # copy() keeps the class (an OrderedDict's order, a defaultdict's factory).
+        copied = memo[id(value)] = value.copy()  # type: ignore[attr-defined]
         for k, v in value.items():  # type: ignore[attr-defined]
             copied[k] = _copy_data(v, memo, leaf)
     elif kind is tuple:
         if leaf is not None and _IMMUTABLE.issuperset(map(type, value)):  # type: ignore[call-overload]
             return value  # as immutable as its items
-        copied = tuple(_copy_data(v, memo, leaf) for v in value)  # type: ignore[attr-defined]
+        if leaf is not None and len(value) > ITEMWISE:  # type: ignore[arg-type]
+            return _printed_whole(value)
+        items = [_copy_data(v, memo, leaf) for v in value]  # type: ignore[attr-defined]
+        done = memo.get(id(value))
+        if done is not None:
+            return done  # copied meanwhile, through a cycle back to it: one copy
+        copied = tuple(items)
     else:  # a set (of hashable, so immutable-enough, items) or a bytearray
         copied = kind(value)  # type: ignore[call-arg]
     memo[id(value)] = copied
@@ -287,25 +338,31 @@ def _frozen_message(record: logging.LogRecord) -> dict[str, object]:
             frozen_msg = msg
         else:
             # Printed by getMessage() through str(); its attributes still read.
-            frozen_msg = Snapshot(msg, representation=False)
+            frozen_msg = Snapshot(msg)
         if not args:
             return {"msg": frozen_msg}
-        # A Snapshot keeps the repr() too where the template may print it (or
-        # where the record formats its message its own way).
-        reprs = type(record).getMessage is not _GET_MESSAGE or _prints_repr(str(frozen_msg))
         frozen_args: tuple[object, ...] | Mapping[str, object] | None
         if isinstance(args, tuple):
-            frozen_args = tuple(_freeze(a, reprs) for a in args)
+            frozen_args = tuple(_freeze(a) for a in args)
         elif isinstance(args, Mapping):
-            if type(args) is not dict:
-                # Through "%s" a mapping prints as itself (an OrderedDict, a
-                # class that hides secrets in its repr): a dict copy would not.
+            if type(args) not in _DICTS:
+                # Through "%s" a mapping prints as itself (a class that hides
+                # secrets in its repr): a copy of another class would not.
                 return _rendered_now(record)
-            frozen_args = {k: _freeze(v, reprs) for k, v in args.items()}
+            if "%(" not in str(frozen_msg):
+                # No key in the template: "%s" prints the mapping whole, by
+                # its items' repr(), as a list argument prints.
+                frozen_args = _copy_data(args, leaf=_freeze)  # type: ignore[assignment]
+            else:
+                # A copy of its own class, each value frozen as an argument.
+                copied: Any = args.copy()  # type: ignore[attr-defined]
+                for k, v in args.items():
+                    copied[k] = _freeze(v)
+                frozen_args = copied
         else:
             frozen_args = args
-        if type(frozen_args) is dict:
-            top: Iterable[object] | None = frozen_args.values()
+        if type(frozen_args) in _DICTS:
+            top: Iterable[object] | None = frozen_args.values()  # type: ignore[union-attr]
         else:
             top = frozen_args if type(frozen_args) is tuple else None
         if top is None or any(type(v) is Snapshot for v in top):
