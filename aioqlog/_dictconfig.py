@@ -249,7 +249,57 @@ def _configured_handlers(names: Sequence[object]) -> Mapping[str, object] | None
                 f"aioqlog.QueueHandler 'handlers' names {name!r}, which is not a handler "
                 f"of this configuration (handlers: {known}); fix the name or define it"
             )
+    _refuse_a_loop(names, table)
     return table
+
+
+_QUEUE_HANDLER_FACTORIES = frozenset(
+    {"aioqlog.QueueHandler", "aioqlog.config.queue_handler", "aioqlog._handler.QueueHandler"}
+)
+
+
+def _refuse_a_loop(names: Sequence[object], table: Mapping[str, object]) -> None:
+    """Refuse a 'handlers' key that leads back to the queue handler it configures.
+
+    Its records would come back to its own queue (through another aioqlog
+    queue handler, or straight away) until the recursion guard dropped them.
+    dictConfig gives the list the entry it comes from (``parent``): that
+    entry's name is the one the loop would come back to.
+    """
+    entry = getattr(names, "parent", None)
+    own = next((key for key, value in table.items() if value is entry), None)
+    if entry is None or own is None:
+        return
+    seen = set()
+    stack = [(name, [own, name]) for name in names if isinstance(name, str)]
+    while stack:
+        name, path = stack.pop()
+        if name == own:
+            chain = " -> ".join(repr(n) for n in path)
+            raise ValueError(
+                f"aioqlog.QueueHandler {own!r} would deliver its records back to its own queue "
+                f"({chain}); list under 'handlers' the handlers that write the records"
+            )
+        if name in seen:
+            continue
+        seen.add(name)
+        for further in _names_behind(dict.get(table, name)):  # type: ignore[call-overload]
+            stack.append((further, [*path, further]))
+
+
+def _names_behind(entry: object) -> list[str]:
+    """Return the handler names an aioqlog queue handler's entry (or object) delivers to."""
+    if isinstance(entry, dict):
+        # dict.get: the entry as written, without dictConfig's conversions.
+        factory = dict.get(entry, "class", dict.get(entry, "()"))
+        handlers = dict.get(entry, "handlers")
+        if factory in _QUEUE_HANDLER_FACTORIES and isinstance(handlers, Sequence):
+            return [n for n in handlers if isinstance(n, str)]
+        return []
+    pending = getattr(entry, "_pending", None)
+    if isinstance(pending, PendingListener):
+        return [n for n in pending.names if isinstance(n, str)]
+    return []
 
 
 def _connect(

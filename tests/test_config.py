@@ -306,8 +306,24 @@ async def test_a_queue_handler_that_names_itself_is_refused(form: dict[str, Any]
         # dictConfig resolves the names itself there, and refuses it in its own words.
         assert "Unable to set required handler 'queued'" in _error_text(caught.value)
         return
-    assert "puts records on the queue this listener serves" in _error_text(caught.value)
-    assert "list the handlers that write the records" in _error_text(caught.value)
+    assert "'queued' would deliver its records back to its own queue ('queued' -> 'queued')" in (
+        _error_text(caught.value)
+    )
+    assert "list under 'handlers' the handlers that write the records" in _error_text(caught.value)
+
+
+@pytest.mark.usefixtures("configured")
+@pytest.mark.parametrize("form", [CLASS_FORM, FACTORY_FORM], ids=["class", "factory"])
+def test_two_queue_handlers_that_name_each_other_are_refused(form: dict[str, Any]) -> None:
+    """A loop through two queues: each record would go round once, then be dropped, unsaid."""
+    config = _config({**form, "handlers": ["recorder", "z_queue"]}, name="a_queue")
+    config["handlers"]["z_queue"] = {**form, "handlers": ["a_queue"]}
+    with pytest.raises(ValueError, match="Unable to") as caught:
+        logging.config.dictConfig(config)
+    if sys.version_info >= (3, 12) and "class" in form:
+        assert "Unable to set required handler" in _error_text(caught.value)
+        return
+    assert "('a_queue' -> 'z_queue' -> 'a_queue')" in _error_text(caught.value)
 
 
 def test_a_listener_refuses_the_handler_that_feeds_its_queue() -> None:
