@@ -169,7 +169,11 @@ def adopt(handler: QueueHandler, value: object) -> QueueListener | None:
                 "aioqlog.QueueHandler needs an aioqlog.QueueListener instead"
             )
         if not value.handlers:
-            raise ValueError(MISSING_HANDLERS)
+            # No 'handlers' key, or an empty list: Python 3.12+ cannot tell us which.
+            raise ValueError(
+                "aioqlog.QueueHandler has no handlers to deliver to: list their names "
+                "under its 'handlers' key"
+            )
         listener = QueueListener(
             handler.queue, *value.handlers, respect_handler_level=_configured_respect(value)
         )

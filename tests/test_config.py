@@ -206,7 +206,7 @@ BAD_CONFIGS = [
         [
             "No handlers specified for a QueueHandler"
             if sys.version_info[:2] == (3, 12)
-            else "needs a 'handlers' key"
+            else "'handlers' key"
         ],
         id="class-without-handlers",
     ),
