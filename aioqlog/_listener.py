@@ -24,6 +24,7 @@ import contextvars
 import functools
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -31,6 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from queue import SimpleQueue
 from types import TracebackType
 from typing import Any, NoReturn
 
@@ -581,6 +583,8 @@ class QueueListener:
 
     def _start_afresh(self) -> None:
         """Set the lanes, the run's state and the counters to those of a new listener."""
+        if _EXIT_STARTS_NO_THREAD:
+            _STANDBY.ready()
         q = self.queue
         copying = len(self.handlers) > 1
         self._lanes = [
@@ -1094,11 +1098,18 @@ class QueueListener:
         try:
             thread.start()
         except RuntimeError:
-            # The interpreter is exiting (Python 3.12+ starts no thread then,
-            # and a daemon thread's loop can end only now): drain right here.
+            # The interpreter is exiting (Python 3.12 starts no thread then,
+            # and a daemon thread's loop can end only now): the thread
+            # started for this beforehand runs it, else it runs right here.
             with self._drainers_lock:
                 self._drainers = [t for t in self._drainers if t is not thread]
-            one()
+                standby = _STANDBY.thread()
+                if standby is not None:
+                    self._drainers.append(standby)
+            if standby is None:
+                one()
+            else:
+                _STANDBY.run(run)
             return
 
     @contextlib.contextmanager
@@ -1967,6 +1978,66 @@ class QueueListener:
             self._queued_reported = queued  # said once (this runs at close and at exit)
             if queued:
                 _stderr(f"{queued} records queued {when} were not delivered")
+
+
+#: Python 3.12 refuses to start a thread once the interpreter exits, in exit
+#: hooks too (3.11 and 3.13 do not): the exit's deliveries run in a thread
+#: started beforehand (``_Standby``).
+_EXIT_STARTS_NO_THREAD = sys.version_info[:2] == (3, 12)
+
+
+class _Standby:
+    """A daemon thread started before the exit, to run the exit's deliveries there.
+
+    One per process, started with the first listener (again in a forked
+    child), idle until the exit hands it a delivery; it runs them one after
+    the other. A delivery run there, like one in a thread of its own, holds
+    the exit only while its handlers make progress: the exit watches it and
+    gives up on a handler stuck in its ``emit``.
+    """
+
+    def __init__(self) -> None:
+        self._fresh()
+
+    def _fresh(self) -> None:
+        self._pid = os.getpid()
+        self._jobs: SimpleQueue[Callable[[], None]] = SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def ready(self) -> None:
+        """Start the thread in this process, if it does not run yet."""
+        if self._pid != os.getpid():
+            self._fresh()  # a forked child: the parent's thread, lock and jobs are not its own
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            thread = threading.Thread(target=self._serve, name="aioqlog-drain", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:
+                return  # exiting already: nothing to start it for
+            self._thread = thread
+
+    def thread(self) -> threading.Thread | None:
+        """Return the thread, if it runs in this process."""
+        thread = self._thread
+        return thread if thread is not None and thread.is_alive() else None
+
+    def run(self, job: Callable[[], None]) -> None:
+        """Have the thread run *job*, after those handed to it before."""
+        self._jobs.put(job)
+
+    def _serve(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                job()
+            except BaseException:  # noqa: BLE001 - a delivery reports its own faults
+                continue
+
+
+_STANDBY = _Standby()
 
 
 def _handler_stats(lane: Lane, oldest_pending_age: float | None) -> HandlerStats:

@@ -692,6 +692,11 @@ def test_records_a_drainer_has_not_handed_on_are_counted_when_it_is_stuck() -> N
     assert "2 records queued at exit were not delivered" in result.stderr
 
 
+@pytest.mark.xfail(
+    sys.version_info[:2] == (3, 12),
+    reason="Python 3.12 starts no thread at exit: the handlers' own threads cannot serve it",
+    strict=True,
+)
 def test_a_handler_stuck_at_exit_does_not_keep_the_others_from_the_backlog() -> None:
     """A backlog no listener took, delivered at exit: the healthy handler gets all of it.
 
