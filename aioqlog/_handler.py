@@ -145,10 +145,13 @@ def _or_none(convert: Callable[[object], str], obj: object) -> str | None:
         return None
 
 
-def _printed(text: str, representation: str) -> Snapshot:
-    """Return a ``Snapshot`` of what an object printed, without the object."""
-    printed = Snapshot.__new__(Snapshot)
-    printed._obj, printed._str, printed._repr = None, text, representation
+_new_snapshot = object.__new__
+
+
+def _printed(text: str, representation: str, obj: object = None) -> Snapshot:
+    """Return a ``Snapshot`` of what *obj* printed (its attributes read through, if given)."""
+    printed = _new_snapshot(Snapshot)
+    printed._obj, printed._str, printed._repr = obj, text, representation
     return printed
 
 
@@ -175,11 +178,35 @@ _CONSTANT_CLASSES: frozenset[tuple[str, str]] = frozenset(
 def _is_constant(kind: type) -> bool:
     """Return whether instances of *kind* print later as they print now, as the builtins do.
 
-    Enum members (``HTTPStatus.OK``), and the standard library's immutable
-    values (``Decimal``, ``Fraction``, ``UUID``, ``ipaddress`` and ``pathlib``
-    objects): passed as they are, so a ``%d`` of an ``IntEnum`` formats later.
+    Enum members (``HTTPStatus.OK``) whose class prints them as the enum
+    module does and whose values are immutable, and the standard library's
+    immutable values (``Decimal``, ``Fraction``, ``UUID``, ``ipaddress`` and
+    ``pathlib`` objects): passed as they are, so a ``%d`` of an ``IntEnum``
+    formats later.
     """
-    return issubclass(kind, enum.Enum) or (kind.__module__, kind.__qualname__) in _CONSTANT_CLASSES
+    if issubclass(kind, enum.Enum):
+        return all(map(_printed_by_enum, (kind.__str__, kind.__repr__, kind.__format__))) and all(
+            _settled(member.value) for member in kind.__members__.values()
+        )
+    return (kind.__module__, kind.__qualname__) in _CONSTANT_CLASSES
+
+
+def _printed_by_enum(method: object) -> bool:
+    """Return whether *method* is the enum module's own or a builtin type's (a mixin's)."""
+    if getattr(method, "__module__", None) == "enum":
+        return True
+    owner = getattr(method, "__objclass__", None)  # int.__str__, str.__format__...
+    return getattr(owner, "__module__", None) == "builtins"
+
+
+def _settled(value: object) -> bool:
+    """Return whether *value* prints later as it prints now (a dict key, an enum's value)."""
+    kind = type(value)
+    if kind in _IMMUTABLE:
+        return True
+    if kind is tuple or kind is frozenset:
+        return all(map(_settled, value))  # type: ignore[call-overload]
+    return _constant(kind)
 
 
 _constant: Callable[[type], bool] = functools.lru_cache(maxsize=256)(_is_constant)
@@ -195,8 +222,6 @@ def _freeze(value: object) -> object:
     return Snapshot(value)
 
 
-_new_snapshot = object.__new__
-
 #: Up to how many items a list, dict or tuple argument holding other objects
 #: than builtin values is copied item by item; a longer one is a ``Snapshot``
 #: of its repr(), taken in one call at C speed (a copy would cost the caller
@@ -206,10 +231,8 @@ ITEMWISE = 64
 
 def _printed_whole(value: object) -> Snapshot:
     """Return a ``Snapshot`` of a container as it prints now (its str() is its repr())."""
-    printed = _new_snapshot(Snapshot)
     text = repr(value)
-    printed._obj, printed._str, printed._repr = value, text, text
-    return printed
+    return _printed(text, text, value)
 
 
 def _copy_data(
@@ -242,10 +265,15 @@ def _copy_data(
         copied.extend([_copy_data(v, memo, leaf) for v in value])  # type: ignore[attr-defined]
     elif kind in _DICTS:
         values: Any = value.values()  # type: ignore[attr-defined]
-        if leaf is not None and kind is dict and _IMMUTABLE.issuperset(map(type, values)):
-            return dict(value)  # type: ignore[call-overload]
-        if leaf is not None and len(values) > ITEMWISE:
-            return _printed_whole(value)
+        if leaf is not None:
+            if not (_IMMUTABLE.issuperset(map(type, value)) or all(map(_settled, value))):  # type: ignore[call-overload]
+                # A key that can change (an object of one's own, a tuple of
+                # lists) prints later as it is then: keep the whole as it is now.
+                return _printed_whole(value)
+            if kind is dict and _IMMUTABLE.issuperset(map(type, values)):
+                return dict(value)  # type: ignore[call-overload]
+            if len(values) > ITEMWISE:
+                return _printed_whole(value)
         # copy() keeps the class (an OrderedDict's order, a defaultdict's factory).
         copied = memo[id(value)] = value.copy()  # type: ignore[attr-defined]
         for k, v in value.items():  # type: ignore[attr-defined]

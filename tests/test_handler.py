@@ -224,6 +224,78 @@ def test_a_standard_mapping_argument_stays_a_mapping_of_its_class(mapping: Any) 
     assert mapping["password"] == "hunter2"
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda thing: {thing: 1},
+        lambda thing: {("at", thing): 1},
+        lambda thing: {frozenset({thing}): 1},
+        lambda thing: collections.OrderedDict({thing: 1}),
+        lambda thing: collections.Counter({thing: 2}),
+        lambda thing: collections.defaultdict(list, {thing: [1]}),
+        lambda thing: [{"nested": {thing: 1}}],
+    ],
+    ids=["dict", "tuple key", "frozenset key", "OrderedDict", "Counter", "defaultdict", "nested"],
+)
+def test_a_mapping_keyed_by_an_object_prints_its_keys_as_at_the_call(
+    make: Callable[[_Thing], Any],
+) -> None:
+    """A key is frozen like a value: an object used as a key that changes later prints as it was."""
+    thing = _Thing()
+    for template in ("%s", "%r"):
+        record = _make(template, make(thing))
+        expected = record.getMessage()
+        prepared = snapshot(record)
+        thing.kwargs["user"] = "bob"
+        assert prepared.getMessage() == expected
+        thing.kwargs["user"] = "ann"
+
+
+def test_a_mapping_keyed_by_values_stays_a_mapping() -> None:
+    """Keys that are builtin values, tuples of them or enum members keep the copy a dict."""
+    args = {"a": [1], (1, "b"): 2, frozenset({3}): 3, _Status.OK: 4}
+    prepared = snapshot(_make("%s and %s", args, [2]))
+    copied = prepared.args[0]  # type: ignore[index]
+    assert type(copied) is dict
+    assert copied == args
+    assert copied is not args
+
+
+class _Shade(enum.Enum):
+    """An enum whose members print the application's state, not only their names."""
+
+    RED = 1
+
+    def __str__(self) -> str:
+        return f"red at {_SHADE_LEVEL[0]}"
+
+
+_SHADE_LEVEL = [0]
+
+
+class _Holder(enum.Enum):
+    """An enum whose member's value can change (its repr shows it)."""
+
+    BOX = [1]  # noqa: RUF012 - the point of the test
+
+
+@pytest.mark.parametrize(("template", "member"), [("%s", _Shade.RED), ("%r", _Holder.BOX)])
+def test_an_enum_member_that_can_print_differently_later_prints_as_at_the_call(
+    template: str, member: enum.Enum
+) -> None:
+    """Only enums that print as the enum module does, with immutable values, go as they are."""
+    record = _make(template, member)
+    expected = record.getMessage()
+    prepared = snapshot(record)
+    _SHADE_LEVEL[0] = 9
+    _Holder.BOX.value.append(2)
+    try:
+        assert prepared.getMessage() == expected
+    finally:
+        _SHADE_LEVEL[0] = 0
+        del _Holder.BOX.value[1:]
+
+
 def _tuple_in_a_list_in_it() -> tuple[Any, ...]:
     inner: list[Any] = []
     value = (inner,)
