@@ -606,6 +606,8 @@ class LogQueue:
         self._shared: _Shared = _NOT_SHARED
         # Called as that context dies: the variables are held no longer.
         self._forget = functools.partial(_forget_shared, weakref.ref(self))
+        # The context of every call made with no variable set: one for all.
+        self._blank = contextvars.Context()
         # Whether a consumer lets code of its own enter the queued contexts
         # (QueueListener.dequeue overridden): then a shared context is checked
         # against its variables again before it is shared.
@@ -698,24 +700,32 @@ class LogQueue:
         It never blocks the event loop thread; only under ``overflow="block"``
         does a thread other than the loop's wait (at most *block_timeout*).
         """
-        # Hot path: one length check, one identity check of the context, one
-        # append with its context noted, two emptiness checks.
+        # Hot path: one length check, one emptiness (or identity) check of the
+        # context, one append with its context noted, two emptiness checks.
         items = self._items
         if len(items) >= self._limit and not self._past_limit():
             return
         ctx = _copy_context()
-        # The same variables as the last call's context (the same mapping, by
-        # identity: no value is compared): share that context.
-        ref, variables, _ = self._shared
-        mine = _referents(ctx)
-        if mine and mine[0] is variables:
-            shared = ref()
-            if shared is None:
-                self._share(ctx, mine)
-            else:
-                ctx = shared
+        if not ctx:
+            # No variable set (most calls of most programs): every such call
+            # shares the queue's empty context.
+            blank = self._blank
+            if blank:  # a consumer's own code set one in it (see _exposed)
+                self._blank = blank = ctx
+            ctx = blank
         else:
-            self._share(ctx, mine)
+            # The same variables as the last call's context (the same mapping,
+            # by identity: no value is compared): share that context.
+            ref, variables, _ = self._shared
+            mine = _referents(ctx)
+            if mine and mine[0] is variables:
+                shared = ref()
+                if shared is None:
+                    self._share(ctx, mine)
+                else:
+                    ctx = shared
+            else:
+                self._share(ctx, mine)
         contexts = self._contexts
         if (type(record) is _LogRecord or _keyed_by_identity(type(record))) and (
             record not in contexts

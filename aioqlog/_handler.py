@@ -315,22 +315,28 @@ def snapshot(record: logging.LogRecord, queue: LogQueue | None = None) -> loggin
     With *queue*, a record that none of the handlers behind it takes, by its
     level, goes as it is: nothing formats it.
     """
-    if record.exc_info:
-        return _snapshot_slow(record, queue)
-    msg = record.msg
-    args = record.args
-    if type(msg) is str:
-        if not args:
-            return record
-        if type(args) is tuple:
-            for arg in args:
-                if type(arg) not in _IMMUTABLE:
-                    break
-            else:
-                return record
-    elif type(msg) in _IMMUTABLE and not args:
+    if not record.exc_info and _formats_later(record.msg, record.args):
         return record
     return _snapshot_slow(record, queue)
+
+
+def _formats_later(msg: object, args: object) -> bool:
+    """Return whether ``msg % args`` prints later as it would now, by their types alone.
+
+    ``QueueHandler.handle`` makes the same check inline, for a ``str``
+    message (every log call would pay for one more call); a test checks
+    that the two agree.
+    """
+    if type(msg) is str:
+        if not args:
+            return True
+        if type(args) is tuple:
+            for arg in args:  # noqa: SIM110 - a loop is twice as fast as all() here
+                if type(arg) not in _IMMUTABLE:
+                    return False
+            return True
+        return False
+    return type(msg) in _IMMUTABLE and not args
 
 
 def _snapshot_slow(record: logging.LogRecord, queue: LogQueue | None) -> logging.LogRecord:
@@ -354,9 +360,7 @@ def _frozen_message(record: logging.LogRecord) -> dict[str, object]:
     """Return the ``msg`` and ``args`` that format later as they would now (none if they do)."""
     msg: Any = record.msg
     args = record.args
-    if type(msg) is str and (not args or (type(args) is tuple and _all_immutable(args))):
-        return {}
-    if type(msg) in _IMMUTABLE and not args:
+    if _formats_later(msg, args):
         return {}
     try:
         if type(msg) is dict:
@@ -401,10 +405,6 @@ def _frozen_message(record: logging.LogRecord) -> dict[str, object]:
     except Exception:  # noqa: BLE001 - decided below, by the stdlib's own rendering
         return _rendered_now(record)
     return {"msg": frozen_msg, "args": frozen_args}
-
-
-def _all_immutable(args: tuple[object, ...]) -> bool:
-    return all(type(arg) in _IMMUTABLE for arg in args)
 
 
 def _rendered_now(record: logging.LogRecord) -> dict[str, object]:
@@ -584,13 +584,23 @@ class QueueHandler(logging.handlers.QueueHandler):
         else:
             rv = record if _FILTER_RETURNS_RECORD else True
         if self.formatter is None and type(self)._plain:
-            # emit(), prepare() and enqueue() as defined here, in one call.
+            # emit(), prepare() and enqueue() as defined here, in one call,
+            # with snapshot()'s check of a str message inline (_formats_later).
             try:
-                queue = self.queue
-                prepared = snapshot(record, queue)
-                if prepared is not record:
-                    prepared = self._complete(record, prepared)
-                queue.put_nowait(prepared)
+                queued = record
+                args = record.args
+                if not record.exc_info and type(record.msg) is str:
+                    if args:
+                        if type(args) is tuple:
+                            for arg in args:
+                                if type(arg) not in _IMMUTABLE:
+                                    queued = self._frozen(record)
+                                    break
+                        else:
+                            queued = self._frozen(record)
+                else:
+                    queued = self._frozen(record)
+                self.queue.put_nowait(queued)
             except Exception:  # noqa: BLE001 - logging never raises into the caller
                 self.handleError(record)
         else:
@@ -640,6 +650,11 @@ class QueueHandler(logging.handlers.QueueHandler):
         if prepared is record:
             return record  # the common case: nothing to freeze, no exception
         return self._complete(record, prepared)
+
+    def _frozen(self, record: logging.LogRecord) -> logging.LogRecord:
+        """Return what ``prepare`` returns for *record* (``snapshot``, then ``_complete``)."""
+        prepared = _snapshot_slow(record, self.queue)
+        return record if prepared is record else self._complete(record, prepared)
 
     def _complete(self, record: logging.LogRecord, prepared: logging.LogRecord) -> Any:
         """Finish *prepared*, the snapshot copy of *record*: render its exception now."""

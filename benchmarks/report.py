@@ -45,7 +45,9 @@ SECTIONS = {
         'nothing: the cost of the LogRecord itself. The "bare queue" row is no library: a '
         "deque in front of a thread, with none of aioqlog's guarantees (see the end-to-end "
         "throughput below): what handing a record to a queue costs the caller on this "
-        "machine without them.",
+        "machine without them. The coroutine sets no context variable, as in a program that "
+        "sets none; where one is set, aioqlog's call also checks whether the variables are "
+        'those of the call before it (docs/concepts.md, "Context").',
     ),
     "throughput": (
         "End-to-end throughput",

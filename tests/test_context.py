@@ -213,6 +213,24 @@ async def test_records_logged_in_one_context_share_it_until_it_changes(
     q._take(3)
 
 
+@pytest.mark.anyio
+async def test_records_logged_with_no_variable_set_share_one_empty_context(
+    logger: logging.Logger,
+) -> None:
+    """Calls made where no variable is set (most calls of most programs) queue one Context."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))  # no listener: the records stay queued
+    contextvars.Context().run(logger.info, "one")
+    contextvars.Context().run(logger.info, "two")
+    request_id.set("req-1")
+    logger.info("three")
+    contexts = [ctx for _, ctx in q._peek()]
+    assert contexts[0] is contexts[1]
+    assert len(contexts[0]) == 0
+    assert contexts[2] is not contexts[0]
+    q._take(3)
+
+
 class _Tampering(aioqlog.QueueListener):
     """A dequeue override that changes a variable inside the first record's context."""
 
@@ -245,6 +263,23 @@ async def test_a_context_changed_after_its_call_is_not_shared_with_the_next(
         logger.info("two")  # the caller's context has not changed since "one"
         await rec.arrived(2)
     assert rec.lines == ["tampered one", "req-1 two"]
+
+
+@pytest.mark.anyio
+async def test_an_empty_context_a_hook_changed_is_not_shared_with_the_next(
+    logger: logging.Logger,
+) -> None:
+    """A hook sets a variable in the empty context of a call: the next such call gets none."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    rec = Recorder()
+    rec.setFormatter(ContextFormatter())
+    async with _Tampering(q, rec):
+        contextvars.Context().run(logger.info, "one")
+        await rec.arrived(1)
+        contextvars.Context().run(logger.info, "two")
+        await rec.arrived(2)
+    assert rec.lines == ["tampered one", "- two"]
 
 
 class _TamperingOnce(aioqlog.QueueListener):

@@ -387,6 +387,34 @@ def test_a_record_no_handler_takes_is_not_frozen(logger: logging.Logger) -> None
         logger.removeHandler(logger.handlers[-1])
 
 
+@pytest.mark.parametrize(
+    ("msg", "args"),
+    [
+        ("plain", ()),
+        ("%s %d %r %s", ("a", 1, 2.5, None)),
+        ("%s", (b"x",)),
+        ("%s", ([1],)),
+        ("%s %s", ("a", {"k": 1})),
+        ("%s", (_Status.OK,)),
+        ("%s", (_Thing(),)),
+        ("%(k)s", {"k": "v"}),
+        ("%(k)s", {"k": [1]}),
+        (7, ()),
+        (_Thing(), ()),
+        ({"event": "e"}, ()),
+    ],
+)
+def test_the_handlers_inline_check_agrees_with_snapshot(msg: object, args: Any) -> None:
+    """``handle`` checks the arguments inline: it queues the record itself when snapshot would."""
+    q = aioqlog.LogQueue()
+    handler = aioqlog.QueueHandler(q)
+    record = _make(msg, args) if isinstance(args, dict) else _make(msg, *args)
+    handler.handle(record)
+    [(queued, _)] = q._peek()
+    q._take(1)
+    assert (queued is record) == (snapshot(record, q) is record)
+
+
 def test_the_callers_record_is_never_modified() -> None:
     """Other handlers of the same logger still see the record the logger made."""
     items = [1]
