@@ -46,6 +46,7 @@ import logging
 import logging.handlers
 import queue as stdlib_queue
 import sys
+import types
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -185,7 +186,10 @@ def _is_constant(kind: type) -> bool:
     formats later.
     """
     if issubclass(kind, enum.Enum):
-        return all(map(_printed_by_enum, (kind.__str__, kind.__repr__, kind.__format__))) and all(
+        # (_value_repr_, 3.11+: how repr() shows the value; None where it does not.)
+        value_repr = getattr(kind, "_value_repr_", None)
+        printers = (kind.__str__, kind.__repr__, kind.__format__, value_repr)
+        return all(map(_printed_by_enum, filter(None, printers))) and all(
             _settled(member.value) for member in kind.__members__.values()
         )
     return (kind.__module__, kind.__qualname__) in _CONSTANT_CLASSES
@@ -222,7 +226,12 @@ def _freeze(value: object) -> object:
     return Snapshot(value)
 
 
-#: Up to how many items a list, dict or tuple argument holding other objects
+# A defaultdict's factory whose repr (part of the dict's) cannot change.
+_PLAIN_FACTORIES: frozenset[type] = frozenset(
+    {type, types.FunctionType, types.BuiltinFunctionType, types.MethodType}
+)
+
+#: Up to how many items a list or tuple argument holding other objects
 #: than builtin values is copied item by item; a longer one is a ``Snapshot``
 #: of its repr(), taken in one call at C speed (a copy would cost the caller
 #: several times what formatting it costs).
@@ -264,20 +273,27 @@ def _copy_data(
         copied = memo[id(value)] = []
         copied.extend([_copy_data(v, memo, leaf) for v in value])  # type: ignore[attr-defined]
     elif kind in _DICTS:
-        values: Any = value.values()  # type: ignore[attr-defined]
+        # Always item by item, however long: a filter that masks a value finds
+        # a mapping of its class (a snapshot of the whole would leak it).
+        settled_keys = True
         if leaf is not None:
-            if not (_IMMUTABLE.issuperset(map(type, value)) or all(map(_settled, value))):  # type: ignore[call-overload]
-                # A key that can change (an object of one's own, a tuple of
-                # lists) prints later as it is then: keep the whole as it is now.
-                return _printed_whole(value)
-            if kind is dict and _IMMUTABLE.issuperset(map(type, values)):
+            settled_keys = _IMMUTABLE.issuperset(map(type, value)) or all(map(_settled, value))  # type: ignore[call-overload]
+            if settled_keys and kind is dict and _IMMUTABLE.issuperset(map(type, value.values())):  # type: ignore[attr-defined]
                 return dict(value)  # type: ignore[call-overload]
-            if len(values) > ITEMWISE:
-                return _printed_whole(value)
+            factory = getattr(value, "default_factory", None)
+            if factory is not None and type(factory) not in _PLAIN_FACTORIES:
+                return _printed_whole(value)  # its repr shows the factory's
         # copy() keeps the class (an OrderedDict's order, a defaultdict's factory).
         copied = memo[id(value)] = value.copy()  # type: ignore[attr-defined]
-        for k, v in value.items():  # type: ignore[attr-defined]
-            copied[k] = _copy_data(v, memo, leaf)
+        if settled_keys:
+            for k, v in value.items():  # type: ignore[attr-defined]
+                copied[k] = _copy_data(v, memo, leaf)
+        else:
+            # A key that can change (an object of one's own, a tuple holding
+            # one) is frozen too: a snapshot hashes as itself.
+            copied.clear()
+            for k, v in value.items():  # type: ignore[attr-defined]
+                copied[_freeze(k)] = _copy_data(v, memo, leaf)
     elif kind is tuple:
         if leaf is not None and _IMMUTABLE.issuperset(map(type, value)):  # type: ignore[call-overload]
             return value  # as immutable as its items

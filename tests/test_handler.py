@@ -20,7 +20,7 @@ import pytest
 from support import Recorder
 
 import aioqlog
-from aioqlog._handler import Snapshot, snapshot
+from aioqlog._handler import ITEMWISE, Snapshot, snapshot
 
 
 def _make(msg: Any, *args: Any) -> logging.LogRecord:
@@ -251,6 +251,63 @@ def test_a_mapping_keyed_by_an_object_prints_its_keys_as_at_the_call(
         thing.kwargs["user"] = "ann"
 
 
+class _Redact(logging.Filter):
+    """The filter a user writes to mask a password in a dict argument."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, dict) and "password" in record.args:
+            record.args["password"] = "***"
+        return True
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {_Thing(): 1},
+        {("at", _Thing()): 1},
+        {f"k{i}": _Thing() for i in range(ITEMWISE + 1)},
+    ],
+    ids=["object key", "tuple key", "many objects"],
+)
+def test_a_redaction_filter_masks_a_dict_argument_whatever_else_it_holds(
+    extra: dict[Any, Any],
+) -> None:
+    """A dict with keys of one's own, or many objects, stays a dict: the filter's mask shows."""
+    credentials = {"user": "bob", "password": "hunter2", **extra}
+    record = _make("login %s", credentials)
+    expected = _make("login %s", {**credentials, "password": "***"}).getMessage()
+    prepared = snapshot(record)
+    assert type(prepared.args) is dict
+    assert _Redact().filter(prepared)
+    assert prepared.getMessage() == expected
+    assert credentials["password"] == "hunter2"
+
+
+class _Factory:
+    """A defaultdict factory of one's own, whose repr changes."""
+
+    def __init__(self) -> None:
+        self.tag = "list"
+
+    def __call__(self) -> list[Any]:
+        return []
+
+    def __repr__(self) -> str:
+        return f"Factory<{self.tag}>"
+
+
+def test_a_defaultdict_prints_its_factory_as_at_the_call() -> None:
+    """The factory shows in a defaultdict's repr: one of one's own is frozen with it."""
+    factory = _Factory()
+    record = _make("%s and %s", collections.defaultdict(factory, {"a": 1}), [1])
+    expected = record.getMessage()
+    prepared = snapshot(record)
+    factory.tag = "changed"
+    assert prepared.getMessage() == expected
+    plain = snapshot(_make("%s and %s", collections.defaultdict(list, {"a": [1]}), [1]))
+    assert type(plain.args[0]) is collections.defaultdict  # type: ignore[index]
+
+
 def test_a_mapping_keyed_by_values_stays_a_mapping() -> None:
     """Keys that are builtin values, tuples of them or enum members keep the copy a dict."""
     args = {"a": [1], (1, "b"): 2, frozenset({3}): 3, _Status.OK: 4}
@@ -325,8 +382,6 @@ def test_a_long_container_of_objects_is_a_snapshot_taken_in_one_call() -> None:
     would cost the call several times what formatting it costs; its repr()
     is taken in one call instead.
     """
-    from aioqlog._handler import ITEMWISE
-
     things = [_Thing() for _ in range(ITEMWISE + 1)]
     record = _make("things %s", things)
     expected = record.getMessage()

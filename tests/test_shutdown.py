@@ -548,6 +548,47 @@ def test_a_loop_left_behind_is_drained_at_exit(loop: str) -> None:
     assert result.stdout.splitlines() == [f"record {i}" for i in range(200)]
 
 
+def test_logging_shutdown_before_os_exit_writes_what_threads_logged_after_stop() -> None:
+    """After stop(), threads log at once, then shutdown() and os._exit(): every line written.
+
+    Most of those records wait for the thread or the helper that is delivering;
+    ``os._exit()`` skips the interpreter's exit, and ``logging.shutdown()`` is
+    what waits for them (docs/guarantees.md).
+    """
+    result = _run_script(
+        """
+        import os
+        q = aioqlog.LogQueue()
+        log.addHandler(aioqlog.QueueHandler(q))
+        handler = Slow(sys.stdout)
+
+        async def main():
+            async with aioqlog.QueueListener(q, handler):
+                pass
+
+        asyncio.run(main())
+
+        def burst(tag):
+            for i in range(500):
+                log.info("%s %d", tag, i)
+
+        threads = [threading.Thread(target=burst, args=(tag,)) for tag in "AB"]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for tag in "AB":
+        written = [line for line in lines if line.startswith(tag)]
+        assert written == [f"{tag} {i}" for i in range(500)]
+
+
 def test_records_no_listener_ever_served_are_reported_at_exit() -> None:
     """Records put on a queue that no listener ever served are reported, not lost silently."""
     result = _run_script(
