@@ -397,16 +397,9 @@ def _frozen_message(record: logging.LogRecord) -> dict[str, object]:
                 # Through "%s" a mapping prints as itself (a class that hides
                 # secrets in its repr): a copy of another class would not.
                 return _rendered_now(record)
-            if "%(" not in str(frozen_msg):
-                # No key in the template: "%s" prints the mapping whole, by
-                # its items' repr(), as a list argument prints.
-                frozen_args = _copy_data(args, leaf=_freeze)  # type: ignore[assignment]
-            else:
-                # A copy of its own class, each value frozen as an argument.
-                copied: Any = args.copy()  # type: ignore[attr-defined]
-                for k, v in args.items():
-                    copied[k] = _freeze(v)
-                frozen_args = copied
+            # A copy of its own class, its keys and values frozen as arguments
+            # ("%(key)s" looks a value up; "%s" prints the whole, as a list).
+            frozen_args = _copy_data(args, leaf=_freeze)  # type: ignore[assignment]
         else:
             frozen_args = args
         if type(frozen_args) in _DICTS:
