@@ -62,20 +62,29 @@ are atomic under the GIL. Two one-slot deques carry the hand-offs:
   appended while the right was held is taken by the holder's re-check or by
   the next producer. One holder at a time keeps per-thread order.
 
-Each record is queued on its own, its context beside it in ``_contexts``,
-keyed by the record (by identity): a ``(record, context)`` pair per record
-would be one more object for the garbage collector to track for as long as
-the record waits, and records that wait across collections make the process
-collect more often, and promote them to older generations. A producer notes
-the context, *then* appends the record, so whoever pops the record finds its
-context; the popper (the consumer, or a producer evicting under
-``"drop_old"``) removes it. A record already waiting when it is put again (a
-logger chain with two handlers on one queue) is queued with its context, as
-a pair, and so is a record of a class that hashes or compares records its
-own way: at most one bare copy of a record waits at a time, and its identity
-names one context. Only one record put twice at once, from two threads,
-could find its context taken; it is then delivered in an empty context,
-never lost.
+Each record is queued on its own. One logged where no context variable is
+set (most records of most programs) needs no context of its own: a record
+with none beside it is delivered in the queue's one empty context
+(``_blank``, replaced by a fresh one if a consumer's own code ever sets a
+variable in it). Any other record's context waits beside it in
+``_contexts``, keyed by the record (by identity): a ``(record, context)``
+pair per record would be one more object for the garbage collector to track
+for as long as the record waits, and records that wait across collections
+make the process collect more often, and promote them to older generations.
+A producer notes the context, *then* appends the record, so whoever pops
+the record finds its context; the popper (the consumer, or a producer
+evicting under ``"drop_old"``) removes it. A record already waiting with a
+context when it is put again (a logger chain with two handlers on one
+queue) is queued with its context, as a pair, and so is a record of a class
+that hashes or compares records its own way: at most one copy of a record
+with a noted context waits at a time, and its identity names that context.
+Two puts of one record object that could pair with each other's context:
+the same record put twice at once from two threads (one could find its
+context taken, and is then delivered in an empty context, never lost), and
+a record put where no variable is set that is put again, while it still
+waits, from a context that has one (its first delivery gets the second's
+context, and the second the empty one). Both need the application to hand
+one record object to the queue twice, from two contexts.
 
 A slow safety tick re-arms the consumer every ``_SAFETY_TICK`` seconds, so even
 a wake-up lost to something outside this module (a dropped syscall) cannot
@@ -606,7 +615,8 @@ class LogQueue:
         self._shared: _Shared = _NOT_SHARED
         # Called as that context dies: the variables are held no longer.
         self._forget = functools.partial(_forget_shared, weakref.ref(self))
-        # The context of every call made with no variable set: one for all.
+        # The context of every record logged with no variable set (see "Why
+        # nothing is lost").
         self._blank = contextvars.Context()
         # Whether a consumer lets code of its own enter the queued contexts
         # (QueueListener.dequeue overridden): then a shared context is checked
@@ -707,12 +717,9 @@ class LogQueue:
             return
         ctx = _copy_context()
         if not ctx:
-            # No variable set (most calls of most programs): every such call
-            # shares the queue's empty context.
-            blank = self._blank
-            if blank:  # a consumer's own code set one in it (see _exposed)
-                self._blank = blank = ctx
-            ctx = blank
+            # No variable set (most calls of most programs): the record goes
+            # alone, and is delivered in the queue's empty context.
+            items.append(record)
         else:
             # The same variables as the last call's context (the same mapping,
             # by identity: no value is compared): share that context.
@@ -726,16 +733,16 @@ class LogQueue:
                     ctx = shared
             else:
                 self._share(ctx, mine)
-        contexts = self._contexts
-        if (type(record) is _LogRecord or _keyed_by_identity(type(record))) and (
-            record not in contexts
-        ):
-            contexts[record] = ctx  # first: whoever takes the record finds its context
-            items.append(record)
-        else:
-            # This very record waits here already (put twice), or its class
-            # compares or hashes records its own way: it carries its context.
-            items.append((record, ctx))
+            contexts = self._contexts
+            if (type(record) is _LogRecord or _keyed_by_identity(type(record))) and (
+                record not in contexts
+            ):
+                contexts[record] = ctx  # first: whoever takes the record finds its context
+                items.append(record)
+            else:
+                # This very record waits here already (put twice), or its class
+                # compares or hashes records its own way: it carries its context.
+                items.append((record, ctx))
         if self._parked:  # the consumer sleeps: wake it (once per burst)
             self._wake()
         elif self._right and not self._attached:  # no consumer: deliver here
@@ -1195,6 +1202,9 @@ class LogQueue:
         self._high_water = max(self._high_water, n)
         popleft = items.popleft
         context_of = self._contexts.pop
+        blank = self._blank
+        if blank:  # a consumer's own code set a variable in it (see _exposed)
+            self._blank = blank = contextvars.Context()
         batch: list[Entry] = []
         append = batch.append
         count = min(n, limit)
@@ -1208,8 +1218,7 @@ class LogQueue:
                 if isinstance(item, tuple):
                     append(item)
                 else:
-                    ctx = context_of(item, None)
-                    append((item, ctx if ctx is not None else contextvars.Context()))
+                    append((item, context_of(item, blank)))
         except IndexError:  # a "drop_old" eviction raced us
             self._taken -= count - len(batch)
         if self._limit > self._pace.mark and not self._deferred:
@@ -1292,9 +1301,9 @@ class LogQueue:
     def _peek(self) -> list[Entry]:
         """Return the queued records with their contexts, oldest first, taking none."""
         contexts = self._contexts
-        empty = contextvars.Context()
+        blank = self._blank
         return [
-            item if isinstance(item, tuple) else (item, contexts.get(item, empty))
+            item if isinstance(item, tuple) else (item, contexts.get(item, blank))
             for item in list(self._items)
         ]
 

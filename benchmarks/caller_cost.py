@@ -7,7 +7,11 @@ so no queue overflows.
 
 * ``no-op handler``: a ``logging.Handler`` whose ``emit`` does nothing,
   attached directly. The floor: the LogRecord and the logger's own work.
-* ``aioqlog``: ``aioqlog.QueueHandler`` with a running ``QueueListener``.
+* ``aioqlog``: ``aioqlog.QueueHandler`` with a running ``QueueListener``,
+  the calls made where no context variable is set.
+* ``aioqlog, a context variable set``: the same, each call made where a
+  context variable is set (a request id, a tracer's span): the queue keeps
+  that context beside the record.
 * ``stdlib QueueHandler``: ``logging.handlers.QueueHandler(SimpleQueue())``,
   which formats and copies the record at the call (``prepare``), with its
   ``QueueListener`` thread running.
@@ -26,6 +30,7 @@ so no queue overflows.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import logging.handlers
 import queue
@@ -116,6 +121,26 @@ async def aioqlog_subject(batch: int) -> Subject:
         assert stats.dropped == 0, stats
 
     return Subject(lambda s, i: logger.info(MESSAGE, s, i), settle, close)
+
+
+#: A variable such as a web framework or a tracer sets for each request.
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+
+
+async def aioqlog_with_a_variable_subject(batch: int) -> Subject:
+    """``aioqlog``, each call made where a context variable is set (as tracing does)."""
+    token = REQUEST_ID.set("req-42")  # in the task that times the calls, until close()
+    subject = await aioqlog_subject(batch)
+    close = subject.close
+
+    async def close_and_unset() -> None:
+        try:
+            await close()
+        finally:
+            REQUEST_ID.reset(token)
+
+    subject.close = close_and_unset
+    return subject
 
 
 async def bare_subject(batch: int) -> Subject:
@@ -234,6 +259,7 @@ async def structlog_subject(batch: int) -> Subject:
 SUBJECTS: dict[str, Callable[[int], Awaitable[Subject]]] = {
     "no-op handler": noop_subject,
     "aioqlog": aioqlog_subject,
+    "aioqlog, a context variable set": aioqlog_with_a_variable_subject,
     "stdlib QueueHandler": stdlib_subject,
     "aiologger": aiologger_subject,
     "loguru enqueue": loguru_subject,

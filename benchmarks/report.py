@@ -46,8 +46,9 @@ SECTIONS = {
         "deque in front of a thread, with none of aioqlog's guarantees (see the end-to-end "
         "throughput below): what handing a record to a queue costs the caller on this "
         "machine without them. The coroutine sets no context variable, as in a program that "
-        "sets none; where one is set, aioqlog's call also checks whether the variables are "
-        'those of the call before it (docs/concepts.md, "Context").',
+        'sets none; the "a context variable set" row makes the same call where one is set, '
+        "as under a tracer or a per-request id: aioqlog then also keeps the context beside "
+        'the record (docs/concepts.md, "Context").',
     ),
     "throughput": (
         "End-to-end throughput",

@@ -98,6 +98,7 @@ def test_the_quick_run_measures_every_scenario_on_both_loops(quick_run: dict[str
     assert [r["variant"] for r in caller["rows"]] == [
         "no-op handler",
         "aioqlog",
+        "aioqlog, a context variable set",
         "stdlib QueueHandler",
         "aiologger",
         "loguru enqueue",

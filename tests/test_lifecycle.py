@@ -574,7 +574,10 @@ def test_a_second_ctrl_c_is_never_swallowed(tmp_path: Path, handler: str) -> Non
     err = "".join(lines)
     assert "KeyboardInterrupt" in err
     left = re.findall(r"exiting without flushing or closing it \((\d+) records undelivered\)", err)
-    assert len(left) == 1, err
+    # The same report, once; or twice when the second Ctrl-C lands as it is written.
+    assert len(left) in (1, 2), err
+    assert len(set(left)) == 1, err
+    left = left[:1]
     written = len((tmp_path / "app.log").read_text().splitlines())
     if handler == "stuck":
         assert (left, written) == (["1"], 0)
