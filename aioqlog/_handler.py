@@ -226,6 +226,23 @@ def _freeze(value: object) -> object:
     return Snapshot(value)
 
 
+class _Factory:
+    """A ``defaultdict``'s factory, called as itself, printed as it printed at the call."""
+
+    __slots__ = ("_factory", "_repr")
+
+    def __init__(self, factory: Callable[[], object]) -> None:
+        self._factory = factory
+        # As a defaultdict prints it (one that prints itself prints "...").
+        self._repr = repr(defaultdict(factory))[len("defaultdict(") : -len(", {})")]
+
+    def __call__(self) -> object:
+        return self._factory()
+
+    def __repr__(self) -> str:
+        return self._repr
+
+
 # A defaultdict's factory whose repr (part of the dict's) cannot change.
 _PLAIN_FACTORIES: frozenset[type] = frozenset(
     {type, types.FunctionType, types.BuiltinFunctionType, types.MethodType}
@@ -280,11 +297,13 @@ def _copy_data(
             settled_keys = _IMMUTABLE.issuperset(map(type, value)) or all(map(_settled, value))  # type: ignore[call-overload]
             if settled_keys and kind is dict and _IMMUTABLE.issuperset(map(type, value.values())):  # type: ignore[attr-defined]
                 return dict(value)  # type: ignore[call-overload]
-            factory = getattr(value, "default_factory", None)
-            if factory is not None and type(factory) not in _PLAIN_FACTORIES:
-                return _printed_whole(value)  # its repr shows the factory's
         # copy() keeps the class (an OrderedDict's order, a defaultdict's factory).
         copied = memo[id(value)] = value.copy()  # type: ignore[attr-defined]
+        if leaf is not None:
+            factory = getattr(value, "default_factory", None)
+            if factory is not None and type(factory) not in _PLAIN_FACTORIES:
+                # Its repr shows the factory's: as it printed at the call.
+                copied.default_factory = _Factory(factory)
         if settled_keys:
             for k, v in value.items():  # type: ignore[attr-defined]
                 copied[k] = _copy_data(v, memo, leaf)

@@ -1084,6 +1084,9 @@ class TaskLane(Lane):
                 entries.append(buffer.popleft())
         passed_entries: list[Entry] = []
         records: list[logging.LogRecord] = []
+        # The call runs in the first passed record's context, the very copy its
+        # filters ran in: what they set there, the handler reads.
+        run_ctx: contextvars.Context | None = None
         if filters_nothing(handler):
             # No filter to run: every record passes as it is, and the loop is
             # spared a call per record in its context (a run of up to
@@ -1097,8 +1100,9 @@ class TaskLane(Lane):
                 record, record_ctx = entry
                 if self.copy_records:
                     record = copy_record(record)
+                marked = handling(record_ctx, depth)
                 try:
-                    passed = handling(record_ctx, depth).run(handler.filter, record)
+                    passed = marked.run(handler.filter, record)
                 except BaseException:  # noqa: BLE001 - KeyboardInterrupt/SystemExit too
                     self._redelivered.discard(id(entry))
                     self.errors += 1
@@ -1108,6 +1112,8 @@ class TaskLane(Lane):
                 if passed:
                     records.append(passed if isinstance(passed, logging.LogRecord) else record)
                     passed_entries.append(entry)
+                    if run_ctx is None:
+                        run_ctx = marked
                 else:
                     self._redelivered.discard(id(entry))
                     self.handled += 1
@@ -1123,7 +1129,8 @@ class TaskLane(Lane):
         self.in_hand = (passed_entries, self.done_count)  # pending while awaited
         try:
             timeout = handler.timeout
-            run_ctx = handling(ctx, depth)
+            if run_ctx is None:
+                run_ctx = handling(ctx, depth)
             completed = False
             try:
                 if timeout is None:

@@ -92,6 +92,45 @@ async def test_async_handlers_see_the_context_of_the_call(logger: logging.Logger
     )
 
 
+stamp: contextvars.ContextVar[str] = contextvars.ContextVar("stamp", default="-")
+
+
+class _Stamping(logging.Filter):
+    """Sets a variable for the handler to read, as a filter that enriches records may."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        stamp.set(f"stamped {record.getMessage()}")
+        return True
+
+
+class _StampReader(AsyncRecorder):
+    async def aemit(self, record: logging.LogRecord) -> None:
+        await anyio.lowlevel.checkpoint()
+        self.lines.append(f"{record.getMessage()}: {stamp.get()}")
+
+
+class _StampBatchReader(AsyncRecorder):
+    async def aemit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        await anyio.lowlevel.checkpoint()
+        self.lines.extend(f"{r.getMessage()}: {stamp.get()}" for r in records[:1])
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("reader", [_StampReader, _StampBatchReader])
+async def test_an_async_handler_reads_what_its_filter_set_for_the_record(
+    logger: logging.Logger, reader: type[AsyncRecorder]
+) -> None:
+    """aemit (or aemit_batch, for its first record) runs in the context its filter ran in."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    handler = reader()
+    handler.addFilter(_Stamping())
+    async with aioqlog.QueueListener(q, handler):
+        logger.info("one")  # delivered by the time the block's stop() returns
+    assert handler.lines == ["one: stamped one"]
+    assert stamp.get() == "-"
+
+
 @pytest.mark.anyio
 async def test_many_lanes_never_enter_one_context_at_once(logger: logging.Logger) -> None:
     """Several thread lanes and an async lane handle each record: no context is shared."""

@@ -6,6 +6,7 @@ import collections
 import decimal
 import enum
 import fractions
+import functools
 import ipaddress
 import json
 import logging
@@ -296,16 +297,24 @@ class _Factory:
         return f"Factory<{self.tag}>"
 
 
-def test_a_defaultdict_prints_its_factory_as_at_the_call() -> None:
-    """The factory shows in a defaultdict's repr: one of one's own is frozen with it."""
-    factory = _Factory()
-    record = _make("%s and %s", collections.defaultdict(factory, {"a": 1}), [1])
-    expected = record.getMessage()
+@pytest.mark.parametrize(
+    "make", [_Factory, lambda: functools.partial(list, ())], ids=["own", "partial"]
+)
+def test_a_defaultdict_prints_its_factory_as_at_the_call(make: Callable[[], Any]) -> None:
+    """The factory shows in a defaultdict's repr: printed as at the call, still a defaultdict."""
+    factory = make()
+    credentials = collections.defaultdict(factory, {"user": "bob", "password": "hunter2"})
+    record = _make("%s and %s", credentials, [1])
+    expected = record.getMessage().replace("hunter2", "***")
     prepared = snapshot(record)
-    factory.tag = "changed"
+    if isinstance(factory, _Factory):
+        factory.tag = "changed"
+    copied = prepared.args[0]  # type: ignore[index]
+    assert type(copied) is collections.defaultdict
+    assert copied["missing"] == []  # the factory still makes the defaults
+    del copied["missing"]
+    copied["password"] = "***"  # a redaction filter's mask shows
     assert prepared.getMessage() == expected
-    plain = snapshot(_make("%s and %s", collections.defaultdict(list, {"a": [1]}), [1]))
-    assert type(plain.args[0]) is collections.defaultdict  # type: ignore[index]
 
 
 def test_a_mapping_keyed_by_values_stays_a_mapping() -> None:
