@@ -310,7 +310,9 @@ async def test_block_drops_nothing_behind_a_slow_handler_that_keeps_working(
     enough for a waiting thread to see progress, and grow from one record by
     doubling: a cheap first call does not make the next one long.
     """
-    q = aioqlog.LogQueue(maxsize=50, overflow="block", block_timeout=0.2)
+    # block_timeout 0.4 s: the lane looks stuck after 0.2 s without a call
+    # returning, well past a pause of the whole process (a full collection).
+    q = aioqlog.LogQueue(maxsize=50, overflow="block", block_timeout=0.4)
     logger.addHandler(aioqlog.QueueHandler(q))
     slow = (batches or _Slow)(0.01, name="slow")
     others = [Recorder(name="fast")] if handlers == 2 else []
