@@ -304,15 +304,12 @@ def _copy_data(
             if factory is not None and type(factory) not in _PLAIN_FACTORIES:
                 # Its repr shows the factory's: as it printed at the call.
                 copied.default_factory = _Factory(factory)
-        if settled_keys:
-            for k, v in value.items():  # type: ignore[attr-defined]
-                copied[k] = _copy_data(v, memo, leaf)
-        else:
+        if not settled_keys:
             # A key that can change (an object of one's own, a tuple holding
             # one) is frozen too: a snapshot hashes as itself.
             copied.clear()
-            for k, v in value.items():  # type: ignore[attr-defined]
-                copied[_freeze(k)] = _copy_data(v, memo, leaf)
+        for k, v in value.items():  # type: ignore[attr-defined]
+            copied[k if settled_keys else _freeze(k)] = _copy_data(v, memo, leaf)
     elif kind is tuple:
         if leaf is not None and _IMMUTABLE.issuperset(map(type, value)):  # type: ignore[call-overload]
             return value  # as immutable as its items
@@ -674,10 +671,9 @@ class QueueHandler(logging.handlers.QueueHandler):
         """
         if self.formatter is not None:
             return super().prepare(record)
-        prepared = snapshot(record, self.queue)
-        if prepared is record:
+        if not record.exc_info and _formats_later(record.msg, record.args):
             return record  # the common case: nothing to freeze, no exception
-        return self._complete(record, prepared)
+        return self._frozen(record)
 
     def _frozen(self, record: logging.LogRecord) -> logging.LogRecord:
         """Return what ``prepare`` returns for *record* (``snapshot``, then ``_complete``)."""
