@@ -1201,7 +1201,8 @@ class LogQueue:
             return []
         self._high_water = max(self._high_water, n)
         popleft = items.popleft
-        context_of = self._contexts.pop
+        contexts = self._contexts
+        context_of = contexts.pop
         blank = self._blank
         if blank:  # a consumer's own code set a variable in it (see _exposed)
             self._blank = blank = contextvars.Context()
@@ -1217,8 +1218,10 @@ class LogQueue:
                 item = popleft()
                 if isinstance(item, tuple):
                     append(item)
-                else:
+                elif contexts:
                     append((item, context_of(item, blank)))
+                else:  # no record queued with a variable set: none to look up
+                    append((item, blank))
         except IndexError:  # a "drop_old" eviction raced us
             self._taken -= count - len(batch)
         if self._limit > self._pace.mark and not self._deferred:

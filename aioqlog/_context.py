@@ -109,7 +109,11 @@ def depth_of(record: logging.LogRecord, ctx: contextvars.Context) -> int:
     return depth
 
 
-def to_handle(entries: list[Entry]) -> list[Entry]:
+def to_handle(
+    entries: list[Entry],
+    refuse: Callable[[int], object] | None = None,
+    floor: int | None = None,
+) -> list[Entry]:
     """Return *entries*, each with the context its handler runs in a copy of.
 
     Records logged in the same context share one ``Context`` object (see
@@ -120,14 +124,34 @@ def to_handle(entries: list[Entry]) -> list[Entry]:
     must read as *d + 1*: each record gets a context with ``DEPTH`` set to
     *d + 1* to copy, one per run of records logged in the same context at the
     same depth. Call once per handling, before the handler sees the records.
+
+    With *refuse*, this is also the listener's fan-out to a lone handler, in
+    the same pass: a record logged deeper than ``MAX_DEPTH`` is left out and
+    its depth passed to *refuse*, and one below level *floor* (if not None) is
+    left out (see ``lowest_taken``).
     """
     handled: list[Entry] = []
     keep = handled.append
     logged: contextvars.Context | None = None
     last_depth = -1
     marked: contextvars.Context  # set by the first entry
+    idents = _HANDLER_IDENTS
     for record, ctx in entries:
-        depth = depth_of(record, ctx)
+        # depth_of(record, ctx), inline: the call would cost as much as the
+        # rest of the pass (tests check that the two agree).
+        depth = ctx.get(DEPTH, 0)
+        if (
+            not depth
+            and record.thread in idents
+            and (record.thread, record.threadName) in HANDLER_THREADS
+        ):
+            depth = 1
+        if refuse is not None:
+            if depth > MAX_DEPTH:
+                refuse(depth)
+                continue
+            if floor is not None and record.levelno < floor:
+                continue
         if ctx is not logged or depth != last_depth:
             logged, last_depth = ctx, depth
             marked = handling(ctx, depth)

@@ -97,17 +97,22 @@ class Feed(Protocol):
     """Where a ``ThreadLane``'s worker takes records itself, before its own buffer.
 
     The one-hop path: the listener lends its lone sync lane the queue, and the
-    worker moves records from the queue into its buffer (through the
-    listener's dispatch) when the buffer runs dry, instead of the listener's
-    task doing it on the loop. The listener sets ``ThreadLane.feed``, and
-    clears it when the feed ends.
+    worker takes records from the queue when its buffer runs dry, instead of
+    the listener's task doing it on the loop, and hands them to its handler
+    (or, where the listener's dispatch must, moves them into its buffer
+    through it). The listener sets ``ThreadLane.feed``, and clears it when
+    the feed ends.
     """
 
     #: Seconds between safety wake-ups while parked on the feed (None: never).
     tick: float | None
 
-    def pull(self, room: int) -> bool:
-        """Move up to *room* records into the lane; return False if none came."""
+    def pull(self, room: int, size: int) -> list[Entry] | None:
+        """Take up to *room* records for the lane; return None if none came.
+
+        What comes back (at most *size*, ready for the handler: see
+        ``to_handle``) the worker handles next; the rest went into the buffer.
+        """
         ...
 
     def listen(self, bell: Callable[[], None]) -> bool:
@@ -746,57 +751,21 @@ class ThreadLane(Lane):
             self.notify()
 
     def _serve(self, handler: logging.Handler, emit_batch: BatchEmit | None) -> None:
-        copying = self.copy_records
         buffer = self.buffer
         while True:
-            batch = self._take(WORKER_BATCH if emit_batch is None else self.call_size(WORKER_BATCH))
+            size = WORKER_BATCH if emit_batch is None else self.call_size(WORKER_BATCH)
+            batch = self._take(size)
             if batch:
-                batch = to_handle(batch)
-                if copying:
-                    batch = [(copy_record(record), ctx) for record, ctx in batch]
-                self.in_hand = (batch, self.done_count)
-                if emit_batch is not None:
-                    started = time.monotonic()
-                    try:
-                        handled, errors = emit_batch(batch)
-                    except BaseException:  # noqa: BLE001 - the lane must outlive any handler
-                        handled, errors = 0, len(batch)
-                        report_error(handler, batch[0][0])
-                        completed = False
-                    else:
-                        completed = True
-                    self.timed(time.monotonic() - started, len(batch), completed=completed)
-                    # The call's own counts go first: see unfinished() and counts().
-                    self.steps.finished = self.steps.failed = 0
-                    self.handled += handled
-                    self.errors += errors
-                    self.done_count += len(batch)
-                else:
-                    started = time.monotonic()
-                    for record, ctx in batch:
-                        try:
-                            ctx.copy().run(handler.handle, record)
-                        except BaseException:  # noqa: BLE001 - the lane must outlive any handler
-                            self.errors += 1
-                            report_error(handler, record)
-                        else:
-                            self.handled += 1
-                        self.done_count += 1
-                        if self._watch.slot:  # the listener waits for room (under "block")
-                            self.notify()
-                    del record, ctx
-                    self.timed(time.monotonic() - started, len(batch), completed=True)
-                # Hold no record (nor its context's values) while parked.
-                self.in_hand = _EMPTY_HAND
-                del batch
-                if self._watch.slot:
-                    self.notify()
-                if self.room_waiters:
-                    self._room_made()
+                self._handle(to_handle(batch), handler, emit_batch)
                 continue
             feed = self.feed
-            if feed is not None and feed.pull(self.room()):
-                continue
+            if feed is not None:
+                handed = feed.pull(self.room(), size)
+                if handed is not None:
+                    if handed:  # taken for this worker: the buffer was empty
+                        self._handle(handed, handler, emit_batch)
+                    del handed
+                    continue
             if self._closing and self._caught_up():
                 callback, self.on_idle = self.on_idle, None
                 if callback is not None:
@@ -832,6 +801,50 @@ class ThreadLane(Lane):
                 feed.unlisten()
                 continue
             self._bell.acquire()
+
+    def _handle(
+        self, batch: list[Entry], handler: logging.Handler, emit_batch: BatchEmit | None
+    ) -> None:
+        """Hand *batch* (taken, its contexts marked: see ``to_handle``) to the handler."""
+        if self.copy_records:
+            batch = [(copy_record(record), ctx) for record, ctx in batch]
+        self.in_hand = (batch, self.done_count)
+        if emit_batch is not None:
+            started = time.monotonic()
+            try:
+                handled, errors = emit_batch(batch)
+            except BaseException:  # noqa: BLE001 - the lane must outlive any handler
+                handled, errors = 0, len(batch)
+                report_error(handler, batch[0][0])
+                completed = False
+            else:
+                completed = True
+            self.timed(time.monotonic() - started, len(batch), completed=completed)
+            # The call's own counts go first: see unfinished() and counts().
+            self.steps.finished = self.steps.failed = 0
+            self.handled += handled
+            self.errors += errors
+            self.done_count += len(batch)
+        else:
+            started = time.monotonic()
+            for record, ctx in batch:
+                try:
+                    ctx.copy().run(handler.handle, record)
+                except BaseException:  # noqa: BLE001 - the lane must outlive any handler
+                    self.errors += 1
+                    report_error(handler, record)
+                else:
+                    self.handled += 1
+                self.done_count += 1
+                if self._watch.slot:  # the listener waits for room (under "block")
+                    self.notify()
+            self.timed(time.monotonic() - started, len(batch), completed=True)
+        # Hold no record (nor its context's values) once handled.
+        self.in_hand = _EMPTY_HAND
+        if self._watch.slot:
+            self.notify()
+        if self.room_waiters:
+            self._room_made()
 
     def _caught_up(self) -> bool:
         """Leave DRAINING for IDLE if nothing is left; return whether the worker exits.

@@ -49,6 +49,7 @@ from ._context import (
     depth_of,
     mark_helper_thread,
     run_in_context,
+    to_handle,
 )
 from ._diagnostics import check_seconds
 from ._diagnostics import write_stderr as _stderr
@@ -62,7 +63,7 @@ from ._lanes import (
     ThreadLane,
     make_lane,
 )
-from ._records import handler_takes, own_record, summary_context
+from ._records import handler_takes, lowest_taken, own_record, summary_context
 from ._stats import HandlerStats, ListenerStats
 
 __all__ = ["DEFAULT_SHUTDOWN_TIMEOUT", "QueueListener"]
@@ -176,12 +177,18 @@ class _OneHop:
         # The queue's token for the parked worker (see LogQueue._listen_in_thread).
         self._token: Any = None
 
-    def pull(self, room: int) -> bool:
-        """Take up to *room* queued records and dispatch them; False if none came."""
+    def pull(self, room: int, size: int) -> list[Entry] | None:
+        """Take up to *room* queued records and dispatch them; None if none came.
+
+        Returns what the worker is to handle next, ready for its handler (see
+        ``to_handle``): the records themselves, at most *size* of them, where
+        its buffer is empty and nothing else is dispatched on the way (the
+        common case); otherwise they go into its buffer, and the list is empty.
+        """
         with self.lock:
             lent = self._lent
             if lent is None:
-                return False
+                return None
             listener, q, run = lent
             limit = min(WORKER_BATCH, room)
             if run.stopping:
@@ -190,17 +197,20 @@ class _OneHop:
                 limit = min(limit, q._left_before_stop())
             batch = q._take(limit) if limit > 0 else []
             if batch:
-                listener._dispatch(batch)
+                handed = listener._hand_over(self.lane, batch, size)
+                if handed is None:
+                    handed = []
+                    listener._dispatch(batch)
                 listener._report_drops(force=False)
-                return True
+                return handed
             if not run.stopping:
-                return False
+                return None
             # Everything logged before stop() is in the lane.
             self.serving = False
             q._serve_from(None)
             self._lent = None
         self._ended()
-        return False
+        return None
 
     def listen(self, bell: Callable[[], None]) -> bool:
         """Have the next producer ring *bell*; False once the feed has ended."""
@@ -682,6 +692,34 @@ class QueueListener:
             raise
         if lone is not None and kept:
             lone.put_many(kept)
+
+    def _hand_over(self, lane: ThreadLane, batch: list[Entry], size: int) -> list[Entry] | None:
+        """Return *batch* as ``_dispatch`` would give it to *lane*, ready for its handler.
+
+        For the one-hop path: the worker that took *batch* handles what comes
+        back itself, instead of finding it in its buffer (see ``_OneHop.pull``),
+        and the same pass that picks the records (``_fan_out``) marks them
+        (``to_handle``). None where ``_dispatch`` must do it: hooks run per
+        record, the lane does not run or holds records already (they go
+        first), or *batch* is more than *size* records.
+        """
+        if (
+            self._hooked
+            or len(self._lanes) != 1
+            or self._lanes[0] is not lane
+            or lane.state != RUNNING
+            or lane.buffer
+            or len(batch) > min(size, lane.room())
+        ):
+            return None
+        floor = lowest_taken(lane.handler, respect_level=self.respect_handler_level)
+        try:
+            handed = to_handle(batch, self._refuse, floor)
+        except BaseException:
+            self._keep_not_handed_on([], None, iter(batch))
+            raise
+        lane.put_count += len(handed)
+        return handed
 
     def _keep_not_handed_on(
         self, kept: list[Entry], entry: Entry | None, entries: Iterator[Entry]

@@ -7,7 +7,14 @@ import logging
 
 from ._context import DEPTH, SUMMARY_DEPTH
 
-__all__ = ["copy_record", "filters_nothing", "handler_takes", "own_record", "summary_context"]
+__all__ = [
+    "copy_record",
+    "filters_nothing",
+    "handler_takes",
+    "lowest_taken",
+    "own_record",
+    "summary_context",
+]
 
 #: The stdlib's ``filter``: a handler that keeps it and has no filters passes every record.
 _FILTER = logging.Filterer.filter
@@ -35,7 +42,16 @@ def handler_takes(
     records at or above the handler's level, as the stdlib's ``QueueListener``
     does; otherwise every record, and the handler's own ``handle`` decides.
     """
-    return not respect_level or record.levelno >= handler.level
+    floor = lowest_taken(handler, respect_level=respect_level)
+    return floor is None or record.levelno >= floor
+
+
+def lowest_taken(handler: logging.Handler, *, respect_level: bool) -> int | None:
+    """Return the lowest level a listener passes to *handler*; None: every record.
+
+    See ``handler_takes``, which compares a record's level with it.
+    """
+    return handler.level if respect_level else None
 
 
 def filters_nothing(handler: logging.Handler) -> bool:

@@ -1004,3 +1004,69 @@ def test_records_that_hash_their_own_way_keep_their_context() -> None:
     aioqlog.QueueListener(q, rec)
     assert rec.lines == [f"req-{i} hashed {i}" for i in range(20)]
     assert not q._contexts
+
+
+def test_marking_a_batch_agrees_with_depth_of_record_by_record() -> None:
+    """to_handle's inline depth (and its fan-out filters) give what depth_of gives each record."""
+    from aioqlog._context import (  # noqa: PLC0415 - internals under test
+        DEPTH,
+        MAX_DEPTH,
+        SUMMARY_DEPTH,
+        depth_of,
+        mark_handler_thread,
+        to_handle,
+    )
+
+    def at(depth: int) -> contextvars.Context:
+        ctx = contextvars.Context()
+        ctx.run(DEPTH.set, depth)
+        return ctx
+
+    def record(level: int, thread: int | None, name: str | None) -> logging.LogRecord:
+        made = logging.LogRecord("marking", level, __file__, 1, "m", None, None)
+        made.thread, made.threadName = thread, name
+        return made
+
+    handler_thread: list[tuple[int | None, str | None]] = []
+
+    def as_handler() -> None:
+        mark_handler_thread()
+        handler_thread.append((threading.get_ident(), threading.current_thread().name))
+
+    helper = threading.Thread(target=as_handler, name="marking-worker")
+    helper.start()
+    helper.join()
+    ((worker, worker_name),) = handler_thread
+    blank, one, two, summary = contextvars.Context(), at(1), at(2), at(SUMMARY_DEPTH)
+    entries = [
+        (record(logging.INFO, threading.get_ident(), "MainThread"), blank),
+        (record(logging.DEBUG, threading.get_ident(), "MainThread"), blank),
+        (record(logging.INFO, worker, worker_name), blank),  # a handler's: depth 1
+        (record(logging.INFO, worker, "another thread, same ident"), blank),
+        (record(logging.WARNING, worker, worker_name), two),  # its context says deeper
+        (record(logging.INFO, None, None), one),
+        (record(logging.ERROR, threading.get_ident(), "MainThread"), summary),
+        (record(logging.INFO, threading.get_ident(), "MainThread"), blank),
+    ]
+    depths = [depth_of(r, ctx) for r, ctx in entries]
+    assert depths == [0, 0, 1, 0, 2, 1, SUMMARY_DEPTH, 0]
+
+    marked = to_handle(entries)
+    assert [r for r, _ in marked] == [r for r, _ in entries]
+    assert [ctx.get(DEPTH) for _, ctx in marked] == [d + 1 for d in depths]
+    # One marked context per run of records of one context and depth; never the logged one.
+    assert marked[0][1] is marked[1][1]
+    assert marked[1][1] is not marked[2][1] and marked[3][1] is not marked[2][1]
+    assert all(ctx is not logged for (_, ctx), (_, logged) in zip(marked, entries, strict=True))
+
+    refused: list[int] = []
+    kept = to_handle(entries, refused.append, logging.INFO)
+    expected = [
+        (r, d)
+        for (r, _), d in zip(entries, depths, strict=True)
+        if d <= MAX_DEPTH and r.levelno >= logging.INFO
+    ]
+    assert [(r, ctx.get(DEPTH) - 1) for r, ctx in kept] == expected
+    assert refused == [d for d in depths if d > MAX_DEPTH]
+    everything = to_handle(entries, refused.append, None)
+    assert len(everything) == sum(d <= MAX_DEPTH for d in depths)
