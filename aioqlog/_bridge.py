@@ -152,8 +152,11 @@ SPILL = 2048
 #: for the loop's thread on the path through the loop, or a sync handler's
 #: lane), a producer that finds this many records waiting (at
 #: most a quarter of the bound) leaves the GIL to the thread, and does so again
-#: each ``PACE_STEP`` more records (see ``Pace``).
-PACE = 4096
+#: each ``PACE_STEP`` more records (see ``Pace``). Few: a record that waits
+#: outlives the garbage collector's young collections, which walk it each time
+#: and promote it to the older generations, whose collections cost more. Not
+#: fewer: each pause costs system calls (at 256, they cost more than they saved).
+PACE = 512
 PACE_STEP = 256
 #: Seconds a producer sleeps without the GIL at a time: long enough for the
 #: thread waiting for it to wake and take it (a bare ``sleep(0)`` takes it back
