@@ -748,7 +748,7 @@ class LogQueue:
                 items.append((record, ctx))
         if self._parked:  # the consumer sleeps: wake it (once per burst)
             self._wake()
-        elif self._right and not self._attached:  # no consumer: deliver here
+        elif not self._attached:  # no consumer: deliver here (or wait for who does)
             self._drain_in_caller(share=True)
 
     def _expose_contexts(self) -> None:
@@ -956,6 +956,42 @@ class LogQueue:
                 self._waiting.discard(me)
                 self._blocked -= 1
 
+    def _right_back(self) -> None:
+        """Wake the log calls waiting for their records to be handed on (the right is back)."""
+        if self._blocked:
+            with self._room:
+                self._room.notify_all()
+
+    def _wait_until_handed_on(self, mark: int) -> bool:
+        """Wait while the thread delivering here has not handed on the first *mark* records queued.
+
+        Returns False if the delivery right came back first (the caller takes
+        it, and delivers what is left); True once they are handed on, or the
+        wait gave up: bounded as a wait for room is, after *block_timeout*
+        seconds in which the handlers handled nothing, and at exit.
+        """
+        me = threading.get_ident()
+
+        def handed_on() -> int:
+            return self._taken + self._evicted - self._in_hand
+
+        with self._room:
+            self._blocked += 1
+            self._waiting.add(me)
+            try:
+                moved = wait_while_moving(
+                    self._room,
+                    lambda: handed_on() < mark and not self._right,
+                    self._handled_so_far,
+                    self._block_timeout,
+                    quit_waiting=self._past_exit_mark,
+                    held_up=self._delivery_held_up,
+                )
+            finally:
+                self._waiting.discard(me)
+                self._blocked -= 1
+        return not moved or handed_on() >= mark
+
     def _stop_waiting(self) -> None:
         """Mark what is queued now as all that is delivered: the interpreter is exiting.
 
@@ -1039,6 +1075,7 @@ class LogQueue:
                 return
         sink = consumer._dispatch_idle
         right = self._right
+        mine = self._enqueued  # this log call's record is among these
         while True:
             if owned:
                 owned = False
@@ -1046,7 +1083,13 @@ class LogQueue:
                 try:
                     right.pop()
                 except IndexError:
-                    return  # the holder will see our record when it re-checks
+                    # The holder will see our record when it re-checks. A log
+                    # call waits for it to be handed on: returned at once, the
+                    # thread's next record could reach a handler first (one
+                    # put back on its logger meanwhile, see install()).
+                    if not (share and self._may_wait()) or self._wait_until_handed_on(mine):
+                        return
+                    continue  # the right came back with our record still queued
             self._holder = threading.get_ident()
             mark = self._taken + len(self._items) if share else 0
             try:
@@ -1061,15 +1104,18 @@ class LogQueue:
                     self._in_hand = len(batch)
                     sink(batch)
                     self._in_hand = 0
+                    self._right_back()  # and those whose records it held
                     if delivered is not None:
                         delivered(len(batch))
             except BaseException:
                 self._in_hand = 0
                 self._holder = 0
                 right.append(_TOKEN)
+                self._right_back()
                 raise
             self._holder = 0
             right.append(_TOKEN)
+            self._right_back()
             if self._parked:
                 # A consumer attached meanwhile and waits for the right.
                 self._wake()

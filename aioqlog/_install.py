@@ -166,12 +166,14 @@ class InstalledListener(QueueListener):
         draining = [
             lane for lane in self._lanes if isinstance(lane, ThreadLane) and lane.state == DRAINING
         ]
+        # Whoever empties the queue, a drainer or a log call, restores then
+        # (_after_drain); a lane that catches up with the queue empty, now.
+        # Pending before the look: a log call that delivers the last queued
+        # records looks at it once done, so one of the two restores.
+        self.restore_pending = True
         if not draining and not self._draining():
             self._restore()
             return
-        # Whoever empties the queue, a drainer or a log call, restores then
-        # (_after_drain); a lane that catches up with the queue empty, now.
-        self.restore_pending = True
         if not draining:
             return
         waiting = {id(lane) for lane in draining}

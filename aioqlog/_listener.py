@@ -1179,9 +1179,18 @@ class QueueListener:
         """
 
     def _draining(self) -> bool:
-        """Return whether records are still queued, or a drainer other than this thread runs."""
+        """Return whether records are still queued, or a thread other than this one delivers some.
+
+        A drainer, or a log call delivering what it took from the queue (it
+        holds the delivery right): the queue may be empty meanwhile.
+        """
         me = threading.current_thread()
-        return bool(self.queue.qsize()) or any(t.is_alive() and t is not me for t in self._drainers)
+        holder = self.queue._holder
+        return (
+            bool(self.queue.qsize())
+            or holder not in (0, me.ident)
+            or any(t.is_alive() and t is not me for t in self._drainers)
+        )
 
     async def _serve(self) -> None:
         """Move records into the lanes until stopped and every lane has settled."""

@@ -17,7 +17,15 @@ import pytest
 from support import STALL, AsyncRecorder, Recorder, bounded, in_thread
 
 import aioqlog
-from aioqlog._context import run_in_context
+from aioqlog._context import (
+    DEPTH,
+    MAX_DEPTH,
+    SUMMARY_DEPTH,
+    depth_of,
+    mark_handler_thread,
+    run_in_context,
+    to_handle,
+)
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -1008,14 +1016,6 @@ def test_records_that_hash_their_own_way_keep_their_context() -> None:
 
 def test_marking_a_batch_agrees_with_depth_of_record_by_record() -> None:
     """to_handle's inline depth (and its fan-out filters) give what depth_of gives each record."""
-    from aioqlog._context import (  # noqa: PLC0415 - internals under test
-        DEPTH,
-        MAX_DEPTH,
-        SUMMARY_DEPTH,
-        depth_of,
-        mark_handler_thread,
-        to_handle,
-    )
 
     def at(depth: int) -> contextvars.Context:
         ctx = contextvars.Context()
@@ -1056,7 +1056,8 @@ def test_marking_a_batch_agrees_with_depth_of_record_by_record() -> None:
     assert [ctx.get(DEPTH) for _, ctx in marked] == [d + 1 for d in depths]
     # One marked context per run of records of one context and depth; never the logged one.
     assert marked[0][1] is marked[1][1]
-    assert marked[1][1] is not marked[2][1] and marked[3][1] is not marked[2][1]
+    assert marked[1][1] is not marked[2][1]
+    assert marked[3][1] is not marked[2][1]
     assert all(ctx is not logged for (_, ctx), (_, logged) in zip(marked, entries, strict=True))
 
     refused: list[int] = []
@@ -1066,7 +1067,7 @@ def test_marking_a_batch_agrees_with_depth_of_record_by_record() -> None:
         for (r, _), d in zip(entries, depths, strict=True)
         if d <= MAX_DEPTH and r.levelno >= logging.INFO
     ]
-    assert [(r, ctx.get(DEPTH) - 1) for r, ctx in kept] == expected
+    assert [(r, ctx.get(DEPTH, 0) - 1) for r, ctx in kept] == expected
     assert refused == [d for d in depths if d > MAX_DEPTH]
     everything = to_handle(entries, refused.append, None)
     assert len(everything) == sum(d <= MAX_DEPTH for d in depths)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
+import pathlib
 import threading
 import time
 
@@ -259,6 +261,55 @@ async def test_leaving_the_block_keeps_each_threads_order_under_block(
         assert seen == list(range(300))
     await in_thread(lambda: handlers_back(logger, recorder))
     assert logger.handlers == [recorder]
+
+
+@pytest.mark.anyio
+async def test_threads_logging_on_keep_their_order_as_the_block_comes_and_goes(
+    logger: logging.Logger, tmp_path: pathlib.Path
+) -> None:
+    """Threads logging flat out to a file while install() is entered and left again and again.
+
+    A log call caught between the two (it queued its record as the handler
+    went back, while another thread delivered what was queued) returns only
+    once that record is handed on: its thread's next record, straight to the
+    handler, would pass it.
+    """
+    path = tmp_path / "app.log"
+    handler = logging.FileHandler(path)
+    logger.addHandler(handler)
+    done = threading.Event()
+    logged = [0]
+
+    def log_on(tag: str) -> None:
+        i = 0
+        while not done.is_set():
+            logger.info("%s %d", tag, i)
+            i += 1
+            logged[0] += 1
+
+    def logged_past(count: int) -> None:
+        deadline = time.monotonic() + STALL
+        while logged[0] < count and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    threads = [threading.Thread(target=log_on, args=(f"t{k}",)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(12):
+            async with aioqlog.install(logger):
+                await in_thread(functools.partial(logged_past, logged[0] + 2000))
+            await in_thread(functools.partial(logged_past, logged[0] + 2000))
+    finally:
+        done.set()
+        await in_thread(lambda: join_all(threads))
+    await in_thread(lambda: handlers_back(logger, handler))
+    handler.close()
+    lines = [line.split() for line in path.read_text().splitlines()]
+    for k in range(4):
+        seen = [int(words[1]) for words in lines if words[0] == f"t{k}"]
+        assert len(seen) > 1000
+        assert seen == sorted(set(seen)), f"t{k} out of order"
 
 
 def _log_tagged(logger: logging.Logger, tag: str, count: int) -> None:
