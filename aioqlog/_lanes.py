@@ -42,6 +42,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Final, Literal, Protocol
 
+from . import _lifecycle
 from ._async_handler import AsyncHandler, overrides_batch
 from ._backend import Backend, Task, Waiter, loop_runs_here
 from ._batch import BatchEmit, Steps, batch_emitter
@@ -496,6 +497,8 @@ class ThreadLane(Lane):
         # done_count when a stop() ran out of time with records still here:
         # a worker that has not moved since may be stuck, not slow (see _at_exit).
         self.gave_up_at: int | None = None
+        # Whether that stop took the handler off logging.shutdown's list.
+        self.off_shutdown = False
         # Called (from the worker) once a draining lane has caught up and is idle.
         self.on_idle: Callable[[ThreadLane], None] | None = None
         # Given up on at exit: its worker is left behind, and nothing waits for it.
@@ -738,6 +741,11 @@ class ThreadLane(Lane):
             self.state = DRAINING if busy else IDLE
             if busy and gave_up:
                 self.gave_up_at = self.done_count
+                # Perhaps stuck in its emit, holding the handler's lock: a
+                # logging.shutdown() meanwhile would wait for it for ever.
+                # Back on the list once the worker moves (see _handle).
+                self.off_shutdown = True
+                _lifecycle.skip_at_shutdown(self.handler)
         self.wake_worker()
 
     def _work(self) -> None:
@@ -819,6 +827,7 @@ class ThreadLane(Lane):
                 completed = False
             else:
                 completed = True
+            self._moved_on(handler)
             self.timed(time.monotonic() - started, len(batch), completed=completed)
             # The call's own counts go first: see unfinished() and counts().
             self.steps.finished = self.steps.failed = 0
@@ -835,6 +844,8 @@ class ThreadLane(Lane):
                     report_error(handler, record)
                 else:
                     self.handled += 1
+                if self.off_shutdown:
+                    self._moved_on(handler)
                 self.done_count += 1
                 if self._watch.slot:  # the listener waits for room (under "block")
                     self.notify()
@@ -845,6 +856,12 @@ class ThreadLane(Lane):
             self.notify()
         if self.room_waiters:
             self._room_made()
+
+    def _moved_on(self, handler: logging.Handler) -> None:
+        """After a call: a handler a stop took off logging.shutdown's list goes back on it."""
+        if self.off_shutdown:  # it moved: not stuck
+            self.off_shutdown = False
+            _lifecycle.flush_at_shutdown(handler)
 
     def _caught_up(self) -> bool:
         """Leave DRAINING for IDLE if nothing is left; return whether the worker exits.

@@ -36,7 +36,14 @@ from typing import Protocol
 
 from ._diagnostics import write_stderr
 
-__all__ = ["ExitListener", "ExitQueue", "skip_at_shutdown", "track", "track_queue"]
+__all__ = [
+    "ExitListener",
+    "ExitQueue",
+    "flush_at_shutdown",
+    "skip_at_shutdown",
+    "track",
+    "track_queue",
+]
 
 
 class ExitQueue(Protocol):
@@ -229,6 +236,22 @@ def skip_at_shutdown(handler: logging.Handler) -> None:
         return  # another logging implementation: nothing to take it off
     with lock:
         handlers[:] = [ref for ref in handlers if ref() is not handler]
+
+
+def flush_at_shutdown(handler: logging.Handler) -> None:
+    """Put *handler* back on the list ``logging.shutdown`` walks (see ``skip_at_shutdown``).
+
+    Where it was taken off while stuck, and has moved since. Once only.
+    """
+    handlers = getattr(logging, "_handlerList", None)
+    lock = getattr(logging, "_lock", None)
+    add = getattr(logging, "_addHandlerRef", None)
+    if not isinstance(handlers, list) or lock is None or add is None:
+        return
+    with lock:
+        listed = any(ref() is handler for ref in handlers)
+    if not listed:
+        add(handler)
 
 
 atexit.register(_at_exit)

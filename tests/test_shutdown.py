@@ -548,6 +548,73 @@ def test_a_loop_left_behind_is_drained_at_exit(loop: str) -> None:
     assert result.stdout.splitlines() == [f"record {i}" for i in range(200)]
 
 
+def test_logging_shutdown_after_a_stop_gave_up_on_a_stuck_handler_returns() -> None:
+    """A program's own logging.shutdown() after stop() gave up on a handler stuck in emit.
+
+    It flushes and closes every handler on its list, taking each one's lock:
+    the stuck emit holds that lock for good, so the handler is off the list.
+    """
+    result = _run_script(
+        """
+        q = backlog()
+        listener = aioqlog.QueueListener(q, Stuck(sys.stderr))
+
+        async def main():
+            listener.start()
+            log.info("stuck")
+            await listener.stop(timeout=0.5)
+
+        asyncio.run(main())
+        logging.shutdown()
+        print("shutdown returned", flush=True)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["shutdown returned"]
+    assert "1 records undelivered" in result.stderr
+
+
+def test_a_handler_given_up_on_that_moves_again_is_closed_by_logging_shutdown() -> None:
+    """Held in emit when stop() gave up, then let go: it goes back on logging.shutdown's list."""
+    result = _run_script(
+        """
+        class Held(logging.StreamHandler):
+            go = threading.Event()
+
+            def emit(self, record):
+                self.go.wait()
+                super().emit(record)
+
+            def close(self):
+                print("closed", flush=True)
+                super().close()
+
+        q = backlog()
+        held = Held(sys.stdout)
+        listener = aioqlog.QueueListener(q, held)
+
+        def listed():
+            return any(ref() is held for ref in logging._handlerList)
+
+        async def main():
+            listener.start()
+            log.info("held")
+            await listener.stop(timeout=0.5)
+
+        asyncio.run(main())
+        print("listed while held:", listed(), flush=True)
+        Held.go.set()
+        deadline = time.monotonic() + 10
+        while not listed() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        logging.shutdown()
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    # (The interpreter's exit calls logging.shutdown() again: closed twice, as ever.)
+    assert result.stdout.splitlines()[:3] == ["listed while held: False", "held", "closed"]
+
+
 def test_logging_shutdown_before_os_exit_writes_what_threads_logged_after_stop() -> None:
     """After stop(), threads log at once, then shutdown() and os._exit(): every line written.
 
