@@ -937,16 +937,40 @@ class LogQueue:
         handlers handled nothing.
         """
         items, maxsize = self._items, self._maxsize
+        return self._wait_while(lambda: len(items) >= maxsize)
+
+    def _wait_until_handed_on(self, mark: int) -> bool:
+        """Wait while the thread delivering here has not handed on the first *mark* records queued.
+
+        Returns False if the delivery right came back first (the caller takes
+        it, and delivers what is left); True once they are handed on, or the
+        wait gave up: bounded as a wait for room is (see ``_wait_while``).
+        """
+
+        def handed_on() -> int:
+            return self._taken + self._evicted - self._in_hand
+
+        moved = self._wait_while(lambda: handed_on() < mark and not self._right)
+        return not moved or handed_on() >= mark
+
+    def _wait_while(self, waiting: Callable[[], bool]) -> bool:
+        """Wait on ``_room`` while ``waiting()`` and the handlers make progress; say if it ended.
+
+        False once *block_timeout* seconds passed in which the handlers
+        handled nothing, or at exit. Whoever changes what ``waiting()``
+        reads notifies ``_room`` while ``_blocked`` (see ``_take`` and
+        ``_right_back``).
+        """
         me = threading.get_ident()
         with self._room:
             # The consumer pops, then reads _blocked: incrementing before the
-            # length check means it either sees us waiting or we see its pops.
+            # check means it either sees us waiting or we see its pops.
             self._blocked += 1
             self._waiting.add(me)
             try:
                 return wait_while_moving(
                     self._room,
-                    lambda: len(items) >= maxsize,
+                    waiting,
                     self._handled_so_far,
                     self._block_timeout,
                     quit_waiting=self._past_exit_mark,
@@ -961,36 +985,6 @@ class LogQueue:
         if self._blocked:
             with self._room:
                 self._room.notify_all()
-
-    def _wait_until_handed_on(self, mark: int) -> bool:
-        """Wait while the thread delivering here has not handed on the first *mark* records queued.
-
-        Returns False if the delivery right came back first (the caller takes
-        it, and delivers what is left); True once they are handed on, or the
-        wait gave up: bounded as a wait for room is, after *block_timeout*
-        seconds in which the handlers handled nothing, and at exit.
-        """
-        me = threading.get_ident()
-
-        def handed_on() -> int:
-            return self._taken + self._evicted - self._in_hand
-
-        with self._room:
-            self._blocked += 1
-            self._waiting.add(me)
-            try:
-                moved = wait_while_moving(
-                    self._room,
-                    lambda: handed_on() < mark and not self._right,
-                    self._handled_so_far,
-                    self._block_timeout,
-                    quit_waiting=self._past_exit_mark,
-                    held_up=self._delivery_held_up,
-                )
-            finally:
-                self._waiting.discard(me)
-                self._blocked -= 1
-        return not moved or handed_on() >= mark
 
     def _stop_waiting(self) -> None:
         """Mark what is queued now as all that is delivered: the interpreter is exiting.
