@@ -594,6 +594,9 @@ class LogQueue:
         assert seconds is not None
         self._maxsize = maxsize
         self._overflow: Overflow = overflow
+        # Whether QueueHandler.handle may do put_nowait's work inline: not
+        # where a subclass has a put_nowait of its own.
+        self._put_inline = type(self).put_nowait is LogQueue.put_nowait
         self._block_timeout = seconds
         # The listener that serves this queue (set when it is created).
         self._consumer: Consumer | None = None
@@ -713,8 +716,9 @@ class LogQueue:
         It never blocks the event loop thread; only under ``overflow="block"``
         does a thread other than the loop's wait (at most *block_timeout*).
         """
-        # Hot path: one length check, one emptiness (or identity) check of the
-        # context, one append with its context noted, two emptiness checks.
+        # Hot path: one length check, one emptiness check of the context, one
+        # append, two emptiness checks. QueueHandler.handle does the same
+        # steps inline (a call less on every log call): change both together.
         items = self._items
         if len(items) >= self._limit and not self._past_limit():
             return
@@ -724,32 +728,36 @@ class LogQueue:
             # alone, and is delivered in the queue's empty context.
             items.append(record)
         else:
-            # The same variables as the last call's context (the same mapping,
-            # by identity: no value is compared): share that context.
-            ref, variables, _ = self._shared
-            mine = _referents(ctx)
-            if mine and mine[0] is variables:
-                shared = ref()
-                if shared is None:
-                    self._share(ctx, mine)
-                else:
-                    ctx = shared
-            else:
-                self._share(ctx, mine)
-            contexts = self._contexts
-            if (type(record) is _LogRecord or _keyed_by_identity(type(record))) and (
-                record not in contexts
-            ):
-                contexts[record] = ctx  # first: whoever takes the record finds its context
-                items.append(record)
-            else:
-                # This very record waits here already (put twice), or its class
-                # compares or hashes records its own way: it carries its context.
-                items.append((record, ctx))
+            self._put_in_context(record, ctx)
         if self._parked:  # the consumer sleeps: wake it (once per burst)
             self._wake()
         elif not self._attached:  # no consumer: deliver here (or wait for who does)
             self._drain_in_caller(share=True)
+
+    def _put_in_context(self, record: logging.LogRecord, ctx: contextvars.Context) -> None:
+        """Append *record*, logged in *ctx* (a variable set), with the context it is to have."""
+        # The same variables as the last call's context (the same mapping, by
+        # identity: no value is compared): share that context.
+        ref, variables, _ = self._shared
+        mine = _referents(ctx)
+        if mine and mine[0] is variables:
+            shared = ref()
+            if shared is None:
+                self._share(ctx, mine)
+            else:
+                ctx = shared
+        else:
+            self._share(ctx, mine)
+        contexts = self._contexts
+        if (type(record) is _LogRecord or _keyed_by_identity(type(record))) and (
+            record not in contexts
+        ):
+            contexts[record] = ctx  # first: whoever takes the record finds its context
+            self._items.append(record)
+        else:
+            # This very record waits here already (put twice), or its class
+            # compares or hashes records its own way: it carries its context.
+            self._items.append((record, ctx))
 
     def _expose_contexts(self) -> None:
         """Note that a consumer's own code may enter and change queued contexts."""

@@ -51,7 +51,7 @@ from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._bridge import LogQueue
+from ._bridge import LogQueue, _copy_context
 from ._diagnostics import write_stderr
 from ._dictconfig import (
     MISSING_HANDLERS,
@@ -553,6 +553,8 @@ class QueueHandler(logging.handlers.QueueHandler):
     def __init__(
         self, queue: LogQueue | stdlib_queue.Queue[Any] | None = None, **config: Any
     ) -> None:
+        # The class's _plain, read from the instance on every log call.
+        self._plain = type(self)._plain
         self._listener: QueueListener | None = None
         # Handler names dictConfig had not configured yet (see aioqlog._dictconfig).
         self._pending: PendingListener | None = None
@@ -608,24 +610,41 @@ class QueueHandler(logging.handlers.QueueHandler):
                 record = rv
         else:
             rv = record if _FILTER_RETURNS_RECORD else True
-        if self.formatter is None and type(self)._plain:
-            # emit(), prepare() and enqueue() as defined here, in one call,
-            # with snapshot()'s check of a str message inline (_formats_later).
+        if self._plain and self.formatter is None:
+            # emit(), prepare(), enqueue() and the queue's put_nowait() as
+            # defined here and there, in one call, with snapshot()'s check of a
+            # str message inline (_formats_later).
             try:
-                queued = record
                 args = record.args
-                if not record.exc_info and type(record.msg) is str:
-                    if args:
-                        if type(args) is tuple:
-                            for arg in args:
-                                if type(arg) not in _IMMUTABLE:
-                                    queued = self._frozen(record)
-                                    break
-                        else:
-                            queued = self._frozen(record)
-                else:
+                if record.exc_info or type(record.msg) is not str:
                     queued = self._frozen(record)
-                self.queue.put_nowait(queued)
+                elif type(args) is tuple:
+                    for arg in args:
+                        if type(arg) not in _IMMUTABLE:
+                            queued = self._frozen(record)
+                            break
+                    else:
+                        queued = record
+                elif args:
+                    queued = self._frozen(record)
+                else:
+                    queued = record
+                q = self.queue
+                if q._put_inline:
+                    # LogQueue.put_nowait, step for step (change both together).
+                    items = q._items
+                    if len(items) < q._limit or q._past_limit():
+                        ctx = _copy_context()
+                        if not ctx:
+                            items.append(queued)
+                        else:
+                            q._put_in_context(queued, ctx)
+                        if q._parked:
+                            q._wake()
+                        elif not q._attached:
+                            q._drain_in_caller(share=True)
+                else:
+                    q.put_nowait(queued)
             except Exception:  # noqa: BLE001 - logging never raises into the caller
                 self.handleError(record)
         else:

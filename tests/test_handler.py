@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextvars
 import decimal
 import enum
 import fractions
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from support import Recorder
+from support import STALL, Recorder
 
 import aioqlog
 from aioqlog._handler import ITEMWISE, Snapshot, snapshot
@@ -707,17 +709,168 @@ def test_handle_returns_what_the_stdlib_returns() -> None:
     assert not handler.handle(record)
 
 
-def test_emit_never_raises_into_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A failure while enqueueing goes to handleError; the log call returns normally."""
-    q = aioqlog.LogQueue()
-    handler = aioqlog.QueueHandler(q)
-    reported: list[logging.LogRecord] = []
-    monkeypatch.setattr(handler, "handleError", reported.append)
+_REQUEST: contextvars.ContextVar[str] = contextvars.ContextVar("request", default="-")
 
-    def broken(record: logging.LogRecord) -> None:
+
+class _ThroughPutNowait(aioqlog.QueueHandler):
+    """Puts each record on the queue with ``LogQueue.put_nowait`` (its own enqueue)."""
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        self.queue.put_nowait(record)
+
+
+class _SeesRequests(logging.Handler):
+    """Keeps each message with the request id its handling sees; can be waited for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, str]] = []
+        self.arrived = threading.Condition()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self.arrived:
+            self.seen.append((record.getMessage(), _REQUEST.get()))
+            self.arrived.notify_all()
+
+    def wait_for(self, count: int) -> None:
+        with self.arrived:
+            assert self.arrived.wait_for(lambda: len(self.seen) >= count, STALL)
+
+
+def _walk(kind: type[aioqlog.QueueHandler]) -> list[object]:
+    """Log through each state a queue can be in; return what each step left."""
+    q = aioqlog.LogQueue(maxsize=5)
+    handler = kind(q)
+    log = logging.getLogger(f"aioqlog.tests.handler.walk.{kind.__name__}")
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    log.addHandler(handler)
+    steps: list[object] = []
+
+    def left() -> tuple[int, int, int]:
+        return q.qsize(), len(q._contexts), q.dropped
+
+    try:
+        log.info("no listener: waits")
+        steps.append(left())
+        request = contextvars.copy_context()
+        request.run(_REQUEST.set, "r1")
+        request.run(log.info, "with a variable")
+        request.run(log.info, "the same variables")
+        steps.append(left())
+        contexts = {id(ctx) for _, ctx in q._peek()[1:]}
+        steps.append(len(contexts))  # the two share one context
+        twice = log.makeRecord(log.name, logging.INFO, __file__, 1, "put twice", (), None)
+        request.run(handler.handle, twice)
+        request.run(handler.handle, twice)  # queued already: it carries its context
+        steps.append(left())
+        log.info("past the bound: dropped")
+        steps.append(left())
+        sees = _SeesRequests()
+        listener = aioqlog.QueueListener(q, sees)  # not started: delivers in the caller
+        steps.append(list(sees.seen))
+        request.run(log.info, "delivered in the caller")
+        steps.append(sees.seen[-1:])
+
+        async def served() -> None:
+            async with listener:
+                await asyncio.to_thread(request.run, log.info, "from a thread")
+                await asyncio.to_thread(sees.wait_for, 8)
+                log.info("from the loop")
+                await asyncio.to_thread(sees.wait_for, 9)
+
+        asyncio.run(served())
+        steps.append(sees.seen[-2:])
+        steps.append(left())
+    finally:
+        log.removeHandler(handler)
+        logging.Logger.manager.loggerDict.pop(log.name, None)
+    return steps
+
+
+def test_handle_puts_records_as_put_nowait_does() -> None:
+    """``handle`` does ``LogQueue.put_nowait``'s steps inline: in every state, the same outcome.
+
+    The queue with no listener, a variable set (and the same variables
+    again), a record put twice, a full queue, a listener that delivers in the
+    caller, and one that serves (rung from another thread, and from its loop).
+    """
+    expected: list[object] = [
+        (1, 0, 0),
+        (3, 2, 0),
+        1,
+        (5, 3, 0),
+        (5, 3, 1),
+        [
+            ("no listener: waits", "-"),
+            ("with a variable", "r1"),
+            ("the same variables", "r1"),
+            ("put twice", "r1"),
+            ("put twice", "r1"),
+            (
+                "aioqlog dropped 1 records: the queue was full (maxsize=5, overflow='drop_new')",
+                "-",
+            ),
+        ],
+        [("delivered in the caller", "r1")],
+        [("from a thread", "r1"), ("from the loop", "-")],
+        (0, 0, 1),
+    ]
+    # Each walk starts where no variable is set.
+    assert contextvars.Context().run(_walk, aioqlog.QueueHandler) == expected
+    assert contextvars.Context().run(_walk, _ThroughPutNowait) == expected
+
+
+class _OwnPut(aioqlog.LogQueue):
+    """A queue with a put_nowait of its own: counts its calls."""
+
+    calls = 0
+
+    def put_nowait(self, record: logging.LogRecord) -> None:
+        type(self).calls += 1
+        super().put_nowait(record)
+
+
+def test_a_queue_with_its_own_put_nowait_has_it_called() -> None:
+    """Where the queue's class defines its own ``put_nowait``, ``handle`` calls it."""
+    q = _OwnPut()
+    handler = aioqlog.QueueHandler(q)
+    handler.handle(_make("x"))
+    handler.handle(_make("y"))
+    assert _OwnPut.calls == 2
+    assert q.qsize() == 2
+    q._take(2)
+
+
+class _BrokenQueue(aioqlog.LogQueue):
+    """A queue whose put_nowait fails."""
+
+    def put_nowait(self, record: logging.LogRecord) -> None:
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(q, "put_nowait", broken)
+
+class _BrokenDeque(collections.deque):  # type: ignore[type-arg]
+    """A deque that cannot take a record."""
+
+    def append(self, item: Any) -> None:
+        raise OSError("disk on fire")
+
+
+@pytest.mark.parametrize("where", ["put_nowait", "inline"])
+def test_emit_never_raises_into_the_caller(where: str) -> None:
+    """A failure while enqueueing goes to handleError; the log call returns normally.
+
+    Both ways a record goes on the queue: a queue's own ``put_nowait``, and
+    the steps ``handle`` does inline for a ``LogQueue`` that keeps its own.
+    """
+    if where == "put_nowait":
+        q: aioqlog.LogQueue = _BrokenQueue()
+    else:
+        q = aioqlog.LogQueue()
+        q._items = _BrokenDeque()
+    handler = aioqlog.QueueHandler(q)
+    reported: list[logging.LogRecord] = []
+    handler.handleError = reported.append  # type: ignore[method-assign, assignment]
     record = _make("x")
     handler.handle(record)
     assert reported == [record]
