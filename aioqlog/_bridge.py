@@ -718,7 +718,8 @@ class LogQueue:
         """
         # Hot path: one length check, one emptiness check of the context, one
         # append, two emptiness checks. QueueHandler.handle does the same
-        # steps inline (a call less on every log call): change both together.
+        # steps inline (a call less on every log call): change both together
+        # (tests/test_handler.py walks both through each state).
         items = self._items
         if len(items) >= self._limit and not self._past_limit():
             return
