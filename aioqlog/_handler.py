@@ -538,14 +538,23 @@ class QueueHandler(logging.handlers.QueueHandler):
     # consumed by aioqlog's listener only, so it deliberately has none.
     queue: LogQueue  # type: ignore[assignment]
 
-    #: Whether the class keeps ``emit``, ``prepare`` and ``enqueue`` as defined
-    #: here: ``handle`` then does their work in one call (every log call pays
-    #: for each call). A subclass that overrides any of them gets them called.
+    #: Whether the class keeps ``emit``, ``prepare``, ``enqueue`` and ``format``
+    #: as defined here: ``handle`` then does their work in one call (every log
+    #: call pays for each call). A subclass that overrides any of them gets them
+    #: called.
     _plain = True
+    #: Whether the class has a ``format`` of its own: ``prepare`` then formats
+    #: the record at the call, as the stdlib's ``QueueHandler`` does.
+    _formats = False
+    #: Whether the class has a ``filter`` of its own: ``handle`` then calls it
+    #: for every record, as ``Handler.handle`` does, filters added or not.
+    _own_filter = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._plain = all(
+        cls._formats = cls.format is not logging.Handler.format
+        cls._own_filter = cls.filter is not logging.Handler.filter
+        cls._plain = not cls._formats and all(
             getattr(cls, name) is getattr(QueueHandler, name)
             for name in ("emit", "prepare", "enqueue", "_complete")
         )
@@ -553,8 +562,9 @@ class QueueHandler(logging.handlers.QueueHandler):
     def __init__(
         self, queue: LogQueue | stdlib_queue.Queue[Any] | None = None, **config: Any
     ) -> None:
-        # The class's _plain, read from the instance on every log call.
+        # The class's _plain and _own_filter, read from the instance on every log call.
         self._plain = type(self)._plain
+        self._own_filter = type(self)._own_filter
         self._listener: QueueListener | None = None
         # Handler names dictConfig had not configured yet (see aioqlog._dictconfig).
         self._pending: PendingListener | None = None
@@ -599,11 +609,17 @@ class QueueHandler(logging.handlers.QueueHandler):
         """Filter *record* and enqueue it; returns what ``Handler.handle`` returns.
 
         Unlike ``Handler.handle`` it takes no lock: the queue is thread-safe,
-        and a lock here would serialise every logging thread.
+        and a lock here would serialise every logging thread. A filter that
+        raises goes to ``handleError``, as a failing ``emit`` does, and its
+        record is not queued: the log call does not raise.
         """
         rv: bool | logging.LogRecord
-        if self.filters:
-            rv = self.filter(record)
+        if self.filters or self._own_filter:
+            try:
+                rv = self.filter(record)
+            except Exception:  # noqa: BLE001 - logging never raises into the caller
+                self.handleError(record)
+                return False
             if not rv:
                 return rv
             if isinstance(rv, logging.LogRecord):
@@ -686,9 +702,11 @@ class QueueHandler(logging.handlers.QueueHandler):
         """Return the record to enqueue: *record* itself, or a snapshot copy (see ``snapshot``).
 
         You may override this to enrich or redact records on the logging thread;
-        mind that every log call pays for it.
+        mind that every log call pays for it. With a formatter set on this
+        handler, or a ``format`` of its class's own, it is the stdlib's: the
+        record's ``msg`` becomes the formatted text.
         """
-        if self.formatter is not None:
+        if self.formatter is not None or self._formats:
             return super().prepare(record)
         if not record.exc_info and _formats_later(record.msg, record.args):
             return record  # the common case: nothing to freeze, no exception

@@ -699,6 +699,65 @@ def test_a_filter_may_replace_the_record(logger: logging.Logger) -> None:
     assert rec.messages() == ["[redacted]"]
 
 
+class _Rejecting(aioqlog.QueueHandler):
+    """Its own filter: keeps warnings and above only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+
+def test_a_subclass_filter_decides_what_is_enqueued(logger: logging.Logger) -> None:
+    """A subclass's own ``filter`` runs for every record, no filter added, as the stdlib's."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(_Rejecting(q))
+    logger.info("dropped by the filter")
+    logger.warning("kept")
+    assert [r.getMessage() for r, _ in q._peek()] == ["kept"]
+    q._take(1)
+
+
+def test_a_filter_that_raises_goes_to_handle_error(logger: logging.Logger) -> None:
+    """A filter on the QueueHandler that raises: handleError, nothing queued, no raise."""
+    q = aioqlog.LogQueue()
+    handler = aioqlog.QueueHandler(q)
+    reported: list[logging.LogRecord] = []
+    handler.handleError = reported.append  # type: ignore[method-assign, assignment]
+
+    def broken(record: logging.LogRecord) -> bool:
+        if record.getMessage() == "boom":
+            raise RuntimeError("filter blew up")
+        return True
+
+    handler.addFilter(broken)
+    logger.addHandler(handler)
+    logger.info("before")
+    logger.info("boom")
+    logger.info("after")
+    assert [r.getMessage() for r in reported] == ["boom"]
+    assert [r.getMessage() for r, _ in q._peek()] == ["before", "after"]
+    q._take(2)
+
+
+class _Upper(aioqlog.QueueHandler):
+    """Its own format: the message in capitals."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return record.getMessage().upper()
+
+
+def test_a_subclass_format_is_applied_at_the_call_as_the_stdlib_does(
+    logger: logging.Logger,
+) -> None:
+    """A subclass's own ``format`` makes ``msg`` its text, as the stdlib's QueueHandler."""
+    q = aioqlog.LogQueue()
+    logger.addHandler(_Upper(q))
+    logger.info("hello %s", "x")
+    [(queued, _)] = q._peek()
+    q._take(1)
+    assert queued.msg == "HELLO X"
+    assert queued.args is None
+
+
 def test_handle_returns_what_the_stdlib_returns() -> None:
     """handle() returns the record (3.12+) or True, and a false value when filtered."""
     handler = aioqlog.QueueHandler(aioqlog.LogQueue())
