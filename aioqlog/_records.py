@@ -41,15 +41,16 @@ def handler_takes(
     With *respect_level* (the listener's ``respect_handler_level``), only
     records at or above the handler's level, as the stdlib's ``QueueListener``
     does; otherwise every record, and the handler's own ``handle`` decides.
+    The same rule as ``lowest_taken``, without a call: it runs per record.
     """
-    floor = lowest_taken(handler, respect_level=respect_level)
-    return floor is None or record.levelno >= floor
+    return not respect_level or record.levelno >= handler.level
 
 
 def lowest_taken(handler: logging.Handler, *, respect_level: bool) -> int | None:
     """Return the lowest level a listener passes to *handler*; None: every record.
 
-    See ``handler_takes``, which compares a record's level with it.
+    ``handler_takes`` is the same rule for one record: a record is passed
+    where this is None or its level is at least this.
     """
     return handler.level if respect_level else None
 

@@ -21,6 +21,7 @@ from support import STALL, Gate, OnTheLoop, Recorder, bounded, in_thread, run
 
 import aioqlog
 from aioqlog._bridge import SPILL
+from aioqlog._records import handler_takes, lowest_taken
 
 REQUEST = contextvars.ContextVar("REQUEST", default="-")
 
@@ -249,3 +250,16 @@ def test_overridden_dequeue_keeps_the_loops_path(
         return rec.messages()
 
     assert run(main(), loop_factory) == ["held"]
+
+
+@pytest.mark.parametrize("respect", [True, False])
+def test_the_one_hop_floor_agrees_with_handler_takes(respect: bool) -> None:
+    """The worker's level floor (``lowest_taken``) passes what ``handler_takes`` passes."""
+    for handler_level in (logging.NOTSET, logging.DEBUG, logging.WARNING, 35, logging.CRITICAL):
+        handler = logging.NullHandler()
+        handler.setLevel(handler_level)
+        floor = lowest_taken(handler, respect_level=respect)
+        for level in (1, logging.DEBUG, logging.INFO, logging.WARNING, 35, logging.CRITICAL):
+            record = logging.makeLogRecord({"levelno": level})
+            passed = floor is None or record.levelno >= floor
+            assert passed == handler_takes(handler, record, respect_level=respect)
