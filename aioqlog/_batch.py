@@ -47,9 +47,9 @@ import codecs
 import contextvars
 import functools
 import io
+import keyword
 import logging
 import logging.handlers
-import operator
 import os
 import re
 import time
@@ -313,23 +313,36 @@ def _positional(text: str) -> tuple[str, tuple[str, ...]] | None:
     return "".join(parts), tuple(fields)
 
 
-def _getter(text: str) -> tuple[str, Callable[[_LogRecord], tuple[Any, ...]]] | None:
-    """Return ``_positional(text)`` with what reads its fields from a record, as a tuple.
+#: The fields a formatter computes rather than reads from the record.
+_COMPUTED = ("message", "asctime")
 
-    None also where a field is named like something of the class ``LogRecord``
-    (a method): that is no attribute of the record's own, and the stdlib's
-    mapping form would not find it.
+#: What gives a format's values, in order: from the record, its message and its date.
+Values = Callable[[_LogRecord, str, str | None], tuple[Any, ...]]
+
+
+@functools.lru_cache(maxsize=64)
+def _reader(text: str) -> tuple[str, Values] | None:
+    """Return ``_positional(text)``'s text with what gives its values, in order.
+
+    The function takes the record, its message and its date: the fields
+    ``message`` and ``asctime`` take those two, any other field the record's
+    attribute of that name. None where the text has no positional form, or
+    a field is named like something of the class ``LogRecord`` (a method:
+    no attribute of the record's own, which the stdlib's mapping form would
+    not find) or like a Python keyword (no attribute read in code).
     """
     compiled = _positional(text)
     if compiled is None:
         return None
     positional, fields = compiled
-    if any(hasattr(_LogRecord, name) for name in fields):
+    read = [name for name in fields if name not in _COMPUTED]
+    if any(hasattr(_LogRecord, name) or keyword.iskeyword(name) for name in read):
         return None
-    if len(fields) == 1:
-        name = fields[0]
-        return positional, lambda record: (getattr(record, name),)
-    return positional, operator.attrgetter(*fields)
+    terms = ", ".join(name if name in _COMPUTED else f"record.{name}" for name in fields)
+    # One call that builds the tuple: the names are identifiers (see _FIELD),
+    # none a keyword, so the text is a valid lambda that reads nothing else.
+    values: Values = eval(f"lambda record, message, asctime: ({terms},)", {})
+    return positional, values
 
 
 def _plain_format(
@@ -341,13 +354,17 @@ def _plain_format(
 
     The steps are the stdlib's, in its order (``Formatter.format``,
     ``PercentStyle.format``), without a call per step; the record's own
-    ``getMessage`` gives the message, the clock the time. A ``LogRecord``
+    ``getMessage`` gives the message, the clock the time. The two go into
+    the text and are not stored on the record (``Formatter.format`` stores
+    them as ``message`` and ``asctime``): a record's first attributes past
+    those the logger set cost it a larger store, and this worker touching
+    memory the logging thread allocated costs more still. A ``LogRecord``
     (not a subclass) with every field as its own attribute is formatted by
-    position (see ``_positional``); any other, from its ``__dict__`` as the
-    stdlib does. A record with an
-    exception or stack goes through the formatter's own ``format``. None if
-    *fmt* is anything else (a subclass, another style, a method replaced on
-    the instance) or the handler's ``format`` is its own.
+    position (see ``_reader``); any other, from its ``__dict__`` as the
+    stdlib does. A record with an exception or stack goes through the
+    formatter's own ``format``. None if *fmt* is anything else (a subclass,
+    another style, a method replaced on the instance) or the handler's
+    ``format`` is its own.
     """
     style = fmt._style
     if (
@@ -362,23 +379,25 @@ def _plain_format(
     defaults: dict[str, Any] | None = getattr(style, "_defaults", None)
     uses_time = style.usesTime()
     full = fmt.format
-    by_position = _getter(text)
-    positional, getter = by_position if by_position is not None else ("", None)
+    by_position = _reader(text)
+    positional, values = by_position if by_position is not None else ("", None)
 
     def format_plain(record: _LogRecord) -> str:
         if record.exc_info or record.exc_text or record.stack_info:
             return full(record)
-        record.message = record.getMessage()
-        if uses_time:
-            record.asctime = format_time(record)
-        if getter is not None and type(record) is _LogRecord:
+        message = record.getMessage()
+        asctime = format_time(record) if uses_time else None
+        if values is not None and type(record) is _LogRecord:
             try:
-                values = getter(record)
+                return positional % values(record, message, asctime)
             except AttributeError:
                 pass  # a field it lacks: the stdlib's way below (defaults, or its error)
-            else:
-                return positional % values
-        mapping = defaults | record.__dict__ if defaults else record.__dict__
+        # The stdlib's mapping: the defaults, the record's attributes, then
+        # the message and the date it would have stored on the record.
+        mapping = defaults | record.__dict__ if defaults else dict(record.__dict__)
+        mapping["message"] = message
+        if uses_time:
+            mapping["asctime"] = asctime
         try:
             return text % mapping
         except KeyError as e:

@@ -407,6 +407,16 @@ FORMATTERS: dict[str, Callable[[], logging.Formatter | None]] = {
     "defaults and widths": lambda: logging.Formatter(
         "[%(request)8s] %(message)s", defaults={"request": "-"}
     ),
+    "a keyword's name": lambda: logging.Formatter(
+        "%(class)s %(message)s", defaults={"class": "-"}
+    ),
+    "the message and the date twice": lambda: logging.Formatter(
+        "%(asctime)s %(message)s | %(message)r %(asctime)-30s|"
+    ),
+    "defaults for the message and the date": lambda: logging.Formatter(
+        "%(asctime)s %(message)s %(request)s", defaults={"message": "-", "asctime": "-"}
+    ),
+    "an escaped date": lambda: logging.Formatter("%%(asctime)s %(message)s"),
 }
 
 
@@ -424,6 +434,7 @@ def _records() -> list[logging.LogRecord]:
         record.msecs = int((record.created % 1) * 1000)
         if i % 5 == 0:
             record.request = f"req-{i}"
+            setattr(record, "class", f"cls-{i}")
         if i == 11:
             record.exc_info = exc_info
         if i == 12:
@@ -482,6 +493,23 @@ def test_a_batch_formats_each_record_as_the_handler_would(formatter: str) -> Non
     assert batched == direct
     assert batched_errors == direct_errors
     assert direct.count("\n") >= 40 or direct_errors
+
+
+def test_a_plain_formatter_leaves_the_record_as_the_logger_made_it() -> None:
+    """The message and the date go into the text; neither is stored on the record."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    emit = batch_emitter(handler)
+    assert emit is not None
+    records = [
+        logging.LogRecord("app", logging.INFO, __file__, i, "n=%d", (i,), None) for i in range(3)
+    ]
+    before = [dict(vars(record)) for record in records]
+    emit([(record, contextvars.copy_context()) for record in records])
+    assert stream.getvalue().endswith(" n=2\n")
+    assert stream.getvalue().count("\n") == 3
+    assert [vars(record) for record in records] == before
 
 
 def test_a_get_message_the_application_replaced_is_the_one_called(
