@@ -47,9 +47,9 @@ import codecs
 import contextvars
 import functools
 import io
-import keyword
 import logging
 import logging.handlers
+import operator
 import os
 import re
 import time
@@ -313,36 +313,53 @@ def _positional(text: str) -> tuple[str, tuple[str, ...]] | None:
     return "".join(parts), tuple(fields)
 
 
-#: The fields a formatter computes rather than reads from the record.
-_COMPUTED = ("message", "asctime")
-
-#: What gives a format's values, in order: from the record, its message and its date.
-Values = Callable[[_LogRecord, str, str | None], tuple[Any, ...]]
+#: What reads a format's fields but the date from a record, in order; whether
+#: the format has the date; and what puts it (first in the tuple it is given)
+#: where the format has it, where that is anywhere but first alone (else None).
+Reader = tuple[
+    Callable[[_LogRecord], tuple[Any, ...]],
+    bool,
+    Callable[[tuple[Any, ...]], tuple[Any, ...]] | None,
+]
 
 
 @functools.lru_cache(maxsize=64)
-def _reader(text: str) -> tuple[str, Values] | None:
+def _reader(text: str) -> tuple[str, Reader] | None:
     """Return ``_positional(text)``'s text with what gives its values, in order.
 
-    The function takes the record, its message and its date: the fields
-    ``message`` and ``asctime`` take those two, any other field the record's
-    attribute of that name. None where the text has no positional form, or
-    a field is named like something of the class ``LogRecord`` (a method:
-    no attribute of the record's own, which the stdlib's mapping form would
-    not find) or like a Python keyword (no attribute read in code).
+    The date (``asctime``) is not read from the record: where the text has
+    it, the caller puts it first in the tuple of the other fields (read from
+    the record as attributes), and the last function, if any, puts each
+    value where the text has it. None where the text has no positional form, or a field is
+    named like something of the class ``LogRecord`` (a method): that is no
+    attribute of the record's own, and the stdlib's mapping form would not
+    find it.
     """
     compiled = _positional(text)
     if compiled is None:
         return None
     positional, fields = compiled
-    read = [name for name in fields if name not in _COMPUTED]
-    if any(hasattr(_LogRecord, name) or keyword.iskeyword(name) for name in read):
+    read = tuple(name for name in fields if name != "asctime")
+    if any(hasattr(_LogRecord, name) for name in read):
         return None
-    terms = ", ".join(name if name in _COMPUTED else f"record.{name}" for name in fields)
-    # One call that builds the tuple: the names are identifiers (see _FIELD),
-    # none a keyword, so the text is a valid lambda that reads nothing else.
-    values: Values = eval(f"lambda record, message, asctime: ({terms},)", {})
-    return positional, values
+    getter: Callable[[_LogRecord], tuple[Any, ...]]
+    if not read:
+        getter = _nothing
+    elif len(read) == 1:
+        name = read[0]
+        getter = lambda record: (getattr(record, name),)  # noqa: E731
+    else:
+        getter = operator.attrgetter(*read)
+    order = None
+    if len(read) < len(fields) and fields[1:] != read:  # the date, but not first alone
+        taken = iter(range(1, len(fields)))
+        places = [0 if name == "asctime" else next(taken) for name in fields]
+        order = operator.itemgetter(*places)
+    return positional, (getter, len(read) < len(fields), order)
+
+
+def _nothing(record: _LogRecord) -> tuple[Any, ...]:
+    return ()
 
 
 def _plain_format(
@@ -354,11 +371,12 @@ def _plain_format(
 
     The steps are the stdlib's, in its order (``Formatter.format``,
     ``PercentStyle.format``), without a call per step; the record's own
-    ``getMessage`` gives the message, the clock the time. The two go into
-    the text and are not stored on the record (``Formatter.format`` stores
-    them as ``message`` and ``asctime``): a record's first attributes past
-    those the logger set cost it a larger store, and this worker touching
-    memory the logging thread allocated costs more still. A ``LogRecord``
+    ``getMessage`` gives the message, the clock the time. The message is
+    stored on the record as ``message``, as ``Formatter.format`` does; the
+    time goes into the text only, not onto the record as ``asctime``: a
+    second attribute past those the logger set costs a record a larger
+    store, on this worker, in memory the logging thread has just written. A
+    ``LogRecord``
     (not a subclass) with every field as its own attribute is formatted by
     position (see ``_reader``); any other, from its ``__dict__`` as the
     stdlib does. A record with an exception or stack goes through the
@@ -380,23 +398,32 @@ def _plain_format(
     uses_time = style.usesTime()
     full = fmt.format
     by_position = _reader(text)
-    positional, values = by_position if by_position is not None else ("", None)
+    positional, (getter, dated, order) = (
+        by_position if by_position is not None else ("", (None, False, None))
+    )
 
     def format_plain(record: _LogRecord) -> str:
         if record.exc_info or record.exc_text or record.stack_info:
             return full(record)
-        message = record.getMessage()
+        record.message = record.getMessage()
         asctime = format_time(record) if uses_time else None
-        if values is not None and type(record) is _LogRecord:
+        if getter is not None and type(record) is _LogRecord:
             try:
-                return positional % values(record, message, asctime)
+                values = getter(record)
             except AttributeError:
                 pass  # a field it lacks: the stdlib's way below (defaults, or its error)
-        # The stdlib's mapping: the defaults, the record's attributes, then
-        # the message and the date it would have stored on the record.
-        mapping = defaults | record.__dict__ if defaults else dict(record.__dict__)
-        mapping["message"] = message
+            else:
+                if dated:
+                    values = (asctime,) + values
+                    if order is not None:
+                        values = order(values)
+                return positional % values
+        # The stdlib's mapping: the defaults, the record's attributes, and
+        # the date it would have stored on the record.
+        mapping = defaults | record.__dict__ if defaults else record.__dict__
         if uses_time:
+            if mapping is record.__dict__:
+                mapping = dict(mapping)
             mapping["asctime"] = asctime
         try:
             return text % mapping
