@@ -414,7 +414,7 @@ def _plain_format(
                 pass  # a field it lacks: the stdlib's way below (defaults, or its error)
             else:
                 if dated:
-                    values = (asctime,) + values
+                    values = (asctime,) + values  # noqa: RUF005 - one operation, not three
                     if order is not None:
                         values = order(values)
                 return positional % values

@@ -498,7 +498,7 @@ def test_a_batch_formats_each_record_as_the_handler_would(formatter: str) -> Non
 
 
 def test_a_plain_formatter_stores_the_message_and_not_the_date() -> None:
-    """The record gets ``message``, as ``Formatter.format`` gives it; the date is in the text only."""
+    """The record gets ``message``, as ``Formatter.format`` sets it; the date is in the text."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
