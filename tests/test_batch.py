@@ -407,9 +407,7 @@ FORMATTERS: dict[str, Callable[[], logging.Formatter | None]] = {
     "defaults and widths": lambda: logging.Formatter(
         "[%(request)8s] %(message)s", defaults={"request": "-"}
     ),
-    "a keyword's name": lambda: logging.Formatter(
-        "%(class)s %(message)s", defaults={"class": "-"}
-    ),
+    "a keyword's name": lambda: logging.Formatter("%(class)s %(message)s", defaults={"class": "-"}),
     "the message and the date twice": lambda: logging.Formatter(
         "%(asctime)s %(message)s | %(message)r %(asctime)-30s|"
     ),
