@@ -58,7 +58,7 @@ from typing import Any
 
 from ._context import DEPTH, Entry
 from ._diagnostics import report_error
-from ._records import filters_nothing
+from ._records import filters_nothing, stdlib_own
 
 __all__ = ["BatchEmit", "Steps", "batch_emitter"]
 
@@ -70,6 +70,8 @@ _LogRecord = logging.LogRecord
 # The methods a built-in batch path replaces, per stdlib class: a subclass that
 # overrides any of them gets record-by-record delivery instead.
 _BYPASSED: tuple[str, ...] = ("emit", "handle", "format", "flush", "acquire", "release")
+#: Of those, what no path calls: it does their work in their place.
+_IN_PLACE: tuple[str, ...] = ("emit", "handle")
 _ROTATING: tuple[str, ...] = ("shouldRollover", "doRollover", "rotate", "namer", "rotator")
 _BUILT_IN: tuple[tuple[type[logging.Handler], tuple[str, ...]], ...] = (
     # Most derived first: the first class in a handler's MRO decides.
@@ -117,11 +119,13 @@ def batch_emitter(handler: logging.Handler, steps: Steps | None = None) -> Batch
     own = vars(handler)
     for base, methods in _BUILT_IN:
         if issubclass(kind, base):
-            # A method overridden in a subclass, or replaced on the instance.
+            # A method overridden in a subclass, or replaced on the instance;
+            # or one the path does the work of replaced on the stdlib's class
+            # (the others it calls, as they are).
             if any(
                 getattr(kind, name, None) is not getattr(base, name, None) or name in own
                 for name in methods
-            ):
+            ) or not all(stdlib_own(getattr(kind, name, None)) for name in _IN_PLACE):
                 return None
             if isinstance(handler, logging.handlers.BaseRotatingHandler):
                 return _rotating(handler, steps)
@@ -232,7 +236,7 @@ class _Clock:
         """Return *fmt*'s format with this clock, where it can have it (see ``formatter``)."""
         converter = fmt.converter
         if (
-            type(fmt).formatTime is not logging.Formatter.formatTime
+            not stdlib_own(type(fmt).formatTime)
             or "formatTime" in vars(fmt)
             or converter not in (time.localtime, time.gmtime)
         ):
@@ -275,8 +279,36 @@ _MSECS = tuple(f",{n:03d}" for n in range(1000))
 _LAST_SECOND = 1e11
 
 #: What ``_plain_format`` does in place of the stdlib's own methods: an
-#: instance attribute of any of these names means the formatter is not plain.
+#: instance attribute of any of these names means the formatter is not plain,
+#: and so does any of them replaced on the stdlib's class.
 _FORMATTER_STEPS = ("format", "formatTime", "formatMessage", "usesTime")
+#: The same, of the ``%``-style the formatter holds.
+_STYLE_STEPS = tuple(
+    name for name in ("format", "_format", "usesTime") if hasattr(logging.PercentStyle, name)
+)
+_FORMATTER_METHODS = operator.attrgetter(*_FORMATTER_STEPS)
+_STYLE_METHODS = operator.attrgetter(*_STYLE_STEPS)
+
+
+class _Steps:
+    """Whether the stdlib's ``Formatter`` and ``PercentStyle`` hold their own steps.
+
+    Checked again whenever what they hold changes (a recipe may patch them at
+    any time); what was last found is kept with what it was found on.
+    """
+
+    seen: tuple[tuple[object, ...], bool] = ((), False)
+
+    @classmethod
+    def own(cls) -> bool:
+        """Return whether every step ``_plain_format`` does in their place is their own."""
+        now = (*_FORMATTER_METHODS(logging.Formatter), *_STYLE_METHODS(logging.PercentStyle))
+        seen, verdict = cls.seen
+        if now != seen:
+            verdict = all(map(stdlib_own, now))
+            cls.seen = (now, verdict)
+        return verdict
+
 
 #: A ``%``-style field the positional form handles: a name, then flags, width,
 #: precision and a conversion, none of them read from the arguments (``*``).
@@ -314,12 +346,14 @@ def _positional(text: str) -> tuple[str, tuple[str, ...]] | None:
 
 
 #: What reads a format's fields but the date from a record, in order; whether
-#: the format has the date; and what puts it (first in the tuple it is given)
-#: where the format has it, where that is anywhere but first alone (else None).
+#: the format has the date; what puts it (first in the tuple it is given)
+#: where the format has it, where that is anywhere but first alone (else None);
+#: and the names of the fields read.
 Reader = tuple[
     Callable[[_LogRecord], tuple[Any, ...]],
     bool,
     Callable[[tuple[Any, ...]], tuple[Any, ...]] | None,
+    tuple[str, ...],
 ]
 
 
@@ -330,18 +364,17 @@ def _reader(text: str) -> tuple[str, Reader] | None:
     The date (``asctime``) is not read from the record: where the text has
     it, the caller puts it first in the tuple of the other fields (read from
     the record as attributes), and the last function, if any, puts each
-    value where the text has it. None where the text has no positional form, or a field is
-    named like something of the class ``LogRecord`` (a method): that is no
-    attribute of the record's own, and the stdlib's mapping form would not
-    find it.
+    value where the text has it. None where the text has no positional
+    form. The caller checks, each time, that no field read is named like
+    something of the class ``LogRecord`` (a method, or a class attribute
+    set later): that is no attribute of the record's own, and the stdlib's
+    mapping form would not find it.
     """
     compiled = _positional(text)
     if compiled is None:
         return None
     positional, fields = compiled
     read = tuple(name for name in fields if name != "asctime")
-    if any(hasattr(_LogRecord, name) for name in read):
-        return None
     getter: Callable[[_LogRecord], tuple[Any, ...]]
     if not read:
         getter = _nothing
@@ -355,10 +388,20 @@ def _reader(text: str) -> tuple[str, Reader] | None:
         taken = iter(range(1, len(fields)))
         places = [0 if name == "asctime" else next(taken) for name in fields]
         order = operator.itemgetter(*places)
-    return positional, (getter, len(read) < len(fields), order)
+    return positional, (getter, len(read) < len(fields), order, read)
+
+
+#: The attributes of ``LogRecord``'s classes, as they are now (live views).
+_CLASS_ATTRIBUTES = tuple(vars(kind) for kind in _LogRecord.__mro__)
+
+
+def _of_the_class(names: tuple[str, ...]) -> bool:
+    """Return whether a ``LogRecord`` finds any of *names* on its class (a method, say)."""
+    return any(name in attributes for attributes in _CLASS_ATTRIBUTES for name in names)
 
 
 def _nothing(record: _LogRecord) -> tuple[Any, ...]:
+    """Read no field: the format's only fields are the date."""
     return ()
 
 
@@ -376,10 +419,9 @@ def _plain_format(
     time goes into the text only, not onto the record as ``asctime``: a
     second attribute past those the logger set costs a record a larger
     store, on this worker, in memory the logging thread has just written. A
-    ``LogRecord``
-    (not a subclass) with every field as its own attribute is formatted by
-    position (see ``_reader``); any other, from its ``__dict__`` as the
-    stdlib does. A record with an exception or stack goes through the
+    ``LogRecord`` (not a subclass) with every field as its own attribute is
+    formatted by position (see ``_reader``); any other, from its
+    ``__dict__`` as the stdlib does. A record with an exception or stack goes through the
     formatter's own ``format``. None if *fmt* is anything else (a subclass,
     another style, a method replaced on the instance) or the handler's
     ``format`` is its own.
@@ -388,9 +430,10 @@ def _plain_format(
     if (
         type(fmt) is not logging.Formatter
         or type(style) is not logging.PercentStyle
-        or type(handler).format is not logging.Handler.format
+        or not stdlib_own(type(handler).format)
         or any(name in vars(fmt) for name in _FORMATTER_STEPS)
         or "format" in vars(handler)
+        or not _Steps.own()
     ):
         return None
     text: str = style._fmt
@@ -398,8 +441,10 @@ def _plain_format(
     uses_time = style.usesTime()
     full = fmt.format
     by_position = _reader(text)
-    positional, (getter, dated, order) = (
-        by_position if by_position is not None else ("", (None, False, None))
+    if by_position is not None and _of_the_class(by_position[1][3]):
+        by_position = None
+    positional, (getter, dated, order, _) = (
+        by_position if by_position is not None else ("", (None, False, None, ()))
     )
 
     def format_plain(record: _LogRecord) -> str:

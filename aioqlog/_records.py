@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import logging.handlers
 
 from ._context import DEPTH, SUMMARY_DEPTH
 
@@ -13,11 +14,26 @@ __all__ = [
     "handler_takes",
     "lowest_taken",
     "own_record",
+    "stdlib_own",
     "summary_context",
 ]
 
-#: The stdlib's ``filter``: a handler that keeps it and has no filters passes every record.
-_FILTER = logging.Filterer.filter
+#: Where the stdlib's logging is defined: code from these files is its own.
+_STDLIB_FILES = frozenset({logging.__file__, logging.handlers.__file__})
+
+
+def stdlib_own(method: object) -> bool:
+    """Return whether *method* (a function, as a class holds it) is the stdlib logging's own.
+
+    Told by where its code was written, not by identity with what the stdlib's
+    class holds now: a method replaced on the stdlib's class itself (a recipe
+    that patches ``logging.Formatter.formatTime``, or wraps
+    ``logging.StreamHandler.emit``) is what that class holds, and is not the
+    stdlib's own. So a path that does a method's work in its place checks
+    this each time it decides, and a patch made at any time is honoured.
+    """
+    code = getattr(method, "__code__", None)
+    return code is not None and code.co_filename in _STDLIB_FILES
 
 
 def copy_record(record: logging.LogRecord) -> logging.LogRecord:
@@ -59,10 +75,13 @@ def filters_nothing(handler: logging.Handler) -> bool:
     """Return whether *handler*'s filtering passes every record unchanged.
 
     True for a handler with no filters that keeps the stdlib's ``filter``
-    (neither overridden in a subclass nor replaced on the instance): the lanes
-    then skip the call, and the switch into each record's context.
+    (neither overridden in a subclass, nor replaced on the instance or on the
+    stdlib's class): the lanes then skip the call, and the switch into each
+    record's context.
     """
-    return not handler.filters and type(handler).filter is _FILTER and "filter" not in vars(handler)
+    return (
+        not handler.filters and stdlib_own(type(handler).filter) and "filter" not in vars(handler)
+    )
 
 
 def own_record(

@@ -514,6 +514,96 @@ def test_a_plain_formatter_stores_the_message_and_not_the_date() -> None:
     ]
 
 
+def _marked(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap *method* so that what it returns shows the wrapper ran."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        result = method(*args, **kwargs)
+        return f"<{result}>" if isinstance(result, str) else result
+
+    return wrapper
+
+
+def _iso_time(
+    self: logging.Formatter, record: logging.LogRecord, datefmt: str | None = None
+) -> str:
+    """The ISO 8601 recipe for ``formatTime``."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+    return f"{stamp}.{int(record.msecs):03d}Z"
+
+
+@pytest.mark.parametrize(
+    ("owner", "name"),
+    [
+        (logging.Formatter, "formatTime"),
+        (logging.Formatter, "format"),
+        (logging.Formatter, "formatMessage"),
+        (logging.Formatter, "usesTime"),
+        (logging.PercentStyle, "format"),
+        (logging.PercentStyle, "_format"),
+        (logging.Handler, "format"),
+    ],
+)
+def test_a_method_replaced_on_the_stdlib_class_is_honoured(
+    owner: type, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recipe that patches the stdlib's own class (ISO dates, say): the batch gives its text."""
+    replacement = _iso_time if name == "formatTime" else _marked(getattr(owner, name))
+    if name == "usesTime":
+        replacement = lambda self: False  # noqa: E731 - the date no longer set: an error
+    monkeypatch.setattr(owner, name, replacement)
+    (direct, direct_errors), (batched, batched_errors) = _direct_and_batched(
+        lambda: logging.Formatter("%(asctime)s %(levelname)s %(message)s"), _records
+    )
+    assert batched == direct
+    assert batched_errors == direct_errors
+    assert "Z " in direct or "<" in direct or direct_errors
+
+
+@pytest.mark.parametrize("name", ["emit", "handle"])
+def test_a_handler_method_wrapped_on_the_stdlib_class_is_called(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The "colour the console" recipe wraps ``StreamHandler.emit``: records go one by one."""
+    owner = logging.StreamHandler if name == "emit" else logging.Handler
+    handler = logging.StreamHandler(io.StringIO())
+    assert batch_emitter(handler) is not None
+    monkeypatch.setattr(owner, name, _marked(getattr(owner, name)))
+    assert batch_emitter(handler) is None
+
+
+def test_a_filter_replaced_on_the_stdlib_class_runs_for_each_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``Filterer.filter`` patched on the stdlib's class decides, with no filter added."""
+    own = logging.Filterer.filter
+
+    def every_other(self: logging.Filterer, record: logging.LogRecord) -> Any:
+        return record.lineno % 2 == 0 and own(self, record)
+
+    monkeypatch.setattr(logging.Filterer, "filter", every_other)
+    (direct, _), (batched, _) = _direct_and_batched(
+        lambda: logging.Formatter("%(lineno)d %(message)s"), _records
+    )
+    assert batched == direct
+    assert "\n1 " not in direct
+
+
+def test_a_class_attribute_added_to_log_record_later_is_not_read_as_a_field(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As the stdlib's mapping: the format's default, not a class attribute set since."""
+
+    def formatter() -> logging.Formatter:
+        return logging.Formatter("%(service)s %(message)s", defaults={"service": "-"})
+
+    assert _direct_and_batched(formatter, _records)[1][0].startswith("- n=0 x\n")
+    monkeypatch.setattr(logging.LogRecord, "service", "class", raising=False)
+    (direct, _), (batched, _) = _direct_and_batched(formatter, _records)
+    assert batched == direct
+    assert direct.startswith("- n=0 x\n")
+
+
 def test_a_get_message_the_application_replaced_is_the_one_called(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
