@@ -63,15 +63,41 @@ from ._records import filters_nothing, stdlib_own
 __all__ = ["BatchEmit", "Steps", "batch_emitter"]
 
 #: Handle a batch of (record, context) entries; return (handled, errors).
-BatchEmit = Callable[[list[Entry]], tuple[int, int]]
+Deliver = Callable[[list[Entry]], tuple[int, int]]
+
+
+def _always() -> bool:
+    """Say that a path applies to every batch."""
+    return True
+
+
+class BatchEmit:
+    """How to hand a handler a batch: call it with the (record, context) entries.
+
+    It returns (handled, errors). ``fits()`` says whether the path still
+    applies to this batch: a built-in path no longer does once a method it
+    does the work of is replaced on a standard library class (see
+    ``_Kept``); the records then go one by one through the handler's
+    ``handle``.
+    """
+
+    __slots__ = ("_deliver", "fits")
+
+    def __init__(self, deliver: Deliver, fits: Callable[[], bool] = _always) -> None:
+        self._deliver = deliver
+        self.fits = fits
+
+    def __call__(self, entries: list[Entry]) -> tuple[int, int]:
+        """Hand *entries* to the handler; return (handled, errors)."""
+        return self._deliver(entries)
+
 
 _LogRecord = logging.LogRecord
 
 # The methods a built-in batch path replaces, per stdlib class: a subclass that
-# overrides any of them gets record-by-record delivery instead.
+# overrides any of them, or any of them replaced on a standard library class
+# the handler's class inherits, gets record-by-record delivery instead.
 _BYPASSED: tuple[str, ...] = ("emit", "handle", "format", "flush", "acquire", "release")
-#: Of those, what no path calls: it does their work in their place.
-_IN_PLACE: tuple[str, ...] = ("emit", "handle")
 _ROTATING: tuple[str, ...] = ("shouldRollover", "doRollover", "rotate", "namer", "rotator")
 _BUILT_IN: tuple[tuple[type[logging.Handler], tuple[str, ...]], ...] = (
     # Most derived first: the first class in a handler's MRO decides.
@@ -119,18 +145,56 @@ def batch_emitter(handler: logging.Handler, steps: Steps | None = None) -> Batch
     own = vars(handler)
     for base, methods in _BUILT_IN:
         if issubclass(kind, base):
-            # A method overridden in a subclass, or replaced on the instance;
-            # or one the path does the work of replaced on the stdlib's class
-            # (the others it calls, as they are).
+            # A method overridden in a subclass, or replaced on the instance.
             if any(
                 getattr(kind, name, None) is not getattr(base, name, None) or name in own
                 for name in methods
-            ) or not all(stdlib_own(getattr(kind, name, None)) for name in _IN_PLACE):
+            ):
+                return None
+            kept = _Kept(kind, methods)
+            if not kept():
                 return None
             if isinstance(handler, logging.handlers.BaseRotatingHandler):
-                return _rotating(handler, steps)
-            return _stream(handler, steps)  # type: ignore[arg-type]
+                return BatchEmit(_rotating(handler, steps), kept)
+            return BatchEmit(_stream(handler, steps), kept)  # type: ignore[arg-type]
     return None
+
+
+#: The modules of the standard library's logging.
+_STDLIB_MODULES = frozenset({"logging", "logging.handlers"})
+
+
+class _Kept:
+    """Whether the standard library classes a handler's class inherits hold their own methods.
+
+    Checked for the methods a built-in path does the work of or calls, on each
+    stdlib class in the handler's class's MRO, so that a recipe that replaces
+    one (wraps ``logging.StreamHandler.emit``, which a ``FileHandler``'s
+    ``emit`` calls) is honoured, whenever it is applied: checked again when
+    what those classes hold changes. ``namer`` and ``rotator`` are None
+    unless set.
+    """
+
+    __slots__ = ("_places", "_seen", "_verdict")
+
+    def __init__(self, kind: type, methods: tuple[str, ...]) -> None:
+        # Live views of the classes' attributes: a later replacement shows.
+        self._places = tuple(
+            (vars(base), name)
+            for base in kind.__mro__
+            if base.__module__ in _STDLIB_MODULES
+            for name in methods
+        )
+        self._seen: tuple[object, ...] | None = None
+        self._verdict = False
+
+    def __call__(self) -> bool:
+        """Return whether every such method is the stdlib's own (or unset)."""
+        now = tuple([attributes.get(name) for attributes, name in self._places])
+        if now != self._seen:
+            self._verdict = all(method is None or stdlib_own(method) for method in now)
+            self._seen = now
+        return self._verdict
 
 
 def _passed(handler: logging.Handler, record: _LogRecord, ctx: contextvars.Context) -> Any:
@@ -145,6 +209,10 @@ def _passed(handler: logging.Handler, record: _LogRecord, ctx: contextvars.Conte
 
 
 def _protocol(handler: logging.Handler, steps: Steps) -> BatchEmit:
+    return BatchEmit(_protocol_deliver(handler, steps))
+
+
+def _protocol_deliver(handler: logging.Handler, steps: Steps) -> Deliver:
     emit_batch: Callable[[list[_LogRecord]], object] = handler.emit_batch  # type: ignore[attr-defined]
 
     def deliver(entries: list[Entry]) -> tuple[int, int]:
@@ -441,8 +509,10 @@ def _plain_format(
     uses_time = style.usesTime()
     full = fmt.format
     by_position = _reader(text)
-    if by_position is not None and _of_the_class(by_position[1][3]):
-        by_position = None
+    if by_position is not None and (
+        _of_the_class((*by_position[1][3], "__getattr__")) or "__getattribute__" in vars(_LogRecord)
+    ):
+        by_position = None  # found on the class, or answered by it: not the record's own
     positional, (getter, dated, order, _) = (
         by_position if by_position is not None else ("", (None, False, None, ()))
     )
@@ -517,7 +587,7 @@ def _format_all(
     return texts, kept, handled, errors
 
 
-def _stream(handler: logging.StreamHandler[Any], steps: Steps) -> BatchEmit:
+def _stream(handler: logging.StreamHandler[Any], steps: Steps) -> Deliver:
     is_file = isinstance(handler, logging.FileHandler)
     watched = isinstance(handler, logging.handlers.WatchedFileHandler)
     clock = _Clock()
@@ -616,7 +686,7 @@ def _all_failed(handler: logging.Handler, records: list[_LogRecord], steps: Step
     return len(records)
 
 
-def _rotating(handler: logging.handlers.BaseRotatingHandler, steps: Steps) -> BatchEmit:
+def _rotating(handler: logging.handlers.BaseRotatingHandler, steps: Steps) -> Deliver:
     rotating: Any = handler  # shouldRollover/doRollover: on each concrete class
     clock = _Clock()
     sized = isinstance(handler, logging.handlers.RotatingFileHandler)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import logging.handlers
+import types
 
 from ._context import DEPTH, SUMMARY_DEPTH
 
@@ -19,7 +20,20 @@ __all__ = [
 ]
 
 #: Where the stdlib's logging is defined: code from these files is its own.
-_STDLIB_FILES = frozenset({logging.__file__, logging.handlers.__file__})
+#: Both as the modules name them and as their code does (which differs where
+#: a bundler compiled them under another name); read from functions nobody
+#: replaces.
+_STDLIB_FILES = frozenset(
+    {
+        logging.__file__,
+        logging.handlers.__file__,
+        logging._checkLevel.__code__.co_filename,  # type: ignore[attr-defined]
+        logging.handlers.BaseRotatingHandler.rotation_filename.__code__.co_filename,
+    }
+)
+
+
+_Function = types.FunctionType
 
 
 def stdlib_own(method: object) -> bool:
@@ -32,8 +46,9 @@ def stdlib_own(method: object) -> bool:
     stdlib's own. So a path that does a method's work in its place checks
     this each time it decides, and a patch made at any time is honoured.
     """
-    code = getattr(method, "__code__", None)
-    return code is not None and code.co_filename in _STDLIB_FILES
+    # A function itself: a wrapper object (wrapt's, as instrumentation agents
+    # use) hands on its function's __code__, and is not that function.
+    return type(method) is _Function and method.__code__.co_filename in _STDLIB_FILES
 
 
 def copy_record(record: logging.LogRecord) -> logging.LogRecord:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import functools
 import io
 import logging
 import logging.handlers
@@ -19,6 +20,7 @@ import pytest
 from support import STALL, in_thread
 
 import aioqlog
+from aioqlog import _batch
 from aioqlog._batch import Steps, batch_emitter
 
 REQUEST: contextvars.ContextVar[str] = contextvars.ContextVar("request", default="-")
@@ -541,16 +543,18 @@ def _iso_time(
         (logging.Formatter, "usesTime"),
         (logging.PercentStyle, "format"),
         (logging.PercentStyle, "_format"),
-        (logging.Handler, "format"),
     ],
 )
+@pytest.mark.parametrize("wrap", ["function", "proxy"])
 def test_a_method_replaced_on_the_stdlib_class_is_honoured(
-    owner: type, name: str, monkeypatch: pytest.MonkeyPatch
+    owner: type, name: str, wrap: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A recipe that patches the stdlib's own class (ISO dates, say): the batch gives its text."""
     replacement = _iso_time if name == "formatTime" else _marked(getattr(owner, name))
     if name == "usesTime":
         replacement = lambda self: False  # noqa: E731 - the date no longer set: an error
+    if wrap == "proxy":  # as instrumentation agents patch: an object, not a function
+        replacement = _wrapt_like(replacement)
     monkeypatch.setattr(owner, name, replacement)
     (direct, direct_errors), (batched, batched_errors) = _direct_and_batched(
         lambda: logging.Formatter("%(asctime)s %(levelname)s %(message)s"), _records
@@ -560,16 +564,102 @@ def test_a_method_replaced_on_the_stdlib_class_is_honoured(
     assert "Z " in direct or "<" in direct or direct_errors
 
 
-@pytest.mark.parametrize("name", ["emit", "handle"])
-def test_a_handler_method_wrapped_on_the_stdlib_class_is_called(
-    name: str, monkeypatch: pytest.MonkeyPatch
+def _wrapt_like(method: Callable[..., Any]) -> Any:
+    """A wrapper object that hands on its function's ``__code__``, as wrapt's proxies do."""
+
+    class Proxy:
+        __code__ = method.__code__
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            return method(*args, **kwargs)
+
+        def __get__(self, instance: Any, owner: Any = None) -> Any:
+            return self if instance is None else functools.partial(self, instance)
+
+    return Proxy()
+
+
+_HANDLERS: dict[str, Callable[[Path], logging.Handler]] = {
+    "stream": lambda path: logging.StreamHandler(io.StringIO()),
+    "file": lambda path: logging.FileHandler(path, delay=True),
+    "rotating": lambda path: logging.handlers.RotatingFileHandler(path, delay=True),
+    "timed": lambda path: logging.handlers.TimedRotatingFileHandler(path, delay=True),
+    "watched": lambda path: logging.handlers.WatchedFileHandler(path, delay=True),
+}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (logging.StreamHandler, "emit", list(_HANDLERS)),  # FileHandler.emit calls it
+        (logging.FileHandler, "emit", ["file", "rotating", "timed", "watched"]),
+        (logging.Handler, "handle", list(_HANDLERS)),
+        (logging.Handler, "format", list(_HANDLERS)),
+        (logging.StreamHandler, "flush", list(_HANDLERS)),
+        (logging.handlers.RotatingFileHandler, "shouldRollover", ["rotating"]),
+        (logging.handlers.BaseRotatingHandler, "rotate", ["rotating", "timed"]),
+        (logging.handlers.WatchedFileHandler, "reopenIfNeeded", ["watched"]),
+    ],
+)
+@pytest.mark.parametrize("wrap", ["function", "proxy"])
+def test_a_handler_method_replaced_on_the_stdlib_class_sends_records_one_by_one(
+    case: tuple[type, str, list[str]], wrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The "colour the console" recipe wraps ``StreamHandler.emit``: records go one by one."""
-    owner = logging.StreamHandler if name == "emit" else logging.Handler
-    handler = logging.StreamHandler(io.StringIO())
-    assert batch_emitter(handler) is not None
-    monkeypatch.setattr(owner, name, _marked(getattr(owner, name)))
-    assert batch_emitter(handler) is None
+    """The "colour the console" recipe wraps ``StreamHandler.emit``: each record goes through it.
+
+    Whenever it is applied: a path built before the patch no longer fits its batches.
+    """
+    owner, name, kinds = case
+    for kind in kinds:
+        handler = _HANDLERS[kind](tmp_path / f"{kind}.log")
+        emit = batch_emitter(handler)
+        assert emit is not None
+        assert emit.fits()
+        with monkeypatch.context() as patch:
+            method = getattr(owner, name)
+            patch.setattr(
+                owner, name, _marked(method) if wrap == "function" else _wrapt_like(method)
+            )
+            assert batch_emitter(handler) is None, kind
+            assert not emit.fits(), kind
+        assert emit.fits()
+        handler.close()
+
+
+class _Signalling(io.StringIO):
+    """A stream that says when a line is written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = threading.Event()
+
+    def write(self, text: str) -> int:
+        n = super().write(text)
+        self.written.set()
+        return n
+
+
+@pytest.mark.anyio
+async def test_emit_wrapped_while_the_listener_runs_is_called_from_then_on(
+    logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker that batched before the patch hands later records to the wrapped ``emit``."""
+    stream = _Signalling()
+    handler = logging.StreamHandler(stream)
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    async with aioqlog.QueueListener(q, handler):
+        logger.info("one")
+        assert await anyio.to_thread.run_sync(stream.written.wait, STALL)
+        own = logging.StreamHandler.emit
+
+        def coloured(self: logging.StreamHandler[Any], record: logging.LogRecord) -> None:
+            record.msg = f"COLOURED {record.msg}"
+            own(self, record)
+
+        monkeypatch.setattr(logging.StreamHandler, "emit", coloured)
+        logger.info("two")
+    assert stream.getvalue() == "one\nCOLOURED two\n"
 
 
 def test_a_filter_replaced_on_the_stdlib_class_runs_for_each_record(
@@ -602,6 +692,25 @@ def test_a_class_attribute_added_to_log_record_later_is_not_read_as_a_field(
     (direct, _), (batched, _) = _direct_and_batched(formatter, _records)
     assert batched == direct
     assert direct.startswith("- n=0 x\n")
+
+
+def test_a_getattr_on_log_record_does_not_answer_for_a_field(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As the stdlib's mapping: a field the record lacks is missing, whatever ``__getattr__``."""
+
+    def answer(record: logging.LogRecord, name: str) -> str:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return f"<{name} missing>"
+
+    monkeypatch.setattr(logging.LogRecord, "__getattr__", answer, raising=False)
+    (direct, direct_errors), (batched, batched_errors) = _direct_and_batched(
+        lambda: logging.Formatter("%(user)s %(message)s"), _records
+    )
+    assert batched == direct
+    assert batched_errors == direct_errors
+    assert "missing>" not in direct
 
 
 def test_a_get_message_the_application_replaced_is_the_one_called(
@@ -812,17 +921,9 @@ def test_a_batch_rolls_a_sized_file_over_before_the_same_records(
 def test_a_shouldrollover_of_unknown_shape_is_asked_for_each_record_after_the_last_is_written(
     max_bytes: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A replaced RotatingFileHandler.shouldRollover runs per record, the file up to date."""
-    asked: list[int] = []
-    own = logging.handlers.RotatingFileHandler.shouldRollover
-
-    def should_rollover(self: logging.handlers.RotatingFileHandler, record: Any) -> bool:
-        asked.append(record.lineno)
-        return bool(own(self, record))
-
-    monkeypatch.setattr(logging.handlers.RotatingFileHandler, "shouldRollover", should_rollover)
+    """A Python whose shouldRollover this path does not know: asked per record, file up to date."""
+    monkeypatch.setattr(_batch, "_size_rule", lambda: None)
     _assert_batches_write_as_direct(tmp_path, max_bytes, {"encoding": "utf-8"})
-    assert len(asked) == 2 * len(_sized_records())
 
 
 def _assert_batches_write_as_direct(
