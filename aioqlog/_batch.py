@@ -190,9 +190,11 @@ class _Kept:
 
     def __call__(self) -> bool:
         """Return whether every such method is the stdlib's own (or unset)."""
-        now = tuple([attributes.get(name) for attributes, name in self._places])
+        methods = [attributes.get(name) for attributes, name in self._places]
+        # With their code: a hot patch may swap a function's code in place.
+        now = (*methods, *[getattr(method, "__code__", None) for method in methods])
         if now != self._seen:
-            self._verdict = all(method is None or stdlib_own(method) for method in now)
+            self._verdict = all(method is None or stdlib_own(method) for method in methods)
             self._seen = now
         return self._verdict
 
@@ -370,10 +372,12 @@ class _Steps:
     @classmethod
     def own(cls) -> bool:
         """Return whether every step ``_plain_format`` does in their place is their own."""
-        now = (*_FORMATTER_METHODS(logging.Formatter), *_STYLE_METHODS(logging.PercentStyle))
+        methods = (*_FORMATTER_METHODS(logging.Formatter), *_STYLE_METHODS(logging.PercentStyle))
+        # With their code: a hot patch may swap a function's code in place.
+        now = (*methods, *[getattr(method, "__code__", None) for method in methods])
         seen, verdict = cls.seen
         if now != seen:
-            verdict = all(map(stdlib_own, now))
+            verdict = all(map(stdlib_own, methods))
             cls.seen = (now, verdict)
         return verdict
 

@@ -662,6 +662,48 @@ async def test_emit_wrapped_while_the_listener_runs_is_called_from_then_on(
     assert stream.getvalue() == "one\nCOLOURED two\n"
 
 
+def _shouting(self: logging.Formatter, record: logging.LogRecord) -> str:
+    """``formatMessage``, upper-cased: no closure, so its code can stand in for the stdlib's."""
+    return self._style.format(record).upper()
+
+
+def _emit_marked(self: logging.StreamHandler[Any], record: logging.LogRecord) -> None:
+    """``emit`` that marks each line: no closure, so its code can stand in for the stdlib's."""
+    self.stream.write("PATCHED " + self.format(record) + self.terminator)
+
+
+def test_a_stdlib_method_whose_code_is_swapped_in_place_is_honoured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hot patch that swaps a method's ``__code__`` (the same function object) counts too."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    emit = batch_emitter(handler)
+    assert emit is not None
+
+    def batch(message: str) -> None:
+        record = logging.LogRecord("app", logging.INFO, __file__, 1, message, None, None)
+        if emit.fits():
+            emit([(record, contextvars.copy_context())])
+        else:
+            handler.handle(record)
+
+    batch("plain")
+    with monkeypatch.context() as patch:
+        patch.setattr(logging.Formatter.formatMessage, "__code__", _shouting.__code__)
+        batch("shouted")
+    batch("plain again")
+    with monkeypatch.context() as patch:
+        patch.setattr(logging.StreamHandler.emit, "__code__", _emit_marked.__code__)
+        assert not emit.fits()
+        batch("marked")
+    assert emit.fits()
+    assert stream.getvalue() == (
+        "INFO plain\nINFO SHOUTED\nINFO plain again\nPATCHED INFO marked\n"
+    )
+
+
 def test_a_filter_replaced_on_the_stdlib_class_runs_for_each_record(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
