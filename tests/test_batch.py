@@ -21,7 +21,7 @@ from support import STALL, in_thread
 
 import aioqlog
 from aioqlog import _batch
-from aioqlog._batch import Steps, batch_emitter
+from aioqlog._batch import BatchEmit, Steps, batch_emitter
 
 REQUEST: contextvars.ContextVar[str] = contextvars.ContextVar("request", default="-")
 
@@ -497,13 +497,21 @@ def test_a_batch_formats_each_record_as_the_handler_would(formatter: str) -> Non
     assert direct.count("\n") >= 40 or direct_errors
 
 
-def test_a_plain_formatter_stores_the_message_and_not_the_date() -> None:
-    """The record gets ``message``, as ``Formatter.format`` sets it; the date is in the text."""
+def _batched_stream(
+    fmt: str,
+) -> tuple[io.StringIO, logging.StreamHandler[io.StringIO], BatchEmit]:
+    """A ``StreamHandler`` on a ``StringIO`` with formatter *fmt*, and its batch path."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    handler.setFormatter(logging.Formatter(fmt))
     emit = batch_emitter(handler)
     assert emit is not None
+    return stream, handler, emit
+
+
+def test_a_plain_formatter_stores_the_message_and_not_the_date() -> None:
+    """The record gets ``message``, as ``Formatter.format`` sets it; the date is in the text."""
+    stream, _, emit = _batched_stream("%(asctime)s %(message)s")
     records = [
         logging.LogRecord("app", logging.INFO, __file__, i, "n=%d", (i,), None) for i in range(3)
     ]
@@ -676,11 +684,7 @@ def test_a_stdlib_method_whose_code_is_swapped_in_place_is_honoured(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A hot patch that swaps a method's ``__code__`` (the same function object) counts too."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    emit = batch_emitter(handler)
-    assert emit is not None
+    stream, handler, emit = _batched_stream("%(levelname)s %(message)s")
 
     def batch(message: str) -> None:
         record = logging.LogRecord("app", logging.INFO, __file__, 1, message, None, None)
@@ -794,11 +798,7 @@ def test_a_change_of_timezone_shows_from_the_next_batch(monkeypatch: pytest.Monk
     """The date is cached within a batch only: ``time.tzset()`` between two batches shows."""
     if not hasattr(time, "tzset"):
         pytest.skip("time.tzset() is Unix-only")
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    emit = batch_emitter(handler)
-    assert emit is not None
+    stream, _, emit = _batched_stream("%(asctime)s %(message)s")
 
     def batch(message: str) -> None:
         record = logging.LogRecord("app", logging.INFO, __file__, 1, message, None, None)
