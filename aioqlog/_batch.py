@@ -53,6 +53,7 @@ import operator
 import os
 import re
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -60,10 +61,17 @@ from ._context import DEPTH, Entry
 from ._diagnostics import report_error
 from ._records import filters_nothing, stdlib_own
 
-__all__ = ["BatchEmit", "Steps", "batch_emitter"]
+__all__ = ["BatchEmit", "Format", "HereFormat", "Lines", "LoopFormat", "Steps", "batch_emitter"]
 
 #: Handle a batch of (record, context) entries; return (handled, errors).
 Deliver = Callable[[list[Entry]], tuple[int, int]]
+
+#: Format one record to its text (without the terminator).
+Format = Callable[[logging.LogRecord], str]
+
+#: The same, on the thread that logged the record: None where that could run
+#: code other than the interpreter's and the standard library's.
+HereFormat = Callable[[logging.LogRecord], "str | None"]
 
 
 def _always() -> bool:
@@ -78,18 +86,54 @@ class BatchEmit:
     applies to this batch: a built-in path no longer does once a method it
     does the work of is replaced on a standard library class (see
     ``_Kept``); the records then go one by one through the handler's
-    ``handle``.
+    ``handle``. A stream's path also writes records the thread that logged
+    them has formatted already (``write_lines``), and says how that thread
+    may format them (``loop_format``): both None elsewhere.
     """
 
-    __slots__ = ("_deliver", "fits")
+    __slots__ = ("_deliver", "fits", "loop_format", "write_lines")
 
-    def __init__(self, deliver: Deliver, fits: Callable[[], bool] = _always) -> None:
+    def __init__(
+        self,
+        deliver: Deliver,
+        fits: Callable[[], bool] = _always,
+        write_lines: Callable[[Lines], tuple[int, int]] | None = None,
+        loop_format: LoopFormat | None = None,
+    ) -> None:
         self._deliver = deliver
         self.fits = fits
+        self.write_lines = write_lines
+        self.loop_format = loop_format
 
     def __call__(self, entries: list[Entry]) -> tuple[int, int]:
         """Hand *entries* to the handler; return (handled, errors)."""
         return self._deliver(entries)
+
+
+class Lines:
+    """Records formatted on the thread that logged them, each to its text, for a stream's path.
+
+    What the event loop's thread hands a lone handler's worker at the loop's
+    turn (see ``_listener._OneHop``): the records themselves are gone, each
+    text is one record's, written followed by the handler's *terminator* as
+    it was then, and *created* is when the first was logged. A text that
+    fails to be written is reported to ``handleError`` with a stand-in
+    record whose message is that text (``stand_in``), which is what the
+    stdlib's ``handleError`` prints.
+    """
+
+    __slots__ = ("created", "terminator", "texts")
+
+    def __init__(self, texts: list[str], created: float, terminator: str) -> None:
+        self.texts = texts
+        self.created = created
+        self.terminator = terminator
+
+    def stand_in(self, index: int) -> logging.LogRecord:
+        """Return a record to report text *index* with: the text, as its message."""
+        record = _LogRecord("aioqlog", logging.NOTSET, "", 0, self.texts[index], None, None)
+        record.created = self.created
+        return record
 
 
 _LogRecord = logging.LogRecord
@@ -151,13 +195,59 @@ def batch_emitter(handler: logging.Handler, steps: Steps | None = None) -> Batch
                 for name in methods
             ):
                 return None
-            kept = _Kept(kind, methods)
+            kept = _Kept((kind, methods))
             if not kept():
                 return None
             if isinstance(handler, logging.handlers.BaseRotatingHandler):
                 return BatchEmit(_rotating(handler, steps), kept)
-            return BatchEmit(_stream(handler, steps), kept)  # type: ignore[arg-type]
+            deliver, write_lines = _stream(handler, steps)  # type: ignore[arg-type]
+            return BatchEmit(deliver, kept, write_lines, _loop_format(handler, methods))
     return None
+
+
+class LoopFormat:
+    """How the thread that logs a record may format it for a stream's handler: call it.
+
+    Called for each run of records (see ``_listener._OneHop``), it returns
+    the ``format_here`` of ``_plain_format`` where formatting runs no code
+    but the standard library's: the path's methods, ``handleError`` (a line
+    that fails to be written is reported with a stand-in record: see
+    ``Lines``), ``filter`` and ``LogRecord.getMessage`` as the stdlib defines
+    them, no filter, and a plain ``logging.Formatter``; otherwise None, and
+    the handler's worker formats the records. The caller checks that each
+    record is an exact ``LogRecord``. A clock of its own: the worker's runs
+    on another thread.
+    """
+
+    __slots__ = ("_clock", "_handler", "_kept")
+
+    def __init__(self, handler: logging.Handler, methods: tuple[str, ...]) -> None:
+        self._handler = handler
+        self._kept = _Kept(
+            (type(handler), (*methods, "handleError", "filter")),
+            (_LogRecord, ("getMessage", "__getattribute__", "__getattr__")),
+        )
+        self._clock = _Clock()
+
+    def __call__(self) -> HereFormat | None:
+        """Return how to format the records of this run, or None if the worker is to."""
+        handler = self._handler
+        own = vars(handler)
+        if handler.filters or "filter" in own or "handleError" in own or not self._kept():
+            return None
+        formats = self._clock.formats(handler)
+        return None if formats is None else formats[1]
+
+
+def _loop_format(handler: logging.Handler, methods: tuple[str, ...]) -> LoopFormat | None:
+    """Return a ``LoopFormat`` for *handler*; None if its class overrides handleError or filter."""
+    kind = type(handler)
+    if (
+        kind.handleError is not logging.Handler.handleError
+        or kind.filter is not logging.Filterer.filter
+    ):
+        return None
+    return LoopFormat(handler, methods)
 
 
 #: The modules of the standard library's logging.
@@ -172,31 +262,63 @@ class _Kept:
     one (wraps ``logging.StreamHandler.emit``, which a ``FileHandler``'s
     ``emit`` calls) is honoured, whenever it is applied: checked again when
     what those classes hold changes. ``namer`` and ``rotator`` are None
-    unless set.
+    unless set. Made with (class, method names) pairs: each names the
+    methods looked for on that class's stdlib classes.
     """
 
-    __slots__ = ("_places", "_seen", "_verdict")
+    __slots__ = ("_dicts", "_places", "_present", "_seen", "_sizes", "_verdict")
 
-    def __init__(self, kind: type, methods: tuple[str, ...]) -> None:
+    def __init__(self, *pairs: tuple[type, tuple[str, ...]]) -> None:
         # Live views of the classes' attributes: a later replacement shows.
         self._places = tuple(
             (vars(base), name)
+            for kind, methods in pairs
             for base in kind.__mro__
             if base.__module__ in _STDLIB_MODULES
             for name in methods
         )
-        self._seen: tuple[object, ...] | None = None
+        self._dicts = tuple({id(attributes): attributes for attributes, _ in self._places}.values())
+        # The places that held a method at the last look, what they held (and
+        # its code), and how many attributes each class had: a method added
+        # where there was none changes that number.
+        self._present: tuple[tuple[Any, str], ...] = ()
+        self._seen: tuple[object, ...] = ()
+        self._sizes: list[int] = []
         self._verdict = False
 
     def __call__(self) -> bool:
         """Return whether every such method is the stdlib's own (or unset)."""
-        methods = [attributes.get(name) for attributes, name in self._places]
-        # With their code: a hot patch may swap a function's code in place.
-        now = (*methods, *[getattr(method, "__code__", None) for method in methods])
-        if now != self._seen:
-            self._verdict = all(method is None or stdlib_own(method) for method in methods)
-            self._seen = now
+        sizes = list(map(len, self._dicts))
+        methods = [attributes.get(name) for attributes, name in self._present]
+        if sizes != self._sizes or not _same(_with_code(methods), self._seen):
+            everything = [attributes.get(name) for attributes, name in self._places]
+            self._verdict = all(method is None or stdlib_own(method) for method in everything)
+            present = [
+                (place, method)
+                for place, method in zip(self._places, everything, strict=True)
+                if method is not None
+            ]
+            self._present = tuple(place for place, _ in present)
+            self._seen = _with_code([method for _, method in present])
+            self._sizes = sizes
         return self._verdict
+
+
+def _with_code(methods: list[object]) -> tuple[object, ...]:
+    """Return *methods*, then the code of each function among them.
+
+    A hot patch may swap a function's code in place; anything but a function
+    is not the stdlib's own, whatever its code.
+    """
+    return (*methods, *[method.__code__ for method in methods if type(method) is _Function])
+
+
+_Function = types.FunctionType
+
+
+def _same(now: tuple[object, ...], seen: tuple[object, ...]) -> bool:
+    """Return whether *now* holds the very objects *seen* does (no ``__eq__`` is called)."""
+    return len(now) == len(seen) and all(map(operator.is_, now, seen))
 
 
 def _passed(handler: logging.Handler, record: _LogRecord, ctx: contextvars.Context) -> Any:
@@ -278,12 +400,15 @@ class _Clock:
     or of the formatter's settings shows from the next batch on.
     """
 
-    __slots__ = ("second", "text")
+    __slots__ = ("_formats", "_key", "second", "text")
 
     def __init__(self) -> None:
         #: The whole second ``text`` is for (None: none yet in this batch).
         self.second: int | None = None
         self.text = ""
+        # The formats made last, and what they were made from (see formats).
+        self._formats: tuple[Format, HereFormat] | None = None
+        self._key: tuple[object, ...] = ()
 
     def formatter(self, handler: logging.Handler) -> Callable[[_LogRecord], str]:
         """Return how to format a batch of records for *handler*, as it would.
@@ -294,27 +419,59 @@ class _Clock:
         only ``format``, a subclass that skips ``Formatter.__init__``) is
         called as it is, as the handler would.
         """
+        plain = self.formats(handler)
+        return handler.format if plain is None else plain[0]
+
+    def formats(self, handler: logging.Handler) -> tuple[Format, HereFormat] | None:
+        """Return *handler*'s formats with this clock (see ``_plain_format``); None if it has none.
+
+        None where its formatter is not a plain ``logging.Formatter`` with
+        the stdlib's ``formatTime`` and converter (see ``formatter``). What
+        was made last is kept with what it was made from, and made again
+        when any of that changes.
+        """
+        self.second = None  # each batch starts afresh (a change of timezone shows)
         fmt = handler.formatter or logging._defaultFormatter  # type: ignore[attr-defined]
         try:
-            return self._clocked(handler, fmt)
-        except AttributeError:
-            return handler.format
+            style = fmt._style
+            key = (
+                fmt,
+                fmt.converter,
+                fmt.datefmt,
+                fmt.default_time_format,
+                fmt.default_msec_format,
+                type(fmt).formatTime,
+                len(vars(fmt)),
+                style,
+                type(style),
+                style._fmt,
+                getattr(style, "_defaults", None),
+                type(handler).format,
+                len(vars(handler)),
+                len(vars(_LogRecord)),
+                _own_steps(),
+            )
+            if not _same(key, self._key):
+                self._formats = self._made(handler, fmt)
+                self._key = key
+        except AttributeError:  # not a whole logging.Formatter: called as it is
+            return None
+        return self._formats
 
-    def _clocked(
+    def _made(
         self, handler: logging.Handler, fmt: logging.Formatter
-    ) -> Callable[[_LogRecord], str]:
-        """Return *fmt*'s format with this clock, where it can have it (see ``formatter``)."""
+    ) -> tuple[Format, HereFormat] | None:
+        """Make *fmt*'s formats with this clock (see ``formats``)."""
         converter = fmt.converter
         if (
             not stdlib_own(type(fmt).formatTime)
             or "formatTime" in vars(fmt)
             or converter not in (time.localtime, time.gmtime)
         ):
-            return handler.format
+            return None
         datefmt = fmt.datefmt
         default_time = fmt.default_time_format
         default_msec = fmt.default_msec_format
-        self.second = None
         pattern = datefmt or default_time
         with_msecs = not datefmt and default_msec
         table = _MSECS if with_msecs == "%s,%03d" else None
@@ -336,11 +493,10 @@ class _Clock:
                 return text + table[int(msecs)]  # "%03d" takes the float's whole part
             return with_msecs % (text, msecs)
 
-        plain = _plain_format(handler, fmt, format_time)
-        # A formatter of its own class is called as it is: a copy of it with
-        # this clock would keep its own state apart (a line counter), and some
-        # cannot be copied at all (one that forwards attributes to another).
-        return handler.format if plain is None else plain
+        # A formatter of its own class is called as it is (None): a copy of it
+        # with this clock would keep its own state apart (a line counter), and
+        # some cannot be copied at all (one that forwards attributes to another).
+        return _plain_format(handler, fmt, format_time)
 
 
 #: ``",%03d" % n`` for each whole millisecond.
@@ -356,30 +512,12 @@ _FORMATTER_STEPS = ("format", "formatTime", "formatMessage", "usesTime")
 _STYLE_STEPS = tuple(
     name for name in ("format", "_format", "usesTime") if hasattr(logging.PercentStyle, name)
 )
-_FORMATTER_METHODS = operator.attrgetter(*_FORMATTER_STEPS)
-_STYLE_METHODS = operator.attrgetter(*_STYLE_STEPS)
 
 
-class _Steps:
-    """Whether the stdlib's ``Formatter`` and ``PercentStyle`` hold their own steps.
-
-    Checked again whenever what they hold changes (a recipe may patch them at
-    any time); what was last found is kept with what it was found on.
-    """
-
-    seen: tuple[tuple[object, ...], bool] = ((), False)
-
-    @classmethod
-    def own(cls) -> bool:
-        """Return whether every step ``_plain_format`` does in their place is their own."""
-        methods = (*_FORMATTER_METHODS(logging.Formatter), *_STYLE_METHODS(logging.PercentStyle))
-        # With their code: a hot patch may swap a function's code in place.
-        now = (*methods, *[getattr(method, "__code__", None) for method in methods])
-        seen, verdict = cls.seen
-        if now != seen:
-            verdict = all(map(stdlib_own, methods))
-            cls.seen = (now, verdict)
-        return verdict
+#: Whether the stdlib's ``Formatter`` and ``PercentStyle`` hold their own
+#: steps, those ``_plain_format`` does in their place: checked again whenever
+#: what they hold changes (a recipe may patch them at any time).
+_own_steps = _Kept((logging.Formatter, _FORMATTER_STEPS), (logging.PercentStyle, _STYLE_STEPS))
 
 
 #: A ``%``-style field the positional form handles: a name, then flags, width,
@@ -481,7 +619,7 @@ def _plain_format(
     handler: logging.Handler,
     fmt: logging.Formatter,
     format_time: Callable[[_LogRecord], str],
-) -> Callable[[_LogRecord], str] | None:
+) -> tuple[Format, HereFormat] | None:
     """Return ``Formatter.format`` for a stdlib ``Formatter`` with ``%``-style, inlined.
 
     The steps are the stdlib's, in its order (``Formatter.format``,
@@ -497,6 +635,13 @@ def _plain_format(
     formatter's own ``format``. None if *fmt* is anything else (a subclass,
     another style, a method replaced on the instance) or the handler's
     ``format`` is its own.
+
+    Two of them: the worker's, and the one for the thread that logged the
+    record (``format_here``), which formats only a record whose formatting
+    runs no code but the interpreter's and the standard library's, and
+    returns None for a record with an exception or a stack (the stdlib's
+    steps for those may read source files). The caller sees to the rest
+    (see ``LoopFormat``).
     """
     style = fmt._style
     if (
@@ -505,7 +650,7 @@ def _plain_format(
         or not stdlib_own(type(handler).format)
         or any(name in vars(fmt) for name in _FORMATTER_STEPS)
         or "format" in vars(handler)
-        or not _Steps.own()
+        or not _own_steps()
     ):
         return None
     text: str = style._fmt
@@ -521,10 +666,8 @@ def _plain_format(
         by_position if by_position is not None else ("", (None, False, None, ()))
     )
 
-    def format_plain(record: _LogRecord) -> str:
-        if record.exc_info or record.exc_text or record.stack_info:
-            return full(record)
-        record.message = record.getMessage()
+    def fill(record: _LogRecord) -> str:
+        """Return the text of *record*, its message stored."""
         asctime = format_time(record) if uses_time else None
         if getter is not None and type(record) is _LogRecord:
             try:
@@ -550,19 +693,33 @@ def _plain_format(
             # As PercentStyle.format: the same error, raised while handling the KeyError.
             raise ValueError(f"Formatting field not found in record: {e}")  # noqa: B904
 
-    return format_plain
+    def format_plain(record: _LogRecord) -> str:
+        if record.exc_info or record.exc_text or record.stack_info:
+            return full(record)
+        record.message = record.getMessage()
+        return fill(record)
+
+    def format_here(record: _LogRecord) -> str | None:
+        if record.exc_info or record.exc_text or record.stack_info:
+            return None
+        record.message = record.getMessage()
+        return fill(record)
+
+    return format_plain, format_here
 
 
 def _format_all(
     handler: logging.StreamHandler[Any], entries: list[Entry], clock: _Clock, steps: Steps
-) -> tuple[list[str], list[_LogRecord], int, int]:
-    """Filter and format each record in its own context; return texts, records, counts.
+) -> tuple[list[str], list[_LogRecord], list[contextvars.Context], int, int]:
+    """Filter and format each record in its own context; return texts, records, contexts, counts.
 
+    Each record's text is written in the same context (see ``_write_all``).
     Each record is a step (see ``Steps``).
     """
     terminator = handler.terminator
     texts: list[str] = []
     kept: list[_LogRecord] = []
+    contexts: list[contextvars.Context] = []
     handled = errors = 0
     fmt = clock.formatter(handler)
     # With no filters (the common case), filtering passes every record: skip
@@ -588,18 +745,28 @@ def _format_all(
             report_error(handler, record)
             continue
         kept.append(record)
-    return texts, kept, handled, errors
+        contexts.append(run_ctx)
+    return texts, kept, contexts, handled, errors
 
 
-def _stream(handler: logging.StreamHandler[Any], steps: Steps) -> Deliver:
+def _stream(
+    handler: logging.StreamHandler[Any], steps: Steps
+) -> tuple[Deliver, Callable[[Lines], tuple[int, int]]]:
+    """Return the stream's path: for a batch of entries, and for lines formatted already."""
     is_file = isinstance(handler, logging.FileHandler)
     watched = isinstance(handler, logging.handlers.WatchedFileHandler)
     clock = _Clock()
 
-    def deliver(entries: list[Entry]) -> tuple[int, int]:
-        texts, kept, handled, errors = _format_all(handler, entries, clock, steps)
-        if not texts:
-            return handled, errors
+    def write(
+        texts: list[str],
+        record_at: Callable[[int], _LogRecord],
+        terminator: str = "",
+        contexts: list[contextvars.Context] | None = None,
+    ) -> tuple[int, int]:
+        """Write *texts* (a record's each), each followed by *terminator*.
+
+        Returns (handled, errors).
+        """
         handler.acquire()
         try:
             try:
@@ -608,17 +775,29 @@ def _stream(handler: logging.StreamHandler[Any], steps: Steps) -> Deliver:
                 if is_file:
                     _open_on_first_use(handler)  # type: ignore[arg-type]
             except BaseException:  # noqa: BLE001 - opening failed: each record's emit would have
-                for record in kept:
-                    report_error(handler, record)
-                return handled, errors + len(kept)
+                for index in range(len(texts)):
+                    report_error(handler, record_at(index))
+                return 0, len(texts)
             if is_file and not handler.stream:
-                return handled + len(kept), errors
-            failed = _write_all(handler, texts, kept, steps)
+                return len(texts), 0
+            failed = _write_all(
+                handler, texts, record_at, steps, terminator=terminator, contexts=contexts
+            )
         finally:
             handler.release()
-        return handled + len(kept) - failed, errors + failed
+        return len(texts) - failed, failed
 
-    return deliver
+    def deliver(entries: list[Entry]) -> tuple[int, int]:
+        texts, kept, contexts, handled, errors = _format_all(handler, entries, clock, steps)
+        if not texts:
+            return handled, errors
+        written, failed = write(texts, kept.__getitem__, "", contexts)
+        return handled + written, errors + failed
+
+    def write_lines(lines: Lines) -> tuple[int, int]:
+        return write(lines.texts, lines.stand_in, lines.terminator)
+
+    return deliver, write_lines
 
 
 def _open_on_first_use(handler: logging.FileHandler) -> None:
@@ -629,7 +808,13 @@ def _open_on_first_use(handler: logging.FileHandler) -> None:
 
 
 def _write_all(
-    handler: logging.StreamHandler[Any], texts: list[str], records: list[_LogRecord], steps: Steps
+    handler: logging.StreamHandler[Any],
+    texts: list[str],
+    record_at: Callable[[int], _LogRecord],
+    steps: Steps,
+    *,
+    terminator: str = "",
+    contexts: list[contextvars.Context] | None = None,
 ) -> int:
     """Write the texts and flush; report each failure; return how many failed.
 
@@ -644,50 +829,80 @@ def _write_all(
     it is the same class). Any other stream (a wrapper, a ``StringIO``, a
     stream of the application's own) gets each record written and flushed, as
     ``StreamHandler.emit`` does: a failing write or flush is that record's
-    alone, and each record is done with once its flush returned, so a stream
-    stuck for good holds only the records from the one it is stuck on.
+    alone (*record_at* gives the record of a text, by its index), and each
+    record is done with once its flush returned, so a stream stuck for good
+    holds only the records from the one it is stuck on.
 
-    Each write is a step; each record done with is ``finished`` (see ``Steps``).
+    Each text is written followed by *terminator* (none where the texts end
+    in it already), in its record's context from *contexts* where given (a
+    batch written at once, in the deepest of them): what a stream logs while
+    it writes is then as deep as when the handler handles the record itself,
+    and the recursion guard stops it. Each write is a step; each record done
+    with is ``finished`` (see ``Steps``).
     """
     # Precondition: the handler's lock is held.
     stream = handler.stream
     if type(stream) is io.TextIOWrapper:  # a file, or stderr
         steps.count += 1
         try:
-            stream.write("".join(texts))
+            text = terminator.join(texts) + terminator if terminator else "".join(texts)
+            if contexts:
+                max(contexts, key=_depth).run(stream.write, text)
+            else:
+                stream.write(text)
         except UnicodeError:
             pass  # encoded before anything was written: write them one by one below
         except Exception:  # noqa: BLE001 - some of it may be on disk: report, never rewrite
-            return _all_failed(handler, records, steps)
+            return _all_failed(handler, len(texts), record_at, steps)
         else:
             try:
-                handler.flush()
+                if contexts:
+                    max(contexts, key=_depth).run(handler.flush)
+                else:
+                    handler.flush()
             except Exception:  # noqa: BLE001 - the same
-                return _all_failed(handler, records, steps)
-            steps.finished += len(records)
+                return _all_failed(handler, len(texts), record_at, steps)
+            steps.finished += len(texts)
             return 0
     failed = 0
     flush = handler.flush
-    for text, record in zip(texts, records, strict=True):
+    for index, text in enumerate(texts):
         steps.count += 1
         try:
-            stream.write(text)
-            flush()
+            if contexts:
+                contexts[index].run(_write_flush, stream, flush, text + terminator)
+            else:
+                stream.write(text + terminator)
+                flush()
         except Exception:  # noqa: BLE001 - as StreamHandler.emit: handleError, go on
             failed += 1
             steps.fail(1)
-            report_error(handler, record)
+            report_error(handler, record_at(index))
         else:
             steps.finished += 1
     return failed
 
 
-def _all_failed(handler: logging.Handler, records: list[_LogRecord], steps: Steps) -> int:
-    """Report each of *records*: a write of them all failed. Return how many."""
-    for record in records:
-        report_error(handler, record)
-    steps.fail(len(records))
-    return len(records)
+def _depth(ctx: contextvars.Context) -> int:
+    """Return the handling depth *ctx* carries (see ``_context.to_handle``)."""
+    depth: int = ctx.get(DEPTH, 0)
+    return depth
+
+
+def _write_flush(stream: Any, flush: Callable[[], None], text: str) -> None:
+    """Write *text* to *stream*, then flush: ``StreamHandler.emit``'s steps."""
+    stream.write(text)
+    flush()
+
+
+def _all_failed(
+    handler: logging.Handler, count: int, record_at: Callable[[int], _LogRecord], steps: Steps
+) -> int:
+    """Report each of *count* records: a write of them all failed. Return how many."""
+    for index in range(count):
+        report_error(handler, record_at(index))
+    steps.fail(count)
+    return count
 
 
 def _rotating(handler: logging.handlers.BaseRotatingHandler, steps: Steps) -> Deliver:
@@ -702,7 +917,7 @@ def _rotating(handler: logging.handlers.BaseRotatingHandler, steps: Steps) -> De
 
     def deliver(entries: list[Entry]) -> tuple[int, int]:
         terminator = handler.terminator
-        texts, kept, handled, errors = _format_all(handler, entries, clock, steps)
+        texts, kept, contexts, handled, errors = _format_all(handler, entries, clock, steps)
         if not texts:
             return handled, errors
         handler.acquire()
@@ -712,18 +927,22 @@ def _rotating(handler: logging.handlers.BaseRotatingHandler, steps: Steps) -> De
             # The records between two rollovers: written together, as _write_all does.
             run: list[str] = []
             run_records: list[_LogRecord] = []
+            run_contexts: list[contextvars.Context] = []
 
             def write_run() -> None:
                 nonlocal handled, errors
-                failed = _write_all(handler, run, run_records, steps)
+                failed = _write_all(
+                    handler, run, run_records.__getitem__, steps, contexts=run_contexts
+                )
                 if failed and size is not None:
                     size.pos = None
                 handled += len(run_records) - failed
                 errors += failed
                 run.clear()
                 run_records.clear()
+                run_contexts.clear()
 
-            for text, record in zip(texts, kept, strict=True):
+            for text, record, ctx in zip(texts, kept, contexts, strict=True):
                 # As BaseRotatingHandler.emit, record by record: rollover is
                 # decided before each record is written.
                 try:
@@ -756,6 +975,7 @@ def _rotating(handler: logging.handlers.BaseRotatingHandler, steps: Steps) -> De
                     continue
                 run.append(text)
                 run_records.append(record)
+                run_contexts.append(ctx)
                 # Where the size is not known past this record, the file must
                 # hold it before the next is decided on: the size is read there.
                 if not joined or (size is not None and not size.wrote(text)):

@@ -12,9 +12,13 @@ Who may call what
   consumer methods, while it holds the *delivery right*.
 * A thread the consumer lends the right to (the one-hop path: its lone sync
   handler's worker takes records itself): ``_take``, ``_listen_in_thread``,
-  ``_stop_listening`` and ``_left_before_stop``, while the consumer's task
-  only waits. The consumer takes the right back (the thread then stops
-  taking) before it calls any other consumer method.
+  ``_listen_again``, ``_stop_listening``, ``_ring_at_loop_turn`` and
+  ``_left_before_stop``, while the consumer's task only waits; and, under
+  the same lock as that thread, the loop's thread at its turn, which
+  formats the records it logged itself (popping them off ``_items``, with
+  their contexts, and counting them with ``_took``). The consumer takes the
+  right back (the thread then stops taking) before it calls any other
+  consumer method.
 * A producer that finds no consumer attached borrows the delivery right and
   delivers queued records itself, in its own thread (``_drain_in_caller``).
 
@@ -842,12 +846,26 @@ class LogQueue:
     def _defer_ring(self, waiter: tuple[Callable[[], None], Callable[[], bool]]) -> None:
         """Ring a consumer thread at the loop's next turn, or at SPILL queued records."""
         # On the loop's thread, with the consumer thread's token won.
+        self._defer(waiter[0], on_loop=True)
+
+    def _ring_at_loop_turn(self, bell: Callable[[], None]) -> None:
+        """Have *bell* rung as the loop's thread rings a token it won: see ``_defer_ring``.
+
+        From the consumer thread, with its token won back (see
+        ``_listener._OneHop.ready``). Rung here, at once, if the loop has closed.
+        """
+        self._defer(bell, on_loop=False)
+
+    def _defer(self, bell: Callable[[], None], *, on_loop: bool) -> None:
         backend = self._backend
         assert backend is not None  # attached
-        self._deferred.append(waiter[0])
+        self._deferred.append(bell)
         self._limit = min(max(1, self._maxsize // 2), SPILL)
         try:
-            backend.call_soon(_ring_later, self)
+            if on_loop:
+                backend.call_soon(_ring_later, self)
+            else:
+                backend.call_soon_threadsafe(_ring_later, self)
         except RuntimeError:  # the loop is closing: ring now
             self._ring_deferred()
 
@@ -1276,12 +1294,28 @@ class LogQueue:
                     append((item, blank))
         except IndexError:  # a "drop_old" eviction raced us
             self._taken -= count - len(batch)
+        self._room_made()
+        return batch
+
+    def _took(self, count: int) -> None:
+        """Count *count* records the caller popped off ``_items`` itself, oldest first.
+
+        For a consumer that takes records as it handles them, on the thread
+        that logged them (see ``_listener._OneHop``): it popped each record's
+        context from ``_contexts`` too.
+        """
+        # Precondition: the caller holds the delivery right, on the loop's thread.
+        self._high_water = max(self._high_water, len(self._items) + count)
+        self._taken += count
+        self._room_made()
+
+    def _room_made(self) -> None:
+        """After records were taken: pace from the mark again, and wake threads waiting for room."""
         if self._limit > self._pace.mark and not self._deferred:
-            self._limit = self._base_limit()  # pace checks from the mark again
+            self._limit = self._base_limit()
         if self._blocked:
             with self._room:
                 self._room.notify_all()
-        return batch
 
     def _give_back(self, entries: list[Entry]) -> None:
         """Put *entries*, taken and not delivered, back at the head of the queue, in order."""
@@ -1317,12 +1351,25 @@ class LogQueue:
         self._parked.append(token)
         return token
 
-    def _stop_listening(self, token: _Parked) -> None:
-        """Withdraw a consumer thread's token (a no-op if a producer claimed it)."""
+    def _stop_listening(self, token: _Parked) -> bool:
+        """Withdraw a consumer thread's token; False if a producer claimed it (its ring comes)."""
         try:
             self._parked.remove(token)
         except ValueError:
-            pass  # a producer claimed it: its ring is on the way (a spurious wake-up)
+            return False
+        return True
+
+    def _listen_again(self, token: _Parked) -> None:
+        """Put back *token*, from ``_listen_in_thread``, unless a ring of it waits for the loop.
+
+        For a consumer thread whose token stays out between its wake-ups
+        (see ``_listener._OneHop``): the slot holds one token at most, and a
+        ring deferred to the loop's next turn puts it back from there.
+        """
+        # Precondition: the caller holds the delivery right, and no other
+        # thread puts this token back meanwhile.
+        if not self._parked and not self._deferred:
+            self._parked.append(token)
 
     def _release(self) -> None:
         """Detach the consumer and hand the delivery right back to producers."""

@@ -45,7 +45,7 @@ from typing import Final, Literal, Protocol
 from . import _lifecycle
 from ._async_handler import AsyncHandler, overrides_batch
 from ._backend import Backend, Task, Waiter, loop_runs_here
-from ._batch import BatchEmit, Steps, batch_emitter
+from ._batch import BatchEmit, Lines, Steps, batch_emitter
 from ._bridge import (
     BATCH_LIMIT,
     DEFAULT_BLOCK_TIMEOUT,
@@ -102,7 +102,10 @@ class Feed(Protocol):
     the listener's task doing it on the loop, and hands them to its handler
     (or, where the listener's dispatch must, moves them into its buffer
     through it). The listener sets ``ThreadLane.feed``, and clears it when
-    the feed ends.
+    the feed ends. A feed may also format records itself, on the thread that
+    logged them, and put the lines in ``Lane.lines`` (only while the buffer
+    is empty): the worker writes those before anything else, so ``pull``
+    takes nothing while any wait.
     """
 
     #: Seconds between safety wake-ups while parked on the feed (None: never).
@@ -124,8 +127,8 @@ class Feed(Protocol):
         """Return whether ``pull`` has something to do (the re-check before sleeping)."""
         ...
 
-    def unlisten(self) -> None:
-        """Withdraw what ``listen`` arranged (after waking)."""
+    def unlisten(self, *, timed_out: bool = False) -> None:
+        """Withdraw what ``listen`` arranged (after waking; *timed_out*: by the safety tick)."""
         ...
 
 
@@ -173,6 +176,11 @@ class Lane:
         # put_count when a thread lane stopped serving a run: later puts were
         # logged after its stop began (see pending_after_stop).
         self.stop_mark: int | None = None
+        # A thread lane's records formatted by the thread that logged them,
+        # to write before its buffer (see Feed), and those its worker is
+        # writing: counted in put_count like any other.
+        self.lines: deque[Lines] = deque()
+        self.lines_in_hand: Lines | None = None
 
     def progress(self) -> int:
         """A count that grows while the handler makes progress: what waits on it watch.
@@ -246,6 +254,15 @@ class Lane:
         index = self.done_count - start
         if 0 <= index < len(batch):
             return batch[index][0].created
+        # Then lines formatted already, which go before the buffer.
+        lines = self.lines_in_hand
+        if lines is None:
+            try:
+                lines = self.lines[0]
+            except IndexError:
+                pass
+        if lines is not None:
+            return lines.created
         try:
             return self.buffer[0][0].created
         except IndexError:  # empty, or emptied by another thread just now
@@ -505,6 +522,8 @@ class ThreadLane(Lane):
         self.abandoned = False
         # Set by the listener while the worker takes records off the queue itself.
         self.feed: Feed | None = None
+        # How the worker hands the handler a batch (None: one by one).
+        self.emit_batch: BatchEmit | None = None
         # While it drains: threads waiting for room, the progress() at which
         # such a wait last found the worker stuck, and how long a wait lasts
         # without progress (the queue's block_timeout; see _wait_for_room).
@@ -689,6 +708,7 @@ class ThreadLane(Lane):
     def _spawn_worker(self) -> threading.Thread:
         """With the lock held: start the worker thread (RuntimeError if none can start)."""
         name = f"aioqlog-{self.handler.get_name() or type(self.handler).__name__}"
+        self.emit_batch = batch_emitter(self.handler, self.steps)
         thread = self.thread = threading.Thread(target=self._work, name=name, daemon=True)
         try:
             thread.start()
@@ -752,7 +772,7 @@ class ThreadLane(Lane):
         # The worker thread: take what is buffered, handle it, park when empty,
         # exit once closing with nothing left.
         handler = self.handler
-        emit_batch = batch_emitter(handler, self.steps)
+        emit_batch = self.emit_batch
         mark_handler_thread()
         self._serve(handler, emit_batch)
         if self._watch.slot:
@@ -760,7 +780,12 @@ class ThreadLane(Lane):
 
     def _serve(self, handler: logging.Handler, emit_batch: BatchEmit | None) -> None:
         buffer = self.buffer
+        lines = self.lines
+        write_lines = None if emit_batch is None else emit_batch.write_lines
         while True:
+            if lines:  # taken before anything that is in the buffer now (see Feed)
+                self._write(lines, handler, write_lines)
+                continue
             size = WORKER_BATCH if emit_batch is None else self.call_size(WORKER_BATCH)
             batch = self._take(size)
             if batch:
@@ -787,6 +812,7 @@ class ThreadLane(Lane):
             # token was out: re-checking it here means no ring is missed.
             if (
                 buffer
+                or lines
                 or self._closing
                 or self.feed is not feed
                 or (listening and feed is not None and feed.ready())
@@ -800,13 +826,14 @@ class ThreadLane(Lane):
                 continue
             if listening and feed is not None:
                 tick = feed.tick
-                if not self._bell.acquire(timeout=-1 if tick is None else tick):
+                rung = self._bell.acquire(timeout=-1 if tick is None else tick)
+                if not rung:
                     # The safety tick: look again, in case a wake-up was lost.
                     try:
                         self._parked.pop()
                     except IndexError:
                         self._bell.acquire()  # claimed just now: consume the ring
-                feed.unlisten()
+                feed.unlisten(timed_out=not rung)
                 continue
             self._bell.acquire()
 
@@ -829,13 +856,8 @@ class ThreadLane(Lane):
                 completed = False
             else:
                 completed = True
-            self._moved_on(handler)
             self.timed(time.monotonic() - started, len(batch), completed=completed)
-            # The call's own counts go first: see unfinished() and counts().
-            self.steps.finished = self.steps.failed = 0
-            self.handled += handled
-            self.errors += errors
-            self.done_count += len(batch)
+            self._count_call(handler, handled, errors, len(batch))
         else:
             started = time.monotonic()
             for record, ctx in batch:
@@ -859,6 +881,39 @@ class ThreadLane(Lane):
         if self.room_waiters:
             self._room_made()
 
+    def _write(
+        self,
+        lines: deque[Lines],
+        handler: logging.Handler,
+        write_lines: Callable[[Lines], tuple[int, int]] | None,
+    ) -> None:
+        """Write the first of *lines* (formatted where they were logged) to the handler."""
+        # Only a path that writes lines gets any (see _listener._OneHop).
+        assert write_lines is not None
+        first = self.lines_in_hand = lines[0]  # in hand before it leaves: see oldest_created
+        lines.popleft()
+        count = len(first.texts)
+        try:
+            handled, errors = write_lines(first)
+        except BaseException:  # noqa: BLE001 - the lane must outlive any handler
+            handled, errors = 0, count
+            report_error(handler, first.stand_in(0))
+        self._count_call(handler, handled, errors, count)
+        self.lines_in_hand = None
+        if self._watch.slot:
+            self.notify()
+        if self.room_waiters:
+            self._room_made()
+
+    def _count_call(self, handler: logging.Handler, handled: int, errors: int, count: int) -> None:
+        """Count a batch call's *count* records as done: *handled*, and *errors*."""
+        self._moved_on(handler)
+        # The call's own counts go first: see unfinished() and counts().
+        self.steps.finished = self.steps.failed = 0
+        self.handled += handled
+        self.errors += errors
+        self.done_count += count
+
     def _moved_on(self, handler: logging.Handler) -> None:
         """After a call: a handler a stop took off logging.shutdown's list goes back on it."""
         if self.off_shutdown:  # it moved: not stuck
@@ -874,7 +929,7 @@ class ThreadLane(Lane):
         with self._lock:
             if not self._closing:
                 return False  # started again meanwhile: keep serving
-            if self.buffer:
+            if self.buffer or self.lines:
                 return False
             if self.state == DRAINING:
                 summary = self.drop_summary()

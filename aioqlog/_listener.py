@@ -39,6 +39,7 @@ from typing import Any, NoReturn
 from . import _lifecycle
 from ._async_handler import AsyncHandler
 from ._backend import Backend, Task, loop_runs_here, running_backend
+from ._batch import Lines
 from ._bridge import BATCH_LIMIT, TURN_LIMIT, LogQueue, Parking
 from ._context import (
     DEPTH,
@@ -90,7 +91,12 @@ _NOTICE_AFTER = 1.0
 #: one, so a slow handler's progress shows several times within it.
 _CALL_BUDGET = _NOTICE_AFTER / 4
 
+#: Most records the loop's thread formats at one turn (about 0.5 ms): the
+#: worker takes the rest (see ``_OneHop``).
+LOOP_TURN = 512
+
 _copy_context = contextvars.copy_context
+_LogRecord = logging.LogRecord
 
 
 @dataclass
@@ -153,6 +159,18 @@ class _OneHop:
     stop has been taken, and takes the right back (``end``) when time runs out,
     the loop is lost, or the listener fails.
 
+    Where the handler's path can write lines formatted elsewhere (a stream's:
+    see ``_batch.Lines``), the loop's thread formats what it logged itself,
+    at its next turn (``turn``): an exact ``LogRecord`` without an exception
+    or stack, for a plain formatter and no filter (see ``_batch.LoopFormat``),
+    is formatted there and dies there, on the thread that made it, and the
+    worker only writes the lines. Its
+    token then stays on the queue between wake-ups: the loop's thread wins
+    it with the first record it logs after a turn, and rings it at the next
+    turn, or once ``SPILL`` records wait; another thread wins it to have the
+    worker take records off the queue (``asked``), as do records the turn
+    leaves, or the safety tick.
+
     ``lock`` is held while a batch is taken and dispatched (no handler code
     runs there), and while the worker announces itself to the queue, so that
     ``end`` never leaves a token behind or a batch half dispatched.
@@ -176,6 +194,18 @@ class _OneHop:
         self.serving = True
         # The queue's token for the parked worker (see LogQueue._listen_in_thread).
         self._token: Any = None
+        # How the loop's thread formats records for the lane (None: it does not).
+        emit_batch = lane.emit_batch
+        self._loop_format = (
+            None if emit_batch is None or lane.copy_records else emit_batch.loop_format
+        )
+        self._loop_thread = listener.queue._loop_thread
+        # Whether the worker is to take records off the queue when it next looks.
+        self.asked = False
+        if self._loop_format is not None:
+            # The token the loop's turns use, out from the start: the worker
+            # may not run before the loop logs (it waits for the GIL).
+            self._token = listener.queue._listen_in_thread(self.turn)
 
     def pull(self, room: int, size: int) -> list[Entry] | None:
         """Take up to *room* queued records and dispatch them; None if none came.
@@ -184,12 +214,21 @@ class _OneHop:
         ``to_handle``): the records themselves, at most *size* of them, where
         its buffer is empty and nothing else is dispatched on the way (the
         common case); otherwise they go into its buffer, and the list is empty.
+        Nothing while lines the loop's thread formatted wait (they were taken
+        first), nor, while the loop's thread formats, unless ``asked``.
         """
         with self.lock:
             lent = self._lent
             if lent is None:
                 return None
             listener, q, run = lent
+            if self.lane.lines:
+                return []
+            formatting = self._loop_format is not None
+            if formatting:
+                if not (self.asked or run.stopping):
+                    return None
+                self.asked = False
             limit = min(WORKER_BATCH, room)
             if run.stopping:
                 # Only what was logged before stop(): later records are
@@ -197,6 +236,8 @@ class _OneHop:
                 limit = min(limit, q._left_before_stop())
             batch = q._take(limit) if limit > 0 else []
             if batch:
+                if formatting and len(batch) == limit:
+                    self.asked = True  # more may wait: look again
                 handed = listener._hand_over(self.lane, batch, size)
                 if handed is None:
                     handed = []
@@ -207,6 +248,7 @@ class _OneHop:
                 return None
             # Everything logged before stop() is in the lane.
             self.serving = False
+            self._withdraw()  # the token the loop's turns use stays out between wake-ups
             q._serve_from(None)
             self._lent = None
         self._ended()
@@ -218,7 +260,13 @@ class _OneHop:
             lent = self._lent
             if lent is None:
                 return False
-            self._token = lent[1]._listen_in_thread(bell)
+            q = lent[1]
+            if self._loop_format is None:
+                self._token = q._listen_in_thread(bell)
+            elif self._token is None:
+                self._token = q._listen_in_thread(self.turn)
+            else:
+                q._listen_again(self._token)
             return True
 
     def ready(self) -> bool:
@@ -227,12 +275,127 @@ class _OneHop:
         if lent is None:
             return True  # ended: the worker goes back to its lane alone
         q = lent[1]
-        return bool(q._items) or q._kicked
+        if self._loop_format is None:
+            return bool(q._items) or q._kicked
+        if self.asked or q._kicked:
+            return True
+        # Records queued while the token was out, that no turn takes yet: if
+        # this worker wins the token back (else its winner rings), the loop's
+        # next turn takes those its thread logged, as if it had won it, and
+        # this worker the others.
+        if q._items and q._stop_listening(self._token):
+            try:
+                head = q._items[0]
+            except IndexError:  # taken meanwhile (a "drop_old" eviction)
+                head = None
+            if type(head) is _LogRecord and head.thread == self._loop_thread:
+                q._ring_at_loop_turn(self.turn)  # rings here if the loop has closed
+            else:
+                self.asked = True
+        return self.asked
 
-    def unlisten(self) -> None:
-        """Withdraw the worker's token from the queue."""
+    def unlisten(self, *, timed_out: bool = False) -> None:
+        """Withdraw the worker's token from the queue (but the one the loop's turns use)."""
+        if self._loop_format is not None:
+            if timed_out:
+                self.asked = True  # the loop may be busy, its turn far off: look
+            return
         with self.lock:
             self._withdraw()
+
+    def turn(self) -> None:
+        """Ring the worker for the queue's records: the bell of the token the loop's turns use.
+
+        On the loop's thread (at its next turn, or at ``SPILL`` records) the
+        records it logged are formatted first (see ``_format_queued``); from
+        another thread, the worker is asked to take them off the queue.
+        """
+        if threading.get_ident() != self._loop_thread:
+            self.asked = True
+            self.lane.wake_worker()
+            return
+        lane = self.lane
+        try:
+            with self.lock:
+                lent = self._lent
+                if lent is None:
+                    return  # ended: the worker was rung then
+                listener, q, run = lent
+                try:
+                    if run.stopping or lane.state != RUNNING or lane.buffer:
+                        self.asked = True  # the worker takes what is queued (or ends the feed)
+                    else:
+                        self._format_queued(listener, q)
+                finally:
+                    # Even when interrupted (a signal handler that raises).
+                    q._listen_again(self._token)
+                    # What is left (another thread's records, a turn's worth and
+                    # more, records queued while the token was out): the worker
+                    # takes it, if this thread wins the token back.
+                    if not self.asked and q._items and q._stop_listening(self._token):
+                        self.asked = True
+        finally:
+            if self.asked or lane.lines:
+                lane.wake_worker()
+
+    def _format_queued(self, listener: QueueListener, q: LogQueue) -> None:
+        """Format the queued records this thread logged, up to the first it may not.
+
+        The lines go into the lane, whose buffer is empty (what it holds would
+        be older). On the loop's thread, with the lock held.
+        """
+        loop_format = self._loop_format
+        assert loop_format is not None  # formatting on the loop's thread
+        fmt = loop_format()
+        if fmt is None:
+            return
+        lane = self.lane
+        handler = lane.handler
+        floor = lowest_taken(handler, respect_level=listener.respect_handler_level)
+        terminator = handler.terminator  # type: ignore[attr-defined]
+        items = q._items
+        contexts = q._contexts
+        me = self._loop_thread
+        texts: list[str] = []
+        add = texts.append
+        taken = 0
+        created = 0.0
+        record: Any = None
+        try:
+            for _ in range(min(LOOP_TURN, lane.room())):
+                try:
+                    record = items.popleft()
+                except IndexError:
+                    record = None
+                    break
+                if type(record) is not _LogRecord or record.thread != me:
+                    break
+                if contexts:
+                    ctx = contexts.get(record)
+                    if ctx is not None and ctx.get(DEPTH, 0):
+                        break  # logged by a handler: its depth decides
+                if floor is None or record.levelno >= floor:
+                    text = fmt(record)
+                    if text is None:
+                        break  # not plain: the worker formats it
+                    add(text)
+                    if not created:
+                        created = record.created
+                # Else not this handler's, as the dispatch decides (to_handle).
+                if contexts:
+                    contexts.pop(record, None)
+                taken += 1
+            else:
+                record = None
+        except Exception:  # noqa: BLE001 - the worker formats it again, and reports it
+            pass
+        finally:
+            if record is not None:
+                items.appendleft(record)  # left for the worker, at the head, with its context
+            q._took(taken)
+            if texts:
+                lane.put_count += len(texts)
+                lane.lines.append(Lines(texts, created, terminator))
 
     def _withdraw(self) -> None:
         # Precondition: self.lock is held.

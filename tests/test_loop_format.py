@@ -1,0 +1,408 @@
+"""The one-hop path's stream handlers: the loop's thread formats what it logged, the worker writes.
+
+A lone ``StreamHandler`` or ``FileHandler`` with a plain formatter gets the
+records the loop's thread logged as lines formatted on that thread, at its
+next turn: each record dies where it was made. Everything else (another
+thread's records, a record with an exception or a stack, a formatter or
+filter of the application's) goes through the worker, in order, and the file
+holds what the handler attached directly writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import io
+import logging
+import threading
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+from support import STALL, in_thread
+from test_batch import FORMATTERS
+
+import aioqlog
+from aioqlog._bridge import SPILL
+
+REQUEST: contextvars.ContextVar[str] = contextvars.ContextVar("request", default="-")
+
+#: A format that reads fields the loop's thread and a thread set differently.
+PLAIN = "%(levelname)s %(name)s %(threadName)s %(message)s"
+
+
+@pytest.fixture
+def pinned_clock() -> Iterator[None]:
+    """Every record made is logged at the same instant: dates compare across runs."""
+    made = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = made(*args, **kwargs)
+        record.created = 1_700_000_000.25
+        record.msecs = 250.0
+        return record
+
+    logging.setLogRecordFactory(factory)
+    yield
+    logging.setLogRecordFactory(made)
+
+
+def _file_handler(path: Path, fmt: logging.Formatter | None) -> logging.FileHandler:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(fmt)
+    return handler
+
+
+def _log_a_mix(logger: logging.Logger) -> None:
+    """Records of every kind the loop's thread logs, in one burst: the lines' order is theirs."""
+    logger.info("plain %s %d", "text", 1)
+    logger.debug("below the handler's level")
+    try:
+        raise KeyError("boom")
+    except KeyError:
+        logger.exception("with an exception")
+    logger.info("after the exception")
+    logger.info("with a stack", stack_info=True)
+    logger.warning({"a": "dict as the message"})
+    token = REQUEST.set("req-1")
+    logger.info("in a context")
+    REQUEST.reset(token)
+    logger.info("a mutable argument %s", [1, 2])
+    logger.info("last of the burst")
+
+
+@pytest.mark.anyio
+async def test_records_the_loop_logs_die_on_its_thread(
+    logger: logging.Logger, tmp_path: Path
+) -> None:
+    """Each record the loop's thread logged is formatted and freed there, none on the worker."""
+    died: list[int] = []
+    all_died = threading.Event()
+    alive: set[weakref.ref[logging.LogRecord]] = set()
+    made = logging.getLogRecordFactory()
+
+    def gone(ref: weakref.ref[logging.LogRecord]) -> None:
+        died.append(threading.get_ident())
+        alive.discard(ref)
+        if len(died) == 500:
+            all_died.set()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = made(*args, **kwargs)
+        alive.add(weakref.ref(record, gone))
+        return record
+
+    path = tmp_path / "app.log"
+    handler = _file_handler(path, logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.setLogRecordFactory(factory)
+    try:
+
+        def bursts() -> None:
+            for i in range(50):
+                logger.info("record %d", i)
+
+        q = aioqlog.LogQueue()
+        logger.addHandler(aioqlog.QueueHandler(q))
+        async with aioqlog.QueueListener(q, handler):
+            await anyio.lowlevel.checkpoint()
+            for _ in range(10):
+                bursts()
+                await anyio.lowlevel.checkpoint()
+            loop_thread = threading.get_ident()
+            # Each turn came before the stop (on trio, a turn's callback may
+            # take more than one checkpoint): the stop's own last batch would
+            # be the worker's to take.
+            assert await in_thread(lambda: all_died.wait(STALL))
+    finally:
+        logging.setLogRecordFactory(made)
+        handler.close()
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert [line.split(" ", 3)[-1] for line in lines] == [f"record {i}" for i in range(50)] * 10
+    assert len(died) == 500
+    assert set(died) == {loop_thread}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("name", sorted(FORMATTERS))
+async def test_the_lines_are_what_the_handler_attached_directly_writes(
+    logger: logging.Logger, tmp_path: Path, pinned_clock: None, name: str
+) -> None:
+    """Every formatter, a mix of records from the loop and a thread: the same bytes as directly."""
+
+    async def log() -> None:
+        # One call site for both runs: the stacks logged name it.
+        for _ in range(2):
+            _log_a_mix(logger)
+            await in_thread(lambda: logger.info("from a thread %d", 2))
+            _log_a_mix(logger)
+            await anyio.lowlevel.checkpoint()  # the loop's turn
+
+    written = {}
+    for how in ("direct", "behind a listener"):
+        handler = _file_handler(tmp_path / f"{how}.log", FORMATTERS[name]())
+        handler.setLevel(logging.INFO)
+        q = aioqlog.LogQueue()
+        attached = handler if how == "direct" else aioqlog.QueueHandler(q)
+        serving = contextlib.nullcontext() if how == "direct" else aioqlog.QueueListener(q, handler)
+        logger.addHandler(attached)
+        try:
+            async with serving:
+                await anyio.lowlevel.checkpoint()
+                await log()
+        finally:
+            logger.removeHandler(attached)
+            handler.close()
+        assert q.dropped == 0
+        written[how] = (tmp_path / f"{how}.log").read_bytes()
+    assert written["behind a listener"] == written["direct"]
+
+
+class _Watched(io.StringIO):
+    """A stream that says when it holds a given text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed = threading.Condition()
+
+    def write(self, text: str) -> int:
+        with self.changed:
+            n = super().write(text)
+            self.changed.notify_all()
+        return n
+
+    def holds(self, text: str) -> bool:
+        with self.changed:
+            return self.changed.wait_for(lambda: self.getvalue() == text, STALL)
+
+
+async def _until_written(stream: _Watched, text: str) -> None:
+    assert await in_thread(lambda: stream.holds(text)), stream.getvalue()
+
+
+@pytest.mark.anyio
+async def test_a_filter_or_formatter_changed_while_running_counts_from_the_next_turn(
+    logger: logging.Logger,
+) -> None:
+    """Each turn decides afresh: a filter added, a formatter swapped, apply to what follows."""
+    stream = _Watched()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    async with aioqlog.QueueListener(q, handler):
+        await anyio.lowlevel.checkpoint()
+        logger.info("one")
+        await _until_written(stream, "one\n")
+        handler.addFilter(lambda record: record.msg != "two")
+        logger.info("two")
+        logger.info("three")
+        await _until_written(stream, "one\nthree\n")
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        logger.info("four")
+        await _until_written(stream, "one\nthree\nINFO four\n")
+        handler.filters.clear()
+        logger.info("two")
+    assert stream.getvalue() == "one\nthree\nINFO four\nINFO two\n"
+
+
+class _Refusing(io.StringIO):
+    """A stream whose writes fail; it says when it has refused three."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused = 0
+        self.three = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.refused += 1
+        if self.refused == 3:
+            self.three.set()
+        raise OSError("disk full")
+
+
+@pytest.mark.anyio
+async def test_a_line_that_fails_to_be_written_goes_to_handle_error_with_its_text(
+    logger: logging.Logger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each record the loop formatted that fails to be written is reported, its text as message."""
+    stream = _Refusing()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    async with aioqlog.QueueListener(q, handler) as listener:
+        await anyio.lowlevel.checkpoint()
+        for word in ("one", "two", "three"):
+            logger.info("%s", word)
+        # The loop's turn formats them, before the stop.
+        assert await in_thread(lambda: stream.three.wait(STALL))
+    stats = listener.stats.handlers[0]
+    assert (stats.handled, stats.errors) == (0, 3)
+    err = capsys.readouterr().err
+    assert err.count("--- Logging error ---") == 3
+    assert "OSError: disk full" in err
+    for word in ("one", "two", "three"):
+        assert f"Message: 'INFO {word}'" in err
+
+
+@pytest.mark.anyio
+async def test_after_stop_a_thread_is_handled_in_the_caller_at_once(
+    logger: logging.Logger,
+) -> None:
+    """The queue keeps no token of the stopped run's: a thread's record does not wait in it."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    for _ in range(3):
+        async with aioqlog.QueueListener(q, handler):
+            await anyio.lowlevel.checkpoint()
+            logger.info("during")
+            await anyio.lowlevel.checkpoint()
+        await in_thread(lambda: logger.info("after"))
+        # Handled in the logging thread's own call, as before start().
+        assert stream.getvalue().endswith("during\nafter\n")
+        assert q.qsize() == 0
+
+
+class _LineCount:
+    """A thread that counts a file's lines and says once they number *want*."""
+
+    def __init__(self, path: Path, want: int) -> None:
+        self.path, self.want = path, want
+        self.lines = 0
+        self.done = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.01):
+            if self.path.exists():
+                self.lines = self.path.read_bytes().count(b"\n")
+                if self.lines >= self.want:
+                    self.done.set()
+                    return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(STALL)
+
+
+@pytest.mark.anyio
+async def test_a_tight_burst_into_a_file_is_written_while_the_loop_is_busy(
+    logger: logging.Logger, tmp_path: Path
+) -> None:
+    """50,000 records logged on the loop without yielding: written before it yields (but the last).
+
+    The loop formats a turn's worth once SPILL records wait, and the worker
+    takes the rest off the queue meanwhile.
+    """
+    n = 50_000
+    path = tmp_path / "app.log"
+    handler = _file_handler(path, logging.Formatter("%(asctime)s %(message)s"))
+    q = aioqlog.LogQueue()
+    q._tick = None  # only the hand-offs themselves may wake the worker
+    logger.addHandler(aioqlog.QueueHandler(q))
+    watcher = _LineCount(path, n - SPILL)
+    try:
+        async with aioqlog.QueueListener(q, handler) as listener:
+            await anyio.lowlevel.checkpoint()
+            for i in range(n):
+                logger.info("r %d", i)
+            # Still on the loop, which has not yielded since the burst began.
+            assert watcher.done.wait(STALL), f"{watcher.lines} of {n} written meanwhile"
+        lines = path.read_text(encoding="utf-8").splitlines()
+        assert [line.split(" ", 2)[-1] for line in lines] == [f"r {i}" for i in range(n)]
+        assert (listener.stats.dropped, listener.stats.handlers[0].dropped) == (0, 0)
+    finally:
+        watcher.stop()
+        handler.close()
+
+
+@pytest.mark.anyio
+async def test_the_loop_and_threads_logging_at_once_keep_each_ones_order(
+    logger: logging.Logger, tmp_path: Path
+) -> None:
+    """Two threads log flat out while the loop logs in bursts: every line, each source in order."""
+    path = tmp_path / "app.log"
+    handler = _file_handler(path, logging.Formatter(PLAIN))
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    n = 5_000
+    start = threading.Barrier(3)
+
+    def flat_out(tag: str) -> None:
+        start.wait(STALL)
+        for i in range(n):
+            logger.info("%s %d", tag, i)
+
+    try:
+        async with aioqlog.QueueListener(q, handler) as listener:
+            await anyio.lowlevel.checkpoint()
+            threads = [threading.Thread(target=flat_out, args=(f"t{k}",)) for k in range(2)]
+            for thread in threads:
+                thread.start()
+            await in_thread(lambda: start.wait(STALL))
+            for burst in range(2 * n // 50):
+                for i in range(50):
+                    logger.info("loop %d", burst * 50 + i)
+                await anyio.lowlevel.checkpoint()
+
+            def join() -> None:
+                for thread in threads:
+                    thread.join(STALL)
+
+            await in_thread(join)
+        assert listener.stats.dropped == 0
+    finally:
+        handler.close()
+    lines = [line.split()[-2:] for line in path.read_text(encoding="utf-8").splitlines()]
+    for tag, count in (("t0", n), ("t1", n), ("loop", 2 * n)):
+        assert [int(i) for source, i in lines if source == tag] == list(range(count)), tag
+
+
+class _Chatty(io.StringIO):
+    """A stream that logs a line about each write it takes, through the logger it serves."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()
+        self.logger = logger
+        self.writes = 0
+        self.summarised = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        if self.writes < 200:  # a runaway chain stops here, and fails the test
+            self.logger.info("wrote %d characters", len(text))
+        if text.startswith("aioqlog dropped"):
+            self.summarised.set()
+        return super().write(text)
+
+
+@pytest.mark.anyio
+async def test_a_stream_that_logs_as_it_writes_is_stopped_by_the_recursion_guard(
+    logger: logging.Logger,
+) -> None:
+    """What the handler logs on its own thread is never the loop's to format: the guard stops it."""
+    stream = _Chatty(logger)
+    handler = logging.StreamHandler(stream)
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    async with aioqlog.QueueListener(q, handler) as listener:
+        await anyio.lowlevel.checkpoint()
+        for i in range(3):
+            logger.info("line %d", i)
+        # Written at the loop's turn, then the echoes, then the summary.
+        assert await in_thread(lambda: stream.summarised.wait(STALL)), stream.getvalue()
+    lines = stream.getvalue().splitlines()
+    # Each line, and the line its write logged; that line's own echo is
+    # dropped, and a summary says so.
+    assert lines[:6] == ["line 0", "line 1", "line 2", *["wrote 7 characters"] * 3]
+    assert lines[6].startswith("aioqlog dropped 3 records that handlers logged")
+    assert len(lines) == 7
+    assert listener.stats.recursion_dropped >= 3
