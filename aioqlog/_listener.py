@@ -325,7 +325,12 @@ class _OneHop:
                     if run.stopping or lane.state != RUNNING or lane.buffer:
                         self.asked = True  # the worker takes what is queued (or ends the feed)
                     else:
-                        self._format_queued(listener, q)
+                        # As the worker formats a record: in the context of its
+                        # log call, one level deeper (see to_handle), not in the
+                        # one this callback happens to run in.
+                        handling = contextvars.Context()
+                        handling.run(DEPTH.set, 1)
+                        handling.run(self._format_queued, listener, q, handling)
                 finally:
                     # Even when interrupted (a signal handler that raises).
                     q._listen_again(self._token)
@@ -338,11 +343,16 @@ class _OneHop:
             if self.asked or lane.lines:
                 lane.wake_worker()
 
-    def _format_queued(self, listener: QueueListener, q: LogQueue) -> None:
+    def _format_queued(
+        self, listener: QueueListener, q: LogQueue, handling: contextvars.Context
+    ) -> None:
         """Format the queued records this thread logged, up to the first it may not.
 
         The lines go into the lane, whose buffer is empty (what it holds would
-        be older). On the loop's thread, with the lock held.
+        be older). On the loop's thread, with the lock held, in *handling*:
+        an empty context one level deep, where a record logged with no
+        variable set is formatted; one logged in a context is formatted in a
+        copy of it, as deep.
         """
         loop_format = self._loop_format
         assert loop_format is not None  # formatting on the loop's thread
@@ -361,6 +371,9 @@ class _OneHop:
         taken = 0
         created = 0.0
         record: Any = None
+        # The last context a record was logged in, and its copy one level deep.
+        logged: contextvars.Context | None = None
+        marked = handling
         try:
             for _ in range(min(LOOP_TURN, lane.room())):
                 try:
@@ -370,12 +383,17 @@ class _OneHop:
                     break
                 if type(record) is not _LogRecord or record.thread != me:
                     break
-                if contexts:
-                    ctx = contexts.get(record)
-                    if ctx is not None and ctx.get(DEPTH, 0):
-                        break  # logged by a handler: its depth decides
+                ctx = contexts.get(record) if contexts else None
+                if ctx is not None and ctx.get(DEPTH, 0):
+                    break  # logged by a handler: its depth decides
                 if floor is None or record.levelno >= floor:
-                    text = fmt(record)
+                    if ctx is None:
+                        text = fmt(record)
+                    else:
+                        if ctx is not logged:
+                            logged, marked = ctx, ctx.copy()
+                            marked.run(DEPTH.set, 1)
+                        text = marked.run(fmt, record)
                     if text is None:
                         break  # not plain: the worker formats it
                     add(text)

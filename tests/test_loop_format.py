@@ -178,6 +178,10 @@ class _Watched(io.StringIO):
         with self.changed:
             return self.changed.wait_for(lambda: self.getvalue() == text, STALL)
 
+    def holds_lines(self, count: int) -> bool:
+        with self.changed:
+            return self.changed.wait_for(lambda: self.getvalue().count("\n") >= count, STALL)
+
 
 async def _until_written(stream: _Watched, text: str) -> None:
     assert await in_thread(lambda: stream.holds(text)), stream.getvalue()
@@ -406,3 +410,38 @@ async def test_a_stream_that_logs_as_it_writes_is_stopped_by_the_recursion_guard
     assert lines[6].startswith("aioqlog dropped 3 records that handlers logged")
     assert len(lines) == 7
     assert listener.stats.recursion_dropped >= 3
+
+
+class _LazyRequest:
+    """An ``extra`` value printed when the line is formatted: the request of the log call."""
+
+    def __str__(self) -> str:
+        return REQUEST.get()
+
+
+@pytest.mark.anyio
+async def test_a_value_printed_when_formatted_sees_its_log_calls_context(
+    logger: logging.Logger,
+) -> None:
+    """Each record is formatted in its own log call's context (the loop's turn runs in none)."""
+    stream = _Watched()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s %(request)s"))
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+
+    async def request(k: int) -> None:
+        REQUEST.set(f"req-{k}")
+        logger.info("request %d", k, extra={"request": _LazyRequest()})
+
+    async with aioqlog.QueueListener(q, handler):
+        await anyio.lowlevel.checkpoint()
+        async with anyio.create_task_group() as group:
+            for k in range(4):
+                group.start_soon(request, k)
+        logger.info("no request", extra={"request": _LazyRequest()})
+        assert await in_thread(lambda: stream.holds_lines(5)), stream.getvalue()
+    lines = stream.getvalue().splitlines()
+    # The tasks log in the order they run (trio's is its own).
+    assert sorted(lines[:4]) == [f"request {k} req-{k}" for k in range(4)]
+    assert lines[4:] == ["no request -"]
