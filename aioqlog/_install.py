@@ -98,6 +98,18 @@ class InstalledListener(QueueListener):
             del _installed[self.logger]
         self._moved = False
 
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: stopped, with the logger's handlers given back to it.
+
+        The install belonged to the parent's block, on the parent's loop: the
+        child logs to its handlers directly, as before ``install()``, and may
+        ``install()`` again on a loop of its own.
+        """
+        super()._after_fork_in_child()
+        # The parent's other threads are gone: a lock one of them held stays held.
+        self._swap = threading.RLock()
+        self._restore()
+
     def start(self) -> None:
         """Start serving; moves the handlers behind the queue again after a ``stop()``.
 

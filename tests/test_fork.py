@@ -251,3 +251,36 @@ async def test_a_fork_takes_loggings_lock_before_the_handlers_locks(
     async with aioqlog.QueueListener(q, handler):
         assert await in_thread(lambda: fork_and_run(lambda: CHILD_OK)) == CHILD_OK
     assert lock.logging_lock_held == [True]
+
+
+def test_a_child_forked_inside_install_can_install_on_its_own_loop(
+    logger: logging.Logger,
+) -> None:
+    """The parent's install() is its own: the child has its handlers back, and installs anew."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+
+    def child() -> int:
+        if logger.handlers != [handler]:
+            return 1  # still behind the parent's stopped queue
+        logger.info("before")  # straight to the handler, as before install()
+
+        async def main() -> None:
+            async with aioqlog.install(logger):
+                logger.info("behind the child's own listener")
+
+        asyncio.run(main())
+        if logger.handlers != [handler]:
+            return 2
+        written = stream.getvalue().splitlines()
+        return CHILD_OK if written[-2:] == ["before", "behind the child's own listener"] else 3
+
+    async def parent() -> int:
+        async with aioqlog.install(logger):
+            logger.info("in the parent")
+            return fork_and_run(child)
+
+    assert asyncio.run(parent()) == CHILD_OK
+    assert logger.handlers == [handler]
+    assert stream.getvalue().splitlines() == ["in the parent"]
