@@ -209,11 +209,13 @@ class LoopFormat:
     """How the thread that logs a record may format it for a stream's handler: call it.
 
     Called for each run of records (see ``_listener._OneHop``), it returns
-    the ``format_here`` of ``_plain_format`` where formatting runs no code
-    but the standard library's: the path's methods, ``handleError`` (a line
-    that fails to be written is reported with a stand-in record: see
-    ``Lines``), ``filter`` and ``LogRecord.getMessage`` as the stdlib defines
-    them, no filter, and a plain ``logging.Formatter``; otherwise None, and
+    the ``format_here`` of ``_plain_format`` where formatting and writing
+    run no code but the interpreter's and the standard library's: the
+    path's methods, ``handleError`` (a line that fails to be written is
+    reported with a stand-in record: see ``Lines``), ``filter`` and
+    ``LogRecord.getMessage`` as the stdlib defines them, no filter, a plain
+    ``logging.Formatter`` whose format names only the record's own fields,
+    and a stream that is exactly ``io.TextIOWrapper``; otherwise None, and
     the handler's worker formats the records. The caller checks that each
     record is an exact ``LogRecord``. A clock of its own: the worker's runs
     on another thread.
@@ -233,7 +235,15 @@ class LoopFormat:
         """Return how to format the records of this run, or None if the worker is to."""
         handler = self._handler
         own = vars(handler)
-        if handler.filters or "filter" in own or "handleError" in own or not self._kept():
+        if (
+            handler.filters
+            or "filter" in own
+            or "handleError" in own
+            # A file's text stream, or the console's: its write runs no code of
+            # the application's (which would see the worker's context).
+            or type(getattr(handler, "stream", None)) is not io.TextIOWrapper
+            or not self._kept()
+        ):
             return None
         formats = self._clock.formats(handler)
         return None if formats is None else formats[1]
@@ -407,7 +417,7 @@ class _Clock:
         self.second: int | None = None
         self.text = ""
         # The formats made last, and what they were made from (see formats).
-        self._formats: tuple[Format, HereFormat] | None = None
+        self._formats: tuple[Format, HereFormat | None] | None = None
         self._key: tuple[object, ...] = ()
 
     def formatter(self, handler: logging.Handler) -> Callable[[_LogRecord], str]:
@@ -422,7 +432,7 @@ class _Clock:
         plain = self.formats(handler)
         return handler.format if plain is None else plain[0]
 
-    def formats(self, handler: logging.Handler) -> tuple[Format, HereFormat] | None:
+    def formats(self, handler: logging.Handler) -> tuple[Format, HereFormat | None] | None:
         """Return *handler*'s formats with this clock (see ``_plain_format``); None if it has none.
 
         None where its formatter is not a plain ``logging.Formatter`` with
@@ -460,7 +470,7 @@ class _Clock:
 
     def _made(
         self, handler: logging.Handler, fmt: logging.Formatter
-    ) -> tuple[Format, HereFormat] | None:
+    ) -> tuple[Format, HereFormat | None] | None:
         """Make *fmt*'s formats with this clock (see ``formats``)."""
         converter = fmt.converter
         if (
@@ -498,6 +508,14 @@ class _Clock:
         # some cannot be copied at all (one that forwards attributes to another).
         return _plain_format(handler, fmt, format_time)
 
+
+#: The fields a record has of its own (as the logger makes it), and those
+#: formatting adds: a format naming only these prints no object of the
+#: application's.
+_STANDARD_FIELDS = frozenset(vars(logging.LogRecord("", logging.NOTSET, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+}
 
 #: ``",%03d" % n`` for each whole millisecond.
 _MSECS = tuple(f",{n:03d}" for n in range(1000))
@@ -619,7 +637,7 @@ def _plain_format(
     handler: logging.Handler,
     fmt: logging.Formatter,
     format_time: Callable[[_LogRecord], str],
-) -> tuple[Format, HereFormat] | None:
+) -> tuple[Format, HereFormat | None] | None:
     """Return ``Formatter.format`` for a stdlib ``Formatter`` with ``%``-style, inlined.
 
     The steps are the stdlib's, in its order (``Formatter.format``,
@@ -640,8 +658,10 @@ def _plain_format(
     record (``format_here``), which formats only a record whose formatting
     runs no code but the interpreter's and the standard library's, and
     returns None for a record with an exception or a stack (the stdlib's
-    steps for those may read source files). The caller sees to the rest
-    (see ``LoopFormat``).
+    steps for those may read source files). That second one is None where
+    the format names a field other than the record's own (an ``extra``
+    value, of any class, is printed by its own ``str()``). The caller sees
+    to the rest (see ``LoopFormat``).
     """
     style = fmt._style
     if (
@@ -662,9 +682,13 @@ def _plain_format(
         _of_the_class((*by_position[1][3], "__getattr__")) or "__getattribute__" in vars(_LogRecord)
     ):
         by_position = None  # found on the class, or answered by it: not the record's own
-    positional, (getter, dated, order, _) = (
+    positional, (getter, dated, order, read_names) = (
         by_position if by_position is not None else ("", (None, False, None, ()))
     )
+    # Only a format that names the record's own fields, whose values the
+    # logger made, formats without calling code of the application's (an
+    # ``extra`` object's ``str()``): on the thread that logged, only such a one.
+    here = by_position is not None and _STANDARD_FIELDS.issuperset(read_names)
 
     def fill(record: _LogRecord) -> str:
         """Return the text of *record*, its message stored."""
@@ -705,7 +729,7 @@ def _plain_format(
         record.message = record.getMessage()
         return fill(record)
 
-    return format_plain, format_here
+    return format_plain, format_here if here else None
 
 
 def _format_all(
