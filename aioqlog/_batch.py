@@ -234,19 +234,19 @@ class LoopFormat:
     def __call__(self) -> HereFormat | None:
         """Return how to format the records of this run, or None if the worker is to."""
         handler = self._handler
-        own = vars(handler)
         if (
-            handler.filters
-            or "filter" in own
-            or "handleError" in own
             # A file's text stream, or the console's: its write runs no code of
             # the application's (which would see the worker's context).
-            or type(getattr(handler, "stream", None)) is not io.TextIOWrapper
-            or not self._kept()
+            type(getattr(handler, "stream", None)) is not io.TextIOWrapper
+            or not filters_nothing(handler)
+            or "handleError" in vars(handler)
         ):
             return None
+        # The cheaper checks first: where one declines, each turn still asks.
         formats = self._clock.formats(handler)
-        return None if formats is None else formats[1]
+        if formats is None or formats[1] is None or not self._kept():
+            return None
+        return formats[1]
 
 
 def _loop_format(handler: logging.Handler, methods: tuple[str, ...]) -> LoopFormat | None:
@@ -260,70 +260,82 @@ def _loop_format(handler: logging.Handler, methods: tuple[str, ...]) -> LoopForm
     return LoopFormat(handler, methods)
 
 
-#: The modules of the standard library's logging.
-_STDLIB_MODULES = frozenset({"logging", "logging.handlers"})
-
-
 class _Kept:
-    """Whether the standard library classes a handler's class inherits hold their own methods.
+    """Whether the classes a handler's class inherits hold the stdlib's own methods.
 
-    Checked for the methods a built-in path does the work of or calls, on each
-    stdlib class in the handler's class's MRO, so that a recipe that replaces
-    one (wraps ``logging.StreamHandler.emit``, which a ``FileHandler``'s
-    ``emit`` calls) is honoured, whenever it is applied: checked again when
+    Checked for the methods a built-in path does the work of or calls, on
+    each class in the handler's class's MRO but ``object``, so that a recipe
+    that replaces one (wraps ``logging.StreamHandler.emit``, which a
+    ``FileHandler``'s ``emit`` calls, or sets ``emit`` on the application's
+    own subclass) is honoured, whenever it is applied: checked again when
     what those classes hold changes. ``namer`` and ``rotator`` are None
     unless set. Made with (class, method names) pairs: each names the
-    methods looked for on that class's stdlib classes.
+    methods looked for on that class's classes.
     """
 
-    __slots__ = ("_dicts", "_places", "_present", "_seen", "_sizes", "_verdict")
+    __slots__ = (
+        "_codes",
+        "_dicts",
+        "_functions",
+        "_names",
+        "_places",
+        "_seen",
+        "_sizes",
+        "_verdict",
+        "_where",
+    )
 
     def __init__(self, *pairs: tuple[type, tuple[str, ...]]) -> None:
-        # Live views of the classes' attributes: a later replacement shows.
-        self._places = tuple(
-            (vars(base), name)
-            for kind, methods in pairs
-            for base in kind.__mro__
-            if base.__module__ in _STDLIB_MODULES
-            for name in methods
-        )
-        self._dicts = tuple({id(attributes): attributes for attributes, _ in self._places}.values())
-        # The places that held a method at the last look, what they held (and
-        # its code), and how many attributes each class had: a method added
-        # where there was none changes that number.
-        self._present: tuple[tuple[Any, str], ...] = ()
+        # Live views of the classes' attributes, one per class: a later
+        # replacement shows.
+        bases = [(base, methods) for kind, methods in pairs for base in kind.__mro__[:-1]]
+        views = {base: vars(base) for base, _ in bases}
+        self._places = tuple((views[base], name) for base, methods in bases for name in methods)
+        self._dicts = tuple(views.values())
+        # The places that held a method at the last look (their views, and
+        # names), what they held, the functions among that and their code,
+        # and how many attributes each class had: a method added where there
+        # was none changes that number.
+        self._where: tuple[Any, ...] = ()
+        self._names: tuple[str, ...] = ()
         self._seen: tuple[object, ...] = ()
+        self._functions: tuple[Any, ...] = ()
+        self._codes: tuple[object, ...] = ()
         self._sizes: list[int] = []
         self._verdict = False
 
     def __call__(self) -> bool:
         """Return whether every such method is the stdlib's own (or unset)."""
+        # Compared by identity (no __eq__ is called), in C loops: each turn of
+        # the loop's formatting asks.
         sizes = list(map(len, self._dicts))
-        methods = [attributes.get(name) for attributes, name in self._present]
-        if sizes != self._sizes or not _same(_with_code(methods), self._seen):
-            everything = [attributes.get(name) for attributes, name in self._places]
-            self._verdict = all(method is None or stdlib_own(method) for method in everything)
-            present = [
-                (place, method)
-                for place, method in zip(self._places, everything, strict=True)
-                if method is not None
-            ]
-            self._present = tuple(place for place, _ in present)
-            self._seen = _with_code([method for _, method in present])
-            self._sizes = sizes
+        if (
+            sizes == self._sizes
+            and all(map(operator.is_, map(_get, self._where, self._names), self._seen))
+            # A hot patch may swap a function's code in place.
+            and all(map(operator.is_, map(_code, self._functions), self._codes))
+        ):
+            return self._verdict
+        everything = [attributes.get(name) for attributes, name in self._places]
+        self._verdict = all(method is None or stdlib_own(method) for method in everything)
+        present = [
+            (place, method)
+            for place, method in zip(self._places, everything, strict=True)
+            if method is not None
+        ]
+        self._where = tuple(attributes for (attributes, _), _ in present)
+        self._names = tuple(name for (_, name), _ in present)
+        self._seen = tuple(method for _, method in present)
+        # Anything but a function is not the stdlib's own, whatever its code.
+        self._functions = tuple(method for method in self._seen if type(method) is _Function)
+        self._codes = tuple(map(_code, self._functions))
+        self._sizes = sizes
         return self._verdict
 
 
-def _with_code(methods: list[object]) -> tuple[object, ...]:
-    """Return *methods*, then the code of each function among them.
-
-    A hot patch may swap a function's code in place; anything but a function
-    is not the stdlib's own, whatever its code.
-    """
-    return (*methods, *[method.__code__ for method in methods if type(method) is _Function])
-
-
 _Function = types.FunctionType
+_get = types.MappingProxyType.get
+_code = operator.attrgetter("__code__")
 
 
 def _same(now: tuple[object, ...], seen: tuple[object, ...]) -> bool:

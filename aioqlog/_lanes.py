@@ -876,10 +876,7 @@ class ThreadLane(Lane):
             self.timed(time.monotonic() - started, len(batch), completed=True)
         # Hold no record (nor its context's values) once handled.
         self.in_hand = _EMPTY_HAND
-        if self._watch.slot:
-            self.notify()
-        if self.room_waiters:
-            self._room_made()
+        self._after_call()
 
     def _write(
         self,
@@ -900,6 +897,10 @@ class ThreadLane(Lane):
             report_error(handler, first.stand_in(0))
         self._count_call(handler, handled, errors, count)
         self.lines_in_hand = None
+        self._after_call()
+
+    def _after_call(self) -> None:
+        """After a batch is done: tell a watching listener, and threads waiting for room."""
         if self._watch.slot:
             self.notify()
         if self.room_waiters:

@@ -236,8 +236,8 @@ class _OneHop:
                 limit = min(limit, q._left_before_stop())
             batch = q._take(limit) if limit > 0 else []
             if batch:
-                if formatting and len(batch) == limit:
-                    self.asked = True  # more may wait: look again
+                # A full batch: more may wait, so the worker looks again.
+                self.asked = formatting and len(batch) == limit
                 handed = listener._hand_over(self.lane, batch, size)
                 if handed is None:
                     handed = []

@@ -634,6 +634,26 @@ def test_a_handler_method_replaced_on_the_stdlib_class_sends_records_one_by_one(
         handler.close()
 
 
+@pytest.mark.parametrize("name", ["emit", "format", "flush", "handle"])
+def test_a_method_set_later_on_the_applications_own_subclass_sends_records_one_by_one(
+    name: str, tmp_path: Path
+) -> None:
+    """A subclass that overrode nothing gets the batch path, until one of its methods is set."""
+
+    class Own(logging.FileHandler):
+        pass
+
+    handler = Own(tmp_path / "own.log")
+    emit = batch_emitter(handler)
+    assert emit is not None
+    assert emit.fits()
+    setattr(Own, name, _marked(getattr(logging.FileHandler, name)))
+    assert not emit.fits()
+    delattr(Own, name)
+    assert emit.fits()
+    handler.close()
+
+
 class _Signalling(io.StringIO):
     """A stream that says when a line is written."""
 

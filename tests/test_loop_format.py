@@ -250,6 +250,47 @@ async def test_a_filter_or_formatter_changed_while_running_counts_from_the_next_
     assert path.read_text() == "one\nthree\nINFO four\nINFO two\n"
 
 
+def _skipping_two(self: logging.Handler, record: logging.LogRecord) -> bool:
+    return record.msg != "two"
+
+
+def _shouting(self: logging.Handler, record: logging.LogRecord) -> str:
+    return logging.Handler.format(self, record).upper()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("name", "method", "expected"),
+    [("filter", _skipping_two, "one\nthree\n"), ("format", _shouting, "one\nTWO\nTHREE\n")],
+)
+async def test_a_method_set_on_the_applications_own_subclass_counts_from_the_next_turn(
+    logger: logging.Logger, tmp_path: Path, name: str, method: Any, expected: str
+) -> None:
+    """A handler class of the application's that overrode nothing, patched while running."""
+
+    class Own(logging.FileHandler):
+        pass
+
+    path = tmp_path / "app.log"
+    handler = Own(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    try:
+        async with aioqlog.QueueListener(q, handler):
+            await anyio.lowlevel.checkpoint()
+            logger.info("one")
+            assert await in_thread(lambda: _eventually(lambda: path.read_text() == "one\n"))
+            setattr(Own, name, method)
+            logger.info("two")
+            logger.info("three")
+            # Written at a turn of the loop's, before the stop.
+            assert await in_thread(lambda: _eventually(lambda: path.read_text() == expected))
+    finally:
+        handler.close()
+    assert path.read_text() == expected
+
+
 class _Refusing(io.RawIOBase):
     """Raw bytes whose writes fail: a file's text stream over a full disk."""
 
