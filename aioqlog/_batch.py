@@ -46,6 +46,7 @@ from __future__ import annotations
 import codecs
 import contextvars
 import functools
+import gc
 import io
 import logging
 import logging.handlers
@@ -267,74 +268,64 @@ class _Kept:
     each class in the handler's class's MRO but ``object``, so that a recipe
     that replaces one (wraps ``logging.StreamHandler.emit``, which a
     ``FileHandler``'s ``emit`` calls, or sets ``emit`` on the application's
-    own subclass) is honoured, whenever it is applied: checked again when
-    what those classes hold changes. ``namer`` and ``rotator`` are None
-    unless set. Made with (class, method names) pairs: each names the
-    methods looked for on that class's classes.
+    own subclass) is honoured, whenever it is applied: each call looks at
+    every place again. ``namer`` and ``rotator`` are None unless set. Made
+    with (class, method names) pairs: each names the methods looked for on
+    that class's classes.
     """
 
-    __slots__ = (
-        "_codes",
-        "_dicts",
-        "_functions",
-        "_names",
-        "_places",
-        "_seen",
-        "_sizes",
-        "_verdict",
-        "_where",
-    )
+    __slots__ = ("_codes", "_functions", "_get", "_names", "_seen", "_verdict", "_views")
 
     def __init__(self, *pairs: tuple[type, tuple[str, ...]]) -> None:
+        bases = [(base, methods) for kind, methods in pairs for base in kind.__mro__[:-1]]
         # Live views of the classes' attributes, one per class: a later
         # replacement shows.
-        bases = [(base, methods) for kind, methods in pairs for base in kind.__mro__[:-1]]
-        views = {base: vars(base) for base, _ in bases}
-        self._places = tuple((views[base], name) for base, methods in bases for name in methods)
-        self._dicts = tuple(views.values())
-        # The places that held a method at the last look (their views, and
-        # names), what they held, the functions among that and their code,
-        # and how many attributes each class had: a method added where there
-        # was none changes that number.
-        self._where: tuple[Any, ...] = ()
-        self._names: tuple[str, ...] = ()
+        views = {base: _attributes(base) for base, _ in bases}
+        self._views = tuple(views[base] for base, methods in bases for _ in methods)
+        self._names = tuple(name for _, methods in bases for name in methods)
+        self._get: Callable[[Any, str], object] = (
+            dict.get if all(type(view) is dict for view in views.values()) else _view_get
+        )
+        # What each place held at the last look (None: nothing), the functions
+        # among that and their code.
         self._seen: tuple[object, ...] = ()
         self._functions: tuple[Any, ...] = ()
         self._codes: tuple[object, ...] = ()
-        self._sizes: list[int] = []
         self._verdict = False
 
     def __call__(self) -> bool:
         """Return whether every such method is the stdlib's own (or unset)."""
         # Compared by identity (no __eq__ is called), in C loops: each turn of
         # the loop's formatting asks.
-        sizes = list(map(len, self._dicts))
+        now = tuple(map(self._get, self._views, self._names))
         if (
-            sizes == self._sizes
-            and all(map(operator.is_, map(_get, self._where, self._names), self._seen))
+            len(now) == len(self._seen)
+            and all(map(operator.is_, now, self._seen))
             # A hot patch may swap a function's code in place.
             and all(map(operator.is_, map(_code, self._functions), self._codes))
         ):
             return self._verdict
-        everything = [attributes.get(name) for attributes, name in self._places]
-        self._verdict = all(method is None or stdlib_own(method) for method in everything)
-        present = [
-            (place, method)
-            for place, method in zip(self._places, everything, strict=True)
-            if method is not None
-        ]
-        self._where = tuple(attributes for (attributes, _), _ in present)
-        self._names = tuple(name for (_, name), _ in present)
-        self._seen = tuple(method for _, method in present)
+        self._verdict = all(method is None or stdlib_own(method) for method in now)
+        self._seen = now
         # Anything but a function is not the stdlib's own, whatever its code.
-        self._functions = tuple(method for method in self._seen if type(method) is _Function)
+        self._functions = tuple(method for method in now if type(method) is _Function)
         self._codes = tuple(map(_code, self._functions))
-        self._sizes = sizes
         return self._verdict
 
 
+def _attributes(kind: type) -> Any:
+    """Return the dict that holds *kind*'s own attributes (live), or a live view of it."""
+    view = vars(kind)
+    # The dict itself, as the view refers to it: looked up without a call per name.
+    held = gc.get_referents(view)
+    return held[0] if len(held) == 1 and type(held[0]) is dict else view
+
+
+def _view_get(view: Any, name: str) -> object:
+    return view.get(name)
+
+
 _Function = types.FunctionType
-_get = types.MappingProxyType.get
 _code = operator.attrgetter("__code__")
 
 
@@ -670,7 +661,9 @@ def _plain_format(
     record (``format_here``), which formats only a record whose formatting
     runs no code but the interpreter's and the standard library's, and
     returns None for a record with an exception or a stack (the stdlib's
-    steps for those may read source files). That second one is None where
+    steps for those may read source files), or a field it reads that is not
+    a ``str``, ``int``, ``float``, ``bool`` or None (a record factory's
+    object prints through its own ``str()``), or lacks. That second one is None where
     the format names a field other than the record's own (an ``extra``
     value, of any class, is printed by its own ``str()``). The caller sees
     to the rest (see ``LoopFormat``).
@@ -739,9 +732,30 @@ def _plain_format(
         if record.exc_info or record.exc_text or record.stack_info:
             return None
         record.message = record.getMessage()
-        return fill(record)
+        try:
+            values = getter(record)  # type: ignore[misc]  # here: always a getter
+        except AttributeError:
+            return None  # a field it lacks: the stdlib's way, on the worker
+        # A field a record factory (or a filter) set to an object of another
+        # type would print through code of the application's.
+        for value in values:  # a loop costs less than issuperset(map(type, ...)) here
+            if type(value) not in _PRINTED_AS_IS:
+                return None
+        if dated:
+            if uses_time and not (
+                type(record.created) in _PRINTED_AS_IS and type(record.msecs) in _PRINTED_AS_IS
+            ):
+                return None
+            values = (format_time(record),) + values  # noqa: RUF005 - one operation
+            if order is not None:
+                values = order(values)
+        return positional % values
 
     return format_plain, format_here if here else None
+
+
+#: The types a standard field's value is printed as, by the interpreter alone.
+_PRINTED_AS_IS = frozenset({str, int, float, bool, type(None)})
 
 
 def _format_all(

@@ -654,6 +654,22 @@ def test_a_method_set_later_on_the_applications_own_subclass_sends_records_one_b
     handler.close()
 
 
+def test_a_method_set_where_another_attribute_was_deleted_is_honoured(tmp_path: Path) -> None:
+    """A class that loses one attribute and gains a method keeps its size: the method counts."""
+
+    class Own(logging.FileHandler):
+        retries = 3
+
+    handler = Own(tmp_path / "own.log")
+    emit = batch_emitter(handler)
+    assert emit is not None
+    assert emit.fits()
+    del Own.retries
+    Own.emit = _marked(logging.FileHandler.emit)  # type: ignore[method-assign]
+    assert not emit.fits()
+    handler.close()
+
+
 class _Signalling(io.StringIO):
     """A stream that says when a line is written."""
 

@@ -291,6 +291,53 @@ async def test_a_method_set_on_the_applications_own_subclass_counts_from_the_nex
     assert path.read_text() == expected
 
 
+class _Tag:
+    """A value of the application's, printed by its own ``str()``: says where that ran."""
+
+    def __init__(self) -> None:
+        self.printed_on: set[int] = set()
+
+    def __str__(self) -> str:
+        self.printed_on.add(threading.get_ident())
+        return "tagged"
+
+
+@pytest.mark.anyio
+async def test_a_standard_field_a_record_factory_sets_to_an_object_is_printed_on_the_worker(
+    logger: logging.Logger, tmp_path: Path
+) -> None:
+    """The loop's thread runs no ``str()`` of the application's: that record goes to the worker."""
+    tag = _Tag()
+    made = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = made(*args, **kwargs)
+        if record.msg == "tagged":
+            record.processName = tag  # type: ignore[assignment]
+        return record
+
+    path = tmp_path / "app.log"
+    handler = _file_handler(path, logging.Formatter("%(processName)s %(message)s"))
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    logging.setLogRecordFactory(factory)
+    try:
+        async with aioqlog.QueueListener(q, handler):
+            await anyio.lowlevel.checkpoint()
+            logger.info("plain")
+            logger.info("tagged")
+            logger.info("after")
+            expected = "MainProcess plain\ntagged tagged\nMainProcess after\n"
+            # Written before the stop: the loop's turns saw every record.
+            assert await in_thread(lambda: _eventually(lambda: path.read_text() == expected))
+            loop_thread = threading.get_ident()
+    finally:
+        logging.setLogRecordFactory(made)
+        handler.close()
+    assert tag.printed_on
+    assert loop_thread not in tag.printed_on
+
+
 class _Refusing(io.RawIOBase):
     """Raw bytes whose writes fail: a file's text stream over a full disk."""
 
