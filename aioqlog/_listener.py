@@ -236,8 +236,10 @@ class _OneHop:
                 limit = min(limit, q._left_before_stop())
             batch = q._take(limit) if limit > 0 else []
             if batch:
-                # A full batch: more may wait, so the worker looks again.
-                self.asked = formatting and len(batch) == limit
+                # A full batch: more may wait, so the worker looks again. Only
+                # ever set here: another thread's ring sets it without the lock.
+                if formatting and len(batch) == limit:
+                    self.asked = True
                 handed = listener._hand_over(self.lane, batch, size)
                 if handed is None:
                     handed = []
