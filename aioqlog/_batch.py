@@ -661,9 +661,10 @@ def _plain_format(
     record (``format_here``), which formats only a record whose formatting
     runs no code but the interpreter's and the standard library's, and
     returns None for a record with an exception or a stack (the stdlib's
-    steps for those may read source files), or a field it reads that is not
-    a ``str``, ``int``, ``float``, ``bool`` or None (a record factory's
-    object prints through its own ``str()``), or lacks. That second one is None where
+    steps for those may read source files), or one with a field it reads
+    missing, or set to anything but a ``str``, ``int``, ``float``, ``bool``
+    or None (a record factory's object prints through its own ``str()``).
+    That second one is None where
     the format names a field other than the record's own (an ``extra``
     value, of any class, is printed by its own ``str()``). The caller sees
     to the rest (see ``LoopFormat``).
@@ -742,9 +743,9 @@ def _plain_format(
             if type(value) not in _PRINTED_AS_IS:
                 return None
         if dated:
-            if uses_time and not (
-                type(record.created) in _PRINTED_AS_IS and type(record.msecs) in _PRINTED_AS_IS
-            ):
+            # The date's numbers, too (a converter reads an object's own float).
+            printed = _PRINTED_AS_IS
+            if type(record.created) not in printed or type(record.msecs) not in printed:
                 return None
             values = (format_time(record),) + values  # noqa: RUF005 - one operation
             if order is not None:

@@ -338,6 +338,51 @@ async def test_a_standard_field_a_record_factory_sets_to_an_object_is_printed_on
     assert loop_thread not in tag.printed_on
 
 
+class _Millis:
+    """Milliseconds of the application's own class: says where it was read as a number."""
+
+    def __init__(self) -> None:
+        self.read_on: set[int] = set()
+
+    def __index__(self) -> int:
+        self.read_on.add(threading.get_ident())
+        return 250
+
+    __int__ = __index__
+
+
+@pytest.mark.anyio
+async def test_a_date_field_a_record_factory_sets_to_an_object_is_read_on_the_worker(
+    logger: logging.Logger, tmp_path: Path
+) -> None:
+    """The date's numbers are the record's too: an object there is read off the loop's thread."""
+    millis = _Millis()
+    made = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = made(*args, **kwargs)
+        record.msecs = millis  # type: ignore[assignment]
+        return record
+
+    path = tmp_path / "app.log"
+    handler = _file_handler(path, logging.Formatter("%(asctime)s %(message)s"))
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    logging.setLogRecordFactory(factory)
+    try:
+        async with aioqlog.QueueListener(q, handler):
+            await anyio.lowlevel.checkpoint()
+            logger.info("one")
+            assert await in_thread(lambda: _eventually(lambda: path.read_text().endswith("one\n")))
+            loop_thread = threading.get_ident()
+    finally:
+        logging.setLogRecordFactory(made)
+        handler.close()
+    assert ",250 one\n" in path.read_text()
+    assert millis.read_on
+    assert loop_thread not in millis.read_on
+
+
 class _Refusing(io.RawIOBase):
     """Raw bytes whose writes fail: a file's text stream over a full disk."""
 
