@@ -489,27 +489,36 @@ class _Clock:
         with_msecs = not datefmt and default_msec
         table = _MSECS if with_msecs == "%s,%03d" else None
 
-        def format_time(record: _LogRecord) -> str:
-            created = record.created
-            if type(created) is float and 0.0 <= created < _LAST_SECOND:
-                second = int(created)  # as localtime and gmtime take it: floored
-                if second != self.second:
-                    self.text = time.strftime(pattern, converter(created))
-                    self.second = second
-                text = self.text
-            else:  # not a time this cache can key: as the stdlib does, each time
-                text = time.strftime(pattern, converter(created))
-            if not with_msecs:
-                return text
-            msecs = record.msecs
-            if table is not None and type(msecs) is float and 0.0 <= msecs < 1000.0:
-                return text + table[int(msecs)]  # "%03d" takes the float's whole part
-            return with_msecs % (text, msecs)
+        def made(here: bool) -> Callable[[_LogRecord], str | None]:
+            """Return ``formatTime``; *here*: None for a date an object of another type holds."""
+
+            def format_time(record: _LogRecord) -> str | None:
+                created = record.created
+                if type(created) is float and 0.0 <= created < _LAST_SECOND:
+                    second = int(created)  # as localtime and gmtime take it: floored
+                    if second != self.second:
+                        self.text = time.strftime(pattern, converter(created))
+                        self.second = second
+                    text = self.text
+                elif here and type(created) not in _PRINTED_AS_IS:
+                    return None  # the converter would read the object's own number
+                else:  # not a time this cache can key: as the stdlib does, each time
+                    text = time.strftime(pattern, converter(created))
+                if not with_msecs:
+                    return text
+                msecs = record.msecs
+                if table is not None and type(msecs) is float and 0.0 <= msecs < 1000.0:
+                    return text + table[int(msecs)]  # "%03d" takes the float's whole part
+                if here and type(msecs) not in _PRINTED_AS_IS:
+                    return None
+                return with_msecs % (text, msecs)
+
+            return format_time
 
         # A formatter of its own class is called as it is (None): a copy of it
         # with this clock would keep its own state apart (a line counter), and
         # some cannot be copied at all (one that forwards attributes to another).
-        return _plain_format(handler, fmt, format_time)
+        return _plain_format(handler, fmt, made(here=False), made(here=True))
 
 
 #: The fields a record has of its own (as the logger makes it), and those
@@ -639,7 +648,8 @@ def _nothing(record: _LogRecord) -> tuple[Any, ...]:
 def _plain_format(
     handler: logging.Handler,
     fmt: logging.Formatter,
-    format_time: Callable[[_LogRecord], str],
+    format_time: Callable[[_LogRecord], str | None],
+    time_here: Callable[[_LogRecord], str | None],
 ) -> tuple[Format, HereFormat | None] | None:
     """Return ``Formatter.format`` for a stdlib ``Formatter`` with ``%``-style, inlined.
 
@@ -732,7 +742,14 @@ def _plain_format(
     def format_here(record: _LogRecord) -> str | None:
         if record.exc_info or record.exc_text or record.stack_info:
             return None
-        record.message = record.getMessage()
+        # LogRecord.getMessage, as the stdlib defines it (LoopFormat checks
+        # that it is), without the call.
+        message = record.msg
+        if type(message) is not str:
+            message = str(message)
+        if record.args:
+            message %= record.args
+        record.message = message
         try:
             values = getter(record)  # type: ignore[misc]  # here: always a getter
         except AttributeError:
@@ -743,11 +760,10 @@ def _plain_format(
             if type(value) not in _PRINTED_AS_IS:
                 return None
         if dated:
-            # The date's numbers, too (a converter reads an object's own float).
-            printed = _PRINTED_AS_IS
-            if type(record.created) not in printed or type(record.msecs) not in printed:
+            asctime = time_here(record)
+            if asctime is None:
                 return None
-            values = (format_time(record),) + values  # noqa: RUF005 - one operation
+            values = (asctime,) + values  # noqa: RUF005 - one operation
             if order is not None:
                 values = order(values)
         return positional % values

@@ -338,30 +338,34 @@ async def test_a_standard_field_a_record_factory_sets_to_an_object_is_printed_on
     assert loop_thread not in tag.printed_on
 
 
-class _Millis:
-    """Milliseconds of the application's own class: says where it was read as a number."""
+class _Number:
+    """A number of the application's own class: says where it was read as one."""
 
-    def __init__(self) -> None:
+    def __init__(self, value: int) -> None:
+        self.value = value
         self.read_on: set[int] = set()
 
     def __index__(self) -> int:
         self.read_on.add(threading.get_ident())
-        return 250
+        return self.value
 
     __int__ = __index__
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(("field", "value"), [("msecs", 250), ("created", 1_700_000_000)])
 async def test_a_date_field_a_record_factory_sets_to_an_object_is_read_on_the_worker(
-    logger: logging.Logger, tmp_path: Path
+    logger: logging.Logger, tmp_path: Path, field: str, value: int
 ) -> None:
     """The date's numbers are the record's too: an object there is read off the loop's thread."""
-    millis = _Millis()
+    number = _Number(value)
     made = logging.getLogRecordFactory()
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = made(*args, **kwargs)
-        record.msecs = millis  # type: ignore[assignment]
+        if field == "created":
+            record.msecs = 250.0
+        setattr(record, field, number)
         return record
 
     path = tmp_path / "app.log"
@@ -379,8 +383,8 @@ async def test_a_date_field_a_record_factory_sets_to_an_object_is_read_on_the_wo
         logging.setLogRecordFactory(made)
         handler.close()
     assert ",250 one\n" in path.read_text()
-    assert millis.read_on
-    assert loop_thread not in millis.read_on
+    assert number.read_on
+    assert loop_thread not in number.read_on
 
 
 class _Refusing(io.RawIOBase):
