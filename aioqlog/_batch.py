@@ -326,6 +326,7 @@ def _view_get(view: Any, name: str) -> object:
 
 
 _Function = types.FunctionType
+_Method = types.MethodType
 _code = operator.attrgetter("__code__")
 
 
@@ -742,14 +743,13 @@ def _plain_format(
     def format_here(record: _LogRecord) -> str | None:
         if record.exc_info or record.exc_text or record.stack_info:
             return None
-        # LogRecord.getMessage, as the stdlib defines it (LoopFormat checks
-        # that it is), without the call.
-        message = record.msg
-        if type(message) is not str:
-            message = str(message)
-        if record.args:
-            message %= record.args
-        record.message = message
+        # The class's getMessage (the stdlib's: LoopFormat checks), not one of
+        # the application's set on this record (read without its __dict__,
+        # which CPython 3.11+ would build).
+        get_message = record.getMessage
+        if type(get_message) is not _Method or get_message.__func__ is not _LogRecord.getMessage:
+            return None
+        record.message = get_message()
         try:
             values = getter(record)  # type: ignore[misc]  # here: always a getter
         except AttributeError:

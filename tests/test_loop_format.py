@@ -338,6 +338,45 @@ async def test_a_standard_field_a_record_factory_sets_to_an_object_is_printed_on
     assert loop_thread not in tag.printed_on
 
 
+@pytest.mark.anyio
+async def test_a_get_message_a_record_factory_sets_on_a_record_is_called_on_the_worker(
+    logger: logging.Logger, tmp_path: Path
+) -> None:
+    """A record's own ``getMessage`` is the application's code: called, off the loop's thread."""
+    called_on: set[int] = set()
+    made = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = made(*args, **kwargs)
+        if record.msg == "own":
+
+            def get_message() -> str:
+                called_on.add(threading.get_ident())
+                return "its own message"
+
+            record.getMessage = get_message  # type: ignore[method-assign]
+        return record
+
+    path = tmp_path / "app.log"
+    handler = _file_handler(path, logging.Formatter("%(levelname)s %(message)s"))
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    logging.setLogRecordFactory(factory)
+    try:
+        async with aioqlog.QueueListener(q, handler):
+            await anyio.lowlevel.checkpoint()
+            logger.info("plain")
+            logger.info("own")
+            expected = "INFO plain\nINFO its own message\n"
+            assert await in_thread(lambda: _eventually(lambda: path.read_text() == expected))
+            loop_thread = threading.get_ident()
+    finally:
+        logging.setLogRecordFactory(made)
+        handler.close()
+    assert called_on
+    assert loop_thread not in called_on
+
+
 class _Number:
     """A number of the application's own class: says where it was read as one."""
 
