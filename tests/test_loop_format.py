@@ -291,6 +291,43 @@ async def test_a_method_set_on_the_applications_own_subclass_counts_from_the_nex
     assert path.read_text() == expected
 
 
+async def _logged_through_a_factory(
+    logger: logging.Logger,
+    path: Path,
+    fmt: str,
+    change: Callable[[logging.LogRecord], None],
+    *,
+    messages: list[str],
+    written: Callable[[str], bool],
+) -> int:
+    """Log *messages* on the loop, each record changed by *change* as the factory makes it.
+
+    Waits, before the stop, until the file's text satisfies *written* (the
+    loop's turns saw every record); returns the loop's thread's ident.
+    """
+    made = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = made(*args, **kwargs)
+        change(record)
+        return record
+
+    handler = _file_handler(path, logging.Formatter(fmt))
+    q = aioqlog.LogQueue()
+    logger.addHandler(aioqlog.QueueHandler(q))
+    logging.setLogRecordFactory(factory)
+    try:
+        async with aioqlog.QueueListener(q, handler):
+            await anyio.lowlevel.checkpoint()
+            for message in messages:
+                logger.info(message)
+            assert await in_thread(lambda: _eventually(lambda: written(path.read_text())))
+            return threading.get_ident()
+    finally:
+        logging.setLogRecordFactory(made)
+        handler.close()
+
+
 class _Tag:
     """A value of the application's, printed by its own ``str()``: says where that ran."""
 
@@ -308,32 +345,20 @@ async def test_a_standard_field_a_record_factory_sets_to_an_object_is_printed_on
 ) -> None:
     """The loop's thread runs no ``str()`` of the application's: that record goes to the worker."""
     tag = _Tag()
-    made = logging.getLogRecordFactory()
 
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = made(*args, **kwargs)
+    def change(record: logging.LogRecord) -> None:
         if record.msg == "tagged":
             record.processName = tag  # type: ignore[assignment]
-        return record
 
-    path = tmp_path / "app.log"
-    handler = _file_handler(path, logging.Formatter("%(processName)s %(message)s"))
-    q = aioqlog.LogQueue()
-    logger.addHandler(aioqlog.QueueHandler(q))
-    logging.setLogRecordFactory(factory)
-    try:
-        async with aioqlog.QueueListener(q, handler):
-            await anyio.lowlevel.checkpoint()
-            logger.info("plain")
-            logger.info("tagged")
-            logger.info("after")
-            expected = "MainProcess plain\ntagged tagged\nMainProcess after\n"
-            # Written before the stop: the loop's turns saw every record.
-            assert await in_thread(lambda: _eventually(lambda: path.read_text() == expected))
-            loop_thread = threading.get_ident()
-    finally:
-        logging.setLogRecordFactory(made)
-        handler.close()
+    expected = "MainProcess plain\ntagged tagged\nMainProcess after\n"
+    loop_thread = await _logged_through_a_factory(
+        logger,
+        tmp_path / "app.log",
+        "%(processName)s %(message)s",
+        change,
+        messages=["plain", "tagged", "after"],
+        written=expected.__eq__,
+    )
     assert tag.printed_on
     assert loop_thread not in tag.printed_on
 
@@ -344,35 +369,23 @@ async def test_a_get_message_a_record_factory_sets_on_a_record_is_called_on_the_
 ) -> None:
     """A record's own ``getMessage`` is the application's code: called, off the loop's thread."""
     called_on: set[int] = set()
-    made = logging.getLogRecordFactory()
 
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = made(*args, **kwargs)
+    def get_message() -> str:
+        called_on.add(threading.get_ident())
+        return "its own message"
+
+    def change(record: logging.LogRecord) -> None:
         if record.msg == "own":
-
-            def get_message() -> str:
-                called_on.add(threading.get_ident())
-                return "its own message"
-
             record.getMessage = get_message  # type: ignore[method-assign]
-        return record
 
-    path = tmp_path / "app.log"
-    handler = _file_handler(path, logging.Formatter("%(levelname)s %(message)s"))
-    q = aioqlog.LogQueue()
-    logger.addHandler(aioqlog.QueueHandler(q))
-    logging.setLogRecordFactory(factory)
-    try:
-        async with aioqlog.QueueListener(q, handler):
-            await anyio.lowlevel.checkpoint()
-            logger.info("plain")
-            logger.info("own")
-            expected = "INFO plain\nINFO its own message\n"
-            assert await in_thread(lambda: _eventually(lambda: path.read_text() == expected))
-            loop_thread = threading.get_ident()
-    finally:
-        logging.setLogRecordFactory(made)
-        handler.close()
+    loop_thread = await _logged_through_a_factory(
+        logger,
+        tmp_path / "app.log",
+        "%(levelname)s %(message)s",
+        change,
+        messages=["plain", "own"],
+        written="INFO plain\nINFO its own message\n".__eq__,
+    )
     assert called_on
     assert loop_thread not in called_on
 
@@ -398,29 +411,21 @@ async def test_a_date_field_a_record_factory_sets_to_an_object_is_read_on_the_wo
 ) -> None:
     """The date's numbers are the record's too: an object there is read off the loop's thread."""
     number = _Number(value)
-    made = logging.getLogRecordFactory()
 
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = made(*args, **kwargs)
+    def change(record: logging.LogRecord) -> None:
         if field == "created":
             record.msecs = 250.0
         setattr(record, field, number)
-        return record
 
     path = tmp_path / "app.log"
-    handler = _file_handler(path, logging.Formatter("%(asctime)s %(message)s"))
-    q = aioqlog.LogQueue()
-    logger.addHandler(aioqlog.QueueHandler(q))
-    logging.setLogRecordFactory(factory)
-    try:
-        async with aioqlog.QueueListener(q, handler):
-            await anyio.lowlevel.checkpoint()
-            logger.info("one")
-            assert await in_thread(lambda: _eventually(lambda: path.read_text().endswith("one\n")))
-            loop_thread = threading.get_ident()
-    finally:
-        logging.setLogRecordFactory(made)
-        handler.close()
+    loop_thread = await _logged_through_a_factory(
+        logger,
+        path,
+        "%(asctime)s %(message)s",
+        change,
+        messages=["one"],
+        written=lambda text: text.endswith("one\n"),
+    )
     assert ",250 one\n" in path.read_text()
     assert number.read_on
     assert loop_thread not in number.read_on
